@@ -1,0 +1,1 @@
+"""The ``nopeek`` command line."""

@@ -1,0 +1,155 @@
+"""``nopeek train``: train a split model, optionally with NoPeek, defenses or a malicious server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nopeek.cli._hooks import build_hooks
+from nopeek.config import TrainConfig
+from nopeek.errors import CheckpointError
+from nopeek.trainer import train
+
+S = argparse.SUPPRESS
+
+
+def add_parser(sub) -> None:
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train",
+        help="train a split model and measure leakage at the cut",
+        description="Train a split model; writes config.json, metrics.json, checkpoint.pt and "
+        "observations.pt (what crossed the cut, for attacks) to --out.",
+        argument_default=S,
+    )
+    p.add_argument(
+        "--dataset",
+        help=f"digits | breast-cancer | mnist | fashion-mnist | cifar10 (default {d.dataset})",
+    )
+    p.add_argument("--model", help="reference model (see `nopeek models`; default: per data set)")
+    p.add_argument(
+        "--cut", help="cut name(s), comma-separated for several cuts (default: the model's)"
+    )
+    p.add_argument(
+        "--topology",
+        help="vanilla (one cut, or multi-hop with several) | u-shaped (default vanilla)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        help=f"NoPeek weight: loss = CE + alpha * dCor(x, cut) (default {d.alpha})",
+    )
+    p.add_argument("--epochs", type=int, help=f"training epochs (default {d.epochs})")
+    p.add_argument(
+        "--batch-size", type=int, dest="batch_size", help=f"batch size (default {d.batch_size})"
+    )
+    p.add_argument("--lr", type=float, help=f"Adam learning rate for every party (default {d.lr})")
+    p.add_argument(
+        "--seed", type=int, help=f"seed for splits, weights and shuffling (default {d.seed})"
+    )
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="default auto (CUDA if available)"
+    )
+    p.add_argument(
+        "--one-vs-rest",
+        type=int,
+        dest="one_vs_rest",
+        help="turn the task into 'class K vs the rest'",
+    )
+    p.add_argument(
+        "--shuffle-labels",
+        action="store_true",
+        dest="shuffle_labels",
+        help="permute training labels (a control)",
+    )
+    p.add_argument(
+        "--data-root", dest="data_root", help="folder holding MNIST/Fashion-MNIST/CIFAR-10"
+    )
+    p.add_argument("--download", action="store_true", help="download the data set into --data-root")
+    p.add_argument(
+        "--max-train",
+        type=int,
+        dest="max_train",
+        help="keep a stratified subset of the training split",
+    )
+    p.add_argument(
+        "--record-samples",
+        type=int,
+        dest="record_samples",
+        help="samples per epoch whose cut messages are kept for attacks "
+        f"(default {d.record_samples})",
+    )
+    p.add_argument(
+        "--dcor-samples",
+        type=int,
+        dest="dcor_samples",
+        help=f"test samples for dcor_test (default {d.dcor_samples})",
+    )
+    p.add_argument(
+        "--defense",
+        action="append",
+        dest="defenses",
+        help="defense spec, repeatable, e.g. cut-noise:gaussian,sigma=0.5,clip=1",
+    )
+    p.add_argument(
+        "--delta", type=float, help=f"delta for (epsilon, delta)-DP accounting (default {d.delta})"
+    )
+    p.add_argument(
+        "--malicious-server",
+        dest="malicious_server",
+        help="run an active server attack during training (fsha)",
+    )
+    p.add_argument("--out", default="runs/latest", help="run directory (default runs/latest)")
+    p.add_argument(
+        "--overwrite", action="store_true", default=False, help="replace an existing run directory"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        default=False,
+        help="continue the run in --out from its last checkpoint",
+    )
+    p.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
+    p.set_defaults(handler=run)
+
+
+_RUN_FLAGS = {"out", "overwrite", "resume", "quiet", "handler", "command", "verbose"}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The config for a new run, or the saved one (checked against given flags) on --resume."""
+    given = {k: v for k, v in vars(args).items() if k not in _RUN_FLAGS}
+    if not args.resume:
+        return TrainConfig(**given)
+    path = Path(args.out) / "config.json"
+    try:
+        saved = TrainConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"cannot read {path} to resume ({type(exc).__name__}); train anew with --overwrite"
+        ) from None
+    for key, value in given.items():
+        if getattr(saved, key) != value:
+            raise CheckpointError(
+                f"run {args.out} was trained with {key}={getattr(saved, key)!r}, not {value!r}; "
+                "drop the option to resume, or train anew with --overwrite"
+            )
+    return saved
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    result = train(
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        hooks=build_hooks(config),
+    )
+    m = result.metrics
+    keys = ["test_accuracy", "test_auc", "dcor_test", "dcor_test_unbiased", "train_seconds"]
+    keys += [k for k in ("epsilon_cut", "epsilon_dpsgd") if k in m]
+    print("  ".join(f"{k} {m[k]:.4g}" for k in keys if k in m) + f"  -> {args.out}")
+    return 0

@@ -1,0 +1,209 @@
+"""Distance correlation between two batches, in torch, differentiable and O(N^2) in memory.
+
+Distance correlation (Szekely, Rizzo & Bakirov, 2007) measures *any* statistical dependence
+between two random vectors of arbitrary dimensions; it is 0 only under independence (in the
+population). NoPeek uses it as a leakage measure between raw inputs ``x`` and the activations
+``z`` a client sends over the cut, and as a differentiable penalty to reduce that leakage.
+
+Both estimators here follow the ``dcor`` package exactly (to ~1e-12 in float64), but run on
+torch tensors (CPU or GPU, float32 or float64) and support autograd:
+
+* :func:`distance_correlation` -- the usual biased V-statistic dCor in [0, 1], used for training.
+* :func:`u_distance_correlation_sqr` -- the bias-corrected (U-centered) squared dCor, used for
+  evaluation, because the biased one is strongly inflated for small N in high dimension.
+
+Pairwise distances are computed from the Gram matrix and the squared norms, so memory is a few
+``(N, N)`` buffers plus one copy of each input; the naive ``(N, N, D)`` difference tensor is
+never built.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nopeek.errors import ConfigError
+
+__all__ = ["distance_correlation", "u_distance_correlation_sqr"]
+
+
+def _compute_dtype(x: Tensor, z: Tensor) -> torch.dtype:
+    """The floating dtype both inputs are cast to: their promotion, at least float32.
+
+    Integer inputs (e.g. ``uint8`` pixels) use the default float dtype; float16/bfloat16 are
+    upcast to float32 because the squared-distance formula cancels badly at half precision.
+    """
+    if x.is_complex() or z.is_complex():
+        raise ConfigError("distance correlation needs real tensors, got a complex one; pass .real")
+    dtype = torch.promote_types(x.dtype, z.dtype)
+    if not dtype.is_floating_point:
+        return torch.get_default_dtype()
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    return dtype
+
+
+def _as_pair(x: Tensor, z: Tensor, *, min_samples: int, name: str) -> tuple[Tensor, Tensor]:
+    """Check two batches and flatten them per sample.
+
+    x: (N, ...), z: (N, ...) -> (N, Dx), (N, Dz), same floating dtype and device.
+    """
+    if x.dim() == 0 or z.dim() == 0:
+        raise ConfigError(
+            f"{name} needs batches with a sample dimension, got a 0-d tensor; "
+            "pass tensors of shape (N, ...)"
+        )
+    if x.shape[0] != z.shape[0]:
+        raise ConfigError(
+            f"{name} needs the same number of samples in x and z, got "
+            f"{x.shape[0]} and {z.shape[0]}; pass matching batches"
+        )
+    if x.shape[0] < min_samples:
+        raise ConfigError(
+            f"{name} needs at least {min_samples} samples, got N={x.shape[0]}; "
+            f"use a batch size of {min_samples} or more"
+        )
+    if x.device != z.device:
+        raise ConfigError(
+            f"{name} got x on {x.device} and z on {z.device}; move both to the same device"
+        )
+    dtype = _compute_dtype(x, z)
+    n = x.shape[0]
+    return x.reshape(n, -1).to(dtype), z.reshape(n, -1).to(dtype)
+
+
+def _safe_sqrt(t: Tensor, eps: Tensor | float) -> Tensor:
+    """``sqrt(t)`` for ``t > eps``, exactly 0 otherwise, with a finite gradient everywhere.
+
+    The sqrt is taken of ``t`` clamped at ``eps``, so its derivative is at most
+    ``0.5 / sqrt(eps)``; entries at or below ``eps`` (ties, rounding noise, negatives) get value
+    0 and gradient 0 instead of the infinite slope of ``sqrt`` at 0.
+    """
+    return torch.where(t > eps, t.clamp(min=eps).sqrt(), 0.0)
+
+
+def _pairwise_distances(x: Tensor) -> Tensor:
+    """Euclidean distance matrix from the Gram matrix, without an (N, N, D) buffer.
+
+    x: (N, D) -> (N, N), symmetric-ish with an exactly zero diagonal.
+
+    The first sample is subtracted first: distances do not change, but the numbers get smaller
+    (less cancellation in ``|a|^2 + |b|^2 - 2 a.b``), and rows equal to each other become
+    bit-identical, so a constant batch gives exactly zero distances. Squared distances below
+    ``eps * max`` (machine epsilon of the dtype, relative to the largest one) are rounding noise
+    and count as 0; the clamp keeps gradients finite for duplicated samples.
+    """
+    x = x - x[:1]
+    sq = (x * x).sum(dim=1)
+    d2 = torch.addmm(sq.unsqueeze(1) + sq.unsqueeze(0), x, x.mT, alpha=-2.0)
+    eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+    d2 = d2.masked_fill(eye, 0.0)
+    eps = (d2.detach().max() * torch.finfo(d2.dtype).eps).clamp(min=torch.finfo(d2.dtype).tiny)
+    return _safe_sqrt(d2, eps)
+
+
+def _centered_distances(x: Tensor, *, unbiased: bool) -> Tensor:
+    """Double-centered (``unbiased=False``) or U-centered (``unbiased=True``) distance matrix.
+
+    x: (N, D) -> (N, N). Double centering subtracts row and column means and adds the grand
+    mean; U-centering (Szekely & Rizzo, 2014) divides by ``N - 2`` and ``(N - 1)(N - 2)``
+    instead and zeroes the diagonal, which makes the resulting inner product unbiased.
+    """
+    d = _pairwise_distances(x)
+    n = d.shape[0]
+    if not unbiased:
+        return d - d.mean(dim=0, keepdim=True) - d.mean(dim=1, keepdim=True) + d.mean()
+    rows = d.sum(dim=1, keepdim=True) / (n - 2)
+    cols = d.sum(dim=0, keepdim=True) / (n - 2)
+    total = d.sum() / ((n - 1) * (n - 2))
+    eye = torch.eye(n, dtype=torch.bool, device=d.device)
+    return (d - rows - cols + total).masked_fill(eye, 0.0)
+
+
+def _inner(a: Tensor, b: Tensor, *, unbiased: bool) -> Tensor:
+    """Squared distance covariance from two centered matrices: (N, N), (N, N) -> ().
+
+    V-statistic ``sum(a * b) / N^2``, or U-statistic ``sum(a * b) / (N (N - 3))``.
+    """
+    n = a.shape[0]
+    return (a * b).sum() / (n * (n - 3) if unbiased else n * n)
+
+
+def _correlation_sqr(x: Tensor, z: Tensor, *, unbiased: bool) -> Tensor:
+    """Squared distance correlation ``dCov^2(x, z) / sqrt(|dVar^2(x) dVar^2(z)|)``; 0 if the
+    denominator is 0 (as ``dcor`` does), e.g. for a constant batch.
+
+    x: (N, Dx), z: (N, Dz) -> ().
+    """
+    a = _centered_distances(x, unbiased=unbiased)
+    b = _centered_distances(z, unbiased=unbiased)
+    cov = _inner(a, b, unbiased=unbiased)
+    denom_sqr = (_inner(a, a, unbiased=unbiased) * _inner(b, b, unbiased=unbiased)).abs()
+    nonzero = denom_sqr > 0
+    safe_denom = torch.where(nonzero, denom_sqr, 1.0).sqrt()
+    return torch.where(nonzero, cov / safe_denom, 0.0)
+
+
+def distance_correlation(x: Tensor, z: Tensor) -> Tensor:
+    """Sample distance correlation dCor(x, z) in [0, 1] (biased V-statistic, as ``dcor``).
+
+    Equals ``dcor.distance_correlation(x.flatten(1), z.flatten(1))`` -- note: dCor itself, not
+    its square. ``dCor = sqrt(dCov^2(x, z) / sqrt(dVar^2(x) dVar^2(z)))`` with double-centered
+    Euclidean distance matrices. It is 0 when either batch is constant, 1 for ``z = x`` and
+    invariant to scaling, translation and rotation of either input. For small N in high
+    dimension it is biased upwards even for independent data (use
+    :func:`u_distance_correlation_sqr` to *measure* leakage); it is the one NoPeek trains with.
+
+    Differentiable in both inputs; gradients stay finite for duplicated samples and constant
+    batches. Cost: O(N^2 (Dx + Dz)) time, O(N^2 + N (Dx + Dz)) memory. Runs on the inputs'
+    device; integer inputs are cast to the default float dtype, half precision to float32.
+
+    Args:
+        x: (N, ...) first batch, flattened per sample to (N, Dx).
+        z: (N, ...) second batch, flattened per sample to (N, Dz).
+
+    Returns:
+        (), a scalar tensor.
+
+    Raises:
+        ConfigError: (a ``ValueError``) if N < 2 or the batch sizes differ.
+
+    >>> x = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    >>> float(distance_correlation(x, 2 * x + 1))
+    1.0
+    >>> round(float(distance_correlation(x, (x - 1.5) ** 2)), 4)
+    0.5266
+    """
+    x, z = _as_pair(x, z, min_samples=2, name="distance_correlation")
+    return _safe_sqrt(_correlation_sqr(x, z, unbiased=False), torch.finfo(x.dtype).eps)
+
+
+def u_distance_correlation_sqr(x: Tensor, z: Tensor) -> Tensor:
+    """Bias-corrected squared distance correlation (U-centered, as ``dcor``).
+
+    Equals ``dcor.u_distance_correlation_sqr(x.flatten(1), z.flatten(1))``. Unlike the biased
+    :func:`distance_correlation`, its numerator is an unbiased estimate of dCov^2, so it stays
+    near 0 for independent data at any N and dimension: it is the estimator to *report*
+    leakage with. It is a squared quantity but **can be negative** (it fluctuates around 0 for
+    independent data, more so for small N); do not take its square root. Returns 0 when the
+    denominator ``sqrt(|dVar^2(x) dVar^2(z)|)`` is 0 (e.g. a constant batch), as ``dcor``
+    does. Differentiable; see :func:`distance_correlation` for cost, devices and dtypes.
+
+    Args:
+        x: (N, ...) first batch, N >= 4, flattened per sample to (N, Dx).
+        z: (N, ...) second batch, flattened per sample to (N, Dz).
+
+    Returns:
+        (), a scalar tensor, at most 1.
+
+    Raises:
+        ConfigError: (a ``ValueError``) if N < 4 or the batch sizes differ.
+
+    >>> x = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]])
+    >>> float(u_distance_correlation_sqr(x, -x))
+    1.0
+    >>> round(float(u_distance_correlation_sqr(x, (x - 2) ** 2)), 4)
+    -0.4082
+    """
+    x, z = _as_pair(x, z, min_samples=4, name="u_distance_correlation_sqr")
+    return _correlation_sqr(x, z, unbiased=True)
