@@ -1,0 +1,24 @@
+"""nopeek.attacks: reconstruction and label-inference attacks on split models, with metrics.
+
+Every attack declares a threat model and gets exactly what it grants (see
+:mod:`nopeek.attacks.base`); :func:`run_attack` runs one on a finished run directory.
+"""
+
+from nopeek.attacks import fsha, inverse_network, label, unsplit, whitebox  # noqa: F401 (register)
+from nopeek.attacks.base import (
+    Attack,
+    AttackInputs,
+    LabelScores,
+    Reconstruction,
+    ThreatModel,
+)
+from nopeek.attacks.registry import ATTACKS
+
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackInputs",
+    "LabelScores",
+    "Reconstruction",
+    "ThreatModel",
+]

@@ -287,4 +287,7 @@ class _Runner:
             observations.save(out / "observations.pt")
             _checkpoint.save(out, self, cfg.epochs, captures=False)
             atomic_write_json(out / "metrics.json", metrics)
-        return TrainResult(cfg, metrics, self.topology, ds, observations, self.wire, out, model)
+        result = TrainResult(cfg, metrics, self.topology, ds, observations, self.wire, out, model)
+        for hook in self.hooks:
+            hook.on_train_end(result)
+        return result

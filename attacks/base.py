@@ -1,0 +1,105 @@
+"""What every attack shares: its threat model, what the harness hands it, what it returns.
+
+An attack declares a :class:`ThreatModel`; the harness builds an :class:`AttackInputs` holding
+exactly what that threat model grants (observed messages at a cut, the attacker's auxiliary
+data, query access to the client segment, the client's weights, or its architecture only) and
+nothing else. Ground truth never enters :class:`AttackInputs`: the harness scores the returned
+reconstruction or label scores against the data set by sample id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from nopeek.data import Split
+from nopeek.errors import ThreatModelError
+from nopeek.observe import Observed
+
+RECONSTRUCTION = "reconstruction"
+LABEL = "label"
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """What the attacker sees. Every flag that is False is withheld by the harness."""
+
+    activations: bool = False  # forward messages at the cut (inference phase, victims' inputs)
+    gradients: bool = False  # backward messages at the cut (training phase, per epoch)
+    aux_data: bool = False  # the attacker's own data: the disjoint auxiliary split
+    query_client: bool = False  # black-box queries x -> client segment(x)
+    client_weights: bool = False  # white-box: a copy of the trained client segment
+    client_architecture: bool = False  # a freshly initialised client segment, no weights
+    aux_labels: bool = False  # labels of the auxiliary data (for supervised helpers)
+
+    def describe(self) -> str:
+        """A short, stable string for ``threat_model`` in the attack's JSON."""
+        granted = [name for name, value in vars(self).items() if value]
+        return "+".join(granted) or "nothing"
+
+
+@dataclass
+class AttackInputs:
+    """Exactly what the threat model grants; every other field is ``None``.
+
+    Shapes: ``activations.tensor`` (M, *cut_shape), ``gradients.tensor`` (M, *cut_shape) with
+    ``gradients.epoch`` (M,); ``aux.x`` (A, *input_shape); ``query_client(x)`` maps
+    (B, *input_shape) -> (B, *cut_shape) without gradients to the client's weights.
+    """
+
+    input_shape: tuple[int, ...]
+    data_range: float
+    n_classes: int
+    seed: int
+    steps: int | None = None
+    activations: Observed | None = None
+    gradients: Observed | None = None
+    aux: Split | None = None
+    query_client: Callable[[Tensor], Tensor] | None = None
+    client_segment: nn.Module | None = None
+    client_architecture: Callable[[], nn.Module] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def need(self, name: str) -> Any:
+        """The granted item ``name``; a missing one is a :class:`ThreatModelError`."""
+        value = getattr(self, name)
+        if value is None:
+            raise ThreatModelError(f"this attack needs {name}, which its threat model withholds")
+        return value
+
+
+@dataclass
+class Reconstruction:
+    """A reconstruction attack's output: ``x_hat`` (M, *input_shape) for sample ``ids`` (M,)."""
+
+    ids: Tensor
+    x_hat: Tensor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LabelScores:
+    """A label attack's output per epoch: ``scores[e]`` (M_e,) or (M_e, classes) for ``ids[e]``.
+
+    Higher score = more likely positive (binary); for multi-class, per-class scores. ``predicted``
+    holds hard label guesses where the attack makes them (gradient matching).
+    """
+
+    ids: dict[int, Tensor]
+    scores: dict[int, Tensor]
+    predicted: dict[int, Tensor] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack:
+    """Base class: set ``name``, ``kind`` and ``threat_model``; implement :meth:`run`."""
+
+    name: str = ""
+    kind: str = RECONSTRUCTION
+    threat_model: ThreatModel = ThreatModel()
+
+    def run(self, inputs: AttackInputs) -> Reconstruction | LabelScores:
+        raise NotImplementedError

@@ -1,0 +1,5 @@
+"""The attack registry: name -> Attack class. ``nopeek attack --attack NAME`` resolves here."""
+
+from nopeek.registry import Registry
+
+ATTACKS: Registry = Registry("attack")
