@@ -8,14 +8,15 @@ STAMP  := $(VENV)/.installed
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/nopeek train --dataset digits --epochs 30 --out runs/default --overwrite
+	@start=$$(date +%s); \
+	OMP_NUM_THREADS=1 $(BIN)/nopeek report --jobs 2 --out reports/latest && \
+	echo "make run: finished in $$(( $$(date +%s) - start )) s -> reports/latest/report.md"
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -28,6 +29,7 @@ lint format:
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_dcor.py
+	$(BIN)/python benchmarks/bench_report.py
 
 clean:
 	rm -rf $(VENV) runs reports sweeps .pytest_cache .ruff_cache *.egg-info

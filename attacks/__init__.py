@@ -12,13 +12,18 @@ from nopeek.attacks.base import (
     Reconstruction,
     ThreatModel,
 )
+from nopeek.attacks.fsha import build_malicious_server
+from nopeek.attacks.harness import AttackResult, run_attack
 from nopeek.attacks.registry import ATTACKS
 
 __all__ = [
     "ATTACKS",
     "Attack",
     "AttackInputs",
+    "AttackResult",
     "LabelScores",
     "Reconstruction",
     "ThreatModel",
+    "build_malicious_server",
+    "run_attack",
 ]

@@ -34,6 +34,9 @@ class ThreatModel:
     client_weights: bool = False  # white-box: a copy of the trained client segment
     client_architecture: bool = False  # a freshly initialised client segment, no weights
     aux_labels: bool = False  # labels of the auxiliary data (for supervised helpers)
+    # Label attacks by the party that receives gradients (e.g. the u-shaped server):
+    sent_activations: bool = False  # its own forward messages at the gradient cut (train phase)
+    tail_architecture: bool = False  # a fresh copy of the segment after that cut, no weights
 
     def describe(self) -> str:
         """A short, stable string for ``threat_model`` in the attack's JSON."""
@@ -48,6 +51,11 @@ class AttackInputs:
     Shapes: ``activations.tensor`` (M, *cut_shape), ``gradients.tensor`` (M, *cut_shape) with
     ``gradients.epoch`` (M,); ``aux.x`` (A, *input_shape); ``query_client(x)`` maps
     (B, *input_shape) -> (B, *cut_shape) without gradients to the client's weights.
+    ``sent_activations`` holds what the gradient receiver itself sent forward at the gradient cut
+    in the training phase (M', *cut_shape), with ids and epochs (the trainer keeps them for the
+    last epoch only); ``tail_architecture()`` builds a freshly initialised copy of the segment
+    that maps those activations to the logits, i.e. the last segment (N, *cut_shape) ->
+    (N, classes), whose loss is the mean cross-entropy over the batch.
     """
 
     input_shape: tuple[int, ...]
@@ -61,6 +69,8 @@ class AttackInputs:
     query_client: Callable[[Tensor], Tensor] | None = None
     client_segment: nn.Module | None = None
     client_architecture: Callable[[], nn.Module] | None = None
+    sent_activations: Observed | None = None
+    tail_architecture: Callable[[], nn.Module] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def need(self, name: str) -> Any:

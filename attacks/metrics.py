@@ -1,1 +1,248 @@
-"""(being written)"""
+"""How close a reconstruction is to the raw inputs: MSE, PSNR, SSIM, dCor, and a trivial baseline.
+
+Plain functions on tensors. ``x`` is the ground truth and ``x_hat`` the reconstruction, both
+(N, *input_shape): images (N, C, H, W) or tabular rows (N, D). ``data_range`` is the span of a
+valid input (``Dataset.data_range``: 1.0 for images in [0, 1], max - min of the training
+features for standardized tabular data); PSNR and SSIM are relative to it.
+
+A number only means something next to the trivial baseline: :func:`baseline_reconstruction`
+"reconstructs" every sample as the mean of the attacker's auxiliary data, which needs no access
+to the cut at all. :func:`reconstruction_report` gives both side by side.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from nopeek.distance import distance_correlation
+from nopeek.errors import ConfigError
+
+PSNR_CAP_DB = 100.0  # PSNR of an exact reconstruction is infinite; JSON has no inf
+SSIM_K = 0.01, 0.03  # the usual SSIM stabilising constants (Wang et al. 2004)
+
+
+def _check_pair(x: Tensor, x_hat: Tensor) -> None:
+    if x.shape != x_hat.shape:
+        raise ConfigError(
+            f"reconstruction has shape {tuple(x_hat.shape)} but the inputs {tuple(x.shape)}; "
+            "an attack must return one reconstruction per sample, of the input's shape"
+        )
+    if x.shape[0] == 0:
+        raise ConfigError("no samples to score; pass --n-samples >= 1")
+
+
+def mse(x: Tensor, x_hat: Tensor) -> float:
+    """Mean squared error over all samples and features.
+
+    >>> mse(torch.zeros(2, 3), torch.ones(2, 3))
+    1.0
+    """
+    _check_pair(x, x_hat)
+    return float(((x.double() - x_hat.double()) ** 2).mean())
+
+
+def psnr_per_sample(x: Tensor, x_hat: Tensor, *, data_range: float) -> Tensor:
+    """PSNR of each sample in dB: ``10 log10(data_range^2 / MSE_i)``, capped at 100 dB. (N,)."""
+    _check_pair(x, x_hat)
+    err = ((x.double() - x_hat.double()) ** 2).flatten(1).mean(1)
+    floor = data_range**2 * 10 ** (-PSNR_CAP_DB / 10)
+    return 10 * torch.log10(data_range**2 / err.clamp_min(floor))
+
+
+def psnr(x: Tensor, x_hat: Tensor, *, data_range: float) -> float:
+    """Peak signal-to-noise ratio in dB, computed per sample and averaged over samples.
+
+    ``data_range`` is the span of a valid input (1.0 for images in [0, 1]); it is the "peak"
+    of PSNR. Per-sample averaging (not PSNR of the pooled MSE) weights every sample equally.
+    An exact reconstruction gets the cap, 100 dB.
+
+    >>> x = torch.zeros(1, 4)
+    >>> round(psnr(x, x + 0.1, data_range=1.0), 6)  # 10 log10(1 / 0.01)
+    20.0
+    """
+    return float(psnr_per_sample(x, x_hat, data_range=data_range).mean())
+
+
+def ssim_sigma(input_shape: tuple[int, ...]) -> float:
+    """The Gaussian window's sigma for SSIM on images of ``input_shape`` (C, H, W).
+
+    Images at least 16 pixels on each side use the standard window (sigma 1.5, 11x11, as in
+    Wang et al. 2004). Smaller ones (8x8 digits) use sigma 0.5, which torchmetrics turns into a
+    5x5 window: an 11x11 window would cover more than the whole image.
+    """
+    return 1.5 if min(input_shape[-2:]) >= 16 else 0.5
+
+
+def ssim_per_sample(x: Tensor, x_hat: Tensor, *, data_range: float) -> Tensor | None:
+    """SSIM of each image (N,), or ``None`` when the inputs are not images (N, C, H, W).
+
+    SSIM compares local luminance, contrast and structure of images; on tabular rows it is not
+    defined, so this returns ``None`` rather than a number.
+    """
+    _check_pair(x, x_hat)
+    if x.dim() != 4:
+        return None
+    out = structural_similarity_index_measure(
+        x_hat.double(),
+        x.double(),
+        gaussian_kernel=True,
+        sigma=ssim_sigma(tuple(x.shape[1:])),
+        data_range=float(data_range),
+        k1=SSIM_K[0],
+        k2=SSIM_K[1],
+        reduction="none",
+    )
+    return out
+
+
+def ssim(x: Tensor, x_hat: Tensor, *, data_range: float) -> float | None:
+    """Mean structural similarity (torchmetrics) over images; ``None`` for non-images.
+
+    ``x``, ``x_hat``: (N, C, H, W). ``data_range``: span of a valid pixel value (1.0 for images
+    in [0, 1]). The Gaussian window follows :func:`ssim_sigma` (5x5 for 8x8 digits).
+
+    >>> x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    >>> round(ssim(x, x, data_range=1.0), 6)
+    1.0
+    >>> ssim(torch.zeros(2, 30), torch.zeros(2, 30), data_range=1.0) is None
+    True
+    """
+    values = ssim_per_sample(x, x_hat, data_range=data_range)
+    return None if values is None else float(values.mean())
+
+
+def baseline_reconstruction(aux_x: Tensor, n: int) -> Tensor:
+    """The trivial attack: the mean of the auxiliary inputs, repeated ``n`` times.
+
+    ``aux_x``: (A, *input_shape) -> (n, *input_shape). It needs no access to the cut, so an
+    attack that does not beat it has learnt nothing about the victims from what crossed it.
+
+    >>> baseline_reconstruction(torch.tensor([[0.0, 2.0], [2.0, 4.0]]), 3).tolist()
+    [[1.0, 3.0], [1.0, 3.0], [1.0, 3.0]]
+    """
+    if len(aux_x) == 0:
+        raise ConfigError("the auxiliary data are empty; the baseline needs at least one sample")
+    return aux_x.float().mean(0, keepdim=True).expand(n, *aux_x.shape[1:]).clone()
+
+
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise ArithmeticError(f"a reconstruction metric is {value}; the reconstruction is broken")
+    return value
+
+
+def reconstruction_report(
+    x: Tensor, x_hat: Tensor, baseline: Tensor, *, data_range: float
+) -> dict[str, float | None]:
+    """Metrics of ``x_hat`` and of the ``baseline`` against ``x``, plus dCor(x, x_hat).
+
+    All (N, *input_shape). Keys: ssim, psnr, mse, baseline_ssim, baseline_psnr, baseline_mse,
+    dcor_reconstruction (biased dCor in float64, as the trainer's ``dcor_test``), data_range.
+    SSIM entries are ``None`` for tabular data.
+    """
+    out: dict[str, float | None] = {}
+    for prefix, guess in (("", x_hat), ("baseline_", baseline)):
+        out[f"{prefix}ssim"] = _finite(ssim(x, guess, data_range=data_range))
+        out[f"{prefix}psnr"] = _finite(psnr(x, guess, data_range=data_range))
+        out[f"{prefix}mse"] = _finite(mse(x, guess))
+    if len(x) >= 2:
+        dcor = distance_correlation(x.double().flatten(1), x_hat.double().flatten(1))
+        out["dcor_reconstruction"] = _finite(float(dcor))
+    else:
+        out["dcor_reconstruction"] = None
+    out["data_range"] = float(data_range)
+    return out
+
+
+def label_auc(y: Tensor, scores: Tensor, *, n_classes: int) -> float | None:
+    """ROC-AUC of label scores against true labels ``y`` (M,) with sklearn.
+
+    Binary tasks: ``scores`` (M,) (higher = class 1) or (M, 2) (column 1 used). Multi-class:
+    ``scores`` (M, n_classes), one-vs-rest macro AUC (``multi_class="ovr"`` when the rows are
+    probabilities; otherwise the same per-class average over a one-hot ``y``, which sklearn's
+    ovr mode computes too but only accepts for rows summing to 1). Classes absent from ``y``
+    are left out of the average. ``None`` when ``y`` holds a single class (AUC undefined).
+    """
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import label_binarize
+
+    y_np, s = y.numpy(), scores.detach().double()
+    present = sorted(set(y_np.tolist()))
+    if len(present) < 2:
+        return None
+    if n_classes == 2:
+        s = s[:, 1] if s.dim() == 2 else s
+        return float(roc_auc_score(y_np, s.numpy()))
+    if s.dim() != 2 or s.shape[1] != n_classes:
+        raise ConfigError(
+            f"a label attack on a {n_classes}-class task must give (M, {n_classes}) scores, got "
+            f"{tuple(s.shape)}; train with --one-vs-rest K for a binary task"
+        )
+    if len(present) == n_classes and torch.allclose(s.sum(1), torch.ones(len(s), dtype=s.dtype)):
+        return float(roc_auc_score(y_np, s.numpy(), multi_class="ovr", average="macro"))
+    onehot = label_binarize(y_np, classes=list(range(n_classes)))[:, present]
+    return float(roc_auc_score(onehot, s[:, present].numpy(), average="macro"))
+
+
+def align_classes(y: Tensor, scores: Tensor, predicted: Tensor | None, *, n_classes: int):
+    """Relabel an attack's class indices to the true classes they agree with most.
+
+    For attacks that learn which samples share a label but not its name (the classes of a
+    cloned head are a permutation of the true ones). The permutation comes from the Hungarian
+    algorithm on the confusion matrix of ``predicted`` (or the scores' argmax) against ``y``:
+    a best case for the attacker, which only the scorer (holding ``y``) can compute. Returns
+    ``(scores, predicted)`` with scores' columns moved to the matched true classes.
+    """
+    from nopeek.attacks.label import best_permutation
+
+    guess = predicted if predicted is not None else scores.argmax(1)
+    perm = best_permutation(y, guess.detach().cpu().long(), n_classes)
+    aligned = torch.empty_like(scores)
+    aligned[:, perm] = scores
+    return aligned, (None if predicted is None else perm[predicted.detach().cpu().long()])
+
+
+def label_report(
+    y: dict[int, Tensor],
+    scores: dict[int, Tensor],
+    predicted: dict[int, Tensor] | None,
+    *,
+    n_classes: int,
+    up_to_permutation: bool = False,
+) -> dict:
+    """AUC per epoch of a label attack, the final epoch's AUC, and its accuracy if it guesses.
+
+    ``y[e]`` (M_e,) true labels and ``scores[e]`` (M_e,) or (M_e, classes) for epoch ``e``;
+    ``predicted[e]`` (M_e,) hard guesses where the attack makes them. With
+    ``up_to_permutation`` (multi-class scores whose class indices are arbitrary), each epoch is
+    scored after :func:`align_classes`. Keys: ``auc`` (final epoch), ``auc_per_epoch``,
+    ``epochs``, ``accuracy`` (final epoch, or ``None``), ``n_samples`` (final epoch).
+    """
+    epochs = sorted(y)
+    if not epochs:
+        raise ConfigError("the label attack scored no epoch; were any gradients recorded?")
+    predicted = dict(predicted or {})
+    scores = dict(scores)
+    if up_to_permutation and n_classes > 2:
+        for e in epochs:
+            scores[e], guess = align_classes(
+                y[e], scores[e].detach().cpu(), predicted.get(e), n_classes=n_classes
+            )
+            if guess is not None:
+                predicted[e] = guess
+    aucs = [label_auc(y[e], scores[e], n_classes=n_classes) for e in epochs]
+    last = epochs[-1]
+    accuracy = None
+    if last in predicted:
+        accuracy = float((predicted[last].detach().cpu().long() == y[last]).float().mean())
+    return {
+        "auc": aucs[-1],
+        "auc_per_epoch": aucs,
+        "epochs": epochs,
+        "accuracy": accuracy,
+        "n_samples": len(y[last]),
+    }

@@ -1,1 +1,145 @@
-"""(being written)"""
+"""White-box model inversion (He, Zhang & Lee 2019, "rMLE"): the attacker has the client's weights.
+
+Threat model: the server (or anyone on the wire) sees the activations the client sends at the
+cut and also holds a copy of the trained client segment (e.g. the weights were shared, leaked,
+or relayed through the server between clients). It solves, per victim,
+``x* = argmin_x ||f(x) - z||^2 + tv * TV(x)`` by gradient descent on the input, from a grey
+image, projecting images back to the valid range after every step.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from nopeek.attacks.base import RECONSTRUCTION, Attack, AttackInputs, Reconstruction, ThreatModel
+from nopeek.attacks.registry import ATTACKS
+from nopeek.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def is_image(input_shape: tuple[int, ...]) -> bool:
+    """Whether inputs of ``input_shape`` (no batch dim) are images (C, H, W)."""
+    return len(input_shape) == 3
+
+
+def total_variation(x: Tensor) -> Tensor:
+    """Anisotropic total variation of images ``x`` (N, C, H, W), averaged over samples.
+
+    Mean absolute difference between vertical and horizontal neighbours, per image, summed over
+    the two directions; 0 for non-image inputs (no neighbourhood).
+
+    >>> float(total_variation(torch.zeros(2, 1, 4, 4)))
+    0.0
+    >>> float(total_variation(torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])))
+    1.0
+    """
+    if x.dim() != 4:
+        return x.new_zeros(())
+    dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().flatten(1).mean(1)
+    dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().flatten(1).mean(1)
+    return (dh + dw).mean()
+
+
+def grey_start(n: int, input_shape: tuple[int, ...], data_range: float) -> Tensor:
+    """A neutral starting guess (n, *input_shape): mid-grey for images, 0 (the mean) for
+    standardized tabular features."""
+    value = 0.5 * data_range if is_image(input_shape) else 0.0
+    return torch.full((n, *input_shape), float(value))
+
+
+def project(x: Tensor, input_shape: tuple[int, ...], data_range: float) -> None:
+    """Clamp images in place to the valid range [0, data_range]; tabular rows are left free."""
+    if is_image(input_shape):
+        with torch.no_grad():
+            x.clamp_(0.0, data_range)
+
+
+def positive_option(inputs: AttackInputs, name: str, default: float) -> float:
+    """``inputs.options[name]`` as a float >= 0, or ``default``."""
+    value = float(inputs.options.get(name, default))
+    if not value >= 0:
+        raise ConfigError(f"attack option {name} must be >= 0, got {value}")
+    return value
+
+
+def steps_of(inputs: AttackInputs, default: int) -> int:
+    """The number of optimisation steps: ``inputs.steps`` if given (>= 1), else ``default``."""
+    steps = default if inputs.steps is None else int(inputs.steps)
+    if steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {steps}")
+    return steps
+
+
+def invert(
+    model: nn.Module,
+    z: Tensor,
+    x0: Tensor,
+    *,
+    steps: int,
+    lr: float,
+    tv: float,
+    data_range: float,
+    desc: str,
+) -> Tensor:
+    """Optimise inputs ``x`` (N, *input_shape) from ``x0`` so that ``model(x)`` matches ``z``.
+
+    Loss: mean squared error in activation space + ``tv`` * TV(x); Adam on x only (the model's
+    parameters are not updated). Returns the detached result.
+    """
+    shape = tuple(x0.shape[1:])
+    x = x0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    for _ in tqdm(range(steps), desc=desc, leave=False, disable=None):
+        opt.zero_grad(set_to_none=True)
+        loss = ((model(x) - z) ** 2).mean() + tv * total_variation(x)
+        loss.backward()
+        opt.step()
+        project(x, shape, data_range)
+    with torch.no_grad():
+        log.info("%s: final activation loss %.5f", desc, float(((model(x) - z) ** 2).mean()))
+    return x.detach()
+
+
+@ATTACKS.decorator("white-box")
+class WhiteBoxInversion(Attack):
+    """Regularised maximum-likelihood inversion with the trained client segment (white box).
+
+    Options (``AttackInputs.options`` or keywords): ``tv`` (weight of total variation, default
+    0.001), ``lr`` (Adam step size, 0.05). ``steps`` defaults to 1000. A large ``tv`` blurs
+    what is exactly recoverable (conv1 of the digits CNN: SSIM 0.88 at tv=0.01, 1.00 at 0) and
+    helps little where it is not (fc1: 0.59 vs 0.56).
+    """
+
+    name = "white-box"
+    kind = RECONSTRUCTION
+    threat_model = ThreatModel(activations=True, client_weights=True)
+    default_samples = 128
+    default_steps = 1000
+
+    def __init__(self, *, tv: float | None = None, lr: float | None = None) -> None:
+        self.tv, self.lr = tv, lr
+
+    def run(self, inputs: AttackInputs) -> Reconstruction:
+        seen = inputs.need("activations")
+        model = inputs.need("client_segment").eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        tv = self.tv if self.tv is not None else positive_option(inputs, "tv", 0.001)
+        lr = self.lr if self.lr is not None else positive_option(inputs, "lr", 0.05)
+        x0 = grey_start(len(seen.ids), inputs.input_shape, inputs.data_range)
+        x_hat = invert(
+            model,
+            seen.tensor.float(),
+            x0,
+            steps=steps_of(inputs, self.default_steps),
+            lr=lr,
+            tv=tv,
+            data_range=inputs.data_range,
+            desc=self.name,
+        )
+        return Reconstruction(ids=seen.ids.clone(), x_hat=x_hat, extra={"tv": tv, "lr": lr})

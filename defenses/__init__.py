@@ -1,0 +1,46 @@
+"""nopeek.defenses: what the parties can do to leak less at the cut.
+
+- :class:`CutNoise` (``cut-noise``): per-sample clipping + Gaussian/Laplace noise on the cut
+  activation, with ``epsilon_cut`` from Opacus' RDP accountant;
+- :class:`DPSGD` (``dp-sgd``): Opacus DP-SGD on the client segment, ``epsilon_dpsgd``;
+- label-gradient defenses of Li et al. 2022, applied by the label party on the gradient it
+  sends back: :class:`MaxNorm` (``max-norm``), :class:`Marvell` (``marvell``),
+  :class:`IsotropicNoise` (``isotropic``).
+
+Each is a :class:`~nopeek.hooks.CutHook`; :func:`parse_defenses` builds them from the
+``--defense`` specs (grammar in :mod:`nopeek.defenses.spec`) and :data:`DEFENSES` lists them.
+"""
+
+from nopeek.defenses.base import Defense
+from nopeek.defenses.cut_noise import (
+    CutNoise,
+    calibrate_cut_sigma,
+    clip_per_sample,
+    gaussian_cut_epsilon,
+    laplace_cut_epsilon,
+)
+from nopeek.defenses.dpsgd import DPSGD
+from nopeek.defenses.label_gradient import IsotropicNoise, LabelGradientDefense, MaxNorm
+from nopeek.defenses.marvell import Marvell, MarvellNoise, solve_marvell, sum_kl
+from nopeek.defenses.spec import DEFENSES, parse_defenses, parse_spec, sender_transform
+
+__all__ = [
+    "DEFENSES",
+    "DPSGD",
+    "CutNoise",
+    "Defense",
+    "IsotropicNoise",
+    "LabelGradientDefense",
+    "Marvell",
+    "MarvellNoise",
+    "MaxNorm",
+    "calibrate_cut_sigma",
+    "clip_per_sample",
+    "gaussian_cut_epsilon",
+    "laplace_cut_epsilon",
+    "parse_defenses",
+    "parse_spec",
+    "sender_transform",
+    "solve_marvell",
+    "sum_kl",
+]

@@ -12,9 +12,9 @@ torch tensors (CPU or GPU, float32 or float64) and support autograd:
 * :func:`u_distance_correlation_sqr` -- the bias-corrected (U-centered) squared dCor, used for
   evaluation, because the biased one is strongly inflated for small N in high dimension.
 
-Pairwise distances are computed from the Gram matrix and the squared norms, so memory is a few
-``(N, N)`` buffers plus one copy of each input; the naive ``(N, N, D)`` difference tensor is
-never built.
+Pairwise distances are computed from the Gram matrix and the squared norms, so memory is
+O(N^2) (about 15 ``(N, N)`` buffers at the peak of forward+backward) plus a copy of each input;
+the naive ``(N, N, D)`` difference tensor is never built.
 """
 
 from __future__ import annotations
@@ -72,61 +72,91 @@ def _as_pair(x: Tensor, z: Tensor, *, min_samples: int, name: str) -> tuple[Tens
     return x.reshape(n, -1).to(dtype), z.reshape(n, -1).to(dtype)
 
 
-def _safe_sqrt(t: Tensor, eps: Tensor | float) -> Tensor:
-    """``sqrt(t)`` for ``t > eps``, exactly 0 otherwise, with a finite gradient everywhere.
+def _safe_sqrt(t: Tensor, keep: Tensor, eps: Tensor | float) -> Tensor:
+    """``sqrt(t)`` where ``keep``, exactly 0 elsewhere, with a finite gradient everywhere.
 
-    The sqrt is taken of ``t`` clamped at ``eps``, so its derivative is at most
-    ``0.5 / sqrt(eps)``; entries at or below ``eps`` (ties, rounding noise, negatives) get value
-    0 and gradient 0 instead of the infinite slope of ``sqrt`` at 0.
+    t: (...), keep: (...) bool. The sqrt is taken of ``t`` clamped at ``eps`` where not
+    ``keep``, so no infinite slope (``sqrt`` at 0) or NaN ever appears, even in intermediate
+    gradients (safe under ``torch.autograd.detect_anomaly``); dropped entries get gradient 0.
+    Used on scalars: ``torch.where`` on large bool masks is slow on CPU.
     """
-    return torch.where(t > eps, t.clamp(min=eps).sqrt(), 0.0)
+    return torch.where(keep, torch.where(keep, t, eps).sqrt(), 0.0)
+
+
+class _Gram(torch.autograd.Function):
+    """``x @ x.T`` whose backward is one matmul, ``(g + g.T) @ x``, instead of autograd's two.
+
+    x: (N, D) -> (N, N). Twice differentiable (the backward is built from autograd ops).
+    """
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        return x @ x.mT
+
+    @staticmethod
+    def setup_context(
+        ctx: torch.autograd.function.FunctionCtx, inputs: tuple[Tensor], output: Tensor
+    ) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return (grad + grad.mT) @ x
 
 
 def _pairwise_distances(x: Tensor) -> Tensor:
     """Euclidean distance matrix from the Gram matrix, without an (N, N, D) buffer.
 
-    x: (N, D) -> (N, N), symmetric-ish with an exactly zero diagonal.
+    x: (N, D) -> (N, N), with an exactly zero diagonal.
 
-    The first sample is subtracted first: distances do not change, but the numbers get smaller
-    (less cancellation in ``|a|^2 + |b|^2 - 2 a.b``), and rows equal to each other become
-    bit-identical, so a constant batch gives exactly zero distances. Squared distances below
-    ``eps * max`` (machine epsilon of the dtype, relative to the largest one) are rounding noise
-    and count as 0; the clamp keeps gradients finite for duplicated samples.
+    ``d2_ij = G_ii + G_jj - 2 G_ij`` with ``G = x x^T``: the squared norms are the Gram
+    diagonal, so the diagonal of ``d2`` is exactly 0 in floating point (``2a - 2a``) and one
+    matmul serves both forward and backward. The first sample is subtracted first: distances do
+    not change, the numbers get smaller (less cancellation), and a constant batch becomes
+    exactly 0, so it gives exactly zero distances (and dCor exactly 0).
+
+    The sqrt is taken as ``sqrt(max(d2, 0) + eps) - sqrt(eps)``: exactly 0 at ``d2 = 0``, slope
+    at most ``1 / (2 sqrt(eps))``, so gradients stay finite for duplicated samples. With
+    ``eps = (machine epsilon)^2 * max_i |x_i|^2`` the shift ``sqrt(eps)`` is one rounding unit
+    of the largest norm, below the rounding noise of the Gram formula itself. (A clamp plus a
+    mask would do the same, but ``torch.where`` on (N, N) bool masks is slow on CPU.)
     """
     x = x - x[:1]
-    sq = (x * x).sum(dim=1)
-    d2 = torch.addmm(sq.unsqueeze(1) + sq.unsqueeze(0), x, x.mT, alpha=-2.0)
-    eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
-    d2 = d2.masked_fill(eye, 0.0)
-    eps = (d2.detach().max() * torch.finfo(d2.dtype).eps).clamp(min=torch.finfo(d2.dtype).tiny)
-    return _safe_sqrt(d2, eps)
+    gram = _Gram.apply(x)
+    sq = gram.diagonal()
+    d2 = torch.sub(sq.unsqueeze(1) + sq, gram, alpha=2.0).relu()
+    info = torch.finfo(x.dtype)
+    eps = (info.eps**2 * sq.detach().max()).clamp(min=info.tiny)
+    return (d2 + eps).sqrt() - eps.sqrt()
 
 
 def _centered_distances(x: Tensor, *, unbiased: bool) -> Tensor:
     """Double-centered (``unbiased=False``) or U-centered (``unbiased=True``) distance matrix.
 
     x: (N, D) -> (N, N). Double centering subtracts row and column means and adds the grand
-    mean; U-centering (Szekely & Rizzo, 2014) divides by ``N - 2`` and ``(N - 1)(N - 2)``
-    instead and zeroes the diagonal, which makes the resulting inner product unbiased.
+    mean; U-centering (Szekely & Rizzo, 2014) divides the sums by ``N - 2`` and
+    ``(N - 1)(N - 2)`` instead and zeroes the diagonal, which makes the inner product unbiased.
+    The distance matrix is symmetric (up to rounding), so column means are the row means.
     """
     d = _pairwise_distances(x)
     n = d.shape[0]
     if not unbiased:
-        return d - d.mean(dim=0, keepdim=True) - d.mean(dim=1, keepdim=True) + d.mean()
-    rows = d.sum(dim=1, keepdim=True) / (n - 2)
-    cols = d.sum(dim=0, keepdim=True) / (n - 2)
-    total = d.sum() / ((n - 1) * (n - 2))
-    eye = torch.eye(n, dtype=torch.bool, device=d.device)
-    return (d - rows - cols + total).masked_fill(eye, 0.0)
+        rows = d.mean(dim=1)
+        return d - (rows.unsqueeze(1) + rows - rows.mean())
+    rows = d.sum(dim=1) / (n - 2)
+    total = rows.sum() / (n - 1)  # = d.sum() / ((n - 1)(n - 2))
+    return (d - (rows.unsqueeze(1) + rows - total)).fill_diagonal_(0.0)
 
 
 def _inner(a: Tensor, b: Tensor, *, unbiased: bool) -> Tensor:
     """Squared distance covariance from two centered matrices: (N, N), (N, N) -> ().
 
-    V-statistic ``sum(a * b) / N^2``, or U-statistic ``sum(a * b) / (N (N - 3))``.
+    V-statistic ``sum(a * b) / N^2``, or U-statistic ``sum(a * b) / (N (N - 3))`` (the
+    U-centered diagonal is 0, so the sum runs over i != j).
     """
     n = a.shape[0]
-    return (a * b).sum() / (n * (n - 3) if unbiased else n * n)
+    return torch.dot(a.reshape(-1), b.reshape(-1)) / (n * (n - 3) if unbiased else n * n)
 
 
 def _correlation_sqr(x: Tensor, z: Tensor, *, unbiased: bool) -> Tensor:
@@ -155,15 +185,17 @@ def distance_correlation(x: Tensor, z: Tensor) -> Tensor:
     :func:`u_distance_correlation_sqr` to *measure* leakage); it is the one NoPeek trains with.
 
     Differentiable in both inputs; gradients stay finite for duplicated samples and constant
-    batches. Cost: O(N^2 (Dx + Dz)) time, O(N^2 + N (Dx + Dz)) memory. Runs on the inputs'
-    device; integer inputs are cast to the default float dtype, half precision to float32.
+    batches. Values below ``sqrt(machine epsilon)`` (3e-4 in float32, 1.5e-8 in float64) are
+    returned as exactly 0, where the slope of the final sqrt would blow up. Cost:
+    O(N^2 (Dx + Dz)) time, O(N^2 + N (Dx + Dz)) memory. Runs on the inputs' device; integer
+    inputs are cast to the default float dtype, half precision to float32.
 
     Args:
         x: (N, ...) first batch, flattened per sample to (N, Dx).
         z: (N, ...) second batch, flattened per sample to (N, Dz).
 
     Returns:
-        (), a scalar tensor.
+        (), a scalar tensor in [0, 1].
 
     Raises:
         ConfigError: (a ``ValueError``) if N < 2 or the batch sizes differ.
@@ -175,7 +207,9 @@ def distance_correlation(x: Tensor, z: Tensor) -> Tensor:
     0.5266
     """
     x, z = _as_pair(x, z, min_samples=2, name="distance_correlation")
-    return _safe_sqrt(_correlation_sqr(x, z, unbiased=False), torch.finfo(x.dtype).eps)
+    dcor_sqr = _correlation_sqr(x, z, unbiased=False)
+    eps = torch.finfo(x.dtype).eps
+    return _safe_sqrt(dcor_sqr, dcor_sqr > eps, eps)
 
 
 def u_distance_correlation_sqr(x: Tensor, z: Tensor) -> Tensor:
@@ -194,7 +228,7 @@ def u_distance_correlation_sqr(x: Tensor, z: Tensor) -> Tensor:
         z: (N, ...) second batch, flattened per sample to (N, Dz).
 
     Returns:
-        (), a scalar tensor, at most 1.
+        (), a scalar tensor in [-1, 1].
 
     Raises:
         ConfigError: (a ``ValueError``) if N < 4 or the batch sizes differ.

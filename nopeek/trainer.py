@@ -188,6 +188,7 @@ class _Runner:
             data_party=topology.data_party,
             label_party=topology.owners["y"],
             device=device,
+            extra={"n_classes": dataset.n_classes, "alpha": config.alpha, "hooks": list(hooks)},
         )
         for hook in hooks:
             hook.setup(ctx)

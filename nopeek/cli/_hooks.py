@@ -15,7 +15,12 @@ def build_hooks(config: TrainConfig) -> list[CutHook]:
             from nopeek.defenses import parse_defenses
         except ImportError:
             raise ConfigError("defenses are not available in this installation") from None
-        hooks += parse_defenses(config.defenses)
+        hooks += parse_defenses(
+            config.defenses,
+            n_classes=2 if config.one_vs_rest is not None else None,
+            alpha=config.alpha,
+            delta=config.delta,
+        )
     if config.malicious_server:
         try:
             from nopeek.attacks import build_malicious_server

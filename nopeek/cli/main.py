@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            "error: interrupted; rerun with --resume to continue from the last checkpoint",
+            "error: interrupted; rerun the same command (train: add --resume) to continue",
             file=sys.stderr,
         )
         return 130

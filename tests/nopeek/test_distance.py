@@ -8,7 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from nopeek.distance import distance_correlation, u_distance_correlation_sqr
+from nopeek.distance import (
+    _pairwise_distances,
+    distance_correlation,
+    u_distance_correlation_sqr,
+)
 from nopeek.errors import ConfigError
 from nopeek.regularizers import NoPeekLoss, nopeek_penalty
 
@@ -68,6 +72,15 @@ def test_constant_input_is_exactly_zero(fn) -> None:
     assert fn(z, x).item() == 0.0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pairwise_distances_exact_diagonal_and_close_to_cdist(dtype: torch.dtype) -> None:
+    x = 5.0 + 3.0 * torch.randn(50, 300, dtype=dtype)
+    d = _pairwise_distances(x)
+    assert torch.all(d.diagonal() == 0)
+    ref = torch.cdist(x.double(), x.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    assert torch.allclose(d.double(), ref, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
 def test_unbiased_can_be_negative_and_is_small_when_independent() -> None:
     g = torch.Generator().manual_seed(1)
     x, z = torch.randn(64, 500, generator=g), torch.randn(64, 300, generator=g)
@@ -123,8 +136,10 @@ def test_gradcheck_distinct_rows() -> None:
     z = torch.randn(7, 2, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(distance_correlation, (x, z))
     assert torch.autograd.gradcheck(u_distance_correlation_sqr, (x, z))
+    assert torch.autograd.gradgradcheck(distance_correlation, (x, z))
 
 
+@pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("fn", [distance_correlation, u_distance_correlation_sqr])
 def test_finite_gradients_with_duplicates(fn, dtype: torch.dtype) -> None:
@@ -133,7 +148,8 @@ def test_finite_gradients_with_duplicates(fn, dtype: torch.dtype) -> None:
     identical = base[:1].repeat(11, 1).requires_grad_(True)
     z = torch.randn(11, 4, dtype=dtype, requires_grad=True)
     for x in (duplicated, identical):
-        fn(x, z).backward()
+        with torch.autograd.detect_anomaly():  # no NaN/inf even in intermediate gradients
+            fn(x, z).backward()
         assert torch.isfinite(x.grad).all() and torch.isfinite(z.grad).all()
         fn(x, x.detach() ** 2).backward()  # duplicates in both inputs
         assert torch.isfinite(x.grad).all()

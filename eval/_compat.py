@@ -1,0 +1,68 @@
+"""Up-front checks that a sweep's attacks and defenses fit its task, before anything trains."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from nopeek.config import TrainConfig
+from nopeek.errors import ConfigError
+
+# Label attacks that rank one class against the other (Li et al. 2022): binary tasks only.
+BINARY_ONLY = ("norm", "direction")
+
+
+def attack_kind(name: str) -> str:
+    """``"reconstruction"`` or ``"label"`` for a registered attack (a miss lists valid names)."""
+    from nopeek.attacks import ATTACKS
+
+    entry = ATTACKS.get(name)
+    return entry.kind
+
+
+def n_classes(config: TrainConfig) -> int:
+    """Classes of the task ``config`` trains on (2 with one-vs-rest)."""
+    if config.one_vs_rest is not None:
+        return 2
+    from nopeek.data import load_dataset
+
+    ds = load_dataset(config.dataset, seed=config.seed, data_root=config.data_root)
+    return ds.n_classes
+
+
+def check_attacks_fit(base: TrainConfig, attacks: Sequence[str]) -> None:
+    """Unknown attacks, duplicates and binary-only label attacks on a multi-class task fail here.
+
+    ``attacks`` are attack specs (``name[:key=value,...]``).
+
+    >>> check_attacks_fit(TrainConfig(dataset="digits"), ["norm"])
+    Traceback (most recent call last):
+    ...
+    nopeek.errors.ConfigError: attack 'norm' needs a binary task, but digits has 10 classes; ...
+    """
+    from nopeek.eval.settings import parse_attack
+
+    names = [parse_attack(a)[0] for a in attacks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--attack lists an attack twice: {','.join(names)}; give each once")
+    for name in names:
+        attack_kind(name)
+    binary = [a for a in names if a in BINARY_ONLY]
+    if binary:
+        k = n_classes(base)
+        if k != 2:
+            raise ConfigError(
+                f"attack {binary[0]!r} needs a binary task, but {base.dataset} has {k} classes; "
+                "add --one-vs-rest K (e.g. --one-vs-rest 0) or drop the label attacks"
+            )
+
+
+def check_defenses(
+    specs: Sequence[str], *, n_classes: int, alpha: float = 0.0, delta: float | None = None
+) -> None:
+    """Build the defenses of ``specs`` as training will (one-line errors for bad specs and for
+    binary-only label defenses on a multi-class task)."""
+    if not specs:
+        return
+    from nopeek.defenses import parse_defenses
+
+    parse_defenses(list(specs), n_classes=n_classes, alpha=alpha, delta=delta)

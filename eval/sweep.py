@@ -1,0 +1,291 @@
+"""Sweeps: train one run per setting x seed, attack each run, collect one table.
+
+Layout of a sweep directory::
+
+    <out>/sweep.json             what was asked (base config, settings, seeds, attacks)
+    <out>/runs/<slug>-seed<k>/   an ordinary run directory (config.json, metrics.json, ...,
+                                 attacks/<attack>.json and .png)
+    <out>/results.csv, .json     one row per run x attack (see :mod:`nopeek.eval.results`)
+
+A run is finished when its ``metrics.json`` and every requested attack's JSON exist; a sweep
+started again reuses finished runs, resumes an interrupted training from its checkpoint and
+runs only the missing attacks. Each run uses one thread, so ``jobs=N`` uses N cores and gives
+the same numbers as ``jobs=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from nopeek._io import atomic_write_json
+from nopeek.config import TrainConfig
+from nopeek.errors import CheckpointError, ConfigError
+from nopeek.eval.results import collect_rows, write_results
+from nopeek.eval.settings import Setting, parse_attack
+
+log = logging.getLogger(__name__)
+
+ATTACK_OPTIONS = ("steps", "aux_size", "n_samples")
+
+
+@dataclass
+class SweepSpec:
+    """A sweep: ``base`` config (its alpha, defenses and seed are replaced per run).
+
+    ``attacks`` are attack specs (``name[:key=value,...]``, see
+    :func:`~nopeek.eval.settings.parse_attack`); ``attack_options`` the shared ``steps``,
+    ``aux_size`` and ``n_samples`` of :func:`nopeek.attacks.run_attack`, which an attack spec
+    may override for its attack (``white-box:steps=300,n_samples=64``).
+    """
+
+    base: TrainConfig
+    settings: list[Setting]
+    seeds: list[int]
+    attacks: list[str]
+    attack_options: dict[str, int | None] = field(default_factory=dict)
+
+    def runs(self) -> list[tuple[Setting, int]]:
+        """Every (setting, seed), setting-major (the order of results.csv)."""
+        return [(s, seed) for s in self.settings for seed in self.seeds]
+
+    @property
+    def attack_names(self) -> list[str]:
+        return [parse_attack(a)[0] for a in self.attacks]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "base": self.base.to_dict(),
+            "settings": [{"alpha": s.alpha, "defenses": list(s.defenses)} for s in self.settings],
+            "seeds": list(self.seeds),
+            "attacks": list(self.attacks),
+            "attack_options": dict(self.attack_options),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SweepSpec:
+        settings = [Setting(s["alpha"], tuple(s["defenses"])) for s in data["settings"]]
+        return cls(
+            TrainConfig.from_dict(data["base"]),
+            settings,
+            list(data["seeds"]),
+            list(data["attacks"]),
+            dict(data["attack_options"]),
+        )
+
+
+def run_dir(out: str | Path, setting: Setting, seed: int) -> Path:
+    """Where the run of ``setting`` with ``seed`` lives inside sweep ``out``."""
+    return Path(out) / "runs" / f"{setting.slug}-seed{seed}"
+
+
+def load_spec(out: str | Path) -> SweepSpec:
+    """The spec saved in ``out/sweep.json``."""
+    path = Path(out) / "sweep.json"
+    try:
+        return SweepSpec.from_json(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{out} is not a finished sweep (cannot read {path}: {type(exc).__name__}); "
+            "run `nopeek sweep --out` first"
+        ) from None
+
+
+def is_finished(path: Path, attacks: Sequence[str]) -> bool:
+    """Trained (metrics.json) and every attack in ``attacks`` done (attacks/<name>.json)."""
+    done = (path / "metrics.json").is_file()
+    names = [parse_attack(a)[0] for a in attacks]
+    return done and all((path / "attacks" / f"{a}.json").is_file() for a in names)
+
+
+def validate(spec: SweepSpec) -> None:
+    """Check every setting, attack and option before anything trains (one-line errors)."""
+    from nopeek.eval._compat import check_attacks_fit, check_defenses, n_classes
+
+    if not spec.seeds:
+        raise ConfigError("a sweep needs at least one seed; pass e.g. --seeds 0,1")
+    k = n_classes(spec.base) if any(s.defenses for s in spec.settings) else 0
+    for setting in spec.settings:
+        setting.config(spec.base, seed=spec.seeds[0]).validate()
+        check_defenses(setting.defenses, n_classes=k, alpha=setting.alpha, delta=spec.base.delta)
+    check_attacks_fit(spec.base, spec.attacks)
+    bad = sorted(set(spec.attack_options) - set(ATTACK_OPTIONS))
+    if bad:
+        raise ConfigError(f"unknown attack options {bad}; use {', '.join(ATTACK_OPTIONS)}")
+
+
+def _check_same_sweep(out: Path, spec: SweepSpec) -> None:
+    """Reusing ``out`` is fine for more settings/seeds/attacks, not for other options."""
+    path = out / "sweep.json"
+    if not path.is_file():
+        return
+    old = load_spec(out)
+    mine = spec.base.to_dict() | {"alpha": 0.0, "defenses": [], "seed": 0}
+    theirs = old.base.to_dict() | {"alpha": 0.0, "defenses": [], "seed": 0}
+    diff = [k for k in mine if mine[k] != theirs[k]]
+    old_specs = {parse_attack(a)[0]: a for a in old.attacks}
+    changed = any(old_specs.get(parse_attack(a)[0], a) != a for a in spec.attacks)
+    if old.attack_options != spec.attack_options or changed:
+        diff.append("attack options")
+    if diff:
+        raise ConfigError(
+            f"sweep {out} was made with other {', '.join(diff)}; use another --out, the same "
+            "options, or --overwrite"
+        )
+
+
+def run_sweep(
+    spec: SweepSpec, out: str | Path, *, jobs: int = 1, overwrite: bool = False, quiet: bool = False
+) -> list[dict[str, Any]]:
+    """Train and attack every run of ``spec`` in ``out``; write and return the result rows."""
+    return run_sweeps([(spec, out)], jobs=jobs, overwrite=overwrite, quiet=quiet)[0]
+
+
+def run_sweeps(
+    sweeps: Sequence[tuple[SweepSpec, str | Path]],
+    *,
+    jobs: int = 1,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> list[list[dict[str, Any]]]:
+    """Several sweeps sharing one progress bar and one pool of ``jobs`` worker processes.
+
+    Everything is validated before anything trains. Returns each sweep's rows.
+    """
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    sweeps = [(spec, Path(out)) for spec, out in sweeps]
+    for spec, out in sweeps:
+        validate(spec)
+        if not overwrite:
+            _check_same_sweep(out, spec)
+    tasks = []
+    for spec, out in sweeps:
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        atomic_write_json(out / "sweep.json", spec.to_json())
+        tasks += [_task(spec, out, s, seed) for s, seed in spec.runs()]
+    todo = [t for t in tasks if not is_finished(Path(t["run_dir"]), t["attacks"])]
+    log.info("%d runs, %d to do", len(tasks), len(todo))
+    bar = tqdm(
+        total=len(tasks),
+        initial=len(tasks) - len(todo),
+        desc="sweep",
+        unit="run",
+        disable=True if quiet else None,  # None: off when stderr is not a terminal
+    )
+    try:
+        if jobs == 1 or len(todo) <= 1:
+            for task in todo:
+                run_task(task)
+                bar.update(1)
+        else:
+            _run_parallel(todo, jobs, bar)
+    finally:
+        bar.close()
+    results = []
+    for spec, out in sweeps:
+        rows = collect_rows(out, spec)
+        write_results(out, rows)
+        results.append(rows)
+    return results
+
+
+def _task(spec: SweepSpec, out: Path, setting: Setting, seed: int) -> dict[str, Any]:
+    """A picklable description of one run for a worker process."""
+    return {
+        "config": setting.config(spec.base, seed=seed).to_dict(),
+        "run_dir": str(run_dir(out, setting, seed)),
+        "attacks": list(spec.attacks),
+        "attack_options": dict(spec.attack_options),
+    }
+
+
+def _cost(task: dict[str, Any]) -> float:
+    """A rough relative cost (NoPeek's dCor makes a step ~2.5x dearer), to start long runs first."""
+    config = task["config"]
+    return config["epochs"] * (2.5 if config["alpha"] else 1.0)
+
+
+def _run_parallel(todo: list[dict], jobs: int, bar) -> None:
+    todo = sorted(todo, key=_cost, reverse=True)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_one_thread) as pool:
+        futures = {pool.submit(run_task, t) for t in todo}
+        while futures:
+            done, futures = wait(futures, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future.exception() is not None:
+                    pool.shutdown(cancel_futures=True)
+                    raise future.exception()
+                bar.update(1)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def run_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Train (or resume, or reuse) one run and run its missing attacks, on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = TrainConfig.from_dict(task["config"])
+        path = Path(task["run_dir"])
+        trained = _ensure_trained(config, path)
+        attacked = _ensure_attacked(path, task["attacks"], task["attack_options"], config.seed)
+    finally:
+        torch.set_num_threads(before)
+    return {"run_dir": str(path), "trained": trained, "attacked": attacked}
+
+
+def _ensure_trained(config: TrainConfig, path: Path) -> bool:
+    """Train ``config`` into ``path`` unless a matching finished run is there already."""
+    from nopeek.cli._hooks import build_hooks
+    from nopeek.trainer import train
+
+    expected = json.loads(json.dumps(config.resolved().to_dict()))
+    saved_path = path / "config.json"
+    if saved_path.is_file():
+        saved = json.loads(saved_path.read_text())
+        if saved != expected:
+            diff = sorted(k for k in expected if saved.get(k) != expected[k])
+            raise ConfigError(
+                f"run {path} was trained with other {', '.join(diff)}; use another --out or "
+                "--overwrite"
+            )
+        if (path / "metrics.json").is_file():
+            return False
+    resume = (path / "checkpoint.pt").is_file()
+    if resume:
+        try:
+            train(config, path, resume=True, quiet=True, hooks=build_hooks(config))
+            return True
+        except (CheckpointError, ConfigError) as exc:  # e.g. crashed after the last epoch
+            log.warning("cannot resume %s (%s); training it again", path, exc)
+    train(config, path, overwrite=True, quiet=True, hooks=build_hooks(config))
+    return True
+
+
+def _ensure_attacked(path: Path, attacks: list[str], options: dict, seed: int) -> list[str]:
+    from nopeek.attacks import run_attack
+
+    done = []
+    for spec in attacks:
+        name, extra = parse_attack(spec)
+        if (path / "attacks" / f"{name}.json").is_file():
+            continue
+        kw = dict(options) | {k: extra.pop(k) for k in ATTACK_OPTIONS if k in extra}
+        run_attack(path, name, seed=seed, options=extra or None, write=True, **kw)
+        done.append(name)
+    return done

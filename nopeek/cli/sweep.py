@@ -1,0 +1,116 @@
+"""``nopeek sweep``: train one run per setting x seed, attack each, write results.csv/json."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from nopeek.config import TrainConfig
+from nopeek.eval.settings import make_settings, parse_attacks, parse_floats, parse_ints
+
+S = argparse.SUPPRESS
+_BASE = {
+    "dataset": (str, "data set (default digits)"),
+    "model": (str, "reference model (default: per data set)"),
+    "cut": (str, "cut name (default: the model's)"),
+    "topology": (str, "vanilla | u-shaped (default vanilla)"),
+    "epochs": (int, "training epochs per run (default 30)"),
+    "batch_size": (int, "batch size (default 64)"),
+    "lr": (float, "learning rate (default 1e-3)"),
+    "one_vs_rest": (int, "turn the task into 'class K vs rest' (needed by label attacks)"),
+    "max_train": (int, "keep a stratified subset of the training split"),
+    "record_samples": (int, "samples per epoch kept for attacks (default 256)"),
+    "dcor_samples": (int, "test samples for dCor and reconstruction victims (default 1000)"),
+    "device": (str, "auto | cpu | cuda (default auto)"),
+    "data_root": (str, "folder holding MNIST/Fashion-MNIST/CIFAR-10"),
+    "delta": (float, "delta for DP accounting (default 1e-5)"),
+}
+_ATTACK_OPTS = {
+    "steps": "optimisation steps of each attack (default: the attack's)",
+    "aux_size": "auxiliary samples for attacks that use them (default: all)",
+    "n_samples": "victims per attack (default: the attack's)",
+}
+
+
+def add_base_args(p: argparse.ArgumentParser) -> None:
+    """Options shared with ``nopeek tune``: the training config and the attack options."""
+    for key, (kind, text) in _BASE.items():
+        p.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, default=S, help=text)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, one run each (default 0)")
+    for key, text in _ATTACK_OPTS.items():
+        p.add_argument("--" + key.replace("_", "-"), dest=key, type=int, default=None, help=text)
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def base_config(args: argparse.Namespace) -> TrainConfig:
+    """The training config common to every run (alpha, defenses and seed are set per run)."""
+    given = {k: getattr(args, k) for k in _BASE if hasattr(args, k)}
+    return TrainConfig(**given).resolved()
+
+
+def attack_options(args: argparse.Namespace) -> dict[str, int | None]:
+    return {k: getattr(args, k) for k in _ATTACK_OPTS}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="train and attack one run per setting x seed; write results.csv",
+        description="Train one run per (alpha x --defense option) x seed, run every --attack on "
+        "each, and write OUT/results.csv and OUT/results.json (one row per run x attack). "
+        "Finished runs in OUT are reused. The undefended setting (alpha 0, no defense) is "
+        "always included. A --defense value is 'none' or defense specs joined by '+' "
+        "(applied together), e.g. cut-noise:gaussian,sigma=0.5,clip=1+max-norm.",
+    )
+    add_base_args(p)
+    p.add_argument("--alpha", default="0", help="comma-separated NoPeek weights (default 0)")
+    p.add_argument(
+        "--defense",
+        action="append",
+        dest="defenses",
+        default=None,
+        help="a defense setting, repeatable: 'none' or spec[+spec...] (default none)",
+    )
+    p.add_argument(
+        "--attack",
+        action="append",
+        dest="attacks",
+        default=None,
+        help="attacks to run on every run: comma-separated names, each optionally with its own "
+        "options (inverse-network:width=32); repeatable; 'none' for no attack "
+        "(default inverse-network)",
+    )
+    p.add_argument("--out", default="sweeps/latest", help="sweep directory (default sweeps/latest)")
+    p.add_argument("--overwrite", action="store_true", help="delete OUT first; retrain everything")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nopeek.eval.summary import summarize
+    from nopeek.eval.sweep import SweepSpec, run_sweep
+
+    spec = SweepSpec(
+        base=base_config(args),
+        settings=make_settings(parse_floats(args.alpha, what="--alpha"), args.defenses or ["none"]),
+        seeds=parse_ints(args.seeds, what="--seeds"),
+        attacks=parse_attacks(args.attacks or ["inverse-network"]),
+        attack_options=attack_options(args),
+    )
+    began = time.perf_counter()
+    rows = run_sweep(spec, args.out, jobs=args.jobs, overwrite=args.overwrite, quiet=args.quiet)
+    print_summary(summarize(rows))
+    n_runs = len(spec.settings) * len(spec.seeds)
+    print(
+        f"{n_runs} runs, {len(rows)} rows in {time.perf_counter() - began:.1f} s "
+        f"-> {args.out}/results.csv"
+    )
+    return 0
+
+
+def print_summary(summaries) -> None:
+    """One line per setting: accuracy, dCor and each attack's headline number."""
+    for s in summaries:
+        attacks = "  ".join(f"{a} {st.fmt()}" for a, st in s.attacks.items())
+        dcor = s.dcor.fmt() if s.dcor else "—"
+        print(f"{s.label:<40} accuracy {s.accuracy.fmt()}  dcor {dcor}  {attacks}")
