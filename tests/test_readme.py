@@ -22,15 +22,13 @@ def test_python_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "noped" / "metrics.json").exists()
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        line.split("#")[0].strip()
-        for block in _blocks("bash")
-        for line in block.splitlines()
-        if line.startswith("nopeek ")
-    ],
-)
+def _commands() -> list[str]:
+    """``nopeek ...`` lines of the bash blocks, continuation lines joined, comments dropped."""
+    lines = "\n".join(_blocks("bash")).replace("\\\n", " ").splitlines()
+    return [line.split(" #")[0].strip() for line in lines if line.startswith("nopeek ")]
+
+
+@pytest.mark.parametrize("line", _commands())
 def test_cli_examples_parse(line):
     parser = build_parser()
     argv = shlex.split(line)[1:]
