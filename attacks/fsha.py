@@ -56,7 +56,7 @@ from nopeek.attacks import _fsha_nets as nets
 from nopeek.attacks import metrics
 from nopeek.attacks.plots import save_grid, save_reconstruction_grid
 from nopeek.config import TrainConfig
-from nopeek.data import Dataset, Split, load_dataset
+from nopeek.data import Dataset, Split
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.hooks import CutHook, TrainContext
 from nopeek.observe import Observed
@@ -337,15 +337,7 @@ def _fsha_from_config(config: TrainConfig) -> FSHAServer:
     With several cuts (multi-hop), the party receiving the client's first cut is the attacker.
     """
     config = config.resolved()
-    dataset = load_dataset(
-        config.dataset,
-        seed=config.seed,
-        data_root=config.data_root,
-        download=config.download,
-        one_vs_rest=config.one_vs_rest,
-        shuffle_labels=config.shuffle_labels,
-        max_train=config.max_train,
-    )
+    dataset = config.load_data()
     return FSHAServer(
         aux=dataset.aux, cut=config.cuts[0], unit_range=dataset.kind == "image", seed=config.seed
     )

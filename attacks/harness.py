@@ -26,7 +26,7 @@ from nopeek.attacks._scoring import check_ids, score, write_result
 from nopeek.attacks.base import LABEL, Attack, AttackInputs, LabelScores, Reconstruction
 from nopeek.attacks.registry import ATTACKS
 from nopeek.config import TrainConfig
-from nopeek.data import Dataset, Split, load_dataset, stratified_take
+from nopeek.data import Dataset, Split, stratified_take
 from nopeek.errors import CheckpointError, ConfigError, ThreatModelError
 from nopeek.models import build_model, split
 from nopeek.observe import Observations, Observed
@@ -332,8 +332,7 @@ def _prepare(
     if not (run_dir / "observations.pt").is_file():
         raise ThreatModelError(f"{run_dir} has no observations.pt; let its training finish first")
     obs = Observations.load(run_dir / "observations.pt")
-    keys = ("seed", "data_root", "one_vs_rest", "shuffle_labels", "max_train")
-    dataset = load_dataset(config.dataset, **{k: getattr(config, k) for k in keys})
+    dataset = config.load_data()
     run = _rebuild(run_dir, config, dataset, cut)
     _refuse(run, attack, obs)
     inputs = _grant(run, obs, attack, seed, aux_size)

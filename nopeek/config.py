@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nopeek.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nopeek.data import Dataset
 
 DEFAULT_MODEL = {
     "digits": "digits-cnn",
@@ -61,6 +64,20 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; remove them from config.json")
         return cls(**data)
+
+    def load_data(self) -> Dataset:
+        """The data set this config trains on (splits, one-vs-rest, shuffling as configured)."""
+        from nopeek.data import load_dataset
+
+        return load_dataset(
+            self.dataset,
+            seed=self.seed,
+            data_root=self.data_root,
+            download=self.download,
+            one_vs_rest=self.one_vs_rest,
+            shuffle_labels=self.shuffle_labels,
+            max_train=self.max_train,
+        )
 
     def validate(self) -> None:
         """Raise a one-line :class:`ConfigError` for any value out of range."""

@@ -25,7 +25,7 @@ from nopeek import _checkpoint
 from nopeek._io import atomic_write_json
 from nopeek.channel import InProcessChannel, WireLog
 from nopeek.config import TrainConfig
-from nopeek.data import Dataset, Split, check_finite, load_dataset
+from nopeek.data import Dataset, Split, check_finite
 from nopeek.engine import SplitEngine
 from nopeek.errors import CheckpointError, ConfigError
 from nopeek.evaluation import evaluate, leakage_sample, measure_dcor, wire_bytes
@@ -144,15 +144,7 @@ def train(
     _prepare_out(out, resume=resume, overwrite=overwrite)
     device = pick_device(config.device)
     if dataset is None:
-        dataset = load_dataset(
-            config.dataset,
-            seed=config.seed,
-            data_root=config.data_root,
-            download=config.download,
-            one_vs_rest=config.one_vs_rest,
-            shuffle_labels=config.shuffle_labels,
-            max_train=config.max_train,
-        )
+        dataset = config.load_data()
     for name in ("train", "test"):
         check_finite(getattr(dataset, name).x, what=f"{dataset.name} {name} inputs")
     model = model if model is not None else _seeded_model(config, dataset)
