@@ -1,9 +1,9 @@
-"""Turn a config's defense specs and malicious-server name into hooks."""
+"""Turn a config's defense specs and malicious-server name into hooks (the CLI, sweeps and
+tuning all train through here, so a setting means the same everywhere)."""
 
 from __future__ import annotations
 
 from nopeek.config import TrainConfig
-from nopeek.errors import ConfigError
 from nopeek.hooks import CutHook
 
 
@@ -11,10 +11,8 @@ def build_hooks(config: TrainConfig) -> list[CutHook]:
     """Defenses (from :mod:`nopeek.defenses`) then the malicious server (:mod:`nopeek.attacks`)."""
     hooks: list[CutHook] = []
     if config.defenses:
-        try:
-            from nopeek.defenses import parse_defenses
-        except ImportError:
-            raise ConfigError("defenses are not available in this installation") from None
+        from nopeek.defenses import parse_defenses
+
         hooks += parse_defenses(
             config.defenses,
             n_classes=2 if config.one_vs_rest is not None else None,
@@ -22,9 +20,7 @@ def build_hooks(config: TrainConfig) -> list[CutHook]:
             delta=config.delta,
         )
     if config.malicious_server:
-        try:
-            from nopeek.attacks import build_malicious_server
-        except ImportError:
-            raise ConfigError("malicious servers are not available in this installation") from None
+        from nopeek.attacks import build_malicious_server
+
         hooks.append(build_malicious_server(config.malicious_server, config))
     return hooks
