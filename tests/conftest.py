@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nopeek import TrainConfig
+from nopeek import CutHook, TrainConfig
 
 torch.set_num_threads(1)
 
@@ -17,3 +17,24 @@ def tiny_config():
         return TrainConfig(**(base | overrides))
 
     return make
+
+
+class _Interrupt(CutHook):
+    """Simulates a crash: raises KeyboardInterrupt at the first training step of epoch ``at``
+    (``None``: never), for a run of ``steps`` steps per epoch (17 for digits at batch 64)."""
+
+    def __init__(self, at, steps=17):
+        self.at, self.steps, self.calls = at, steps, 0
+
+    def forward(self, cut, z, *, training):
+        if training and self.at is not None:
+            self.calls += 1
+            if self.calls > self.at * self.steps:
+                raise KeyboardInterrupt
+        return z
+
+
+@pytest.fixture
+def interrupt():
+    """The crash-simulating hook class, for resume tests."""
+    return _Interrupt

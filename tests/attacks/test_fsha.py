@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from nopeek import CutHook, Observations, load_dataset, train
+from nopeek import Observations, load_dataset, train
 from nopeek.attacks import build_malicious_server
 from nopeek.attacks.fsha import FSHAServer
 from nopeek.cli.main import main
@@ -73,28 +73,14 @@ def test_the_client_only_gets_the_hijacking_gradient(tiny_config):
     assert float(((x - x_hat) ** 2).mean()) == pytest.approx(hook.result["mse"], rel=1e-5)
 
 
-class _Interrupt(CutHook):
-    """Simulates a crash at the first step of epoch ``at``."""
-
-    def __init__(self, at):
-        self.at, self.calls = at, 0
-
-    def forward(self, cut, z, *, training):
-        if training and self.at is not None:
-            self.calls += 1
-            if self.calls > self.at * STEPS_PER_EPOCH:
-                raise KeyboardInterrupt
-        return z
-
-
-def test_resume_gives_exactly_the_uninterrupted_attack(tiny_config, tmp_path):
+def test_resume_gives_exactly_the_uninterrupted_attack(interrupt, tiny_config, tmp_path):
     cfg = tiny_config(malicious_server="fsha")
     train(cfg, tmp_path / "full", quiet=True, hooks=[build_malicious_server("fsha", cfg)])
     with pytest.raises(KeyboardInterrupt):
-        hooks = [build_malicious_server("fsha", cfg), _Interrupt(at=1)]
+        hooks = [build_malicious_server("fsha", cfg), interrupt(at=1)]
         train(cfg, tmp_path / "cut", quiet=True, hooks=hooks)
     assert not (tmp_path / "cut" / "attacks").exists()
-    hooks = [build_malicious_server("fsha", cfg), _Interrupt(None)]
+    hooks = [build_malicious_server("fsha", cfg), interrupt(None)]
     train(cfg, tmp_path / "cut", resume=True, quiet=True, hooks=hooks)
     full, resumed = ((tmp_path / r / "attacks" / "fsha.json").read_text() for r in ("full", "cut"))
     assert json.loads(full) == json.loads(resumed)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from nopeek import CutHook, train
+from nopeek import train
 from nopeek._io import safe_torch_load
 from nopeek.cli.main import main
 from nopeek.defenses import parse_defenses
@@ -82,31 +82,19 @@ def test_dpsgd_on_a_batchnorm_model_is_one_line_exit_2(tmp_path, capsys, monkeyp
     assert "ModuleValidator.fix" in line and "GroupNorm" in line
 
 
-class _Interrupt(CutHook):
-    """Simulates a crash at the first training step of epoch ``at`` (17 steps per epoch)."""
-
-    def __init__(self, at):
-        self.at, self.calls = at, 0
-
-    def forward(self, cut, z, *, training):
-        if training and self.at is not None:
-            self.calls += 1
-            if self.calls > self.at * 17:
-                raise KeyboardInterrupt
-        return z
-
-
 def _weights(run_dir):
     state = safe_torch_load(run_dir / "checkpoint.pt")
     return [t for sds in state["parties"].values() for sd in sds for t in sd.values()]
 
 
-def test_resume_with_noisy_defenses_gives_the_uninterrupted_weights(tiny_config, tmp_path):
+def test_resume_with_noisy_defenses_gives_the_uninterrupted_weights(
+    interrupt, tiny_config, tmp_path
+):
     specs = ["cut-noise:gaussian,sigma=0.5,clip=1", "dp-sgd:sigma=1.0", "marvell:s=1"]
     cfg = tiny_config(epochs=3, one_vs_rest=0, defenses=specs)
 
     def hooks(at):
-        return [*parse_defenses(specs, n_classes=2, delta=cfg.delta), _Interrupt(at)]
+        return [*parse_defenses(specs, n_classes=2, delta=cfg.delta), interrupt(at)]
 
     full = train(cfg, tmp_path / "full", quiet=True, hooks=hooks(None)).metrics
     with pytest.raises(KeyboardInterrupt):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from nopeek import CutHook, CutShapeError, Observations, load_dataset, train
+from nopeek import CutShapeError, Observations, load_dataset, train
 from nopeek._io import safe_torch_load
 
 
@@ -28,28 +28,14 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tiny_config):
     assert a["train_loss_per_epoch"] != c["train_loss_per_epoch"]
 
 
-class _Interrupt(CutHook):
-    """Simulates a crash: raises at the first step of epoch ``at``."""
-
-    def __init__(self, at):
-        self.at, self.calls = at, 0
-
-    def forward(self, cut, z, *, training):
-        if training and self.at is not None:
-            self.calls += 1
-            if self.calls > self.at * 17:  # 17 steps per digits epoch at batch 64
-                raise KeyboardInterrupt
-        return z
-
-
-def test_resume_gives_exactly_the_uninterrupted_weights(tiny_config, tmp_path):
+def test_resume_gives_exactly_the_uninterrupted_weights(interrupt, tiny_config, tmp_path):
     cfg = tiny_config(epochs=3, alpha=0.3)
     train(cfg, tmp_path / "full", quiet=True)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut", quiet=True, hooks=[_Interrupt(at=2)])
+        train(cfg, tmp_path / "cut", quiet=True, hooks=[interrupt(at=2)])
     assert safe_torch_load(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
     assert not (tmp_path / "cut" / "metrics.json").exists()
-    resumed = train(cfg, tmp_path / "cut", resume=True, quiet=True, hooks=[_Interrupt(None)])
+    resumed = train(cfg, tmp_path / "cut", resume=True, quiet=True, hooks=[interrupt(None)])
     for a, b in zip(_weights(tmp_path / "full"), _weights(tmp_path / "cut")):
         assert torch.equal(a, b)
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())
