@@ -11,6 +11,7 @@ from nopeek.attacks.base import (
     LabelScores,
     Reconstruction,
     ThreatModel,
+    check_options,
 )
 from nopeek.attacks.fsha import build_malicious_server
 from nopeek.attacks.harness import AttackResult, run_attack
@@ -25,5 +26,6 @@ __all__ = [
     "Reconstruction",
     "ThreatModel",
     "build_malicious_server",
+    "check_options",
     "run_attack",
 ]

@@ -9,14 +9,14 @@ reconstruction or label scores against the data set by sample id.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
 
 from nopeek.data import Split
-from nopeek.errors import ThreatModelError
+from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.observe import Observed
 
 RECONSTRUCTION = "reconstruction"
@@ -105,11 +105,40 @@ class LabelScores:
 
 
 class Attack:
-    """Base class: set ``name``, ``kind`` and ``threat_model``; implement :meth:`run`."""
+    """Base class: set ``name``, ``kind``, ``threat_model`` and ``option_keys``; implement
+    :meth:`run`.
+
+    ``option_keys`` lists every key of :attr:`AttackInputs.options` that :meth:`run` reads;
+    :func:`check_options` refuses any other key, so a typo is never recorded as applied.
+    """
 
     name: str = ""
     kind: str = RECONSTRUCTION
     threat_model: ThreatModel = ThreatModel()
+    option_keys: tuple[str, ...] = ()
 
     def run(self, inputs: AttackInputs) -> Reconstruction | LabelScores:
         raise NotImplementedError
+
+
+def check_options(
+    attack: type[Attack] | Attack, keys: Iterable[str], *, shared: Sequence[str] = ()
+) -> None:
+    """Refuse option ``keys`` that ``attack`` does not declare (``shared``: keys every attack
+    takes in this context, e.g. a sweep's ``steps``), in one line listing the valid keys.
+
+    >>> class Blur(Attack):
+    ...     name, option_keys = "blur", ("radius",)
+    >>> check_options(Blur, ["radius"])
+    >>> check_options(Blur, ["radios"])
+    Traceback (most recent call last):
+    ...
+    nopeek.errors.ConfigError: unknown option 'radios' for attack blur; valid options: radius
+    """
+    valid = [*attack.option_keys, *(k for k in shared if k not in attack.option_keys)]
+    unknown = [k for k in keys if k not in valid]
+    if unknown:
+        raise ConfigError(
+            f"unknown option {unknown[0]!r} for attack {attack.name}; valid options: "
+            f"{', '.join(valid) or 'none (write just the name)'}"
+        )

@@ -60,6 +60,7 @@ from nopeek.data import Dataset, Split
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.hooks import CutHook, TrainContext
 from nopeek.observe import Observed
+from nopeek.plugins import hook_builder
 from nopeek.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class FSHAServer(CutHook):
     """
 
     name = "fsha"
+    acts_at = "server"
 
     def __init__(
         self,
@@ -352,3 +354,12 @@ def build_malicious_server(name: str, config: TrainConfig) -> CutHook:
     nopeek.errors.ConfigError: unknown malicious server 'nope'; choose one of: fsha
     """
     return MALICIOUS_SERVERS.get(name)(config)
+
+
+@hook_builder("malicious_server")
+def hooks_from_config(config: TrainConfig) -> list[CutHook]:
+    """The malicious server ``config.malicious_server`` names, if any (the ``nopeek.hooks``
+    entry point ``malicious-server``)."""
+    if not config.malicious_server:
+        return []
+    return [build_malicious_server(config.malicious_server, config)]

@@ -17,20 +17,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nopeek._io import safe_torch_load
 from nopeek.attacks._scoring import check_ids, score, write_result
-from nopeek.attacks.base import LABEL, Attack, AttackInputs, LabelScores, Reconstruction
+from nopeek.attacks._target import Target, client_segment, fresh, load_weights, rebuild
+from nopeek.attacks.base import (
+    LABEL,
+    Attack,
+    AttackInputs,
+    LabelScores,
+    Reconstruction,
+    check_options,
+)
 from nopeek.attacks.registry import ATTACKS
-from nopeek.config import TrainConfig
+from nopeek.config import TrainConfig, check_seed
 from nopeek.data import Dataset, Split, stratified_take
-from nopeek.errors import CheckpointError, ConfigError, ThreatModelError
-from nopeek.models import build_model, split
+from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.observe import Observations, Observed
-from nopeek.topology import DATA_PREFIX, TOPOLOGIES, Topology
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +101,12 @@ def _load_config(run_dir: Path) -> TrainConfig:
         raise ConfigError(f"no run directory at {run_dir}; train one first with `nopeek train`")
     path = run_dir / "config.json"
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(
             f"cannot read {path} ({type(exc).__name__}); is {run_dir} a finished nopeek run?"
         ) from None
+    return TrainConfig.from_dict(data, where=str(path))
 
 
 def _first_ids(observed: Observed, n: int | None) -> Observed:
@@ -118,81 +123,24 @@ def _first_ids_per_epoch(observed: Observed, n: int | None) -> Observed:
     return Observed(*(torch.cat([getattr(p, f) for p in parts]) for f in _FIELDS))
 
 
-@dataclass
-class _Run:
-    """A finished run rebuilt for attacking at ``cut``: who sends and receives there."""
-
-    run_dir: Path
-    config: TrainConfig
-    dataset: Dataset
-    topology: Topology
-    model: nn.Sequential
-    cut: str
-    sender: str  # the party sending activations across ``cut`` (it receives the gradients)
-    receiver: str  # the party receiving them (it sends the gradients back)
-
-
-def _build_model(config: TrainConfig, dataset: Dataset, seed: int) -> nn.Sequential:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_model(
-            config.model, input_shape=dataset.input_shape, n_classes=dataset.n_classes
-        )
-
-
-def _roles(topology: Topology) -> dict[str, tuple[str, str]]:
-    """cut -> (party sending activations, party receiving them)."""
-    out = {}
-    for node in topology.nodes:
-        for src in node.inputs:
-            if not src.startswith(DATA_PREFIX) and topology.crosses(src, node.name):
-                out[topology.node(src).cut or src] = (topology.node(src).party, node.party)
-    return out
-
-
-def _rebuild(run_dir: Path, config: TrainConfig, dataset: Dataset, cut: str | None) -> _Run:
-    model = _build_model(config, dataset, config.seed)
-    topology = TOPOLOGIES.get(config.topology)(model, config.cuts)
-    roles = _roles(topology)
-    cut = cut or config.cuts[0]
-    if cut not in roles:
-        raise ConfigError(
-            f"run {run_dir} has no cut {cut!r}; its cuts are: {', '.join(roles)} (pass --cut)"
-        )
-    return _Run(run_dir, config, dataset, topology, model, cut, *roles[cut])
-
-
-def _load_weights(run: _Run) -> None:
-    """Load every party's trained segments from ``checkpoint.pt`` into ``run.model``."""
-    state = safe_torch_load(run.run_dir / "checkpoint.pt")
-    try:
-        for party in run.topology.parties:
-            modules = run.topology.modules_of(party)
-            for module, sd in zip(modules, state["parties"][party], strict=True):
-                module.load_state_dict(sd)
-    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:160]
-        raise CheckpointError(
-            f"checkpoint in {run.run_dir} does not fit its config ({first}); retrain the run"
-        ) from None
-    run.model.eval()
-
-
-def _refuse(run: _Run, attack: Attack, obs: Observations) -> None:
+def _refuse(run: Target, attack: Attack, obs: Observations) -> None:
     """Raise a one-line :class:`ThreatModelError` if ``attack`` cannot run on ``run``."""
-    tm, owners = attack.threat_model, run.topology.owners
-    if attack.kind == LABEL and owners.get("y") == run.sender:
+    tm, topo = attack.threat_model, run.topology
+    if attack.kind == LABEL and run.sender in topo.label_parties:
         raise ThreatModelError(
-            f"at cut {run.cut} the gradients go to the {run.sender}, which holds the labels "
-            f"already ({run.config.topology} topology); a label attack there is meaningless"
+            f"at cut {run.cut} the gradients go to {run.sender}, which holds the labels "
+            f"already ({run.config.topology} topology); a label attack there is meaningless "
+            "(pick another --cut or --party)"
         )
-    if attack.kind != LABEL and owners.get("x") == run.receiver:
+    if attack.kind != LABEL and run.receiver in topo.data_parties:
         raise ThreatModelError(
             f"cut {run.cut} goes from {run.sender} to {run.receiver}, which holds the raw inputs "
-            f"already; attack the data party's first cut ({run.config.cuts[0]})"
+            f"already; attack a data party's cut ({topo.edges()[0].cut})"
         )
     for grant, (direction, phase) in _RECORDED.items():
-        if getattr(tm, grant) and not obs.has(cut=run.cut, direction=direction, phase=phase):
+        if getattr(tm, grant) and not _observed(obs, run, direction, phase).has(
+            cut=run.cut, direction=direction, phase=phase
+        ):
             raise ThreatModelError(
                 f"{attack.name} needs the {phase} {grant} at cut {run.cut}, which {run.run_dir} "
                 "did not record; retrain with --record-samples > 0"
@@ -225,7 +173,7 @@ def _query(segment: nn.Module, batch: int = 512) -> Callable[[Tensor], Tensor]:
     return query
 
 
-def _as_sent(run: _Run, query: Callable[[Tensor], Tensor], seed: int):
+def _as_sent(run: Target, query: Callable[[Tensor], Tensor], seed: int):
     """A query returns what the client would *send*: its forward defenses (clipping, noise at
     inference) applied, as the deployed client would; the attacker's noise is freshly seeded."""
     if not run.config.defenses:
@@ -239,38 +187,48 @@ def _as_sent(run: _Run, query: Callable[[Tensor], Tensor], seed: int):
     return lambda x: send(query(x))
 
 
-def _fresh(run: _Run, seed: int, part: int) -> Callable[[], nn.Module]:
-    """Fresh segments before (``part`` 0) or after (1) the cut, from a seed derived from the
-    attack's that never equals the training seed (never the client's own initial weights)."""
-    init = int(np.random.SeedSequence([seed, 0x5EED, part]).generate_state(1)[0])
-    init = init + 1 if init == run.config.seed else init
-    return lambda: split(_build_model(run.config, run.dataset, init), [run.cut])[part]
-
-
-def _grant(run: _Run, obs: Observations, attack: Attack, seed: int, aux: int | None):
+def _grant(run: Target, obs: Observations, attack: Attack, seed: int, aux: int | None):
     """An :class:`AttackInputs` with exactly what ``attack.threat_model`` grants."""
     tm, ds = attack.threat_model, run.dataset
     inputs = AttackInputs(ds.input_shape, ds.data_range, ds.n_classes, seed)
     if tm.activations:
-        inputs.activations = obs.get(cut=run.cut, direction="forward", phase="inference")
+        inputs.activations = _get(obs, run, "forward", "inference")
     if tm.gradients:
-        inputs.gradients = obs.get(cut=run.cut, direction="backward", phase="train")
+        inputs.gradients = _get(obs, run, "backward", "train")
     if tm.aux_data:
         inputs.aux = _aux(ds, aux, seed, tm.aux_labels)
     if tm.client_weights or tm.query_client:
-        _load_weights(run)
-        head = split(run.model, [run.cut])[0]  # raw inputs -> cut, sharing the loaded weights
+        load_weights(run)
+        head = client_segment(run)  # raw inputs -> cut, sharing the loaded weights
         if tm.client_weights:
             inputs.client_segment = copy.deepcopy(head)
         if tm.query_client:
             inputs.query_client = _as_sent(run, _query(copy.deepcopy(head).eval()), seed)
     if tm.client_architecture:
-        inputs.client_architecture = _fresh(run, seed, 0)
+        inputs.client_architecture = fresh(run, seed, 0)
     if tm.sent_activations:
-        inputs.sent_activations = obs.get(cut=run.cut, direction="forward", phase="train")
+        inputs.sent_activations = _get(obs, run, "forward", "train")
     if tm.tail_architecture:
-        inputs.tail_architecture = _fresh(run, seed, 1)
+        inputs.tail_architecture = fresh(run, seed, 1)
     return inputs
+
+
+def _ends(run: Target, direction: str) -> dict[str, str]:
+    """Who sent a message in ``direction`` on the attacked edge, and who received it."""
+    if direction == "forward":
+        return {"sender": run.sender, "receiver": run.receiver}
+    return {"sender": run.receiver, "receiver": run.sender}
+
+
+def _observed(obs: Observations, run: Target, direction: str, phase: str) -> Observations:
+    """``obs`` restricted to the attacked edge's messages in ``direction``."""
+    ends = _ends(run, direction)
+    keys = obs.keys(cut=run.cut, direction=direction, phase=phase, **ends)
+    return Observations({k: obs.groups[k] for k in keys})
+
+
+def _get(obs: Observations, run: Target, direction: str, phase: str):
+    return obs.get(cut=run.cut, direction=direction, phase=phase, **_ends(run, direction))
 
 
 def run_attack(
@@ -282,24 +240,30 @@ def run_attack(
     n_samples: int | None = None,
     seed: int = 0,
     cut: str | None = None,
+    party: str | None = None,
     options: dict[str, Any] | None = None,
     write: bool = True,
 ) -> AttackResult:
     """Run attack ``name`` on the finished run in ``run_dir`` and score it.
 
-    ``cut`` defaults to the data party's first cut. ``n_samples`` keeps the victims with the
-    smallest ids (default: the attack's ``default_samples``; label attacks: per epoch).
+    ``cut`` and ``party`` pick the attacked edge: the cut, and the party whose activations
+    the attacker observes there (see :mod:`nopeek.attacks._target` for the defaults).
+    ``n_samples`` keeps the victims with the smallest ids (default: the attack's
+    ``default_samples``; label attacks: per epoch).
     ``aux_size`` draws a stratified, seeded subset of the aux split (default: all of it).
-    ``options`` go to the attack (e.g. ``{"tv": 0.01}``). With ``write``, the JSON (and PNG)
-    land in ``run_dir/attacks/<name>.json``, or ``<name>@<cut>.json`` for a non-default cut.
+    ``options`` go to the attack (e.g. ``{"tv": 0.01}``); a key the attack does not declare
+    (``option_keys``) is refused. ``seed`` is in 0..2**31 - 1. With ``write``, the JSON (and
+    PNG) land in ``run_dir/attacks/<name>.json``, or ``<name>@<cut>.json`` for a non-default
+    cut. Every check runs before anything is loaded or written.
     """
-    counts = {"steps": steps, "aux-size": aux_size, "n-samples": n_samples, "seed": seed}
+    counts = {"steps": steps, "aux-size": aux_size, "n-samples": n_samples}
     for key, value in counts.items():
-        low = 0 if key == "seed" else 1
-        if value is not None and (isinstance(value, bool) or int(value) < low):
-            raise ConfigError(f"--{key} must be an integer >= {low}, got {value}")
+        if value is not None and (isinstance(value, bool) or int(value) < 1):
+            raise ConfigError(f"--{key} must be an integer >= 1, got {value}")
+    check_seed(seed, what="--seed")
+    check_options(ATTACKS.get(name), options or {})
     run_dir = Path(run_dir)
-    attack, run, inputs = _prepare(run_dir, name, cut, seed, aux_size, n_samples)
+    attack, run, inputs = _prepare(run_dir, name, cut, party, seed, aux_size, n_samples)
     inputs.steps, inputs.options = steps, dict(options or {})
     output = attack.run(inputs)
     check_ids(name, output, inputs)
@@ -317,14 +281,22 @@ def run_attack(
         **score(output, run.dataset),
     )
     if write:
-        stem = name if run.cut == run.config.cuts[0] else f"{name}@{run.cut}"
+        stem = name if run.default else f"{name}@{run.cut}"
+        if not run.default and party is not None:
+            stem += f"@{party}"
         write_result(run_dir / "attacks" / stem, result, run.dataset)
     return result
 
 
 def _prepare(
-    run_dir: Path, name: str, cut: str | None, seed: int, aux_size: int | None, n: int | None
-) -> tuple[Attack, _Run, AttackInputs]:
+    run_dir: Path,
+    name: str,
+    cut: str | None,
+    party: str | None,
+    seed: int,
+    aux_size: int | None,
+    n: int | None,
+) -> tuple[Attack, Target, AttackInputs]:
     """Load the run, refuse what the attack may not do, and build its inputs."""
     config = _load_config(run_dir)
     entry = ATTACKS.get(name)  # an unknown name lists the valid ones
@@ -333,7 +305,7 @@ def _prepare(
         raise ThreatModelError(f"{run_dir} has no observations.pt; let its training finish first")
     obs = Observations.load(run_dir / "observations.pt")
     dataset = config.load_data()
-    run = _rebuild(run_dir, config, dataset, cut)
+    run = rebuild(run_dir, config, dataset, cut=cut, party=party, label=attack.kind == LABEL)
     _refuse(run, attack, obs)
     inputs = _grant(run, obs, attack, seed, aux_size)
     n = n if n is not None else getattr(attack, "default_samples", None)

@@ -132,6 +132,7 @@ class InverseNetwork(Attack):
     name = "inverse-network"
     kind = RECONSTRUCTION
     threat_model = ThreatModel(activations=True, query_client=True, aux_data=True)
+    option_keys = ("lr", "width", "batch_size")
     default_samples = None  # all observed victims: decoding is cheap
     default_steps = 1000
 

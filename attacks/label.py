@@ -125,6 +125,7 @@ class NormAttack(Attack):
     name = "norm"
     kind = LABEL
     threat_model = ThreatModel(gradients=True)
+    option_keys = ("positive",)
 
     def __init__(self, *, positive: str | None = None) -> None:
         self.positive = positive
@@ -154,6 +155,7 @@ class DirectionAttack(Attack):
     name = "direction"
     kind = LABEL
     threat_model = ThreatModel(gradients=True)
+    option_keys = ("positive", "reference")
 
     def __init__(self, *, positive: str | None = None, reference: str | None = None) -> None:
         self.positive, self.reference = positive, reference
@@ -301,6 +303,7 @@ class GradMatchAttack(Attack):
     name = "grad-match"
     kind = LABEL
     threat_model = ThreatModel(gradients=True, sent_activations=True, tail_architecture=True)
+    option_keys = ("positive", "rounds", "lr")
     default_steps = 300
 
     def __init__(

@@ -102,6 +102,7 @@ class UnSplit(Attack):
     name = "unsplit"
     kind = RECONSTRUCTION
     threat_model = ThreatModel(activations=True, client_architecture=True)
+    option_keys = ("tv", "l2", "input_iters", "model_iters", "lr_input", "lr_model")
     default_samples = 128
     default_steps = 200
 

@@ -118,6 +118,7 @@ class WhiteBoxInversion(Attack):
     name = "white-box"
     kind = RECONSTRUCTION
     threat_model = ThreatModel(activations=True, client_weights=True)
+    option_keys = ("tv", "lr")
     default_samples = 128
     default_steps = 1000
 

@@ -78,7 +78,7 @@ class Defense(CutHook):
     def _seed_generators(self, ctx: TrainContext, *streams: str) -> None:
         """One generator per named noise stream, on the training device."""
         self._generators = {
-            s: make_generator(ctx.seed, self.purpose * 16 + i, ctx.device)
+            s: make_generator(ctx.seed, self.purpose * 16 + i + 4096 * self.party_index, ctx.device)
             for i, s in enumerate(streams)
         }
 

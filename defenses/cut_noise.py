@@ -114,6 +114,7 @@ class CutNoise(Defense):
     """
 
     name = "cut-noise"
+    acts_at = "data"
     options: ClassVar[dict[str, str]] = {
         "mechanism": f"{GAUSSIAN}|{LAPLACE}",
         "sigma": "float",

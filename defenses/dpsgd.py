@@ -68,6 +68,7 @@ class DPSGD(Defense):
     """Opacus DP-SGD on the data party's segments: give ``epsilon`` (target) or ``sigma``."""
 
     name = "dp-sgd"
+    acts_at = "data"
     options: ClassVar[dict[str, str]] = {
         "epsilon": "float",
         "sigma": "float",
@@ -120,7 +121,7 @@ class DPSGD(Defense):
                 "of a batch; the run will report dpsgd_guarantee_holds: false",
                 ", ".join(self.voided_by),
             )
-        gen = make_generator(ctx.seed, self.purpose * 16, ctx.device)
+        gen = make_generator(ctx.seed, self.purpose * 16 + 4096 * self.party_index, ctx.device)
         self._generators = {"noise": gen}
         # The trainer's batches: ceil(n / B) steps per epoch, each sample once per epoch.
         loader = DataLoader(TensorDataset(torch.arange(ctx.n_train)), batch_size=ctx.batch_size)

@@ -83,6 +83,8 @@ class LabelGradientDefense(Defense):
     Subclasses implement :meth:`noise` -> ``(eta (N, d), designed expected power per row)``.
     """
 
+    acts_at = "labels"
+
     needs_binary: ClassVar[bool] = False
     couples_batch: ClassVar[bool] = True  # noise scales come from batch statistics
 

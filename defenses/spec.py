@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
@@ -34,8 +34,12 @@ from nopeek.defenses.label_gradient import (
 )
 from nopeek.defenses.marvell import Marvell
 from nopeek.errors import ConfigError
-from nopeek.hooks import TrainContext
+from nopeek.hooks import CutHook, TrainContext
+from nopeek.plugins import hook_builder
 from nopeek.registry import Registry
+
+if TYPE_CHECKING:
+    from nopeek.config import TrainConfig
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
 for _cls in (CutNoise, DPSGD, MaxNorm, Marvell, IsotropicNoise):
@@ -127,6 +131,29 @@ def parse_defenses(
         if isinstance(hook, DPSGD):
             _check_dpsgd(hook, hooks, alpha=alpha, delta=delta)
     return hooks
+
+
+@hook_builder("defenses")
+def hooks_from_config(config: TrainConfig) -> list[CutHook]:
+    """The defenses of ``config.defenses`` (the ``nopeek.hooks`` entry point ``defenses``).
+
+    One-vs-rest tasks are binary, so binary-only defenses are checked against them; otherwise the
+    class count is left to training. ``alpha`` and ``delta`` come from the config.
+
+    >>> from nopeek.config import TrainConfig
+    >>> [h.spec() for h in hooks_from_config(TrainConfig(one_vs_rest=0, defenses=["max-norm"]))]
+    ['max-norm']
+    """
+    if not config.defenses:
+        return []
+    return list(
+        parse_defenses(
+            config.defenses,
+            n_classes=2 if config.one_vs_rest is not None else None,
+            alpha=config.alpha,
+            delta=config.delta,
+        )
+    )
 
 
 def _check_dpsgd(dpsgd: DPSGD, hooks: list[Defense], *, alpha: float, delta: float | None):

@@ -11,6 +11,24 @@ from nopeek.errors import ConfigError
 BINARY_ONLY = ("norm", "direction")
 
 
+def check_attack_options(specs: Sequence[str]) -> None:
+    """Each spec's options must be ones its attack declares, or the shared ``steps``,
+    ``aux_size`` and ``n_samples`` (one line listing the valid keys otherwise).
+
+    >>> check_attack_options(["white-box:stepz=2"])
+    Traceback (most recent call last):
+    ...
+    nopeek.errors.ConfigError: unknown option 'stepz' for attack white-box; valid options: tv, lr, steps, aux_size, n_samples
+    """  # noqa: E501
+    from nopeek.attacks import ATTACKS, check_options
+    from nopeek.eval.settings import parse_attack
+    from nopeek.eval.sweep import ATTACK_OPTIONS
+
+    for spec in specs:
+        name, options = parse_attack(spec)
+        check_options(ATTACKS.get(name), options, shared=ATTACK_OPTIONS)
+
+
 def attack_kind(name: str) -> str:
     """``"reconstruction"`` or ``"label"`` for a registered attack (a miss lists valid names)."""
     from nopeek.attacks import ATTACKS
@@ -30,7 +48,8 @@ def n_classes(config: TrainConfig) -> int:
 
 
 def check_attacks_fit(base: TrainConfig, attacks: Sequence[str]) -> None:
-    """Unknown attacks, duplicates and binary-only label attacks on a multi-class task fail here.
+    """Unknown attacks or options, duplicates and binary-only label attacks on a multi-class task
+    fail here.
 
     ``attacks`` are attack specs (``name[:key=value,...]``).
 
@@ -46,6 +65,7 @@ def check_attacks_fit(base: TrainConfig, attacks: Sequence[str]) -> None:
         raise ConfigError(f"--attack lists an attack twice: {','.join(names)}; give each once")
     for name in names:
         attack_kind(name)
+    check_attack_options(attacks)
     binary = [a for a in names if a in BINARY_ONLY]
     if binary:
         k = n_classes(base)

@@ -22,6 +22,7 @@ from nopeek.eval.results import read_results
 from nopeek.eval.series import all_series
 from nopeek.eval.summary import SettingSummary, Stat, recommend, summarize
 from nopeek.eval.sweep import SweepSpec, load_spec
+from nopeek.rundir import REPORT_ENTRIES, RunDir, staged_entries
 
 TITLE = "nopeek leakage report"
 
@@ -203,14 +204,29 @@ METHOD = [
 
 
 def write_report(sweeps: Sequence[str | Path], out: str | Path, *, title: str = TITLE) -> Path:
-    """Write report.md, report.html, report.json and figures/ for ``sweeps`` into ``out``."""
+    """Write report.md, report.html, report.json and figures/ for ``sweeps`` into ``out``.
+
+    The sweeps are read first. ``out`` must be new, empty, or a report folder nopeek wrote (a
+    file, a link or another folder is refused, see :mod:`nopeek.rundir`); the report is written
+    into a hidden staging folder and moved in only once complete, so a failure leaves the old
+    report as it was. Anything else in ``out`` (the default sweeps in ``out/sweeps``) is kept.
+    """
     out = Path(out)
+    loaded = [(s, load_spec(s), summarize(read_results(s))) for s in map(Path, sweeps)]
+    with (
+        RunDir(out, "report").writing(reuse=True) as folder,
+        staged_entries(folder, REPORT_ENTRIES) as staging,
+    ):
+        _render(loaded, staging, title)
+    return out / "report.md"
+
+
+def _render(loaded: list[tuple[Path, SweepSpec, list[SettingSummary]]], out: Path, title: str):
+    """The report files of the ``(sweep, spec, summaries)`` in ``loaded``, written into ``out``."""
     blocks: list[Block] = [("h1", title)]
     sections = []
     names: set[str] = set()
-    for sweep in map(Path, sweeps):
-        spec = load_spec(sweep)
-        summaries = summarize(read_results(sweep))
+    for sweep, spec, summaries in loaded:
         name = re.sub(r"[^A-Za-z0-9_-]", "-", sweep.name) or "sweep"
         name = name if name not in names else f"{name}-{len(names)}"
         names.add(name)
@@ -221,4 +237,3 @@ def write_report(sweeps: Sequence[str | Path], out: str | Path, *, title: str = 
     atomic_write_bytes(out / "report.md", to_markdown(blocks).encode())
     atomic_write_bytes(out / "report.html", to_html(blocks, root=out, title=title).encode())
     atomic_write_json(out / "report.json", {"sections": sections})
-    return out / "report.md"

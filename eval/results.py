@@ -27,6 +27,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nopeek import _schema as S
 from nopeek._io import atomic_write_bytes, atomic_write_json
 from nopeek.config import TrainConfig
 from nopeek.errors import ConfigError
@@ -36,15 +37,42 @@ if TYPE_CHECKING:
 
 LEAD = ["setting", "label", "run"]
 CONFIG_COLUMNS = [f.name for f in fields(TrainConfig)]
+# What the summaries and the report read from a row: required keys, then optional numbers.
+ROW_FIELDS = {
+    "setting": (S.is_str, "a string"),
+    "label": (S.is_str, "a string"),
+    "run": (S.is_str, "a string"),
+    "seed": (S.is_int, "an integer"),
+    "alpha": (S.is_number, "a number"),
+    "test_accuracy": (S.is_number, "a number"),
+    "attack": (S.is_str, "a string"),
+}
+METRIC_FIELDS = ("dcor_test", "epsilon_cut", "epsilon_dpsgd")
+ATTACK_FIELDS = ("ssim", "baseline_ssim", "auc")
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path, fix: str) -> Any:
+    """The JSON in ``path``; unreadable or not JSON is a one-line ConfigError ending in ``fix``."""
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read {path} ({type(exc).__name__}); rerun the sweep to redo that run"
-        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read {path} ({type(exc).__name__}); {fix}") from None
+
+
+def _numbers(data: Any, keys: tuple[str, ...], *, where: str, fix: str) -> None:
+    """Each of ``keys`` present in ``data`` must be a number or null."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must hold a JSON object, got {S.shown(data)}; {fix}")
+    for key in (k for k in keys if k in data):
+        S.take(data, key, S.optional(S.is_number), "a number or null", where=where, fix=fix)
+
+
+def check_row(row: Any, *, where: str, fix: str) -> dict[str, Any]:
+    """One result row, with the keys the summaries read (one line naming a bad field)."""
+    for key, (check, want) in ROW_FIELDS.items():
+        S.take(row, key, check, want, where=where, fix=fix)
+    _numbers(row, METRIC_FIELDS + ATTACK_FIELDS, where=where, fix=fix)
+    return row
 
 
 def make_rows(
@@ -78,12 +106,22 @@ def collect_rows(out: str | Path, spec: SweepSpec) -> list[dict[str, Any]]:
     rows = []
     for setting, seed in spec.runs():
         path = run_dir(out, setting, seed)
-        config = _read(path / "config.json")
+        fix = f"delete {path} and rerun the sweep to redo that run"
+        where = path / "config.json"
+        config = TrainConfig.from_dict(_read(where, fix), where=str(where), fix=fix).to_dict()
         base = {"setting": setting.slug, "label": setting.label, "run": str(path.relative_to(out))}
         base |= {k: config.get(k) for k in CONFIG_COLUMNS}
         base["defenses"] = "+".join(config.get("defenses") or [])
-        attacks = {a: _read(path / "attacks" / f"{a}.json") for a in spec.attack_names}
-        rows += make_rows(base, _read(path / "metrics.json"), attacks)
+        attacks = {}
+        for a in spec.attack_names:
+            where = path / "attacks" / f"{a}.json"
+            attacks[a] = _read(where, fix)
+            _numbers(attacks[a], ATTACK_FIELDS, where=str(where), fix=fix)
+        where = path / "metrics.json"
+        metrics = _read(where, fix)
+        S.take(metrics, "test_accuracy", S.is_number, "a number", where=str(where), fix=fix)
+        _numbers(metrics, METRIC_FIELDS, where=str(where), fix=fix)
+        rows += make_rows(base, metrics, attacks)
     return rows
 
 
@@ -125,8 +163,12 @@ def write_results(out: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_results(out: str | Path) -> list[dict[str, Any]]:
-    """The rows of ``out/results.json``."""
+    """The rows of ``out/results.json``, each checked for the keys the report reads."""
     path = Path(out) / "results.json"
     if not path.is_file():
         raise ConfigError(f"no results in {out}; run `nopeek sweep --out {out}` first")
-    return _read(path)
+    fix = f"rerun the same `nopeek sweep --out {out}` command to rewrite it"
+    rows = _read(path, fix)
+    if not isinstance(rows, list):
+        raise ConfigError(f"{path} must hold a JSON list of rows, got {S.shown(rows)}; {fix}")
+    return [check_row(row, where=f"{path} row {k}", fix=fix) for k, row in enumerate(rows)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -110,6 +111,8 @@ def parse_floats(text: str, *, what: str) -> list[float]:
         ) from None
     if not values:
         raise ConfigError(f"{what} is empty; give comma-separated numbers, e.g. 0,0.5,1")
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{what} takes finite numbers, e.g. 0,0.5,1; got {text!r}")
     return values
 
 

@@ -2,6 +2,7 @@
 
 Layout of a sweep directory::
 
+    <out>/.nopeek.json           marks a folder nopeek wrote (see :mod:`nopeek.rundir`)
     <out>/sweep.json             what was asked (base config, settings, seeds, attacks)
     <out>/runs/<slug>-seed<k>/   an ordinary run directory (config.json, metrics.json, ...,
                                  attacks/<attack>.json and .png)
@@ -18,9 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import shutil
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from nopeek import _schema as S
 from nopeek._io import atomic_write_json
-from nopeek.config import TrainConfig
+from nopeek.config import TrainConfig, check_seed
 from nopeek.errors import CheckpointError, ConfigError
 from nopeek.eval.results import collect_rows, write_results
 from nopeek.eval.settings import Setting, parse_attack
+from nopeek.rundir import RunDir, kind_of, write_marker
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +76,31 @@ class SweepSpec:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SweepSpec:
-        settings = [Setting(s["alpha"], tuple(s["defenses"])) for s in data["settings"]]
+    def from_json(cls, data: Any, *, where: str = "sweep.json") -> SweepSpec:
+        """The spec saved as ``data``; a missing or mistyped field is a one-line ConfigError
+        naming ``where`` and the field."""
+        fix = "fix it, or redo the sweep with `nopeek sweep --overwrite`"
+        kw = {"where": where, "fix": fix}
+        strings = S.list_of(S.is_str)
+        base = S.take(data, "base", S.is_dict, "a JSON object", **kw)
+        settings = []
+        for k, item in enumerate(S.take(data, "settings", S.list_of(S.is_dict), "a list", **kw)):
+            at = {"where": f"{where} settings[{k}]", "fix": fix}
+            alpha = S.take(item, "alpha", S.is_number, "a number", **at)
+            defenses = S.take(item, "defenses", strings, "a list of strings", **at)
+            settings.append(Setting(float(alpha), tuple(defenses)))
+        seeds = S.take(data, "seeds", S.list_of(S.is_int), "a list of integers", **kw)
+        for seed in seeds:
+            check_seed(seed, what=f"{where} field 'seeds'")
+        options = S.take(
+            data, "attack_options", S.dict_of(S.optional(S.is_int)), "integers or null", **kw
+        )
         return cls(
-            TrainConfig.from_dict(data["base"]),
+            TrainConfig.from_dict(base, where=f"{where} field 'base'"),
             settings,
-            list(data["seeds"]),
-            list(data["attacks"]),
-            dict(data["attack_options"]),
+            list(seeds),
+            list(S.take(data, "attacks", strings, "a list of attack specs", **kw)),
+            dict(options),
         )
 
 
@@ -90,15 +110,16 @@ def run_dir(out: str | Path, setting: Setting, seed: int) -> Path:
 
 
 def load_spec(out: str | Path) -> SweepSpec:
-    """The spec saved in ``out/sweep.json``."""
+    """The spec saved in ``out/sweep.json`` (its schema checked: one line naming a bad field)."""
     path = Path(out) / "sweep.json"
     try:
-        return SweepSpec.from_json(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(
             f"{out} is not a finished sweep (cannot read {path}: {type(exc).__name__}); "
-            "run `nopeek sweep --out` first"
+            f"run `nopeek sweep --out {out}` first (add --overwrite if {path} is damaged)"
         ) from None
+    return SweepSpec.from_json(data, where=str(path))
 
 
 def is_finished(path: Path, attacks: Sequence[str]) -> bool:
@@ -114,6 +135,8 @@ def validate(spec: SweepSpec) -> None:
 
     if not spec.seeds:
         raise ConfigError("a sweep needs at least one seed; pass e.g. --seeds 0,1")
+    for seed in spec.seeds:
+        check_seed(seed, what="--seeds")
     k = n_classes(spec.base) if any(s.defenses for s in spec.settings) else 0
     for setting in spec.settings:
         setting.config(spec.base, seed=spec.seeds[0]).validate()
@@ -160,19 +183,38 @@ def run_sweeps(
 ) -> list[list[dict[str, Any]]]:
     """Several sweeps sharing one progress bar and one pool of ``jobs`` worker processes.
 
-    Everything is validated before anything trains. Returns each sweep's rows.
+    Everything (every spec, and every ``out``: see :class:`nopeek.rundir.RunDir`) is checked
+    before anything is written. An existing sweep is continued in place; a new one that fails
+    before any of its runs finished leaves nothing behind; with ``overwrite`` (only of a sweep
+    nopeek wrote) the new sweep is built beside the old one, which it replaces only once it
+    is complete. Returns each sweep's rows.
     """
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     sweeps = [(spec, Path(out)) for spec, out in sweeps]
+    folders = []
     for spec, out in sweeps:
         validate(spec)
+        folders.append(RunDir(out, "sweep"))
+        folders[-1].plan(overwrite=overwrite, reuse=True)
         if not overwrite:
             _check_same_sweep(out, spec)
+    with ExitStack() as stack:  # nothing is written before this line
+        where = [
+            stack.enter_context(f.writing(overwrite=overwrite, reuse=True, keep=_has_finished_run))
+            for f in folders
+        ]
+        return _run_all([(spec, w) for (spec, _), w in zip(sweeps, where)], jobs, quiet)
+
+
+def _has_finished_run(out: Path) -> bool:
+    """Whether sweep ``out`` holds a trained run (kept when a new sweep fails later)."""
+    return any(out.glob("runs/*/metrics.json"))
+
+
+def _run_all(sweeps: list[tuple[SweepSpec, Path]], jobs: int, quiet: bool) -> list[list[dict]]:
     tasks = []
     for spec, out in sweeps:
-        if overwrite and out.exists():
-            shutil.rmtree(out)
         atomic_write_json(out / "sweep.json", spec.to_json())
         tasks += [_task(spec, out, s, seed) for s, seed in spec.runs()]
     todo = [t for t in tasks if not is_finished(Path(t["run_dir"]), t["attacks"])]
@@ -250,8 +292,10 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ensure_trained(config: TrainConfig, path: Path) -> bool:
-    """Train ``config`` into ``path`` unless a matching finished run is there already."""
-    from nopeek.cli._hooks import build_hooks
+    """Train ``config`` into ``path`` unless a matching finished run is there already.
+
+    An unfinished run is resumed, or else trained anew beside it and swapped in at the end.
+    """
     from nopeek.trainer import train
 
     expected = json.loads(json.dumps(config.resolved().to_dict()))
@@ -266,14 +310,16 @@ def _ensure_trained(config: TrainConfig, path: Path) -> bool:
             )
         if (path / "metrics.json").is_file():
             return False
+        if kind_of(path) is None:  # an unfinished run of this sweep from before markers
+            write_marker(path, "run")  # is nopeek's: let --overwrite below replace it
     resume = (path / "checkpoint.pt").is_file()
     if resume:
         try:
-            train(config, path, resume=True, quiet=True, hooks=build_hooks(config))
+            train(config, path, resume=True, quiet=True)
             return True
         except (CheckpointError, ConfigError) as exc:  # e.g. crashed after the last epoch
             log.warning("cannot resume %s (%s); training it again", path, exc)
-    train(config, path, overwrite=True, quiet=True, hooks=build_hooks(config))
+    train(config, path, overwrite=True, quiet=True)
     return True
 
 

@@ -7,16 +7,56 @@ with ``weights_only=True`` (plain tensors and containers only, no pickled code).
 
 from __future__ import annotations
 
-from dataclasses import astuple
+from dataclasses import MISSING, astuple, fields
 from pathlib import Path
 from typing import Any
 
+from nopeek import _schema as S
 from nopeek._io import atomic_torch_save, safe_torch_load
 from nopeek.channel import Capture, WireRecord
 from nopeek.errors import CheckpointError
 
 FILENAME = "checkpoint.pt"
 FORMAT = "nopeek-checkpoint-1"
+FIX = "train the run anew with --overwrite"
+
+
+_RECORD_SIZES = (
+    sum(f.default is MISSING and f.default_factory is MISSING for f in fields(WireRecord)),
+    len(fields(WireRecord)),
+)
+
+
+def _record(value: Any) -> bool:
+    """A saved :class:`WireRecord`: a tuple with one item per field (trailing defaults may be
+    missing)."""
+    low, high = _RECORD_SIZES
+    return isinstance(value, (list, tuple)) and low <= len(value) <= high
+
+
+def _capture(value: Any) -> bool:
+    """A saved capture: (record, tensor (N, ...), ids (N,) or None)."""
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and _record(value[0])
+        and S.is_tensor(value[1])
+        and (value[2] is None or S.is_tensor(value[2]))
+    )
+
+
+# field -> (check, what it must be), for everything that resume and the attacks read
+SCHEMA = {
+    "config": (S.is_dict, "a dict"),
+    "epoch": (lambda v: S.is_int(v) and v >= 0, "an integer >= 0"),
+    "train_seconds": (S.is_number, "a number"),
+    "parties": (S.dict_of(S.list_of(S.dict_of(S.is_tensor))), "party -> module state dicts"),
+    "optimizers": (S.dict_of(S.is_dict), "party -> an optimizer state dict"),
+    "hooks": (S.list_of(S.is_dict), "a list of hook state dicts"),
+    "history": (S.dict_of(S.list_of(S.is_number)), "name -> list of numbers"),
+    "wire_records": (S.list_of(_record), "a list of wire records (tuples)"),
+    "captures": (S.list_of(_capture), "a list of (record, tensor, ids)"),
+}
 
 
 def save(out: Path, runner: Any, epochs_done: int, *, captures: bool = True) -> None:
@@ -30,6 +70,7 @@ def save(out: Path, runner: Any, epochs_done: int, *, captures: bool = True) -> 
         "config": runner.config.to_dict(),
         "epoch": epochs_done,
         "parties": {n: [m.state_dict() for m in p.modules] for n, p in runner.parties.items()},
+        "held": {n: _held(p) for n, p in runner.parties.items()},
         "optimizers": {
             n: p.optimizer.state_dict() for n, p in runner.parties.items() if p.optimizer
         },
@@ -44,12 +85,21 @@ def save(out: Path, runner: Any, epochs_done: int, *, captures: bool = True) -> 
     atomic_torch_save(state, out / FILENAME)
 
 
+def read(path: Path) -> dict:
+    """The checkpoint in ``path``, its format and every field's type checked (one line naming
+    the file and the field otherwise)."""
+    state = safe_torch_load(path, what="checkpoint", fix=FIX)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a nopeek checkpoint; {FIX}")
+    for key, (check, want) in SCHEMA.items():
+        S.take(state, key, check, want, where=f"checkpoint {path}", fix=FIX, error=CheckpointError)
+    return state
+
+
 def load(out: Path, config: Any) -> dict:
     """Load and check the checkpoint in ``out`` against ``config``."""
     path = out / FILENAME
-    state = safe_torch_load(path)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a nopeek checkpoint; train anew with --overwrite")
+    state = read(path)
     saved, now = state["config"], config.to_dict()
     diff = [f"{k}: {saved.get(k)!r} vs {now.get(k)!r}" for k in now if saved.get(k) != now.get(k)]
     if diff:
@@ -60,10 +110,28 @@ def load(out: Path, config: Any) -> dict:
     return state
 
 
+def _held(party: Any) -> list[str]:
+    """The nodes whose segment ``party`` holds (a relay client between turns holds none)."""
+    return [n for n, m in party.segments.items() if m is not None]
+
+
+def _restore_segments(party: Any, held: list[str]) -> None:
+    """Hold exactly the segments ``held`` (built fresh where needed; a fresh optimizer then)."""
+    if held == _held(party):
+        return
+    for node in party.segments:
+        if node in held and party.segments[node] is None:
+            party.segments[node] = party.factories[node]()
+        elif node not in held:
+            party.segments[node] = None
+    party.reset_optimizer()
+
+
 def restore(state: dict, runner: Any) -> int:
     """Put the checkpoint's state into ``runner``; returns the number of epochs done."""
     try:
         for name, party in runner.parties.items():
+            _restore_segments(party, state.get("held", {}).get(name, _held(party)))
             for module, sd in zip(party.modules, state["parties"][name], strict=True):
                 module.load_state_dict(sd)
             if party.optimizer is not None:
@@ -71,9 +139,8 @@ def restore(state: dict, runner: Any) -> int:
         for hook, hs in zip(runner.hooks, state["hooks"], strict=True):
             hook.load_state_dict(hs)
     except (KeyError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:160]
         raise CheckpointError(
-            f"checkpoint does not fit this model ({first}); train anew with --overwrite"
+            f"checkpoint does not fit this model ({S.brief(exc)}); train anew with --overwrite"
         ) from None
     runner.history = {k: list(v) for k, v in state["history"].items()}
     runner.train_seconds = float(state["train_seconds"])

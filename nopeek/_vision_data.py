@@ -74,9 +74,11 @@ class VisionArrays:
 
 
 def _one_line(err: BaseException) -> str:
-    """``Type: first line of the message``, at most 160 characters."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}"[:160]
+    """``Type: first line of the message``, cut at a word boundary (about 160 characters)."""
+    from nopeek._schema import brief
+
+    text = brief(err, 140)
+    return type(err).__name__ if text == type(err).__name__ else f"{type(err).__name__}: {text}"
 
 
 def _missing(spec: VisionSpec, root: Path) -> list[str]:

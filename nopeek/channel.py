@@ -1,9 +1,13 @@
-"""Channels carry every tensor that crosses a cut, and keep a wire log of what crossed.
+"""Typed messages between parties, the channels that carry them, and the wire log.
 
-A party hands a channel a *detached* tensor; the channel validates it, records it in the
-:class:`WireLog` (cut, direction, phase, epoch, step, shape, dtype, bytes) and delivers a copy.
-The receiving party re-attaches it (``requires_grad_``) so autograd never flows across a cut
-except through the explicit gradient message going the other way.
+Everything that crosses a party boundary is a :class:`Message`: its ``kind`` (an ``activation``
+going forward across a cut, the ``gradient`` coming back, a segment's ``weights`` handed to
+another party), the ``cut`` it belongs to, ``sender`` and ``receiver``, the ``step`` it was sent
+at, the batch's sample ``ids`` and one detached ``tensor``. A party hands a channel a message;
+the channel validates it, records it in the :class:`WireLog` and delivers a copy. The receiver
+names what it expects (sender, kind, cut, step) and gets exactly that message or a
+:class:`~nopeek.errors.ChannelError`; it re-attaches the tensor (``requires_grad_``) so autograd
+never flows across a cut except through the explicit gradient message going the other way.
 
 The wire log counts bytes for every message and keeps tensors only when a capture policy asks
 for them (bounded memory); captured tensors carry the sample ids of their batch so attacks,
@@ -13,7 +17,7 @@ ground truth and metrics stay aligned.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,21 +27,52 @@ from nopeek.errors import ChannelError
 
 FORWARD = "forward"
 BACKWARD = "backward"
-DIRECTIONS = (FORWARD, BACKWARD)
+RELAY = "relay"
+DIRECTIONS = (FORWARD, BACKWARD, RELAY)
+
+ACTIVATION = "activation"
+GRADIENT = "gradient"
+WEIGHTS = "weights"
+KINDS = {ACTIVATION: FORWARD, GRADIENT: BACKWARD, WEIGHTS: RELAY}  # kind -> direction
+
+
+@dataclass(frozen=True)
+class Message:
+    """One typed message from ``sender`` to ``receiver``.
+
+    ``tensor``: (N, ...) for activations and gradients (N = len(ids)); a flat (P,) vector of a
+    segment's state for weights. ``step`` numbers the sender's schedule position, so the
+    receiver can check it got the message it expects.
+    """
+
+    kind: str
+    cut: str
+    sender: str
+    receiver: str
+    step: int
+    tensor: Tensor
+    ids: Tensor | None = None
+
+    @property
+    def direction(self) -> str:
+        return KINDS[self.kind]
 
 
 @dataclass(frozen=True)
 class WireRecord:
-    """Metadata of one message that crossed a cut."""
+    """Metadata of one message that crossed a party boundary."""
 
     cut: str
-    direction: str  # "forward" (activation) or "backward" (gradient)
+    direction: str  # "forward" (activation), "backward" (gradient) or "relay" (weights)
     phase: str  # "train", "eval" or "inference"
     epoch: int
     step: int
     shape: tuple[int, ...]
     dtype: str
     nbytes: int
+    sender: str = ""
+    receiver: str = ""
+    kind: str = ""
 
 
 @dataclass
@@ -76,21 +111,25 @@ class WireLog:
         if step is not None:
             self.step = step
 
-    def record(self, tensor: Tensor, *, cut: str, direction: str, ids: Tensor | None) -> None:
+    def record(self, msg: Message) -> None:
         """Log one message (and keep its tensor if the capture policy asks for it)."""
+        tensor = msg.tensor
         rec = WireRecord(
-            cut=cut,
-            direction=direction,
+            cut=msg.cut,
+            direction=msg.direction,
             phase=self.phase,
             epoch=self.epoch,
             step=self.step,
             shape=tuple(tensor.shape),
             dtype=str(tensor.dtype).removeprefix("torch."),
             nbytes=tensor.numel() * tensor.element_size(),
+            sender=msg.sender,
+            receiver=msg.receiver,
+            kind=msg.kind,
         )
         self.records.append(rec)
-        if self.capture is not None and self.capture(rec):
-            kept_ids = None if ids is None else ids.detach().cpu().clone()
+        if self.capture is not None and msg.kind != WEIGHTS and self.capture(rec):
+            kept_ids = None if msg.ids is None else msg.ids.detach().cpu().clone()
             self.captures.append(Capture(rec, tensor.detach().cpu().clone(), kept_ids))
 
     def bytes_by(self, *, direction: str, phase: str = "train") -> dict[int, int]:
@@ -112,35 +151,98 @@ class WireLog:
         ]
 
 
+def check_message(msg: Message) -> None:
+    """Refuse malformed messages: unknown kind, or a tensor still carrying autograd history."""
+    if msg.kind not in KINDS:
+        raise ChannelError(f"message kind must be one of {sorted(KINDS)}, got {msg.kind!r}")
+    if msg.tensor.requires_grad or msg.tensor.grad_fn is not None:
+        raise ChannelError(
+            f"{msg.kind} sent by {msg.sender} across cut {msg.cut!r} carries autograd history; "
+            "send tensor.detach()"
+        )
+
+
 class Channel(ABC):
-    """Carries tensors across cuts between parties. Every message goes through :meth:`send`."""
+    """Carries messages between parties. Every message goes through :meth:`post`.
+
+    Subclasses deliver (:meth:`_deliver`) and receive (:meth:`recv`); the in-process channel
+    queues copies, a distributed channel would put a header and the tensor on the wire.
+    """
 
     def __init__(self, log: WireLog | None = None) -> None:
         self.log = log if log is not None else WireLog()
 
+    def post(self, msg: Message) -> None:
+        """Validate, record and deliver ``msg``."""
+        check_message(msg)
+        self.log.record(msg)
+        self._deliver(msg)
+
     def send(
         self, tensor: Tensor, *, cut: str, direction: str, ids: Tensor | None = None
     ) -> Tensor:
-        """Send ``tensor`` across ``cut``; returns the tensor as the receiver gets it.
+        """Two-party shorthand: send ``tensor`` across ``cut`` and return it as received.
 
         Refuses a tensor that still carries autograd history: a cut must be a hard boundary.
         """
-        if direction not in DIRECTIONS:
-            raise ChannelError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if tensor.requires_grad or tensor.grad_fn is not None:
-            raise ChannelError(
-                f"tensor sent across cut {cut!r} carries autograd history; send tensor.detach()"
-            )
-        self.log.record(tensor, cut=cut, direction=direction, ids=ids)
-        return self._deliver(tensor, cut=cut, direction=direction)
+        if direction not in (FORWARD, BACKWARD):
+            raise ChannelError(f"direction must be one of {FORWARD}, {BACKWARD}; got {direction!r}")
+        kind = ACTIVATION if direction == FORWARD else GRADIENT
+        ends = ("a", "b") if direction == FORWARD else ("b", "a")
+        self.post(Message(kind, cut, *ends, self.log.step, tensor, ids))
+        return self.recv(sender=ends[0], receiver=ends[1], kind=kind, cut=cut).tensor
 
     @abstractmethod
-    def _deliver(self, tensor: Tensor, *, cut: str, direction: str) -> Tensor:
-        """Move the tensor to the receiving party."""
+    def _deliver(self, msg: Message) -> None:
+        """Move the message towards its receiver."""
+
+    @abstractmethod
+    def recv(
+        self, *, sender: str, receiver: str, kind: str, cut: str, step: int | None = None
+    ) -> Message:
+        """The next message from ``sender`` to ``receiver``; it must be the expected one."""
 
 
 class InProcessChannel(Channel):
-    """Both parties live in this process: delivery is a copy, so neither side aliases the other."""
+    """All parties live in this process: one FIFO queue per (sender, receiver) pair.
 
-    def _deliver(self, tensor: Tensor, *, cut: str, direction: str) -> Tensor:
-        return tensor.clone()
+    Delivery is a copy, so neither side aliases the other's tensors.
+    """
+
+    def __init__(self, log: WireLog | None = None) -> None:
+        super().__init__(log)
+        self._queues: dict[tuple[str, str], deque[Message]] = defaultdict(deque)
+
+    def _deliver(self, msg: Message) -> None:
+        copy = Message(
+            msg.kind,
+            msg.cut,
+            msg.sender,
+            msg.receiver,
+            msg.step,
+            msg.tensor.clone(),
+            None if msg.ids is None else msg.ids.clone(),
+        )
+        self._queues[(msg.sender, msg.receiver)].append(copy)
+
+    def recv(
+        self, *, sender: str, receiver: str, kind: str, cut: str, step: int | None = None
+    ) -> Message:
+        queue = self._queues.get((sender, receiver))
+        if not queue:
+            raise ChannelError(
+                f"{receiver} expected a {kind} at cut {cut!r} from {sender}, but none was sent"
+            )
+        msg = queue.popleft()
+        got = (msg.kind, msg.cut, msg.step if step is not None else None)
+        want = (kind, cut, step)
+        if got != want:
+            raise ChannelError(
+                f"{receiver} expected {kind} at cut {cut!r} (step {step}) from {sender}, "
+                f"got {msg.kind} at cut {msg.cut!r} (step {msg.step})"
+            )
+        return msg
+
+    def pending(self) -> int:
+        """Messages sent but not yet received (0 after a complete step)."""
+        return sum(len(q) for q in self._queues.values())

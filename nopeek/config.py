@@ -3,13 +3,63 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nopeek.errors import ConfigError
 
 if TYPE_CHECKING:
     from nopeek.data import Dataset
+
+SEED_MAX = 2**31 - 1
+"""Seeds are integers in 0..SEED_MAX: every seed derived from them (batch order, data splits,
+noise generators) stays within the ranges of torch's and numpy's generators."""
+
+
+def check_seed(seed: Any, *, what: str = "seed") -> None:
+    """Refuse a seed outside 0..:data:`SEED_MAX` (or not an integer) in one line.
+
+    >>> check_seed(2**31 - 1)
+    >>> check_seed(2**31, what="--seeds")
+    Traceback (most recent call last):
+    ...
+    nopeek.errors.ConfigError: --seeds must be an integer from 0 to 2**31 - 1 = 2147483647, got 2147483648; pick one in that range, e.g. 0
+    """  # noqa: E501
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(
+            f"{what} must be an integer from 0 to 2**31 - 1 = {SEED_MAX}, got {seed!r}; "
+            "pick one in that range, e.g. 0"
+        )
+
+
+def _describe(hint: Any) -> str:
+    """What a value of type ``hint`` looks like in JSON, for error messages."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join([_describe(a) for a in args] + ["null"])
+    if typing.get_origin(hint) is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ')}s"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    return names.get(hint, str(hint))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether the JSON ``value`` has the type ``hint`` (int, float, bool, str, list, | None)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, hint)
+
 
 DEFAULT_MODEL = {
     "digits": "digits-cnn",
@@ -49,6 +99,14 @@ class TrainConfig:
     defenses: list[str] = field(default_factory=list)
     delta: float = 1e-5
     malicious_server: str | None = None
+    # multi-party configurations (see nopeek.topology): ignored by topologies that do not use them
+    clients: int = 2
+    merge: str = "concat"
+    tasks: str = "label,parity"
+    relay: str = "peer"
+    non_iid: float | None = None
+    splitfed: str = "v2"
+    label_party: str = "server"
 
     @property
     def cuts(self) -> list[str]:
@@ -58,12 +116,46 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_dict(
+        cls,
+        data: Any,
+        *,
+        where: str = "config",
+        fix: str = "fix it or train the run anew with --overwrite",
+    ) -> TrainConfig:
+        """The config saved as ``data`` (parsed JSON), each field's type checked, validated.
+
+        ``where`` names the source (a file) in the one-line :class:`ConfigError` for a value of
+        the wrong type or an unknown key (which ends with ``fix``), or a value out of range.
+
+        >>> TrainConfig.from_dict({"epochs": "3"}, where="run/config.json")
+        Traceback (most recent call last):
+        ...
+        nopeek.errors.ConfigError: run/config.json field 'epochs' must be an integer, got '3'; fix it or train the run anew with --overwrite
+        """  # noqa: E501
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{where} must hold a JSON object of config fields, got {type(data).__name__}; "
+                f"{fix}"
+            )
+        hints = typing.get_type_hints(cls)
+        unknown = sorted(set(data) - set(hints))
         if unknown:
-            raise ConfigError(f"unknown config keys {unknown}; remove them from config.json")
-        return cls(**data)
+            raise ConfigError(f"{where} has unknown config keys {unknown}; remove them")
+        values = {}
+        for name, value in data.items():
+            if not _fits(value, hints[name]):
+                shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+                raise ConfigError(
+                    f"{where} field {name!r} must be {_describe(hints[name])}, got {shown}; {fix}"
+                )
+            values[name] = float(value) if hints[name] is float else value
+        config = cls(**values)
+        try:
+            config.validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return config
 
     def load_data(self) -> Dataset:
         """The data set this config trains on (splits, one-vs-rest, shuffling as configured)."""
@@ -81,6 +173,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise a one-line :class:`ConfigError` for any value out of range."""
+        self._validate_topology()
         if not math.isfinite(self.alpha) or self.alpha < 0:
             raise ConfigError(
                 f"alpha must be >= 0, got {self.alpha}; use --alpha 0 to disable NoPeek"
@@ -104,6 +197,51 @@ class TrainConfig:
             raise ConfigError("record_samples must be >= 0 and dcor_samples >= 4")
         if self.max_train is not None and self.max_train < 2:
             raise ConfigError(f"max_train must be >= 2, got {self.max_train}")
+        check_seed(self.seed, what="seed")
+
+    def _validate_topology(self) -> None:
+        from nopeek.topology import MERGES, TOPOLOGIES, parse_tasks
+
+        TOPOLOGIES.get(self.topology)  # an unknown name lists the valid ones
+        if isinstance(self.clients, bool) or not isinstance(self.clients, int) or self.clients < 1:
+            raise ConfigError(f"--clients must be an integer >= 1, got {self.clients!r}")
+        if self.topology == "vertical" and self.clients < 2:
+            raise ConfigError(
+                f"vertical needs --clients >= 2 (one per feature slice), got {self.clients}"
+            )
+        if self.merge not in MERGES:
+            raise ConfigError(f"unknown --merge {self.merge!r}; choose one of: {', '.join(MERGES)}")
+        if self.relay not in ("peer", "server"):
+            raise ConfigError(f"unknown --relay {self.relay!r}; choose one of: peer, server")
+        if self.splitfed not in ("v1", "v2"):
+            raise ConfigError(f"unknown --splitfed {self.splitfed!r}; choose one of: v1, v2")
+        if self.non_iid is not None and not (math.isfinite(self.non_iid) and self.non_iid > 0):
+            raise ConfigError(
+                f"--non-iid must be a Dirichlet concentration > 0, got {self.non_iid}; "
+                "omit it for IID shards"
+            )
+        if self.topology == "multi-task":
+            parse_tasks(self.tasks)
+        if self.label_party != "server" and self.topology != "vertical":
+            raise ConfigError(
+                f"--label-party {self.label_party} applies to --topology vertical only; drop it"
+            )
+
+    def build_context(self, dataset: Dataset, make_model) -> Any:
+        """The :class:`~nopeek.topology.BuildContext` of this config for ``dataset``."""
+        from nopeek.topology import BuildContext, parse_tasks
+
+        return BuildContext(
+            input_shape=tuple(dataset.input_shape),
+            n_classes=dataset.n_classes,
+            make_model=make_model,
+            clients=self.clients,
+            merge=self.merge,
+            tasks=tuple(parse_tasks(self.tasks)) if self.topology == "multi-task" else ("label",),
+            relay=self.relay,
+            splitfed=self.splitfed,
+            label_party=self.label_party,
+        )
 
     def resolved(self) -> TrainConfig:
         """A copy with the model and cut defaults filled in (what config.json records)."""
@@ -117,5 +255,7 @@ class TrainConfig:
         cut = self.cut or MODELS.get(model).default_cut
         if self.topology == "u-shaped" and "," not in cut:
             raise ConfigError("u-shaped needs two cuts; pass e.g. --cut conv2,fc1")
+        if self.topology == "multi-hop" and "," not in cut:
+            raise ConfigError("multi-hop needs two or more cuts; pass e.g. --cut conv1,fc1")
         data = self.to_dict() | {"model": model, "cut": cut, "defenses": list(self.defenses)}
         return TrainConfig(**data)

@@ -14,7 +14,10 @@ torch tensors (CPU or GPU, float32 or float64) and support autograd:
 
 Pairwise distances are computed from the Gram matrix and the squared norms, so memory is
 O(N^2) (about 15 ``(N, N)`` buffers at the peak of forward+backward) plus a copy of each input;
-the naive ``(N, N, D)`` difference tensor is never built.
+the naive ``(N, N, D)`` difference tensor is never built. Each input is first scaled by an
+exact power of two (detached) to unit max-abs, so the value is scale-invariant across the whole
+range of the dtype (float32 Gram matrices otherwise overflow or underflow, e.g. for ``x * 1e20``
+or ``x * 1e-20``); NaN/inf inputs are refused with a :class:`~nopeek.errors.DataError`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nopeek.errors import ConfigError
+from nopeek.errors import ConfigError, DataError
 
 __all__ = ["distance_correlation", "u_distance_correlation_sqr"]
 
@@ -69,7 +72,59 @@ def _as_pair(x: Tensor, z: Tensor, *, min_samples: int, name: str) -> tuple[Tens
         )
     dtype = _compute_dtype(x, z)
     n = x.shape[0]
-    return x.reshape(n, -1).to(dtype), z.reshape(n, -1).to(dtype)
+    x, z = x.reshape(n, -1).to(dtype), z.reshape(n, -1).to(dtype)
+    _check_finite(x, z, name=name)
+    return x, z
+
+
+def _check_finite(x: Tensor, z: Tensor, *, name: str) -> None:
+    """Raise ``DataError`` naming the argument that holds NaN/inf, and how many entries.
+
+    x: (N, Dx), z: (N, Dz). Non-finite values would propagate into every centered distance and
+    make the ratio NaN (formerly reported as 0, "independent"). One host sync for both inputs.
+    """
+    counts = torch.stack([(~torch.isfinite(t)).sum() for t in (x, z)]).tolist()
+    for arg, t, count in zip(("x", "z"), (x, z), counts):
+        if count:
+            raise DataError(
+                f"{name} got {count} NaN/inf entries in {arg} (of {t.numel()}); dCor is "
+                "undefined for non-finite data: drop or impute them (if they are activations "
+                "that diverged, lower the learning rate)"
+            )
+
+
+def _pow2_scale(x: Tensor) -> Tensor:
+    """``x`` times the power of two that brings ``max |x|`` into [0.5, 1); all zeros unchanged.
+
+    x: (N, D) -> (N, D). The factor is applied as two powers of two, each representable for any
+    exponent of the dtype, so the product is exact (barring subnormal entries). It is detached.
+    """
+    if x.numel() == 0:
+        return x
+    _, exponent = torch.frexp(x.detach().abs().amax())
+    low = torch.div(exponent, 2, rounding_mode="floor")
+    return x * torch.exp2(-low.to(x.dtype)) * torch.exp2((low - exponent).to(x.dtype))
+
+
+def _normalize(x: Tensor) -> Tensor:
+    """``x`` with its first sample subtracted, scaled by a power of two to max-abs in [0.5, 1).
+
+    x: (N, D) -> (N, D), same pairwise distances up to one positive factor. dCor is invariant
+    to translating and scaling either input, but the Gram formula is not: in float32,
+    ``x @ x.T`` and the products of squared dVars overflow for entries above about 1e9 and
+    underflow below about 1e-10, which made dCor come out 0. So ``x`` is scaled into range
+    (first, so that subtracting cannot overflow), translated, and scaled again (so a large
+    offset with a tiny spread cannot underflow either). Powers of two commute exactly with
+    every later step, so inputs that were already in range give bit-for-bit the same result.
+
+    The factors are detached, and that is exact, not an approximation: dCor is homogeneous of
+    degree 0 in ``x``, so its derivative along ``x`` (the only direction a factor moves) is 0
+    by Euler's theorem; the gradient is the chain rule through ``x * factor`` alone, i.e.
+    ``factor`` times the gradient at the scaled input. It is finite while ``1 / max |x - x_0|``
+    is (any normal float32 scale).
+    """
+    x = _pow2_scale(x)
+    return _pow2_scale(x - x[:1])
 
 
 def _safe_sqrt(t: Tensor, keep: Tensor, eps: Tensor | float) -> Tensor:
@@ -139,7 +194,7 @@ def _centered_distances(x: Tensor, *, unbiased: bool) -> Tensor:
     ``(N - 1)(N - 2)`` instead and zeroes the diagonal, which makes the inner product unbiased.
     The distance matrix is symmetric (up to rounding), so column means are the row means.
     """
-    d = _pairwise_distances(x)
+    d = _pairwise_distances(_normalize(x))
     n = d.shape[0]
     if not unbiased:
         rows = d.mean(dim=1)
@@ -180,8 +235,8 @@ def distance_correlation(x: Tensor, z: Tensor) -> Tensor:
     Equals ``dcor.distance_correlation(x.flatten(1), z.flatten(1))`` -- note: dCor itself, not
     its square. ``dCor = sqrt(dCov^2(x, z) / sqrt(dVar^2(x) dVar^2(z)))`` with double-centered
     Euclidean distance matrices. It is 0 when either batch is constant, 1 for ``z = x`` and
-    invariant to scaling, translation and rotation of either input. For small N in high
-    dimension it is biased upwards even for independent data (use
+    invariant to scaling (by any factor the dtype can hold), translation and rotation of either
+    input. For small N in high dimension it is biased upwards even for independent data (use
     :func:`u_distance_correlation_sqr` to *measure* leakage); it is the one NoPeek trains with.
 
     Differentiable in both inputs; gradients stay finite for duplicated samples and constant
@@ -199,6 +254,7 @@ def distance_correlation(x: Tensor, z: Tensor) -> Tensor:
 
     Raises:
         ConfigError: (a ``ValueError``) if N < 2 or the batch sizes differ.
+        DataError: (a ``ValueError``) if x or z holds NaN/inf (the message says which, how many).
 
     >>> x = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
     >>> float(distance_correlation(x, 2 * x + 1))
@@ -232,6 +288,7 @@ def u_distance_correlation_sqr(x: Tensor, z: Tensor) -> Tensor:
 
     Raises:
         ConfigError: (a ``ValueError``) if N < 4 or the batch sizes differ.
+        DataError: (a ``ValueError``) if x or z holds NaN/inf.
 
     >>> x = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]])
     >>> float(u_distance_correlation_sqr(x, -x))

@@ -42,3 +42,11 @@ class PeerError(NopeekError):
 
 class ThreatModelError(NopeekError):
     """An attack asked for something its threat model does not grant, or cannot run on a run."""
+
+
+class OutputError(NopeekError):
+    """An output folder cannot be used: a file or a link, not writable, full, or not nopeek's."""
+
+
+class TrainingError(NopeekError):
+    """Training went wrong in a way the user can fix (it diverged: the loss became NaN/inf)."""

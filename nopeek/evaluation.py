@@ -1,49 +1,94 @@
-"""Utility and leakage of a trained split model: accuracy, AUC, dCor at the cut, bytes sent."""
+"""Utility and leakage of a trained split model: accuracy, AUC, dCor at the cut, bytes sent.
+
+Predictions run through the same runtime and channel as training (phase ``eval`` or
+``inference``), so every evaluation message is on the wire log too.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
+from torch import Tensor
 
-from nopeek.channel import FORWARD, WireLog
-from nopeek.data import Split
+from nopeek.channel import ACTIVATION, WEIGHTS, WireLog
+from nopeek.data import Dataset, Split
 from nopeek.distance import distance_correlation, u_distance_correlation_sqr
-from nopeek.engine import SplitEngine
-from nopeek.topology import Topology
-
-
-def _set_mode(engine: SplitEngine, train: bool) -> None:
-    for node in engine.topology.nodes:
-        node.module.train(train)
+from nopeek.runtime import InProcessRuntime
+from nopeek.topology import DATA_PREFIX, Topology
 
 
 @torch.no_grad()
-def predict(engine: SplitEngine, split: Split, batch_size: int, device, *, phase: str = "eval"):
-    """Logits ``(N, classes)`` of the first objective's node for ``split``, in order."""
-    _set_mode(engine, False)
-    engine.channel.log.at(phase=phase, step=0)
-    head = engine.topology.objectives[0].node
-    chunks = []
+def predict_all(
+    runtime: InProcessRuntime,
+    split: Split,
+    batch_size: int,
+    device,
+    *,
+    phase: str = "eval",
+    nodes: Sequence[str] | None = None,
+) -> dict[str, Tensor]:
+    """Logits of every objective's node for ``split``, in order: ``{objective: (N, classes)}``."""
+    runtime.train_mode(False)
+    runtime.channel.log.at(phase=phase, step=0)
+    plan = list(nodes) if nodes is not None else None
+    active = set(plan) if plan is not None else {n.name for n in runtime.topology.nodes}
+    objectives = [o for o in runtime.topology.objectives if o.node in active]
+    chunks: dict[str, list[Tensor]] = {o.name: [] for o in objectives}
     for step, start in enumerate(range(0, len(split), batch_size)):
-        engine.channel.log.at(step=step)
+        runtime.channel.log.at(step=step)
         sl = slice(start, start + batch_size)
         batch = {"x": split.x[sl], "y": split.y[sl], "ids": split.ids[sl]}
         batch = {k: v.to(device) for k, v in batch.items()}
-        chunks.append(engine.step(batch, train=False).outputs[head].float().cpu())
-    _set_mode(engine, True)
-    return torch.cat(chunks)
+        outputs = runtime.step(batch, train=False, nodes=plan).outputs
+        for o in objectives:
+            chunks[o.name].append(outputs[o.node].float().cpu())
+    runtime.train_mode(True)
+    return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
-def evaluate(engine: SplitEngine, split: Split, batch_size: int, device) -> dict[str, float]:
-    """Accuracy and mean cross-entropy on ``split``; ROC-AUC too when the task is binary."""
-    logits = predict(engine, split, batch_size, device)
+def predict(runtime: InProcessRuntime, split: Split, batch_size: int, device, **kw) -> Tensor:
+    """Logits ``(N, classes)`` of the first objective's node for ``split``, in order."""
+    return next(iter(predict_all(runtime, split, batch_size, device, **kw).values()))
+
+
+def _labels(topology: Topology, key: str, y: Tensor) -> Tensor:
+    if key in topology.derived:
+        return topology.derived[key][1](y)
+    return y
+
+
+def _scores(logits: Tensor, y: Tensor) -> dict[str, float]:
     out = {
-        "accuracy": float((logits.argmax(1) == split.y).float().mean()),
-        "loss": float(torch.nn.functional.cross_entropy(logits, split.y)),
+        "accuracy": float((logits.argmax(1) == y).float().mean()),
+        "loss": float(torch.nn.functional.cross_entropy(logits, y)),
     }
-    if logits.shape[1] == 2 and len(torch.unique(split.y)) == 2:
-        out["auc"] = float(roc_auc_score(split.y.numpy(), logits.softmax(1)[:, 1].numpy()))
+    if logits.shape[1] == 2 and len(torch.unique(y)) == 2:
+        out["auc"] = float(roc_auc_score(y.numpy(), logits.softmax(1)[:, 1].numpy()))
+    return out
+
+
+def evaluate(
+    runtime: InProcessRuntime,
+    split: Split,
+    batch_size: int,
+    device,
+    *,
+    nodes: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Accuracy and mean cross-entropy (ROC-AUC too when binary) of the first objective; with
+    several tasks also ``accuracy_<task>`` and ``loss_<task>`` for each."""
+    logits = predict_all(runtime, split, batch_size, device, nodes=nodes)
+    by_name = {o.name: o for o in runtime.topology.objectives}
+    out: dict[str, float] = {}
+    for i, (name, z) in enumerate(logits.items()):
+        scores = _scores(z, _labels(runtime.topology, by_name[name].labels, split.y))
+        if i == 0:
+            out |= scores
+        if runtime.topology.name == "multi-task":
+            out |= {f"{k}_{name}": v for k, v in scores.items()}
     return out
 
 
@@ -55,55 +100,116 @@ def leakage_sample(split: Split, *, n: int, seed: int) -> Split:
     return split.subset(torch.as_tensor(idx))
 
 
-def measure_dcor(engine: SplitEngine, sample: Split, batch_size: int, device) -> dict:
-    """dCor between raw inputs and what the data party sends at its first cut.
+def _raw_key(topology: Topology, node: str) -> str:
+    keys = [i[len(DATA_PREFIX) :] for i in topology.node(node).inputs if i.startswith(DATA_PREFIX)]
+    return keys[0]
+
+
+def measure_dcor(
+    runtime: InProcessRuntime,
+    sample: Split,
+    batch_size: int,
+    device,
+    *,
+    nodes: Sequence[str] | None = None,
+) -> dict:
+    """dCor between each data party's raw inputs and what it sends at its cut.
 
     Runs ``sample`` through the model in the ``inference`` phase (the messages are captured on
-    the wire log, where attacks find them) and compares in float64 on the whole sample.
+    the wire log, where attacks find them) and compares in float64 on the whole sample. The
+    first sender's values are ``dcor_test``/``dcor_test_unbiased``; with several data parties
+    (vertical) each also gets ``dcor_test_<party>`` against its own feature slice.
     """
-    topo = engine.topology
-    cut = next(n.cut for n in topo.nodes if n.party == topo.data_party and n.cut in topo.cuts())
-    before = len(engine.channel.log.captures)
-    predict(engine, sample, batch_size, device, phase="inference")
-    caps = [
-        c
-        for c in engine.channel.log.captures[before:]
-        if c.record.cut == cut and c.record.direction == FORWARD
-    ]
-    z = torch.cat([c.tensor for c in caps]).double()
-    x = sample.x.double()
-    return {
-        "dcor_test": float(distance_correlation(x, z)),
-        "dcor_test_unbiased": float(u_distance_correlation_sqr(x, z)),
-        "dcor_sample_size": len(sample),
-        "dcor_cut": cut,
-    }
-
-
-def _senders(topology: Topology) -> dict[str, tuple[str, str]]:
-    """cut name -> (party sending activations, party receiving them)."""
-    out = {}
-    for node in topology.nodes:
-        for src in node.inputs:
-            if src in {n.name for n in topology.nodes} and topology.crosses(src, node.name):
-                out[topology.node(src).cut or src] = (topology.node(src).party, node.party)
+    topo = runtime.topology
+    active = set(nodes) if nodes is not None else {n.name for n in topo.nodes}
+    senders = [e for e in topo.edges() if e.sender in topo.data_parties and e.src in active]
+    senders = list({(e.src, e.sender): e for e in senders}.values())
+    before = len(runtime.channel.log.captures)
+    predict(runtime, sample, batch_size, device, phase="inference", nodes=nodes)
+    caps = runtime.channel.log.captures[before:]
+    views = topo.views({"x": sample.x, "y": sample.y})
+    out: dict = {}
+    for i, edge in enumerate(senders):
+        mine = [
+            c
+            for c in caps
+            if c.record.cut == edge.cut
+            and c.record.sender == edge.sender
+            and c.record.kind == ACTIVATION
+            and c.record.receiver == edge.receiver
+        ]
+        z = torch.cat([c.tensor for c in mine]).double()
+        x = views[edge.sender][_raw_key(topo, edge.src)].double()
+        d, u = float(distance_correlation(x, z)), float(u_distance_correlation_sqr(x, z))
+        if i == 0:
+            out |= {"dcor_test": d, "dcor_test_unbiased": u, "dcor_cut": edge.cut}
+        if len(senders) > 1:
+            out |= {f"dcor_test_{edge.sender}": d, f"dcor_test_unbiased_{edge.sender}": u}
+    out["dcor_sample_size"] = len(sample)
     return out
 
 
 def wire_bytes(wire: WireLog, topology: Topology, *, epochs: int) -> dict[str, float]:
-    """Bytes the data party sent and received per training epoch (measured on the wire log)."""
-    ends = _senders(topology)
+    """Bytes the data parties sent and received per training epoch (activations and gradients,
+    measured on the wire log)."""
+    data = set(topology.data_parties)
     sent = received = 0
     for r in wire.records:
-        if r.phase != "train":
+        if r.phase != "train" or r.kind == WEIGHTS:
             continue
-        src, dst = ends[r.cut]
-        sender, receiver = (src, dst) if r.direction == FORWARD else (dst, src)
-        if sender == topology.data_party:
-            sent += r.nbytes
-        if receiver == topology.data_party:
-            received += r.nbytes
+        sent += r.nbytes if r.sender in data else 0
+        received += r.nbytes if r.receiver in data else 0
     return {
         "bytes_client_to_server": sent / epochs,
         "bytes_server_to_client": received / epochs,
     }
+
+
+def party_costs(wire: WireLog, topology: Topology, *, epochs: int) -> dict[str, float]:
+    """Per party and training epoch: ``bytes_sent_<p>``, ``bytes_received_<p>`` (every message
+    kind) and ``weight_bytes_<p>`` (weights it sent: relay hand-offs, federated averaging)."""
+    out = {}
+    for p in topology.parties:
+        out |= {f"bytes_sent_{p}": 0.0, f"bytes_received_{p}": 0.0, f"weight_bytes_{p}": 0.0}
+    for r in wire.records:
+        if r.phase != "train":
+            continue
+        out[f"bytes_sent_{r.sender}"] += r.nbytes / epochs
+        out[f"bytes_received_{r.receiver}"] += r.nbytes / epochs
+        if r.kind == WEIGHTS:
+            out[f"weight_bytes_{r.sender}"] += r.nbytes / epochs
+    return out
+
+
+def client_accuracies(runtime, strategy, dataset: Dataset, batch_size: int, device) -> dict:
+    """Many clients: ``test_accuracy_<client>``, the final model's test accuracy under each
+    client's own label distribution (per-class test accuracy weighted by the client's shard);
+    with IID shards these agree, with ``--non-iid`` they show who the model serves."""
+    if runtime.topology.strategy == "single":
+        return {}
+    logits = predict(runtime, dataset.test, batch_size, device, nodes=strategy.eval_nodes())
+    y = dataset.test.y
+    hit = (logits.argmax(1) == y).double()
+    per_class = torch.stack(
+        [
+            hit[y == c].mean() if bool((y == c).any()) else hit.new_tensor(0.0)
+            for c in range(dataset.n_classes)
+        ]
+    )
+    out = {}
+    for client, shard in strategy.shards.items():
+        share = torch.bincount(shard.y, minlength=dataset.n_classes).double()
+        out[f"test_accuracy_{client}"] = float((per_class * share).sum() / share.sum())
+    return out
+
+
+__all__ = [
+    "client_accuracies",
+    "evaluate",
+    "leakage_sample",
+    "measure_dcor",
+    "party_costs",
+    "predict",
+    "predict_all",
+    "wire_bytes",
+]

@@ -9,6 +9,7 @@ a party's optimizer); ``metrics`` adds entries to ``metrics.json``.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +42,18 @@ class TrainContext:
 
 
 class CutHook:
-    """Identity hook; subclasses override what they change. All tensors are ``(N, ...)``."""
+    """Identity hook; subclasses override what they change. All tensors are ``(N, ...)``.
+
+    ``acts_at`` says which parties apply it (see :func:`bind_hooks`): ``"data"`` (the parties
+    holding raw inputs: cut noise, DP-SGD), ``"labels"`` (the parties holding labels:
+    label-gradient defenses), ``"server"`` (the party receiving the data parties' activations: a
+    malicious server), or ``None`` (every party, one shared instance: custom hooks).
+    ``party_index`` numbers the instances of one hook (0 for the first party).
+    """
 
     name = "identity"
+    acts_at: str | None = None
+    party_index = 0
 
     def setup(self, ctx: TrainContext) -> None:
         """Called once before training (and again on resume, before loading state)."""
@@ -75,3 +85,63 @@ class CutHook:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+def _hook_parties(hook: CutHook, topology: Any) -> list[str]:
+    """The parties a hook acts for, from its ``acts_at`` (None: every party, one instance)."""
+    where = getattr(hook, "acts_at", None)
+    if where == "data":
+        return list(topology.data_parties)
+    if where == "labels":
+        return list(topology.label_parties)
+    if where == "server":
+        data = set(topology.data_parties)
+        return list(dict.fromkeys(e.receiver for e in topology.edges() if e.sender in data))
+    return list(topology.parties)
+
+
+def bind_hooks(hooks: list[CutHook], topology: Any) -> dict[str, list[CutHook]]:
+    """Each party's own hooks: a defense acts at the parties its ``acts_at`` names (data
+    parties, label parties, or the server receiving the data parties' activations), each such
+    party with its own instance (its own noise stream); a hook without ``acts_at`` is shared.
+
+    Instance ``i > 0`` of a hook is seeded with ``party_seed_offset = i`` (see
+    :class:`TrainContext`), so two clients never draw the same noise.
+    """
+    out: dict[str, list[CutHook]] = {p: [] for p in topology.parties}
+    for hook in hooks:
+        if getattr(hook, "name", "") == "dp-sgd" and topology.strategy == "relay":
+            from nopeek.errors import ConfigError
+
+            raise ConfigError(
+                "dp-sgd cannot follow the client segment through a many-clients relay (each "
+                "turn starts a fresh optimizer); use --topology splitfed or cut-noise instead"
+            )
+        parties = _hook_parties(hook, topology)
+        shared = getattr(hook, "acts_at", None) is None
+        for i, party in enumerate(parties):
+            instance = hook if (shared or i == 0) else copy.deepcopy(hook)
+            if not shared:
+                instance.party_index = i
+            out[party].append(instance)
+    return out
+
+
+def hook_metrics(runtime: Any) -> dict[str, Any]:
+    """Every hook instance's metrics; with several instances of one hook (one per client) each
+    key also appears as ``<key>_<party>``, and the plain key holds the first party's value."""
+    out: dict[str, Any] = {}
+    owners: dict[int, list[str]] = {}
+    for name, party in runtime.parties.items():
+        for hook in party.hooks:
+            owners.setdefault(id(hook), []).append(name)
+    counted: dict[str, int] = {}
+    for hook in runtime.hooks:
+        counted[hook.name] = counted.get(hook.name, 0) + 1
+    for hook in runtime.hooks:
+        values = hook.metrics()
+        for key, value in values.items():
+            out.setdefault(key, value)
+            if counted[hook.name] > 1:
+                out[f"{key}_{owners[id(hook)][0]}"] = value
+    return out

@@ -58,7 +58,10 @@ def nopeek_penalty(
     """The NoPeek term alone: ``alpha * sum_k dCor(inputs, activations[k])``.
 
     This is what the split trainer adds to the client-side loss. With ``alpha == 0`` it returns a
-    zero scalar without computing any dCor, so plain split learning pays nothing.
+    zero scalar without computing any dCor, so plain split learning pays nothing. A batch of
+    fewer than 2 samples (e.g. the last, ragged batch of an epoch) also gives a zero penalty,
+    ``z.sum() * 0`` so the graph stays intact: dCor is undefined for one sample, and training
+    must not stop over it.
 
     Args:
         inputs: (N, ...) raw inputs of the batch, flattened per sample; detached.
@@ -70,6 +73,7 @@ def nopeek_penalty(
 
     Raises:
         ConfigError: if alpha < 0 or not finite, or ``activations`` is empty.
+        DataError: if the inputs or an activation hold NaN/inf.
 
     >>> x = torch.randn(8, 1, 4, 4)
     >>> float(nopeek_penalty(x, [x.flatten(1), -x], alpha=0.5))
@@ -82,6 +86,9 @@ def nopeek_penalty(
     if alpha == 0.0:
         return torch.zeros((), dtype=acts[0].dtype, device=acts[0].device)
     x = inputs.detach()
+    n = x.shape[:1]
+    if n and n[0] < 2 and all(z.shape[:1] == n for z in acts):
+        return torch.stack([z.sum() * 0.0 for z in acts]).sum()
     return alpha * torch.stack([distance_correlation(x, z) for z in acts]).sum()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -20,29 +22,39 @@ def expected_input(module: nn.Module) -> str:
 
 
 @torch.no_grad()
-def check_shapes(topology: Topology, x: Tensor) -> None:
-    """Run two samples through the topology; a mismatch names both shapes.
+def check_shapes(topology: Topology, x: Tensor, *, nodes: Sequence[str] | None = None) -> None:
+    """Run two samples through ``nodes`` of the topology (default all); a mismatch names both
+    shapes. Each data node reads its party's own view of ``x`` (a vertical client its slice).
 
     ``x``: (2, *input_shape) raw inputs. Raises :class:`CutShapeError`.
     """
+    plan = list(nodes) if nodes is not None else [n.name for n in topology.nodes]
+    views = topology.views({"x": x, "y": torch.zeros(len(x), dtype=torch.long)})
     outputs: dict[str, Tensor] = {}
-    was_training = {id(n.module): n.module.training for n in topology.nodes}
-    for node in topology.nodes:
-        node.module.eval()
+    modules = [topology.node(n).module for n in plan]
+    was_training = {id(m): m.training for m in modules}
+    for m in modules:
+        m.eval()
     try:
-        for node in topology.nodes:
-            args = [x if s.startswith(DATA_PREFIX) else outputs[s] for s in node.inputs]
+        for name in plan:
+            node = topology.node(name)
+            args = [
+                views[node.party][s[len(DATA_PREFIX) :]]
+                if s.startswith(DATA_PREFIX)
+                else outputs[s]
+                for s in node.inputs
+                if s.startswith(DATA_PREFIX) or s in outputs
+            ]
             try:
-                outputs[node.name] = node.module(*args)
-            except RuntimeError as exc:
-                src = next((s for s in node.inputs if not s.startswith(DATA_PREFIX)), None)
+                outputs[name] = node.module(*args)
+            except RuntimeError:
+                src = next((s for s in node.inputs if s in outputs), None)
                 given = tuple(args[0].shape[1:])
-                where = f"cut {topology.node(src).cut!r}" if src else "the data"
+                where = f"cut {topology.cut_of(src)!r}" if src else "the data"
                 raise CutShapeError(
-                    f"segment {node.name!r} expects {expected_input(node.module)} but {where} "
-                    f"gives (N, {', '.join(map(str, given))}); choose another cut or model "
-                    f"({str(exc).splitlines()[0][:80]})"
+                    f"segment {name!r} expects {expected_input(node.module)} but {where} "
+                    f"gives (N, {', '.join(map(str, given))}); choose another cut or model"
                 ) from None
     finally:
-        for node in topology.nodes:
-            node.module.train(was_training[id(node.module)])
+        for m in modules:
+            m.train(was_training[id(m)])

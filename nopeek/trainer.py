@@ -9,7 +9,7 @@ on the test split and measures leakage of the cut activations (distance correlat
 from __future__ import annotations
 
 import logging
-import shutil
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -26,15 +26,26 @@ from nopeek._io import atomic_write_json
 from nopeek.channel import InProcessChannel, WireLog
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, Split, check_finite
-from nopeek.engine import SplitEngine
-from nopeek.errors import CheckpointError, ConfigError
-from nopeek.evaluation import evaluate, leakage_sample, measure_dcor, wire_bytes
-from nopeek.hooks import CutHook, PartyState, TrainContext
-from nopeek.models import build_model
+from nopeek.errors import CheckpointError, ConfigError, TrainingError
+from nopeek.evaluation import (
+    client_accuracies,
+    evaluate,
+    leakage_sample,
+    measure_dcor,
+    party_costs,
+    wire_bytes,
+)
+from nopeek.hooks import CutHook, TrainContext, bind_hooks, hook_metrics
+from nopeek.models import MODELS, build_model
 from nopeek.observe import Observations, capture_policy
+from nopeek.plugins import build_hooks
 from nopeek.regularizers import nopeek_penalty
+from nopeek.rundir import RunDir
+from nopeek.runtime import InProcessRuntime
+from nopeek.seeding import derive_seed
 from nopeek.shapes import check_shapes
-from nopeek.topology import TOPOLOGIES, Topology
+from nopeek.strategies import STRATEGIES, first_nodes
+from nopeek.topology import DATA_PREFIX, TOPOLOGIES, Topology
 
 log = logging.getLogger(__name__)
 
@@ -74,52 +85,62 @@ def _seeded_model(config: TrainConfig, dataset: Dataset) -> nn.Sequential:
         )
 
 
-def _prepare_out(out: Path | None, *, resume: bool, overwrite: bool) -> None:
+def _prepare_out(out: Path | None, *, resume: bool, overwrite: bool) -> RunDir | None:
+    """Check ``out`` before anything runs; the :class:`~nopeek.rundir.RunDir` to write through.
+
+    Refuses a file, a link or an unwritable folder, an existing run without ``--overwrite`` or
+    ``--resume``, and (with ``--overwrite``) any folder that nopeek did not write.
+    """
     if out is None:
-        return
-    if resume:
-        if not (out / _checkpoint.FILENAME).exists():
-            raise CheckpointError(f"no checkpoint in {out} to resume; train without --resume first")
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(
-            f"run directory {out} exists; pass --overwrite to replace it or --resume to continue"
-        )
+        return None
+    run_dir = RunDir(out, "run")
+    run_dir.plan(resume=resume, overwrite=overwrite)
+    if resume and not (out / _checkpoint.FILENAME).exists():
+        raise CheckpointError(f"no checkpoint in {out} to resume; train without --resume first")
+    return run_dir
 
 
-def _parties(topology: Topology, lr: float) -> dict[str, PartyState]:
-    out = {}
-    for party in topology.parties:
-        modules = topology.modules_of(party)
-        params = list(dict.fromkeys(p for m in modules for p in m.parameters()))
-        opt = torch.optim.Adam(params, lr=lr) if params else None
-        out[party] = PartyState(party, modules, opt)
-    return out
+def _make_model(config: TrainConfig):
+    """``(input_shape, n_classes, index) -> model``: fresh models for the other segments of a
+    multi-party topology (client bottoms, task heads), each seeded from (seed, index)."""
+
+    def make(input_shape: tuple[int, ...], n_classes: int, index: int) -> nn.Sequential:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(config.seed, "segment", index))
+            return MODELS.get(config.model).build(tuple(input_shape), n_classes)
+
+    return make
+
+
+def build_topology(config: TrainConfig, dataset: Dataset, model: nn.Sequential) -> Topology:
+    """The topology ``config`` names, over ``model`` (the seeded whole model) and ``dataset``."""
+    ctx = config.build_context(dataset, _make_model(config))
+    return TOPOLOGIES.get(config.topology)(model, config.cuts, ctx)
+
+
+def build_run(config: TrainConfig, dataset: Dataset) -> tuple[nn.Sequential, Topology]:
+    """The seeded whole model and the topology over it, exactly as ``train`` builds them
+    (what an attack rebuilds a finished run from). ``config`` must be resolved."""
+    model = _seeded_model(config, dataset)
+    return model, build_topology(config, dataset, model)
 
 
 def _penalties(topology: Topology, alpha: float) -> dict:
-    """NoPeek on every node of the data party whose output crosses to another party."""
+    """NoPeek on every node of a data party whose output crosses to another party, against
+    that party's own raw inputs (a vertical client: its own feature slice)."""
     if alpha == 0:
         return {}
-    senders = {
-        src
-        for node in topology.nodes
-        for src in node.inputs
-        if src in {n.name for n in topology.nodes} and topology.crosses(src, node.name)
-    }
-    return {
-        name: (lambda view, out: nopeek_penalty(view["x"], out, alpha=alpha))
-        for name in senders
-        if topology.node(name).party == topology.data_party
-    }
+    out = {}
+    for name in dict.fromkeys(e.src for e in topology.edges()):
+        node = topology.node(name)
+        keys = [i[len(DATA_PREFIX) :] for i in node.inputs if i.startswith(DATA_PREFIX)]
+        if node.party in topology.data_parties and keys:
+            out[name] = _nopeek_on(keys[0], alpha)
+    return out
 
 
-def _batches(split: Split, batch_size: int, *, seed: int, epoch: int):
-    """Shuffled batches; the order depends only on (seed, epoch), so resume replays it exactly."""
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(len(split), generator=gen)
-    for start in range(0, len(split), batch_size):
-        idx = order[start : start + batch_size]
-        yield {"x": split.x[idx], "y": split.y[idx], "ids": split.ids[idx]}
+def _nopeek_on(key: str, alpha: float):
+    return lambda view, z: nopeek_penalty(view[key], z, alpha=alpha)
 
 
 def train(
@@ -135,55 +156,48 @@ def train(
 ) -> TrainResult:
     """Train a split model as ``config`` says; write the run to ``out`` (if given).
 
-    ``hooks`` are defenses or malicious parties (see :mod:`nopeek.hooks`); ``model`` and
-    ``dataset`` override the registry lookups (for custom models in the Python API).
+    The config's ``defenses`` and ``malicious_server`` become hooks through the installed
+    plugins (:func:`nopeek.plugins.build_hooks`); ``hooks`` adds custom ones after them (see
+    :mod:`nopeek.hooks`). ``model`` and ``dataset`` override the registry lookups (for custom
+    models in the Python API).
     """
     config.validate()
     config = config.resolved() if model is None else config
+    hooks = [*build_hooks(config), *hooks]  # bad specs fail here, before anything is written
     out = Path(out) if out is not None else None
-    _prepare_out(out, resume=resume, overwrite=overwrite)
+    run_dir = _prepare_out(out, resume=resume, overwrite=overwrite)
     device = pick_device(config.device)
     if dataset is None:
         dataset = config.load_data()
     for name in ("train", "test"):
         check_finite(getattr(dataset, name).x, what=f"{dataset.name} {name} inputs")
     model = model if model is not None else _seeded_model(config, dataset)
-    topology = TOPOLOGIES.get(config.topology)(model, config.cuts)
-    check_shapes(topology, dataset.train.x[:2])
+    topology = build_topology(config, dataset, model)
+    check_shapes(topology, dataset.train.x[:2], nodes=first_nodes(topology))
     state = _checkpoint.load(out, config) if resume else None
     if state is not None and state["epoch"] >= config.epochs:
         raise ConfigError(
             f"run {out} already finished its {config.epochs} epochs; nothing to resume "
             "(train anew with --overwrite)"
         )
-    if out is not None and not resume and out.exists():
-        shutil.rmtree(out)
     model.to(device)
-    runner = _Runner(config, dataset, topology, list(hooks), device, quiet=quiet)
-    return runner.run(out, state, model)
+    runner = _Runner(config, dataset, topology, hooks, device, quiet=quiet)
+    if run_dir is None:
+        return runner.run(None, state, model)
+    # fresh: in place (an interrupt keeps it for --resume, an error removes it); overwrite: in a
+    # staging sibling swapped in only at the end (see nopeek.rundir)
+    with run_dir.writing(resume=resume, overwrite=overwrite) as where:
+        result = runner.run(where, state, model)
+    result.run_dir = out
+    return result
 
 
 class _Runner:
-    """Holds the live state of one training run."""
+    """Holds the live state of one training run: the runtime, the strategy, history."""
 
     def __init__(self, config, dataset, topology, hooks, device, *, quiet: bool) -> None:
-        self.config, self.dataset, self.topology, self.hooks = config, dataset, topology, hooks
+        self.config, self.dataset, self.topology = config, dataset, topology
         self.device, self.quiet = device, quiet
-        self.parties = _parties(topology, config.lr)
-        ctx = TrainContext(
-            n_train=len(dataset.train),
-            batch_size=config.batch_size,
-            epochs=config.epochs,
-            seed=config.seed,
-            delta=config.delta,
-            parties=self.parties,
-            data_party=topology.data_party,
-            label_party=topology.owners["y"],
-            device=device,
-            extra={"n_classes": dataset.n_classes, "alpha": config.alpha, "hooks": list(hooks)},
-        )
-        for hook in hooks:
-            hook.setup(ctx)
         self.wire = WireLog(
             capture=capture_policy(
                 record_samples=config.record_samples,
@@ -191,14 +205,46 @@ class _Runner:
                 epochs=config.epochs,
             )
         )
-        self.engine = SplitEngine(
+        self.strategy = STRATEGIES.get(topology.strategy)(
+            topology, dataset.train, non_iid=config.non_iid, seed=config.seed
+        )
+        bound = bind_hooks(hooks, topology)
+        self.runtime = InProcessRuntime(
             topology,
             InProcessChannel(self.wire),
-            hooks=hooks,
+            hooks=bound,
             penalties=_penalties(topology, config.alpha),
+            lr=config.lr,
         )
+        self.parties = self.runtime.parties
+        self.hooks = self.runtime.hooks
+        self._setup_hooks(bound)
         self.history: dict[str, list[float]] = {"train_loss": [], "test_accuracy": []}
         self.train_seconds = 0.0
+        self.flops_per_sample: dict[str, float] = {}
+
+    def _setup_hooks(self, bound: dict[str, list[CutHook]]) -> None:
+        cfg, sizes = self.config, self.strategy.shard_sizes()
+        done: set[int] = set()
+        for party, hooks in bound.items():
+            ctx = TrainContext(
+                n_train=sizes.get(party, len(self.dataset.train)),
+                batch_size=cfg.batch_size,
+                epochs=cfg.epochs,
+                seed=cfg.seed,
+                delta=cfg.delta,
+                parties=self.parties,
+                data_party=party
+                if party in self.topology.data_parties
+                else self.topology.data_party,
+                label_party=self.topology.label_parties[0],
+                device=self.device,
+                extra={"n_classes": self.dataset.n_classes, "alpha": cfg.alpha, "hooks": hooks},
+            )
+            for hook in hooks:
+                if id(hook) not in done:
+                    hook.setup(ctx)
+                    done.add(id(hook))
 
     def run(self, out: Path | None, state: dict | None, model: nn.Module) -> TrainResult:
         start_epoch = 0
@@ -207,7 +253,7 @@ class _Runner:
         cfg = self.config
         if out is not None and state is None:
             atomic_write_json(out / "config.json", cfg.to_dict())
-        steps_per_epoch = -(-len(self.dataset.train) // cfg.batch_size)
+        steps_per_epoch = sum(-(-len(s) // cfg.batch_size) for s in self.strategy.shards.values())
         bar = tqdm(
             total=(cfg.epochs - start_epoch) * steps_per_epoch,
             disable=self.quiet or not sys.stderr.isatty(),
@@ -218,7 +264,7 @@ class _Runner:
             began = time.perf_counter()
             loss = self._epoch(epoch, bar)
             self.train_seconds += time.perf_counter() - began
-            acc = evaluate(self.engine, self.dataset.test, cfg.batch_size, self.device)["accuracy"]
+            acc = self._evaluate(self.dataset.test)["accuracy"]
             self.history["train_loss"].append(loss)
             self.history["test_accuracy"].append(acc)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.3f}")
@@ -228,53 +274,77 @@ class _Runner:
         bar.close()
         return self._finish(out, model)
 
-    def _epoch(self, epoch: int, bar) -> float:
-        for part in self.topology.nodes:
-            part.module.train()
-        total, count = 0.0, 0
-        batches = _batches(
-            self.dataset.train, self.config.batch_size, seed=self.config.seed, epoch=epoch
+    def _evaluate(self, split: Split) -> dict[str, float]:
+        return evaluate(
+            self.runtime,
+            split,
+            self.config.batch_size,
+            self.device,
+            nodes=self.strategy.eval_nodes(),
         )
-        for step, batch in enumerate(batches):
-            self.wire.at(phase="train", epoch=epoch, step=step)
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            for party in self.parties.values():
-                if party.optimizer is not None:
-                    party.optimizer.zero_grad(set_to_none=True)
-            result = self.engine.step(batch, train=True)
-            for party in self.parties.values():
-                if party.optimizer is not None:
-                    party.optimizer.step()
-            total += sum(result.losses.values()) * len(batch["y"])
+
+    def _epoch(self, epoch: int, bar) -> float:
+        self.runtime.train_mode(True)
+        total, count = 0.0, 0
+        for step in self.strategy.epoch(self.runtime, self.config.batch_size, epoch):
+            self.wire.at(phase="train", epoch=epoch, step=step.index)
+            batch = {k: v.to(self.device) for k, v in step.batch.items()}
+            parties = [self.parties[p] for p in step.parties]
+            for party in parties:
+                party.zero_grad()
+            result = self._step(batch, step)
+            for party in parties:
+                party.step_optimizer()
+            loss = sum(result.losses.values())
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"training diverged at epoch {epoch + 1}, step {step.index + 1} (loss {loss}); "
+                    f"lower --lr (now {self.config.lr:g}) or weaken --alpha/--defense, then train "
+                    "again (nothing of this run was kept)"
+                )
+            total += loss * len(batch["y"])
             count += len(batch["y"])
             bar.update(1)
         return total / count
 
+    def _step(self, batch, step):
+        """One training step; the first one of each plan also counts every party's FLOPs."""
+        key = tuple(step.nodes)
+        if key in self.flops_per_sample or not self.parties:
+            return self.runtime.step(batch, train=True, nodes=step.nodes)
+        counts, result = self.runtime.counted_step(batch, nodes=step.nodes)
+        n = len(batch["y"])
+        self.flops_per_sample[key] = {p: f / n for p, f in counts.items()}
+        return result
+
     def _finish(self, out: Path | None, model: nn.Module) -> TrainResult:
         cfg, ds = self.config, self.dataset
-        test = evaluate(self.engine, ds.test, cfg.batch_size, self.device)
+        test = self._evaluate(ds.test)
         sample = leakage_sample(ds.test, n=cfg.dcor_samples, seed=cfg.seed)
         self.wire.at(phase="inference", epoch=cfg.epochs, step=0)
-        leak = measure_dcor(self.engine, sample, cfg.batch_size, self.device)
+        leak = measure_dcor(
+            self.runtime, sample, cfg.batch_size, self.device, nodes=self.strategy.eval_nodes()
+        )
         metrics: dict[str, Any] = {
             "dataset": cfg.dataset,
             "model": cfg.model,
             "cut": cfg.cut,
             "topology": cfg.topology,
+            "parties": list(self.topology.parties),
             "alpha": cfg.alpha,
             "seed": cfg.seed,
             "epochs": cfg.epochs,
-            "test_accuracy": test["accuracy"],
-            "test_loss": test["loss"],
-            **({"test_auc": test["auc"]} if "auc" in test else {}),
+            **{f"test_{k}": v for k, v in test.items()},
             **leak,
             **wire_bytes(self.wire, self.topology, epochs=cfg.epochs),
+            **party_costs(self.wire, self.topology, epochs=cfg.epochs),
+            **self._flops(),
+            **client_accuracies(self.runtime, self.strategy, ds, cfg.batch_size, self.device),
             "train_seconds": round(self.train_seconds, 3),
             "train_loss_per_epoch": self.history["train_loss"],
             "test_accuracy_per_epoch": self.history["test_accuracy"],
         }
-        for hook in self.hooks:
-            metrics.update(hook.metrics())
+        metrics |= hook_metrics(self.runtime)
         observations = Observations.from_captures(self.wire.captures)
         if out is not None:
             observations.save(out / "observations.pt")
@@ -284,3 +354,14 @@ class _Runner:
         for hook in self.hooks:
             hook.on_train_end(result)
         return result
+
+    def _flops(self) -> dict[str, float]:
+        """``flops_<party>``: per-sample FLOPs (forward + backward) times samples per epoch."""
+        out: dict[str, float] = {}
+        sizes = self.strategy.shard_sizes()
+        for per_party in self.flops_per_sample.values():
+            client = next((p for p in per_party if p in sizes), None)
+            n = sizes[client] if client is not None else len(self.dataset.train)
+            for party, per_sample in per_party.items():
+                out[f"flops_{party}"] = out.get(f"flops_{party}", 0.0) + per_sample * n
+        return out

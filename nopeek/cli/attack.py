@@ -33,6 +33,12 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="the attack's seed (default 0)")
     p.add_argument("--cut", help="cut to attack (default: the data party's first cut)")
+    p.add_argument(
+        "--party",
+        help="whose messages the attacker observes at the cut, e.g. client1 in a vertical or "
+        "many-clients run (default: the first data party; label attacks: the first party "
+        "receiving gradients without the labels)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -62,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         n_samples=args.n_samples,
         seed=args.seed,
         cut=args.cut,
+        party=args.party,
     )
     m = result.to_json()
     print(

@@ -53,10 +53,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
     )
+    # Python warnings (mostly from dependencies) go through logging, shown only with --verbose,
+    # so that a user error stays one line on stderr.
+    logging.captureWarnings(True)
+    py_warnings = logging.getLogger("py.warnings")
+    py_warnings.setLevel(logging.WARNING if args.verbose else logging.ERROR)
     try:
         return int(args.handler(args) or 0)
     except NopeekError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # the last line of defence: the library turns its write faults into NopeekErrors
+        from nopeek._io import describe_os_error
+
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
@@ -64,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        logging.captureWarnings(False)
+        py_warnings.setLevel(logging.NOTSET)
 
 
 if __name__ == "__main__":

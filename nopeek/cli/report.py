@@ -13,7 +13,9 @@ def add_parser(sub) -> None:
         help="write report.md/.html: frontier, curves, reconstructions, report card",
         description="Write OUT/report.md, OUT/report.html, OUT/report.json and OUT/figures/ for "
         "the given sweeps (one section each). Without --sweep, first run the default sweeps on "
-        "the bundled digits data into OUT/sweeps/ (finished runs are reused).",
+        "the bundled digits data into OUT/sweeps/ (finished runs are reused). OUT must be new, "
+        "empty or a report folder nopeek wrote; its report files are replaced only once the new "
+        "ones are complete.",
     )
     p.add_argument(
         "--sweep",
@@ -34,16 +36,25 @@ def run(args: argparse.Namespace) -> int:
     from nopeek.eval.defaults import default_sweeps
     from nopeek.eval.report import write_report
     from nopeek.eval.sweep import run_sweeps
+    from nopeek.rundir import RunDir
 
     began = time.perf_counter()
     sweeps = args.sweeps
     if not sweeps:
+        folder = RunDir(args.out, "report")
+        folder.plan(reuse=True)  # a file, a link, a foreign folder: refused before any training
         todo = [(spec, Path(args.out) / "sweeps" / name) for name, spec in default_sweeps()]
         for spec, path in todo:
             print(f"sweep {path.name}: {len(spec.settings)} settings x {len(spec.seeds)} seeds, "
                   f"attacks {', '.join(spec.attacks)} -> {path}")  # fmt: skip
-        run_sweeps(todo, jobs=args.jobs, quiet=args.quiet)
+        with folder.writing(reuse=True, keep=_has_finished_run):
+            run_sweeps(todo, jobs=args.jobs, quiet=args.quiet)
         sweeps = [path for _, path in todo]
     path = write_report(sweeps, args.out)
     print(f"report -> {path} (and report.html) in {time.perf_counter() - began:.1f} s")
     return 0
+
+
+def _has_finished_run(out: Path) -> bool:
+    """Whether report folder ``out`` holds a trained run of its sweeps (kept after a failure)."""
+    return any(out.glob("sweeps/*/runs/*/metrics.json"))

@@ -13,7 +13,14 @@ _BASE = {
     "dataset": (str, "data set (default digits)"),
     "model": (str, "reference model (default: per data set)"),
     "cut": (str, "cut name (default: the model's)"),
-    "topology": (str, "vanilla | u-shaped (default vanilla)"),
+    "topology": (str, "any topology of `nopeek train --help` (default vanilla)"),
+    "clients": (int, "clients of vertical / many-clients / splitfed (default 2)"),
+    "merge": (str, "vertical: concat | sum | mean (default concat)"),
+    "label_party": (str, "vertical: server or a client, e.g. client0 (default server)"),
+    "tasks": (str, "multi-task: comma-separated tasks (default label,parity)"),
+    "relay": (str, "many-clients: peer | server (default peer)"),
+    "non_iid": (float, "many-clients / splitfed: Dirichlet concentration (default IID)"),
+    "splitfed": (str, "splitfed: v1 | v2 (default v2)"),
     "epochs": (int, "training epochs per run (default 30)"),
     "batch_size": (int, "batch size (default 64)"),
     "lr": (float, "learning rate (default 1e-3)"),
@@ -82,7 +89,12 @@ def add_parser(sub) -> None:
         "(default inverse-network)",
     )
     p.add_argument("--out", default="sweeps/latest", help="sweep directory (default sweeps/latest)")
-    p.add_argument("--overwrite", action="store_true", help="delete OUT first; retrain everything")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="retrain everything into a new sweep that replaces OUT (only a sweep nopeek wrote) "
+        "once it has finished",
+    )
     p.set_defaults(handler=run)
 
 

@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from nopeek.cli._hooks import build_hooks
 from nopeek.config import TrainConfig
 from nopeek.errors import CheckpointError
 from nopeek.trainer import train
@@ -31,10 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--cut", help="cut name(s), comma-separated for several cuts (default: the model's)"
     )
-    p.add_argument(
-        "--topology",
-        help="vanilla (one cut, or multi-hop with several) | u-shaped (default vanilla)",
-    )
+    add_topology_args(p)
     p.add_argument(
         "--alpha",
         type=float,
@@ -102,7 +98,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--out", default="runs/latest", help="run directory (default runs/latest)")
     p.add_argument(
-        "--overwrite", action="store_true", default=False, help="replace an existing run directory"
+        "--overwrite",
+        action="store_true",
+        default=False,
+        help="replace an existing run directory (only one nopeek wrote; the old run stays until "
+        "the new one has finished)",
     )
     p.add_argument(
         "--resume",
@@ -112,6 +112,54 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
     p.set_defaults(handler=run)
+
+
+def add_topology_args(p: argparse.ArgumentParser) -> None:
+    """``--topology`` and the multi-party options (shared by train, sweep and tune)."""
+    from nopeek.topology import TASKS, TOPOLOGIES
+
+    d = TrainConfig()
+    p.add_argument(
+        "--topology",
+        help=f"{' | '.join(TOPOLOGIES.names())} (default {d.topology}; see README)",
+    )
+    p.add_argument(
+        "--clients",
+        type=int,
+        help=f"vertical / many-clients / splitfed: number of clients (default {d.clients})",
+    )
+    p.add_argument(
+        "--merge",
+        help=f"vertical: how the server merges the clients' cuts, concat | sum | mean "
+        f"(default {d.merge})",
+    )
+    p.add_argument(
+        "--label-party",
+        dest="label_party",
+        help="vertical: who holds the labels, server or a client such as client0 (default server)",
+    )
+    p.add_argument(
+        "--tasks",
+        help=f"multi-task: comma-separated tasks from {', '.join(TASKS.names())} "
+        f"(default {d.tasks})",
+    )
+    p.add_argument(
+        "--relay",
+        help="many-clients: hand the client segment on peer-to-peer or via the server "
+        "(peer | server, default peer)",
+    )
+    p.add_argument(
+        "--non-iid",
+        type=float,
+        dest="non_iid",
+        help="many-clients / splitfed: Dirichlet concentration of the label shards "
+        "(default: IID shards)",
+    )
+    p.add_argument(
+        "--splitfed",
+        help="splitfed: v1 (one server copy per client, averaged) | v2 (one server segment, "
+        "default)",
+    )
 
 
 _RUN_FLAGS = {"out", "overwrite", "resume", "quiet", "handler", "command", "verbose"}
@@ -124,11 +172,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         return TrainConfig(**given)
     path = Path(args.out) / "config.json"
     try:
-        saved = TrainConfig.from_dict(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(
             f"cannot read {path} to resume ({type(exc).__name__}); train anew with --overwrite"
         ) from None
+    saved = TrainConfig.from_dict(data, where=str(path))
     for key, value in given.items():
         if getattr(saved, key) != value:
             raise CheckpointError(
@@ -146,7 +195,6 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         quiet=args.quiet,
-        hooks=build_hooks(config),
     )
     m = result.metrics
     keys = ["test_accuracy", "test_auc", "dcor_test", "dcor_test_unbiased", "train_seconds"]

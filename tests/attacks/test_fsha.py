@@ -56,7 +56,7 @@ def test_the_client_only_gets_the_hijacking_gradient(tiny_config):
     from the hook's own decoder and the ground truth."""
     acts = {}
     for shuffle in (False, True):
-        cfg = tiny_config(malicious_server="fsha", shuffle_labels=shuffle)
+        cfg = tiny_config(shuffle_labels=shuffle)  # the hook passed by hand, to inspect it
         hook = build_malicious_server("fsha", cfg)
         result = train(cfg, quiet=True, hooks=[hook])
         acts[shuffle] = result.observations.get(cut="conv2")
@@ -74,14 +74,12 @@ def test_the_client_only_gets_the_hijacking_gradient(tiny_config):
 
 
 def test_resume_gives_exactly_the_uninterrupted_attack(interrupt, tiny_config, tmp_path):
-    cfg = tiny_config(malicious_server="fsha")
-    train(cfg, tmp_path / "full", quiet=True, hooks=[build_malicious_server("fsha", cfg)])
+    cfg = tiny_config(malicious_server="fsha")  # the trainer builds the hook from the config
+    train(cfg, tmp_path / "full", quiet=True)
     with pytest.raises(KeyboardInterrupt):
-        hooks = [build_malicious_server("fsha", cfg), interrupt(at=1)]
-        train(cfg, tmp_path / "cut", quiet=True, hooks=hooks)
+        train(cfg, tmp_path / "cut", quiet=True, hooks=[interrupt(at=1)])
     assert not (tmp_path / "cut" / "attacks").exists()
-    hooks = [build_malicious_server("fsha", cfg), interrupt(None)]
-    train(cfg, tmp_path / "cut", resume=True, quiet=True, hooks=hooks)
+    train(cfg, tmp_path / "cut", resume=True, quiet=True, hooks=[interrupt(None)])
     full, resumed = ((tmp_path / r / "attacks" / "fsha.json").read_text() for r in ("full", "cut"))
     assert json.loads(full) == json.loads(resumed)
     assert len(json.loads(full)["steps"]) > 2

@@ -24,6 +24,7 @@ def test_train_end_to_end_writes_the_documented_files(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
     assert {p.name for p in out.iterdir()} == {
+        ".nopeek.json",
         "config.json",
         "metrics.json",
         "checkpoint.pt",

@@ -13,7 +13,7 @@ from nopeek.distance import (
     distance_correlation,
     u_distance_correlation_sqr,
 )
-from nopeek.errors import ConfigError
+from nopeek.errors import ConfigError, DataError
 from nopeek.regularizers import NoPeekLoss, nopeek_penalty
 
 ATOL = 1e-6
@@ -245,3 +245,69 @@ def test_custom_task_loss_and_empty_activations() -> None:
     assert loss.item() == pytest.approx((logits**2).mean().item())
     with pytest.raises(ConfigError, match="activations is empty"):
         nopeek_penalty(inputs, [], alpha=1.0)
+
+
+# ------------------------------------------------------------- scale, non-finite, tiny batches
+
+
+@pytest.mark.parametrize("scale", [1e-35, 1e-20, 1e-10, 1e10, 1e20, 1e35])
+def test_float32_value_and_gradient_unchanged_at_extreme_scales(scale: float) -> None:
+    """x * 1e20 in float32 used to overflow the Gram matrix (dCor 0), x * 1e-20 to underflow."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(32, 5, generator=g)
+    z = torch.tanh(x[:, :2]) + 0.3 * torch.randn(32, 2, generator=g)
+    ref = x.double().numpy(), z.double().numpy()
+    for fn, dcor_fn in (
+        (distance_correlation, dcor.distance_correlation),
+        (u_distance_correlation_sqr, dcor.u_distance_correlation_sqr),
+    ):
+        scaled = (x.double() * scale).float().requires_grad_(True)
+        plain = x.clone().requires_grad_(True)
+        value = fn(scaled, z)
+        assert value.item() == pytest.approx(float(dcor_fn(*ref)), abs=1e-5)
+        assert fn(scaled, scaled).item() == pytest.approx(1.0, abs=1e-6)
+        value.backward()
+        fn(plain, z).backward()
+        assert torch.isfinite(scaled.grad).all()
+        assert torch.allclose(
+            scaled.grad.double() * scale, plain.grad.double(), rtol=1e-3, atol=1e-5
+        )
+
+
+def test_large_offset_with_tiny_spread_in_float32() -> None:
+    """A constant offset of 1 with a spread of 1e-20 in another column: translation is removed
+    before the second rescaling, so nothing underflows."""
+    g = torch.Generator().manual_seed(7)
+    spread = torch.randn(20, 2, generator=g)
+    x = torch.cat([torch.ones(20, 1), 1e-20 * spread], dim=1)
+    z = spread**2
+    assert distance_correlation(x, x).item() == pytest.approx(1.0, abs=1e-6)
+    assert distance_correlation(x, z).item() == pytest.approx(
+        distance_correlation(spread.double(), z.double()).item(), abs=1e-5
+    )
+
+
+@pytest.mark.parametrize("fn", [distance_correlation, u_distance_correlation_sqr])
+def test_non_finite_input_raises_naming_argument_and_count(fn) -> None:
+    x, z = torch.randn(8, 3), torch.randn(8, 2)
+    x[0, 1], x[5, 2] = float("nan"), float("inf")
+    with pytest.raises(DataError, match=r"got 2 NaN/inf entries in x \(of 24\); dCor is undefined"):
+        fn(x, z)
+    z[3, 0] = -float("inf")
+    with pytest.raises(DataError, match=r"got 1 NaN/inf entries in z \(of 16\)"):
+        fn(x.nan_to_num(), z)
+
+
+def test_nopeek_penalty_is_zero_for_a_batch_of_one_sample() -> None:
+    """dCor is undefined for N = 1: the penalty is 0, still in the graph, and training goes on."""
+    z = torch.randn(1, 8, requires_grad=True)
+    second = torch.randn(1, 4, requires_grad=True)
+    penalty = nopeek_penalty(torch.randn(1, 1, 4, 4), [z, second], alpha=0.5)
+    assert penalty.item() == 0.0 and penalty.shape == ()
+    penalty.backward()
+    assert torch.equal(z.grad, torch.zeros_like(z)) and torch.equal(second.grad, torch.zeros(1, 4))
+    logits, labels = torch.randn(1, 3), torch.tensor([2])
+    loss = NoPeekLoss(alpha=1.0)(logits, labels, inputs=torch.randn(1, 5), activations=z)
+    assert loss.item() == nn.functional.cross_entropy(logits, labels).item()
+    with pytest.raises(ConfigError, match="same number of samples"):
+        nopeek_penalty(torch.randn(1, 3), torch.randn(2, 3), alpha=0.5)

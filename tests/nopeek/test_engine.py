@@ -51,7 +51,7 @@ def test_wire_log_carries_only_cut_tensors_and_server_never_sees_inputs():
     channel = InProcessChannel()
     engine = SplitEngine(topo, channel)
     batch = _batch(6)
-    assert "x" not in engine.views(batch)["server"]
+    assert set(engine.views(batch)["server"]) == {"y", "ids"}
     engine.step(batch, train=True)
     assert [(r.direction, r.shape) for r in channel.log.records] == [
         ("forward", (6, 32, 4, 4)),
@@ -103,5 +103,5 @@ def test_u_shaped_keeps_labels_at_the_client():
     topo = u_shaped(_model(), ["conv2", "fc1"])
     engine = SplitEngine(topo, InProcessChannel())
     views = engine.views(_batch())
-    assert set(views["client"]) == {"x", "y"} and "server" not in views
+    assert set(views["client"]) == {"x", "y", "ids"} and set(views["server"]) == {"ids"}
     assert topo.cuts() == ["conv2", "fc1"]

@@ -1,0 +1,213 @@
+"""The attacked edge of a finished run: rebuilt topology, who sends and receives, segments.
+
+An attack observes one cut edge (:class:`~nopeek.topology.Edge`): the activations its sender
+sent to its receiver, and the gradients that came back. ``--party`` picks the sender (a vertical
+or many-clients run has one edge per client at the same cut), ``--cut`` the cut; by default a
+reconstruction attacks the first data party's first cut, and a label attack the first edge
+whose gradient receiver lacks the labels (U-shaped: the server at the second cut; vertical: a
+passive client).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from nopeek import _checkpoint
+from nopeek._schema import brief
+from nopeek.config import TrainConfig
+from nopeek.data import Dataset
+from nopeek.errors import CheckpointError, ConfigError, ThreatModelError
+from nopeek.models import split
+from nopeek.topology import DATA_PREFIX, Edge, Topology
+from nopeek.trainer import build_run
+
+
+@dataclass
+class Target:
+    """A finished run rebuilt for attacking ``edge``.
+
+    ``dataset`` is what the edge's sender holds: for a vertical client, its own feature slice
+    of every sample (the reconstruction target); ``segments`` the run's segments by node, with
+    the trained weights once :func:`load_weights` ran.
+    """
+
+    run_dir: Path
+    config: TrainConfig
+    dataset: Dataset
+    topology: Topology
+    model: nn.Sequential
+    edge: Edge
+    full: Dataset  # the whole data set (what a fresh model is built for)
+    segments: dict[str, nn.Module | None] = field(default_factory=dict)
+
+    @property
+    def cut(self) -> str:
+        return self.edge.cut
+
+    @property
+    def sender(self) -> str:  # sends activations across the cut, receives the gradients
+        return self.edge.sender
+
+    @property
+    def receiver(self) -> str:  # receives the activations, sends the gradients back
+        return self.edge.receiver
+
+    @property
+    def default(self) -> bool:
+        """Whether this is the edge attacked when no ``--cut``/``--party`` is given."""
+        return self.edge == self.topology.edges()[0]
+
+
+def _pick(topology: Topology, run_dir: Path, cut: str | None, party: str | None, label: bool):
+    edges = list({(e.src, e.receiver): e for e in topology.edges()}.values())
+    found = [
+        e for e in edges if (cut is None or e.cut == cut) and (party is None or e.sender == party)
+    ]
+    if not found:
+        pairs = ", ".join(f"{e.cut} ({e.sender} -> {e.receiver})" for e in edges)
+        raise ConfigError(
+            f"run {run_dir} has no cut {cut or 'any'!r} sent by {party or 'any party'}; its cut "
+            f"edges are: {pairs} (pass --cut and --party)"
+        )
+    if label and party is None:
+        labels = set(topology.label_parties)
+        return next((e for e in found if e.sender not in labels), found[0])
+    if party is None:
+        data = set(topology.data_parties)
+        return next((e for e in found if e.sender in data), found[0])
+    return found[0]
+
+
+def _raw_key(topology: Topology, src: str) -> str | None:
+    """The data key the chain ending at ``src`` starts from (None if it reads no raw data)."""
+    node = topology.node(src)
+    for inp in node.inputs:
+        if inp.startswith(DATA_PREFIX):
+            return inp[len(DATA_PREFIX) :]
+    ups = list(node.inputs)
+    return _raw_key(topology, ups[0]) if len(ups) == 1 else None
+
+
+def sender_view(dataset: Dataset, topology: Topology, src: str) -> Dataset:
+    """``dataset`` as the sender of ``src``'s chain holds it (its own feature slice)."""
+    key = _raw_key(topology, src)
+    if key is None or key not in topology.derived:
+        return dataset
+    fn = topology.derived[key][1]
+    splits = {
+        s: replace(getattr(dataset, s), x=fn(getattr(dataset, s).x))
+        for s in ("train", "test", "aux")
+    }
+    return replace(dataset, **splits, input_shape=tuple(splits["train"].x.shape[1:]))
+
+
+def rebuild(
+    run_dir: Path,
+    config: TrainConfig,
+    dataset: Dataset,
+    *,
+    cut: str | None,
+    party: str | None,
+    label: bool,
+) -> Target:
+    """The run's topology (seeded as in training) and the attacked edge."""
+    model, topology = build_run(config, dataset)
+    edge = _pick(topology, run_dir, cut, party, label)
+    segments = {n.name: n.module for n in topology.nodes}
+    view = sender_view(dataset, topology, edge.src)
+    return Target(run_dir, config, view, topology, model, edge, dataset, segments)
+
+
+def load_weights(target: Target) -> None:
+    """Load every party's trained segments from ``checkpoint.pt`` into ``target.segments``."""
+    state = _checkpoint.read(target.run_dir / _checkpoint.FILENAME)
+    topo = target.topology
+    try:
+        for party in topo.parties:
+            nodes = [n.name for n in topo.nodes_of(party)]
+            held = state.get("held", {}).get(party, [n for n in nodes if target.segments[n]])
+            for node, sd in zip(held, state["parties"][party], strict=True):
+                if target.segments[node] is None:
+                    target.segments[node] = topo.factories[node]()
+                target.segments[node].load_state_dict(sd)
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint in {target.run_dir} does not fit its config ({brief(exc)}); retrain "
+            "the run with `nopeek train --overwrite`"
+        ) from None
+    for module in target.segments.values():
+        if module is not None:
+            module.eval()
+
+
+def _held(target: Target, node: str) -> nn.Module:
+    """The segment of ``node``; in a relay, a client between turns has none: the weights it
+    would hold are the relayed ones (the last holder's)."""
+    module = target.segments[node]
+    if module is None and target.topology.strategy == "relay":
+        module = next(
+            m
+            for n, m in target.segments.items()
+            if m is not None and n in target.topology.holders("x")
+        )
+    if module is None:
+        raise ThreatModelError(f"no weights for {node} in {target.run_dir}; retrain the run")
+    return module
+
+
+def client_segment(target: Target) -> nn.Module:
+    """Raw inputs (the sender's view) -> what it sends at the cut, sharing the loaded weights.
+
+    The chain of single-input nodes from the data to the edge's source (multi-hop: the client and
+    the relays before the cut).
+    """
+    chain, node = [], target.topology.node(target.edge.src)
+    while True:
+        chain.append(_held(target, node.name))
+        ups = [i for i in node.inputs if not i.startswith(DATA_PREFIX)]
+        if not ups:
+            break
+        if len(ups) > 1:
+            raise ThreatModelError(
+                f"the segment before cut {target.cut} merges several inputs; attack a client's "
+                "own cut instead (--party)"
+            )
+        node = target.topology.node(ups[0])
+    return chain[0] if len(chain) == 1 else nn.Sequential(*reversed(chain))
+
+
+def fresh(target: Target, seed: int, part: int):
+    """Freshly initialised segments before (``part`` 0) or after (1) the cut, from a seed
+    derived from the attack's that never equals the training seed."""
+    init = int(np.random.SeedSequence([seed, 0x5EED, part]).generate_state(1)[0])
+    init = init + 1 if init == target.config.seed else init
+    cfg = replace(target.config, seed=init % (2**31 - 1))
+
+    def build() -> nn.Module:
+        model, topology = build_run(cfg, target.full)
+        if target.topology.name in ("vanilla", "multi-hop", "u-shaped"):
+            return split(model, [target.cut])[part]
+        other = replace(
+            target, topology=topology, segments={n.name: n.module for n in topology.nodes}
+        )
+        if part == 0:
+            return _fresh_client(other)
+        dst = topology.node(target.edge.dst)
+        if len(dst.inputs) != 1:
+            raise ThreatModelError(
+                f"the segment after cut {target.cut} reads several clients; this attack needs "
+                "a single-input tail (U-shaped, or vertical with --label-party)"
+            )
+        return dst.module
+
+    return build
+
+
+def _fresh_client(target: Target) -> nn.Module:
+    node = target.edge.src
+    module = target.segments[node]
+    return module if module is not None else target.topology.factories[node]()

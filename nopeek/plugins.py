@@ -1,0 +1,90 @@
+"""Hooks from installed plugins: a config's defenses and malicious server, without upward imports.
+
+The core cannot import :mod:`nopeek.defenses` or :mod:`nopeek.attacks` (they sit above it), yet
+``train(TrainConfig(defenses=[...]))`` must apply what the config names. Packages that turn config
+fields into :class:`~nopeek.hooks.CutHook` objects declare a *hook builder* in the entry-point
+group ``nopeek.hooks`` (``pyproject.toml``)::
+
+    [project.entry-points."nopeek.hooks"]
+    defenses = "nopeek.defenses.spec:hooks_from_config"
+    malicious-server = "nopeek.attacks.fsha:hooks_from_config"
+
+A builder is a function ``(TrainConfig) -> list[CutHook]`` returning hooks for what it
+understands (``[]`` otherwise), marked by :func:`hook_builder` with the config fields it handles.
+:func:`build_hooks` calls every installed builder in entry-point name order (so defenses come
+before the malicious server, and a checkpoint's hook states line up on resume) and refuses a
+config naming a field that no installed builder handles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from nopeek.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nopeek.config import TrainConfig
+    from nopeek.hooks import CutHook
+
+GROUP = "nopeek.hooks"
+HOOK_FIELDS = ("defenses", "malicious_server")  # config fields that only plugins turn into hooks
+
+Builder = Callable[["TrainConfig"], "list[CutHook]"]
+
+
+def hook_builder(*fields: str) -> Callable[[Builder], Builder]:
+    """Mark a function as a hook builder for the config ``fields`` it handles.
+
+    >>> @hook_builder("defenses")
+    ... def build(config):
+    ...     return []
+    >>> build.handles
+    ('defenses',)
+    """
+    unknown = sorted(set(fields) - set(HOOK_FIELDS))
+    if unknown:
+        raise ValueError(f"hook builders handle {HOOK_FIELDS}, not {unknown}")
+
+    def mark(fn: Builder) -> Builder:
+        fn.handles = tuple(fields)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def builders() -> dict[str, Builder]:
+    """The installed hook builders by entry-point name, in name order."""
+    found = {ep.name: ep for ep in entry_points(group=GROUP)}
+    return {name: found[name].load() for name in sorted(found)}
+
+
+def build_hooks(config: TrainConfig) -> list[CutHook]:
+    """The hooks that ``config``'s ``defenses`` and ``malicious_server`` name, from the plugins.
+
+    Raises a one-line :class:`ConfigError` for a named field that no installed builder handles
+    (and whatever the builders raise for bad specs). A config naming none builds nothing.
+
+    >>> from nopeek.config import TrainConfig
+    >>> build_hooks(TrainConfig())
+    []
+    >>> [h.name for h in build_hooks(TrainConfig(one_vs_rest=0, defenses=["max-norm"]))]
+    ['max-norm']
+    """
+    named = [f for f in HOOK_FIELDS if getattr(config, f)]
+    if not named:
+        return []
+    found = builders()
+    handled = {f for fn in found.values() for f in getattr(fn, "handles", ())}
+    missing = [f for f in named if f not in handled]
+    if missing:
+        raise ConfigError(
+            f"the config names {missing[0]} {getattr(config, missing[0])!r} but no installed "
+            f"package builds them (entry-point group {GROUP!r}); install nopeek with its "
+            "defenses and attacks packages (pip install -e .)"
+        )
+    hooks: list[CutHook] = []
+    for fn in found.values():
+        hooks += fn(config)
+    return hooks

@@ -1,0 +1,181 @@
+"""The in-process runtime: every party of a topology scheduled in this process.
+
+The runtime owns one :class:`~nopeek.runtime.party.Party` per party and a shared
+:class:`~nopeek.channel.InProcessChannel`. For each step it hands every party *its own* view of
+the batch, then calls ``forward`` on each node of the step in execution order and ``backward``
+in reverse, each on the node's own party: the global order of a step is the schedule, and
+every tensor that moves between parties moves as a message. A distributed runtime runs the same
+schedule with each process calling only its own party's actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from nopeek.channel import Channel, InProcessChannel
+from nopeek.errors import ChannelError
+from nopeek.hooks import CutHook
+from nopeek.runtime.party import Party, Penalty
+from nopeek.topology import Topology
+
+
+@dataclass
+class StepOutput:
+    """What one step produced: every node's output, and the losses by name (floats)."""
+
+    outputs: dict[str, Tensor]
+    losses: dict[str, float]
+
+
+class InProcessRuntime:
+    """Runs forward/backward passes of ``topology`` with every cut going through ``channel``.
+
+    ``hooks`` maps a party to its hooks (defenses, malicious behaviour); a plain sequence gives
+    every party the same hooks (the two-party shorthand). ``penalties`` maps a node to a
+    penalty on its output, computed by the node's party (NoPeek).
+
+    >>> from nopeek.models import build_model
+    >>> from nopeek.topology import vanilla
+    >>> rt = InProcessRuntime(vanilla(build_model("mlp", input_shape=(4,), n_classes=2), ["fc1"]))
+    >>> out = rt.step({"x": torch.rand(3, 4), "y": torch.tensor([0, 1, 0]),
+    ...                "ids": torch.arange(3)}, train=True)
+    >>> sorted(out.losses), [r.kind for r in rt.channel.log.records]
+    (['task'], ['activation', 'gradient'])
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        channel: Channel | None = None,
+        *,
+        hooks: Sequence[CutHook] | dict[str, list[CutHook]] = (),
+        penalties: dict[str, Penalty] | None = None,
+        lr: float = 1e-3,
+    ) -> None:
+        self.topology = topology
+        self.channel = channel if channel is not None else InProcessChannel()
+        by_party = hooks if isinstance(hooks, dict) else {p: list(hooks) for p in topology.parties}
+        penalties = dict(penalties or {})
+        self.parties: dict[str, Party] = {
+            p: Party(
+                p,
+                topology,
+                self.channel,
+                hooks=by_party.get(p, []),
+                penalties={n: f for n, f in penalties.items() if topology.node(n).party == p},
+                lr=lr,
+            )
+            for p in topology.parties
+        }
+        self.tick = 0  # message step counter: every party derives the same one from the schedule
+
+    @property
+    def hooks(self) -> list[CutHook]:
+        """Every hook instance of every party (each once)."""
+        seen: dict[int, CutHook] = {}
+        for party in self.parties.values():
+            for h in party.hooks:
+                seen.setdefault(id(h), h)
+        return list(seen.values())
+
+    def views(self, batch: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+        """What each party holds of ``batch`` (its own keys, plus the sample ids)."""
+        views = self.topology.views(batch)
+        if "ids" in batch:
+            for view in views.values():
+                view["ids"] = batch["ids"]
+        return views
+
+    def step(
+        self, batch: dict[str, Tensor], *, train: bool, nodes: Sequence[str] | None = None
+    ) -> StepOutput:
+        """Forward (and, if ``train``, backward) one batch through ``nodes`` (default: all).
+
+        ``batch``: x (N, ...), y (N,), ids (N,). Optimizer steps are the caller's; gradients
+        accumulate in the segments' parameters.
+        """
+        plan = list(nodes) if nodes is not None else [n.name for n in self.topology.nodes]
+        active = set(plan)
+        for name, view in self.views(batch).items():
+            self.parties[name].view = view
+        step, self.tick = self.tick, self.tick + 1
+        for name in plan:
+            self._party_of(name).forward(name, step=step, train=train, active=active)
+        if train:
+            for name in reversed(plan):
+                self._party_of(name).backward(name, step=step, active=active)
+        outputs = {n: self._party_of(n).outputs[n] for n in plan}
+        losses: dict[str, float] = {}
+        for party in self.parties.values():
+            losses |= party.end_step()
+        if isinstance(self.channel, InProcessChannel) and self.channel.pending():
+            raise ChannelError("a message was sent that no party received; the schedule is wrong")
+        return StepOutput(outputs, losses)
+
+    def counted_step(
+        self, batch: dict[str, Tensor], *, nodes: Sequence[str] | None = None
+    ) -> tuple[dict[str, float], StepOutput]:
+        """A training step with every party's FLOPs counted (``FlopCounterMode`` around its
+        segments' forward and backward, losses and penalties included, hooks not): returns
+        ``({party: flops}, output)``."""
+        for party in self.parties.values():
+            party.flops = 0.0
+        try:
+            out = self.step(batch, train=True, nodes=nodes)
+            counts = {n: p.flops for n, p in self.parties.items() if p.flops}
+        finally:
+            for party in self.parties.values():
+                party.flops = None
+        return counts, out
+
+    def _party_of(self, node: str) -> Party:
+        return self.parties[self.topology.node(node).party]
+
+    def train_mode(self, mode: bool) -> None:
+        for party in self.parties.values():
+            party.train_mode(mode)
+
+    @torch.no_grad()
+    def relay(self, sender: str, receiver: str, *, via: str | None = None) -> None:
+        """Hand the client segment of node ``sender`` to node ``receiver`` (each node named as
+        its party), directly or through party ``via``, which forwards it; the sender keeps no
+        copy and the receiver starts a fresh optimizer."""
+        step, self.tick = self.tick, self.tick + 1
+        cut = self.topology.cut_of(sender)
+        src, dst = self.parties[sender], self.parties[receiver]
+        first = via or receiver
+        src.send_weights(sender, first, step=step, release=True)
+        if via is not None:
+            hop = self.parties[via]
+            hop.forward_weights(
+                hop.receive_weights(cut, sender, step=step), cut, receiver, step=step
+            )
+        flat = dst.receive_weights(cut, via or sender, step=step)
+        dst.load_weights(receiver, flat, fresh_optimizer=True)
+
+    @torch.no_grad()
+    def fedavg(self, nodes: dict[str, str], fed: str, weights: dict[str, float]) -> None:
+        """Federated averaging of client segments: each client (``nodes``: client -> node) sends
+        its segment to ``fed``, which returns the mean weighted by ``weights`` (shard sizes)."""
+        step, self.tick = self.tick, self.tick + 1
+        server = self.parties[fed]
+        cuts = {c: self.topology.cut_of(n) for c, n in nodes.items()}
+        for client, node in nodes.items():
+            self.parties[client].send_weights(node, fed, step=step, release=False)
+        got = {c: server.receive_weights(cuts[c], c, step=step) for c in nodes}
+        mean = weighted_mean(got, weights)
+        for client, node in nodes.items():
+            server.forward_weights(mean, cuts[client], client, step=step)
+            flat = self.parties[client].receive_weights(cuts[client], fed, step=step)
+            self.parties[client].load_weights(node, flat, fresh_optimizer=False)
+
+
+def weighted_mean(flats: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """sum_k w_k * flat_k / sum_k w_k, accumulated in float64 (P,)."""
+    total = sum(weights[k] for k in flats)
+    acc = sum(flats[k].double() * (weights[k] / total) for k in flats)
+    return acc.to(torch.float32)

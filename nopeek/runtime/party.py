@@ -1,0 +1,290 @@
+"""One party of a split-learning run: its nodes, its data view, its optimizer, its hooks.
+
+A :class:`Party` runs only its own nodes of the topology. It reads only its own data view (set
+for each step by whoever feeds it: the in-process runtime or, in a distributed run, the party's
+own loader) and what arrives on its channel. What it sent it keeps, keyed by (step, node),
+until the gradient for it comes back; nothing of another party is reachable from its code, so
+the same class runs unchanged when every party is its own process.
+
+The step protocol (the same for every topology): ``forward(node)`` for the nodes of a step in
+execution order, then ``backward(node)`` in reverse order. A node's forward receives its
+cross-party inputs (activation messages) and re-attaches them as leaves, runs the segment,
+computes the losses and penalties rooted at it, and sends its output once to every other party
+that reads it (after the party's forward hooks: clipping, noise). Its backward receives the
+gradients for what it sent, backpropagates its own losses with them, and sends each input
+leaf's gradient back to the party it came from (after the party's backward hooks: label-gradient
+defenses, or a malicious server's substitution).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from nopeek.channel import ACTIVATION, GRADIENT, WEIGHTS, Channel, Message
+from nopeek.errors import ChannelError
+from nopeek.hooks import CutHook
+from nopeek.topology import DATA_PREFIX, Node, Topology
+
+# A penalty on one node's output, computed by that node's party: (its data view, output) -> loss
+Penalty = Callable[[dict[str, Tensor], Tensor], Tensor]
+
+
+class Party:
+    """The live state of one party: segments, optimizer, hooks, data view, messages in flight.
+
+    ``modules`` (one per owned node, ``None`` while the party does not hold that segment) and
+    ``optimizer`` are what hooks such as DP-SGD see and replace.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        topology: Topology,
+        channel: Channel,
+        *,
+        hooks: list[CutHook] | None = None,
+        penalties: dict[str, Penalty] | None = None,
+        lr: float = 1e-3,
+    ) -> None:
+        self.name = name
+        self.channel = channel
+        self.hooks = list(hooks or [])
+        self.penalties = {k: v for k, v in (penalties or {}).items()}
+        self.lr = lr
+        self.criterion = nn.CrossEntropyLoss()
+        # What this party knows of the topology: its own nodes and the edges touching them.
+        self._topo = topology
+        self.nodes: dict[str, Node] = {n.name: n for n in topology.nodes_of(name)}
+        self.segments: dict[str, nn.Module | None] = {n: v.module for n, v in self.nodes.items()}
+        self.factories = {n: topology.factories[n] for n in self.nodes if n in topology.factories}
+        self.objectives = [o for o in topology.objectives if o.party == name]
+        self.optimizer: Any = None
+        self.reset_optimizer()
+        self.view: dict[str, Tensor] = {}
+        self.flops: float | None = None  # set to 0.0 to count this party's FLOPs
+        self._clear()
+
+    # --- state --------------------------------------------------------------------------------
+    @property
+    def modules(self) -> list[nn.Module]:
+        """The segments this party holds now, in node order."""
+        return [m for m in self.segments.values() if m is not None]
+
+    def reset_optimizer(self) -> None:
+        """A fresh Adam over the segments held now (none if they have no parameters)."""
+        params = list(dict.fromkeys(p for m in self.modules for p in m.parameters()))
+        self.optimizer = torch.optim.Adam(params, lr=self.lr) if params else None
+
+    def zero_grad(self) -> None:
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def step_optimizer(self) -> None:
+        if self.optimizer is not None:
+            self.optimizer.step()
+
+    def train_mode(self, mode: bool) -> None:
+        for m in self.modules:
+            m.train(mode)
+
+    def _clear(self) -> None:
+        self.outputs: dict[str, Tensor] = {}
+        self.leaves: dict[str, Tensor] = {}  # src node -> re-attached leaf (one per src)
+        self.sent: dict[tuple[int, str], Tensor] = {}  # (step, node) -> output with its graph
+        self.terms: dict[str, tuple[str, Tensor]] = {}  # loss name -> (node, loss)
+        self.roots: dict[str, list[tuple[Tensor, Tensor | None]]] = defaultdict(list)
+
+    def end_step(self) -> dict[str, float]:
+        """Forget the step's tensors; returns this party's loss values by name."""
+        if self.sent:
+            pending = ", ".join(f"{node} (step {s})" for s, node in self.sent)
+            raise ChannelError(f"{self.name} still waits for the gradient of {pending}")
+        losses = {name: float(t.detach()) for name, (_, t) in self.terms.items()}
+        self._clear()
+        return losses
+
+    # --- the step protocol --------------------------------------------------------------------
+    def forward(self, node_name: str, *, step: int, train: bool, active: set[str]) -> None:
+        """Run own node ``node_name`` of step ``step``; ``active`` are the step's nodes."""
+        node = self.nodes[node_name]
+        module = self.segments[node_name]
+        if module is None:
+            raise ChannelError(
+                f"{self.name} has no weights for {node_name} at step {step}; "
+                "the relay must hand them over first"
+            )
+        with torch.set_grad_enabled(train):
+            args = [self._input(src, step, train) for src in node.inputs if self._uses(src, active)]
+            with self._counting():
+                out = module(*args)
+                self._losses(node_name, out, train)
+            self.outputs[node_name] = out
+        for receiver in self._receivers(node_name, active):
+            z = out
+            for hook in self.hooks:
+                z = hook.forward(self._topo.cut_of(node_name), z, training=train)
+            self._post(ACTIVATION, node_name, receiver, step, z.detach())
+            if train:
+                self.sent[(step, node_name)] = z
+
+    def backward(self, node_name: str, *, step: int, active: set[str]) -> None:
+        """Backpropagate own node ``node_name``: its losses and the gradients of what it sent."""
+        node = self.nodes[node_name]
+        roots = [(t, None) for n, t in self.terms.values() if n == node_name]
+        roots += self.roots.pop(node_name, [])
+        for receiver in self._receivers(node_name, active):
+            sent = self.sent.pop((step, node_name))
+            grad = self.channel.recv(
+                sender=receiver,
+                receiver=self.name,
+                kind=GRADIENT,
+                cut=self._topo.cut_of(node_name),
+                step=step,
+            ).tensor
+            roots.append((sent, grad.to(sent.dtype)))
+        todo = [(t, g) for t, g in roots if t.requires_grad]
+        if todo:
+            with self._counting():
+                torch.autograd.backward([t for t, _ in todo], [g for _, g in todo])
+        for src in node.inputs:
+            if src.startswith(DATA_PREFIX) or not self._uses(src, active):
+                continue
+            if self._is_last_reader(src, node_name, active):
+                self._send_back(src, step)
+
+    # --- pieces -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _counting(self):
+        """Count FLOPs of what runs inside into ``self.flops`` when counting is on."""
+        if self.flops is None:
+            yield
+            return
+        with FlopCounterMode(display=False) as counter:
+            yield
+        self.flops += float(counter.get_total_flops())
+
+    def _uses(self, src: str, active: set[str]) -> bool:
+        return src.startswith(DATA_PREFIX) or src in active
+
+    def _input(self, src: str, step: int, train: bool) -> Tensor:
+        if src.startswith(DATA_PREFIX):
+            return self.view[src[len(DATA_PREFIX) :]]
+        if src in self.leaves:  # a second own node reading the same input
+            return self.leaves[src]
+        src_party = self._topo.node(src).party
+        if src_party == self.name:
+            z = self.outputs[src].detach()
+        else:
+            msg = self.channel.recv(
+                sender=src_party,
+                receiver=self.name,
+                kind=ACTIVATION,
+                cut=self._topo.cut_of(src),
+                step=step,
+            )
+            z = msg.tensor
+        leaf = z.requires_grad_(train)
+        self.leaves[src] = leaf
+        return leaf
+
+    def _losses(self, node_name: str, out: Tensor, train: bool) -> None:
+        for obj in self.objectives:
+            if obj.node == node_name:
+                loss = self.criterion(out, self.view[obj.labels])
+                self.terms[obj.name] = (node_name, obj.weight * loss)
+        if train and node_name in self.penalties:
+            self.terms[f"penalty_{node_name}"] = (
+                node_name,
+                self.penalties[node_name](self.view, out),
+            )
+
+    def _receivers(self, node_name: str, active: set[str]) -> list[str]:
+        """Other parties reading this node's output in this step, in order of first read."""
+        readers = [
+            n.party
+            for n in self._topo.nodes
+            if node_name in n.inputs and n.name in active and n.party != self.name
+        ]
+        return list(dict.fromkeys(readers))
+
+    def _is_last_reader(self, src: str, node_name: str, active: set[str]) -> bool:
+        """Whether ``node_name`` is the last of this party's readers of ``src`` to run backward
+        (the first in forward order), so the leaf's gradient is complete."""
+        readers = [n.name for n in self._topo.nodes if src in n.inputs and n.name in active]
+        mine = [r for r in readers if r in self.nodes]
+        return mine[0] == node_name
+
+    def _send_back(self, src: str, step: int) -> None:
+        leaf = self.leaves[src]
+        grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+        src_party = self._topo.node(src).party
+        if src_party == self.name:
+            self.roots[src].append((self.outputs[src], grad))
+            return
+        cut = self._topo.cut_of(src)
+        labels = next((self.view[o.labels] for o in self.objectives), None)
+        for hook in self.hooks:
+            grad = hook.backward(cut, grad, activation=leaf.detach(), labels=labels)
+        self._post(GRADIENT, src, src_party, step, grad.detach())
+
+    def _post(self, kind: str, node_name: str, receiver: str, step: int, tensor: Tensor) -> None:
+        cut = self._topo.cut_of(node_name) if kind != WEIGHTS else node_name
+        ids = self.view.get("ids")
+        self.channel.post(Message(kind, cut, self.name, receiver, step, tensor, ids))
+
+    # --- weights (relay, federated averaging) -------------------------------------------------
+    def send_weights(self, node_name: str, receiver: str, *, step: int, release: bool) -> None:
+        """Send the segment of ``node_name`` as one flat vector; ``release`` drops it here."""
+        flat = flatten_state(self.segments[node_name])
+        cut = self._topo.cut_of(node_name)
+        self.channel.post(Message(WEIGHTS, cut, self.name, receiver, step, flat))
+        if release:
+            self.segments[node_name] = None
+            self.reset_optimizer()
+
+    def receive_weights(self, cut: str, sender: str, *, step: int) -> Tensor:
+        """The flat state (P,) of a segment ending at ``cut``, sent by ``sender``."""
+        msg = self.channel.recv(sender=sender, receiver=self.name, kind=WEIGHTS, cut=cut, step=step)
+        return msg.tensor
+
+    def forward_weights(self, flat: Tensor, cut: str, receiver: str, *, step: int) -> None:
+        """Send a flat state this party holds (relayed or averaged) on to ``receiver``."""
+        self.channel.post(Message(WEIGHTS, cut, self.name, receiver, step, flat.detach().clone()))
+
+    def load_weights(self, node_name: str, flat: Tensor, *, fresh_optimizer: bool) -> None:
+        """Put a flat state into the segment of ``node_name`` (building it if not held)."""
+        if self.segments[node_name] is None:
+            self.segments[node_name] = self.factories[node_name]()
+        load_flat_state(self.segments[node_name], flat)
+        if fresh_optimizer:
+            self.reset_optimizer()
+
+
+def flatten_state(module: nn.Module) -> Tensor:
+    """A module's whole state (parameters and buffers) as one flat float32 vector (P,)."""
+    parts = [t.detach().reshape(-1).to(torch.float32).cpu() for t in module.state_dict().values()]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def load_flat_state(module: nn.Module, flat: Tensor) -> None:
+    """Inverse of :func:`flatten_state`: copy ``flat`` (P,) into ``module``'s state in place."""
+    state = module.state_dict()
+    total = sum(t.numel() for t in state.values())
+    if flat.dim() != 1 or flat.numel() != total:
+        raise ChannelError(
+            f"weights message holds {flat.numel()} values but the segment has {total}; "
+            "sender and receiver must run the same architecture"
+        )
+    offset = 0
+    with torch.no_grad():
+        for t in state.values():
+            n = t.numel()
+            t.copy_(flat[offset : offset + n].reshape(t.shape).to(t.dtype))
+            offset += n

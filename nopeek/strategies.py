@@ -1,0 +1,217 @@
+"""How the parties of a topology go through an epoch: one group, clients in turns, SplitFed.
+
+A strategy turns an epoch into the steps the runtime runs (which nodes take part, on which
+batch of whose shard) and does the hand-offs between them on the runtime's channel:
+
+- :class:`SingleGroup` (vanilla, u-shaped, multi-hop, vertical, multi-task): every node on every
+  batch of the training split;
+- :class:`Relay` (many-clients): client k's turn is one pass over its shard; then it hands the
+  client segment to client k+1 (``peer``) or through the server (``server``);
+- :class:`SplitFed`: in step s every client with an s-th batch runs it through the server (v2:
+  one server segment, clients in turn; v1: its own server copy); at the end of the round the fed
+  server averages the client segments and v1's server averages its copies, by shard size.
+
+Batch order depends only on (seed, epoch, client), so resume replays it exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nopeek.data import Split
+from nopeek.errors import ConfigError
+from nopeek.registry import Registry
+from nopeek.runtime import InProcessRuntime, flatten_state, load_flat_state, weighted_mean
+from nopeek.topology import Topology
+
+
+@dataclass
+class Step:
+    """One step: ``nodes`` run on ``batch``; ``parties`` step their optimizers after it.
+
+    ``index`` is the step's position in its client's pass (what the wire log records).
+    """
+
+    nodes: list[str]
+    batch: dict[str, Tensor]
+    parties: list[str]
+    index: int
+
+
+def batches(split: Split, batch_size: int, *, seed: int, epoch: int, client: int = 0):
+    """Shuffled batches of ``split``; the order depends only on (seed, epoch, client)."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 7_919 * client)
+    order = torch.randperm(len(split), generator=gen)
+    for start in range(0, len(split), batch_size):
+        idx = order[start : start + batch_size]
+        yield {"x": split.x[idx], "y": split.y[idx], "ids": split.ids[idx]}
+
+
+def shard_indices(y: Tensor, clients: int, *, non_iid: float | None, seed: int) -> list[Tensor]:
+    """Disjoint shards of positions ``0..N-1``: IID (a seeded random partition into near-equal
+    parts) or Dirichlet(``non_iid``) over the labels, as in the federated-learning literature.
+
+    One client gets every position in order (so ``--clients 1`` is vanilla). A shard without
+    samples is an error naming the fix.
+
+    >>> [len(s) for s in shard_indices(torch.arange(10) % 2, 3, non_iid=None, seed=0)]
+    [4, 3, 3]
+    """
+    n = len(y)
+    if clients > n:
+        raise ConfigError(
+            f"--clients {clients} exceeds the {n} training samples; use fewer clients"
+        )
+    if clients == 1:
+        return [torch.arange(n)]
+    rng = np.random.default_rng([seed, 0x5A4D])
+    if non_iid is None:
+        parts = np.array_split(rng.permutation(n), clients)
+    else:
+        if not non_iid > 0:
+            raise ConfigError(f"--non-iid must be > 0 (a Dirichlet concentration), got {non_iid}")
+        parts = [[] for _ in range(clients)]
+        labels = y.numpy()
+        for c in np.unique(labels):
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            share = rng.dirichlet(np.full(clients, non_iid))
+            cuts = (np.cumsum(share)[:-1] * len(idx)).round().astype(int)
+            for k, part in enumerate(np.split(idx, cuts)):
+                parts[k].extend(part.tolist())
+    shards = [torch.as_tensor(np.sort(np.asarray(p, dtype=np.int64))) for p in parts]
+    empty = [k for k, s in enumerate(shards) if len(s) == 0]
+    if empty:
+        raise ConfigError(
+            f"client{empty[0]}'s shard has no samples ({clients} clients, --non-iid {non_iid}); "
+            "use fewer --clients or a larger --non-iid"
+        )
+    return shards
+
+
+def first_nodes(topology: Topology) -> list[str]:
+    """The nodes of the first training step: all of them, or the first client's path."""
+    if topology.strategy == "single":
+        return [n.name for n in topology.nodes]
+    first = topology.holders("x")[0]
+    return [first, *(n.name for n in topology.nodes if first in n.inputs)]
+
+
+class Strategy:
+    """Base: plans epochs for ``topology`` on ``train`` (set up by :meth:`bind`)."""
+
+    def __init__(self, topology: Topology, train: Split, *, non_iid: float | None, seed: int):
+        self.topology, self.train, self.seed = topology, train, seed
+        self.clients = [p for p in topology.parties if p in topology.holders("x")]
+        self.shards = self._shards(non_iid)
+
+    def _shards(self, non_iid: float | None) -> dict[str, Split]:
+        return {c: self.train for c in self.clients}
+
+    def shard_sizes(self) -> dict[str, int]:
+        return {c: len(s) for c, s in self.shards.items()}
+
+    def epoch(self, runtime: InProcessRuntime, batch_size: int, epoch: int) -> Iterator[Step]:
+        raise NotImplementedError
+
+    def eval_nodes(self) -> list[str]:
+        """The nodes a prediction runs through (after training)."""
+        return [n.name for n in self.topology.nodes]
+
+
+class SingleGroup(Strategy):
+    """Every node on every batch of the whole training split."""
+
+    def epoch(self, runtime, batch_size, epoch):
+        nodes = [n.name for n in self.topology.nodes]
+        for i, batch in enumerate(batches(self.train, batch_size, seed=self.seed, epoch=epoch)):
+            yield Step(nodes, batch, list(self.topology.parties), i)
+
+
+class _Sharded(Strategy):
+    def _shards(self, non_iid):
+        parts = shard_indices(self.train.y, len(self.clients), non_iid=non_iid, seed=self.seed)
+        return {c: self.train.subset(p) for c, p in zip(self.clients, parts)}
+
+    def _readers(self, client: str) -> list[str]:
+        """The nodes of the server side that read ``client``'s output."""
+        return [n.name for n in self.topology.nodes if client in n.inputs]
+
+
+class Relay(_Sharded):
+    """Clients in turns, one pass over the own shard each; weights handed on after a turn."""
+
+    def epoch(self, runtime, batch_size, epoch):
+        via = "server" if self.topology.options.get("relay") == "server" else None
+        holder = self._holder(runtime)
+        for k, client in enumerate(self.clients):
+            if holder != client:
+                runtime.relay(holder, client, via=via)
+                holder = client
+            nodes = [client, *self._readers(client)]
+            parties = list(dict.fromkeys(self.topology.node(n).party for n in nodes))
+            shard = self.shards[client]
+            for i, batch in enumerate(
+                batches(shard, batch_size, seed=self.seed, epoch=epoch, client=k)
+            ):
+                yield Step(nodes, batch, parties, i)
+
+    def _holder(self, runtime) -> str:
+        held = [c for c in self.clients if runtime.parties[c].segments[c] is not None]
+        return held[0]
+
+    def eval_nodes(self):
+        last = self.clients[-1]
+        return [last, *self._readers(last)]
+
+
+class SplitFed(_Sharded):
+    """Clients in parallel; client segments (and v1's server copies) averaged each round."""
+
+    def epoch(self, runtime, batch_size, epoch):
+        streams = [
+            iter(batches(self.shards[c], batch_size, seed=self.seed, epoch=epoch, client=k))
+            for k, c in enumerate(self.clients)
+        ]
+        live = list(range(len(self.clients)))
+        i = 0
+        while live:
+            for k in list(live):
+                batch = next(streams[k], None)
+                if batch is None:
+                    live.remove(k)
+                    continue
+                client = self.clients[k]
+                nodes = [client, *self._readers(client)]
+                yield Step(nodes, batch, [client, "server"], i)
+            i += 1
+        sizes = {c: float(n) for c, n in self.shard_sizes().items()}
+        runtime.fedavg({c: c for c in self.clients}, "fed", sizes)
+        if self.topology.options.get("splitfed") == "v1":
+            average_local(runtime.parties["server"], self._server_copies(), sizes)
+
+    def _server_copies(self) -> dict[str, str]:
+        return {c: self._readers(c)[0] for c in self.clients}
+
+    def eval_nodes(self):
+        first = self.clients[0]
+        return [first, *self._readers(first)]
+
+
+@torch.no_grad()
+def average_local(party, copies: dict[str, str], weights: dict[str, float]) -> None:
+    """A party's own segment copies (client -> node) replaced by their weighted mean."""
+    flats = {c: flatten_state(party.segments[n]) for c, n in copies.items()}
+    mean = weighted_mean(flats, weights)
+    for node in copies.values():
+        load_flat_state(party.segments[node], mean)
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+STRATEGIES.register("single", SingleGroup)
+STRATEGIES.register("relay", Relay)
+STRATEGIES.register("splitfed", SplitFed)

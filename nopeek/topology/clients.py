@@ -1,0 +1,110 @@
+"""Many clients with one server: clients taking turns (relay) and SplitFed.
+
+- **many-clients** (Gupta & Raskar 2018): K clients with disjoint shards train with one server
+  in turns. After its turn a client hands its segment's weights to the next client, directly
+  (``relay="peer"``) or through the server (``relay="server"``), as a ``weights`` message on the
+  channel; only the client whose turn it is holds the segment.
+- **splitfed** (Thapa et al. 2022): the clients train in parallel each round, every client with
+  its own copy of the client segment; at the end of the round a fed server (party ``fed``)
+  averages the client segments, weighted by shard size, and sends the mean back. ``v1`` also
+  keeps one server segment per client, averaged at the end of the round by the server; ``v2``
+  keeps one server segment that serves the clients in turn.
+
+Labels sit at the server in both (it sees each client's batch labels, as in vanilla).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+from torch import nn
+
+from nopeek.errors import ConfigError
+from nopeek.models import split
+from nopeek.topology.graph import DATA_PREFIX, Node, Objective, Topology
+
+RELAYS = ("peer", "server")
+SPLITFED_VERSIONS = ("v1", "v2")
+
+
+def _check(clients: int, cuts: Sequence[str], what: str) -> None:
+    if clients < 1:
+        raise ConfigError(f"{what} needs --clients >= 1, got {clients}")
+    if len(cuts) != 1:
+        raise ConfigError(f"{what} takes one cut (the client segment ends there), got {cuts}")
+
+
+def many_clients(
+    model: nn.Sequential, cuts: Sequence[str], *, clients: int = 2, relay: str = "peer"
+) -> Topology:
+    """K clients take turns with one server, relaying the client segment's weights.
+
+    >>> from nopeek.models import build_model
+    >>> t = many_clients(build_model("mlp", input_shape=(4,), n_classes=2), ["fc1"], clients=3)
+    >>> t.parties, [n.module is not None for n in t.nodes]
+    (['client0', 'client1', 'client2', 'server'], [True, False, False, True])
+    """
+    _check(clients, cuts, "many-clients")
+    if relay not in RELAYS:
+        raise ConfigError(f"unknown --relay {relay!r}; choose one of: {', '.join(RELAYS)}")
+    head, tail = split(model, cuts)
+    names = [f"client{k}" for k in range(clients)]
+    template = copy.deepcopy(head)
+    nodes = [
+        Node(name, name, head if k == 0 else None, (f"{DATA_PREFIX}x",), cuts[0])
+        for k, name in enumerate(names)
+    ]
+    nodes.append(Node("server", "server", tail, tuple(names)))
+    return Topology(
+        "many-clients",
+        nodes,
+        [Objective("server", "y", "server")],
+        owners={"x": tuple(names), "y": "server"},
+        strategy="relay",
+        options={"clients": clients, "relay": relay},
+        factories={name: (lambda: copy.deepcopy(template)) for name in names},
+    )
+
+
+def splitfed(
+    model: nn.Sequential, cuts: Sequence[str], *, clients: int = 2, version: str = "v2"
+) -> Topology:
+    """K clients in parallel, client segments averaged each round by the fed server.
+
+    >>> from nopeek.models import build_model
+    >>> t = splitfed(build_model("mlp", input_shape=(4,), n_classes=2), ["fc1"], clients=2,
+    ...              version="v1")
+    >>> t.parties, [n.name for n in t.nodes]
+    (['client0', 'client1', 'server', 'fed'], ['client0', 'client1', 'server0', 'server1'])
+    """
+    _check(clients, cuts, "splitfed")
+    if version not in SPLITFED_VERSIONS:
+        raise ConfigError(
+            f"unknown --splitfed {version!r}; choose one of: {', '.join(SPLITFED_VERSIONS)}"
+        )
+    head, tail = split(model, cuts)
+    names = [f"client{k}" for k in range(clients)]
+    nodes = [
+        Node(name, name, head if k == 0 else copy.deepcopy(head), (f"{DATA_PREFIX}x",), cuts[0])
+        for k, name in enumerate(names)
+    ]
+    if version == "v2":
+        nodes.append(Node("server", "server", tail, tuple(names)))
+        objectives = [Objective("server", "y", "server")]
+    else:
+        for k, name in enumerate(names):
+            seg = tail if k == 0 else copy.deepcopy(tail)
+            nodes.append(Node(f"server{k}", "server", seg, (name,)))
+        objectives = [
+            Objective(f"server{k}", "y", "server", name=f"task{k}") for k in range(clients)
+        ]
+    return Topology(
+        "splitfed",
+        nodes,
+        objectives,
+        owners={"x": tuple(names), "y": "server"},
+        strategy="splitfed",
+        options={"clients": clients, "splitfed": version},
+        extra_parties=("fed",),
+    )

@@ -1,0 +1,140 @@
+"""Error messages: the right file kind, advice that works, no mid-word quotes, one stderr line."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nopeek._schema import brief
+from nopeek.cli.main import main
+
+TINY = ["--epochs", "1", "--max-train", "100", "--dcor-samples", "50", "--quiet"]
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("messages") / "run"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def _torch_reason(path) -> str:
+    """torch's own first message line for loading ``path`` (the independent reference)."""
+    with pytest.raises(Exception) as exc:  # noqa: B017 - whatever torch raises
+        torch.load(path, weights_only=True)
+    return str(exc.value).strip().splitlines()[0]
+
+
+def _quoted_cleanly(err: str, reason: str) -> None:
+    """The parenthesised reason in ``err`` is torch's ``reason``, or a prefix of it that ends at
+    a word or sentence boundary (marked ``...`` unless it ends a sentence)."""
+    quoted = re.search(r"\((.*)\); ", err).group(1)
+    text = quoted.removesuffix("...")
+    assert reason.startswith(text), (quoted, reason)
+    assert text == reason or reason[len(text)] in " .", (quoted, reason)
+
+
+def test_a_truncated_observations_file_is_not_called_a_checkpoint(run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    data = (copy / "observations.pt").read_bytes()
+    (copy / "observations.pt").write_bytes(data[: len(data) // 3])
+    assert main(["attack", "--run", str(copy), "--attack", "white-box", "--steps", "1"]) == 2
+    err = _one_line(capsys)
+    assert f"observations file {copy / 'observations.pt'} is corrupt, truncated" in err
+    assert "checkpoint" not in err and "nopeek train --overwrite" in err
+    _quoted_cleanly(err, _torch_reason(copy / "observations.pt"))
+
+
+def test_a_truncated_checkpoint_quotes_torch_at_a_word_boundary(run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    data = (copy / "checkpoint.pt").read_bytes()
+    (copy / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    assert main(["train", "--resume", "--out", str(copy)]) == 2
+    err = _one_line(capsys)
+    assert f"checkpoint {copy / 'checkpoint.pt'} is corrupt" in err
+    _quoted_cleanly(err, _torch_reason(copy / "checkpoint.pt"))
+
+
+@pytest.mark.parametrize(
+    "text, limit, expected",
+    [
+        ("short", 10, "short"),
+        ("", 10, "RuntimeError"),
+        ("first line\nsecond line", 20, "first line"),
+        ("one two three four", 12, "one two..."),
+        ("A sentence. And more text after it", 20, "A sentence"),
+        ("averyveryverylongword and more", 12, "RuntimeError"),
+    ],
+)
+def test_brief_cuts_at_word_boundaries(text, limit, expected):
+    got = brief(RuntimeError(text), limit)
+    assert got == expected and len(got) <= max(limit, len("RuntimeError"))
+
+
+def test_the_advice_for_a_corrupt_sweep_run_works(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", *TINY, "--attack", "none", "--out", str(out)]
+    assert main(argv) == 0
+    (run_dir,) = (out / "runs").iterdir()
+    (run_dir / "metrics.json").write_text(json.dumps({"test_accuracy": "high"}))
+    capsys.readouterr()
+    assert main(argv) == 2  # rerunning alone reuses the corrupt file ...
+    err = _one_line(capsys)
+    assert f"delete {run_dir} and rerun the sweep" in err and "'test_accuracy'" in err
+    shutil.rmtree(run_dir)  # ... following the advice redoes that run
+    assert main(argv) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == 1 and isinstance(rows[0]["test_accuracy"], float)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "nopeek.cli.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
+
+
+def test_a_dependency_warning_does_not_add_stderr_lines(tmp_path):
+    argv = ["train", *TINY, "--defense", "dp-sgd:epsilon=1e-6", "--out", str(tmp_path / "r")]
+    quiet = _cli(*argv)
+    assert quiet.returncode == 2
+    assert quiet.stderr.count("\n") == 1 and quiet.stderr.startswith("error: dp-sgd epsilon")
+    loud = _cli("--verbose", *argv)  # opacus warns here; --verbose shows it through logging
+    assert loud.returncode == 2 and "py.warnings" in loud.stderr and "UserWarning" in loud.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_main_leaves_the_warning_machinery_as_it_found_it(tmp_path, capsys):
+    import logging
+    import warnings
+
+    before = warnings.showwarning, logging.getLogger("py.warnings").level
+    assert main(["train", *TINY, "--seed", "-1", "--out", str(tmp_path / "r")]) == 2
+    _one_line(capsys)
+    assert (warnings.showwarning, logging.getLogger("py.warnings").level) == before
+
+
+def test_importing_the_packages_installs_no_global_warning_filter():
+    code = (
+        "import warnings\n"
+        "import dcor, matplotlib.pyplot, numpy, opacus, scipy, sklearn, torch, torchmetrics\n"
+        "before = list(warnings.filters)  # what the dependencies install is theirs\n"
+        "import nopeek, nopeek.defenses, nopeek.attacks, nopeek.eval, nopeek.cli.main\n"
+        "print(len([f for f in warnings.filters if f not in before and f[0] == 'ignore']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
