@@ -56,11 +56,6 @@ class Target:
     def receiver(self) -> str:  # receives the activations, sends the gradients back
         return self.edge.receiver
 
-    @property
-    def default(self) -> bool:
-        """Whether this is the edge attacked when no ``--cut``/``--party`` is given."""
-        return self.edge == self.topology.edges()[0]
-
 
 def _pick(topology: Topology, run_dir: Path, cut: str | None, party: str | None, label: bool):
     edges = list({(e.src, e.receiver): e for e in topology.edges()}.values())
@@ -130,6 +125,9 @@ def load_weights(target: Target) -> None:
         for party in topo.parties:
             nodes = [n.name for n in topo.nodes_of(party)]
             held = state.get("held", {}).get(party, [n for n in nodes if target.segments[n]])
+            for node in nodes:
+                if node not in held:
+                    target.segments[node] = None
             for node, sd in zip(held, state["parties"][party], strict=True):
                 if target.segments[node] is None:
                     target.segments[node] = topo.factories[node]()

@@ -61,6 +61,8 @@ class AttackResult:
     cut: str
     run: str
     seed: int
+    party: str = ""  # whose activations crossed the attacked cut
+    receiver: str = ""  # who received them (the attacker, or the gradient sender)
     n_samples: int = 0
     steps: int | None = None
     aux_size: int | None = None
@@ -78,10 +80,12 @@ class AttackResult:
     accuracy: float | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     output: Reconstruction | LabelScores | None = field(default=None, repr=False)
+    path: Path | None = field(default=None, repr=False)  # the JSON written, if any
 
     def to_json(self) -> dict[str, Any]:
         """Flat JSON: the shared keys plus this kind's metric keys (``None`` -> null)."""
-        shared = ("attack", "kind", "threat_model", "n_samples", "cut", "run", "seed", "steps")
+        shared = ("attack", "kind", "threat_model", "n_samples", "cut", "party", "receiver")
+        shared += ("run", "seed", "steps")
         out = {k: getattr(self, k) for k in shared}
         if self.aux_size is not None:
             out["aux_size"] = self.aux_size
@@ -213,22 +217,34 @@ def _grant(run: Target, obs: Observations, attack: Attack, seed: int, aux: int |
     return inputs
 
 
-def _ends(run: Target, direction: str) -> dict[str, str]:
-    """Who sent a message in ``direction`` on the attacked edge, and who received it."""
-    if direction == "forward":
-        return {"sender": run.sender, "receiver": run.receiver}
-    return {"sender": run.receiver, "receiver": run.sender}
+def _ends(obs: Observations, run: Target, direction: str, phase: str) -> dict[str, str]:
+    """Who sent a message in ``direction`` on the attacked edge, and who received it.
+
+    Many clients (relay, SplitFed) share one client segment after training, so the inference
+    messages are recorded once, through one client's path: every client's inference traffic is
+    that segment's, and the attacker of any client observes it.
+    """
+    sender, receiver = (run.sender, run.receiver)
+    if direction != "forward":
+        sender, receiver = receiver, sender
+    if phase == "inference" and run.topology.strategy != "single":
+        found = obs.senders(cut=run.cut, direction=direction, phase=phase)
+        if sender not in found and len(found) == 1:
+            sender = found[0]
+    return {"sender": sender, "receiver": receiver}
 
 
 def _observed(obs: Observations, run: Target, direction: str, phase: str) -> Observations:
     """``obs`` restricted to the attacked edge's messages in ``direction``."""
-    ends = _ends(run, direction)
+    ends = _ends(obs, run, direction, phase)
     keys = obs.keys(cut=run.cut, direction=direction, phase=phase, **ends)
     return Observations({k: obs.groups[k] for k in keys})
 
 
 def _get(obs: Observations, run: Target, direction: str, phase: str):
-    return obs.get(cut=run.cut, direction=direction, phase=phase, **_ends(run, direction))
+    return obs.get(
+        cut=run.cut, direction=direction, phase=phase, **_ends(obs, run, direction, phase)
+    )
 
 
 def run_attack(
@@ -253,8 +269,9 @@ def run_attack(
     ``aux_size`` draws a stratified, seeded subset of the aux split (default: all of it).
     ``options`` go to the attack (e.g. ``{"tv": 0.01}``); a key the attack does not declare
     (``option_keys``) is refused. ``seed`` is in 0..2**31 - 1. With ``write``, the JSON (and
-    PNG) land in ``run_dir/attacks/<name>.json``, or ``<name>@<cut>.json`` for a non-default
-    cut. Every check runs before anything is loaded or written.
+    PNG) land in ``run_dir/attacks/<name>.json``, with ``@<cut>`` for a non-default cut and
+    ``@<party>`` when ``party`` is given (``white-box@client1.json``). Every check runs before
+    anything is loaded or written.
     """
     counts = {"steps": steps, "aux-size": aux_size, "n-samples": n_samples}
     for key, value in counts.items():
@@ -272,6 +289,8 @@ def run_attack(
         kind=attack.kind,
         threat_model=attack.threat_model.describe(),
         cut=run.cut,
+        party=run.sender,
+        receiver=run.receiver,
         run=str(run_dir),
         seed=seed,
         steps=steps if steps is not None else getattr(attack, "default_steps", None),
@@ -281,10 +300,10 @@ def run_attack(
         **score(output, run.dataset),
     )
     if write:
-        stem = name if run.default else f"{name}@{run.cut}"
-        if not run.default and party is not None:
-            stem += f"@{party}"
+        stem = name if run.cut == run.topology.edges()[0].cut else f"{name}@{run.cut}"
+        stem += f"@{party}" if party is not None else ""
         write_result(run_dir / "attacks" / stem, result, run.dataset)
+        result.path = run_dir / "attacks" / f"{stem}.json"
     return result
 
 

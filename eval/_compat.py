@@ -86,3 +86,22 @@ def check_defenses(
     from nopeek.defenses import parse_defenses
 
     parse_defenses(list(specs), n_classes=n_classes, alpha=alpha, delta=delta)
+
+
+MULTI_CLIENT = ("vertical", "many-clients", "splitfed")
+
+
+def attack_targets(config: TrainConfig, name: str) -> list[tuple[str, str | None]]:
+    """``(result stem, party)`` for each edge a sweep attacks with ``name`` on a run of
+    ``config``: one per client in a topology with several clients (``white-box@client1``), so
+    the report shows leakage per client; otherwise the default edge (``white-box``, ``None``).
+
+    >>> attack_targets(TrainConfig(topology="vertical", clients=2), "white-box")
+    [('white-box@client0', 'client0'), ('white-box@client1', 'client1')]
+    """
+    if config.topology not in MULTI_CLIENT:
+        return [(name, None)]
+    clients = [f"client{k}" for k in range(config.clients)]
+    if attack_kind(name) == "label":
+        clients = [c for c in clients if c != config.label_party]
+    return [(f"{name}@{c}", c) for c in clients]

@@ -31,6 +31,7 @@ from nopeek import _schema as S
 from nopeek._io import atomic_write_bytes, atomic_write_json
 from nopeek.config import TrainConfig
 from nopeek.errors import ConfigError
+from nopeek.eval._compat import attack_targets
 
 if TYPE_CHECKING:
     from nopeek.eval.sweep import SweepSpec
@@ -113,10 +114,11 @@ def collect_rows(out: str | Path, spec: SweepSpec) -> list[dict[str, Any]]:
         base |= {k: config.get(k) for k in CONFIG_COLUMNS}
         base["defenses"] = "+".join(config.get("defenses") or [])
         attacks = {}
-        for a in spec.attack_names:
-            where = path / "attacks" / f"{a}.json"
-            attacks[a] = _read(where, fix)
-            _numbers(attacks[a], ATTACK_FIELDS, where=str(where), fix=fix)
+        saved = TrainConfig.from_dict(config)
+        for stem in (s for a in spec.attack_names for s, _ in attack_targets(saved, a)):
+            where = path / "attacks" / f"{stem}.json"
+            attacks[stem] = _read(where, fix)
+            _numbers(attacks[stem], ATTACK_FIELDS, where=str(where), fix=fix)
         where = path / "metrics.json"
         metrics = _read(where, fix)
         S.take(metrics, "test_accuracy", S.is_number, "a number", where=str(where), fix=fix)

@@ -122,11 +122,15 @@ def load_spec(out: str | Path) -> SweepSpec:
     return SweepSpec.from_json(data, where=str(path))
 
 
-def is_finished(path: Path, attacks: Sequence[str]) -> bool:
-    """Trained (metrics.json) and every attack in ``attacks`` done (attacks/<name>.json)."""
+def is_finished(path: Path, attacks: Sequence[str], config: TrainConfig) -> bool:
+    """Trained (metrics.json) and every attack in ``attacks`` done on every edge it targets
+    (``attacks/<stem>.json``, see :func:`~nopeek.eval._compat.attack_targets`)."""
+    from nopeek.eval._compat import attack_targets
+
     done = (path / "metrics.json").is_file()
     names = [parse_attack(a)[0] for a in attacks]
-    return done and all((path / "attacks" / f"{a}.json").is_file() for a in names)
+    stems = [stem for a in names for stem, _ in attack_targets(config, a)]
+    return done and all((path / "attacks" / f"{s}.json").is_file() for s in stems)
 
 
 def validate(spec: SweepSpec) -> None:
@@ -217,7 +221,11 @@ def _run_all(sweeps: list[tuple[SweepSpec, Path]], jobs: int, quiet: bool) -> li
     for spec, out in sweeps:
         atomic_write_json(out / "sweep.json", spec.to_json())
         tasks += [_task(spec, out, s, seed) for s, seed in spec.runs()]
-    todo = [t for t in tasks if not is_finished(Path(t["run_dir"]), t["attacks"])]
+    todo = [
+        t
+        for t in tasks
+        if not is_finished(Path(t["run_dir"]), t["attacks"], TrainConfig.from_dict(t["config"]))
+    ]
     log.info("%d runs, %d to do", len(tasks), len(todo))
     bar = tqdm(
         total=len(tasks),
@@ -285,7 +293,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         config = TrainConfig.from_dict(task["config"])
         path = Path(task["run_dir"])
         trained = _ensure_trained(config, path)
-        attacked = _ensure_attacked(path, task["attacks"], task["attack_options"], config.seed)
+        attacked = _ensure_attacked(path, task["attacks"], task["attack_options"], config)
     finally:
         torch.set_num_threads(before)
     return {"run_dir": str(path), "trained": trained, "attacked": attacked}
@@ -323,15 +331,20 @@ def _ensure_trained(config: TrainConfig, path: Path) -> bool:
     return True
 
 
-def _ensure_attacked(path: Path, attacks: list[str], options: dict, seed: int) -> list[str]:
+def _ensure_attacked(
+    path: Path, attacks: list[str], options: dict, config: TrainConfig
+) -> list[str]:
     from nopeek.attacks import run_attack
+    from nopeek.eval._compat import attack_targets
 
     done = []
     for spec in attacks:
         name, extra = parse_attack(spec)
-        if (path / "attacks" / f"{name}.json").is_file():
-            continue
         kw = dict(options) | {k: extra.pop(k) for k in ATTACK_OPTIONS if k in extra}
-        run_attack(path, name, seed=seed, options=extra or None, write=True, **kw)
-        done.append(name)
+        for stem, party in attack_targets(config, name):
+            if (path / "attacks" / f"{stem}.json").is_file():
+                continue
+            opts = dict(extra) or None
+            run_attack(path, name, seed=config.seed, party=party, options=opts, write=True, **kw)
+            done.append(stem)
     return done

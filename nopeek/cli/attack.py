@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     )
     m = result.to_json()
     print(
-        f"{m['attack']} at cut {m['cut']} on {m['n_samples']} samples: {_summary(m)}"
-        f"  -> {args.run}/attacks/{m['attack']}.json"
+        f"{m['attack']} at cut {m['cut']} ({m['party']} -> {m['receiver']}) on "
+        f"{m['n_samples']} samples: {_summary(m)}  -> {result.path}"
     )
     return 0
