@@ -90,6 +90,7 @@ class FSHAServer(CutHook):
 
     name = "fsha"
     acts_at = "server"
+    one_sender = True  # hijacks the one client's cut it sees
 
     def __init__(
         self,

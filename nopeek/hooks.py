@@ -117,6 +117,15 @@ def bind_hooks(hooks: list[CutHook], topology: Any) -> dict[str, list[CutHook]]:
                 "dp-sgd cannot follow the client segment through a many-clients relay (each "
                 "turn starts a fresh optimizer); use --topology splitfed or cut-noise instead"
             )
+        senders = {e.sender for e in topology.edges() if e.sender in topology.data_parties}
+        if getattr(hook, "one_sender", False) and len(senders) > 1:
+            from nopeek.errors import ConfigError
+
+            raise ConfigError(
+                f"{hook.name} attacks one client's cut, but {topology.name} has "
+                f"{len(senders)} clients sending; use a two-party topology (vanilla, u-shaped, "
+                "multi-hop)"
+            )
         parties = _hook_parties(hook, topology)
         shared = getattr(hook, "acts_at", None) is None
         for i, party in enumerate(parties):

@@ -126,6 +126,9 @@ class Strategy:
 class SingleGroup(Strategy):
     """Every node on every batch of the whole training split."""
 
+    def _shards(self, non_iid):
+        return {"all": self.train}
+
     def epoch(self, runtime, batch_size, epoch):
         nodes = [n.name for n in self.topology.nodes]
         for i, batch in enumerate(batches(self.train, batch_size, seed=self.seed, epoch=epoch)):

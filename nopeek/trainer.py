@@ -40,7 +40,7 @@ from nopeek.models import MODELS, build_model
 from nopeek.observe import Observations, capture_policy
 from nopeek.plugins import build_hooks
 from nopeek.regularizers import nopeek_penalty
-from nopeek.rundir import RunDir
+from nopeek.rundir import MARKER, RunDir
 from nopeek.runtime import InProcessRuntime
 from nopeek.seeding import derive_seed
 from nopeek.shapes import check_shapes
@@ -96,6 +96,11 @@ def _prepare_out(out: Path | None, *, resume: bool, overwrite: bool) -> RunDir |
     run_dir = RunDir(out, "run")
     run_dir.plan(resume=resume, overwrite=overwrite)
     if resume and not (out / _checkpoint.FILENAME).exists():
+        if out.is_dir() and any(p.name != MARKER for p in out.iterdir()):  # killed in epoch 1
+            raise CheckpointError(
+                f"no checkpoint in {out} to resume (the run stopped in its first epoch); "
+                "train without --resume, with --overwrite to replace the partial run"
+            )
         raise CheckpointError(f"no checkpoint in {out} to resume; train without --resume first")
     return run_dir
 
@@ -286,6 +291,7 @@ class _Runner:
     def _epoch(self, epoch: int, bar) -> float:
         self.runtime.train_mode(True)
         total, count = 0.0, 0
+        self.wire.at(phase="train", epoch=epoch, step=0)  # hand-offs before the first step
         for step in self.strategy.epoch(self.runtime, self.config.batch_size, epoch):
             self.wire.at(phase="train", epoch=epoch, step=step.index)
             batch = {k: v.to(self.device) for k, v in step.batch.items()}

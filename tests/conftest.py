@@ -1,5 +1,13 @@
 """Shared test set-up: one thread (tiny models; avoids OpenMP spin under load), small runs."""
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,3 +46,65 @@ class _Interrupt(CutHook):
 def interrupt():
     """The crash-simulating hook class, for resume tests."""
     return _Interrupt
+
+
+#: Seconds one child process may run (a hang fails the test instead of hanging CI).
+CHILD_TIMEOUT = 240
+
+
+def _wait_for_files(proc, root: Path, pattern: str, count: int, deadline: float) -> None:
+    """Poll until ``count`` new files matching ``root.glob(pattern)`` have appeared (a file that
+    is replaced atomically is a new inode: it counts again), or ``proc`` has ended."""
+    seen: dict[Path, int] = {}
+    events = 0
+    while events < count and proc.poll() is None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{proc.args} made no {count} files {root}/{pattern} in time")
+        for path in root.glob(pattern):
+            try:
+                inode = path.stat().st_ino
+            except FileNotFoundError:  # replaced or removed meanwhile
+                continue
+            if seen.get(path) != inode:
+                seen[path] = inode
+                events += 1
+        time.sleep(0.002)
+
+
+def _kill_child(argv, *, root, pattern: str, count: int, delay: float = 0.0):
+    """Run ``python -m nopeek.cli.main *argv`` in a child process and SIGKILL it ``delay``
+    seconds after the ``count``-th new file matching ``root.glob(pattern)`` appeared.
+
+    Returns ``(exit status, stderr)``: ``-SIGKILL`` if the kill came first, else the status
+    it ended with by itself. One thread per child (``OMP_NUM_THREADS=1``), as in the tests.
+    """
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nopeek.cli.main", *map(str, argv)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            _wait_for_files(proc, Path(root), pattern, count, deadline)
+            if proc.poll() is None:
+                time.sleep(delay)
+                proc.send_signal(signal.SIGKILL)
+            status = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err.seek(0)
+        return status, err.read()
+
+
+@pytest.fixture(scope="session")
+def kill_child():
+    """``kill_child(argv, root=, pattern=, count=, delay=)``: a real ``nopeek`` process killed
+    with SIGKILL right after it wrote its ``count``-th file ``root/pattern`` (plus ``delay``
+    seconds); returns ``(exit status, stderr)``."""
+    return _kill_child

@@ -31,7 +31,9 @@ def add_parser(sub) -> None:
         dest="n_samples",
         help="victims to attack, smallest ids first (default: per attack)",
     )
-    p.add_argument("--seed", type=int, default=0, help="the attack's seed (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="the attack's seed, 0 to 2**31 - 1 (default 0)"
+    )
     p.add_argument("--cut", help="cut to attack (default: the data party's first cut)")
     p.add_argument(
         "--party",

@@ -43,7 +43,11 @@ def add_base_args(p: argparse.ArgumentParser) -> None:
     """Options shared with ``nopeek tune``: the training config and the attack options."""
     for key, (kind, text) in _BASE.items():
         p.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, default=S, help=text)
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, one run each (default 0)")
+    p.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated seeds (each 0 to 2**31 - 1), one run each (default 0)",
+    )
     for key, text in _ATTACK_OPTS.items():
         p.add_argument("--" + key.replace("_", "-"), dest=key, type=int, default=None, help=text)
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")

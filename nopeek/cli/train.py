@@ -42,7 +42,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--lr", type=float, help=f"Adam learning rate for every party (default {d.lr})")
     p.add_argument(
-        "--seed", type=int, help=f"seed for splits, weights and shuffling (default {d.seed})"
+        "--seed",
+        type=int,
+        help=f"seed for splits, weights and shuffling, 0 to 2**31 - 1 (default {d.seed})",
     )
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], help="default auto (CUDA if available)"

@@ -72,6 +72,8 @@ class InProcessRuntime:
             for p in topology.parties
         }
         self.tick = 0  # message step counter: every party derives the same one from the schedule
+        self._all = tuple(n.name for n in topology.nodes)
+        self._plans: dict[tuple[str, ...], frozenset[str]] = {}
 
     @property
     def hooks(self) -> list[CutHook]:
@@ -98,10 +100,13 @@ class InProcessRuntime:
         ``batch``: x (N, ...), y (N,), ids (N,). Optimizer steps are the caller's; gradients
         accumulate in the segments' parameters.
         """
-        plan = list(nodes) if nodes is not None else [n.name for n in self.topology.nodes]
-        active = set(plan)
-        for name, view in self.views(batch).items():
-            self.parties[name].view = view
+        plan = tuple(nodes) if nodes is not None else self._all
+        active = self._plans.get(plan)
+        if active is None:
+            active = self._plans.setdefault(plan, frozenset(plan))
+        taking_part = {self.topology.node(n).party for n in plan}
+        for name, view in self.views(batch).items():  # a party sitting this step out gets none
+            self.parties[name].view = view if name in taking_part else {}
         step, self.tick = self.tick, self.tick + 1
         for name in plan:
             self._party_of(name).forward(name, step=step, train=train, active=active)

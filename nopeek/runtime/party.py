@@ -59,8 +59,8 @@ class Party:
         self.penalties = {k: v for k, v in (penalties or {}).items()}
         self.lr = lr
         self.criterion = nn.CrossEntropyLoss()
-        # What this party knows of the topology: its own nodes and the edges touching them.
-        self._topo = topology
+        # What this party knows of the others: the graph (who reads what), never their segments.
+        self._topo = topology.skeleton()
         self.nodes: dict[str, Node] = {n.name: n for n in topology.nodes_of(name)}
         self.segments: dict[str, nn.Module | None] = {n: v.module for n, v in self.nodes.items()}
         self.factories = {n: topology.factories[n] for n in self.nodes if n in topology.factories}
@@ -69,6 +69,8 @@ class Party:
         self.reset_optimizer()
         self.view: dict[str, Tensor] = {}
         self.flops: float | None = None  # set to 0.0 to count this party's FLOPs
+        self._shells: dict[str, tuple[nn.Module, torch.device]] = {}
+        self._routes: dict[tuple, Any] = {}  # who reads what, per step plan (fixed per topology)
         self._clear()
 
     # --- state --------------------------------------------------------------------------------
@@ -111,8 +113,9 @@ class Party:
         return losses
 
     # --- the step protocol --------------------------------------------------------------------
-    def forward(self, node_name: str, *, step: int, train: bool, active: set[str]) -> None:
+    def forward(self, node_name: str, *, step: int, train: bool, active: frozenset[str]) -> None:
         """Run own node ``node_name`` of step ``step``; ``active`` are the step's nodes."""
+        active = active if isinstance(active, frozenset) else frozenset(active)
         node = self.nodes[node_name]
         module = self.segments[node_name]
         if module is None:
@@ -134,8 +137,9 @@ class Party:
             if train:
                 self.sent[(step, node_name)] = z
 
-    def backward(self, node_name: str, *, step: int, active: set[str]) -> None:
+    def backward(self, node_name: str, *, step: int, active: frozenset[str]) -> None:
         """Backpropagate own node ``node_name``: its losses and the gradients of what it sent."""
+        active = active if isinstance(active, frozenset) else frozenset(active)
         node = self.nodes[node_name]
         roots = [(t, None) for n, t in self.terms.values() if n == node_name]
         roots += self.roots.pop(node_name, [])
@@ -170,7 +174,7 @@ class Party:
             yield
         self.flops += float(counter.get_total_flops())
 
-    def _uses(self, src: str, active: set[str]) -> bool:
+    def _uses(self, src: str, active: frozenset[str]) -> bool:
         return src.startswith(DATA_PREFIX) or src in active
 
     def _input(self, src: str, step: int, train: bool) -> Tensor:
@@ -205,8 +209,14 @@ class Party:
                 self.penalties[node_name](self.view, out),
             )
 
-    def _receivers(self, node_name: str, active: set[str]) -> list[str]:
+    def _receivers(self, node_name: str, active: frozenset[str]) -> list[str]:
         """Other parties reading this node's output in this step, in order of first read."""
+        key = (node_name, active)
+        if key not in self._routes:
+            self._routes[key] = self._find_receivers(node_name, active)
+        return self._routes[key]
+
+    def _find_receivers(self, node_name: str, active: frozenset[str]) -> list[str]:
         readers = [
             n.party
             for n in self._topo.nodes
@@ -214,9 +224,15 @@ class Party:
         ]
         return list(dict.fromkeys(readers))
 
-    def _is_last_reader(self, src: str, node_name: str, active: set[str]) -> bool:
+    def _is_last_reader(self, src: str, node_name: str, active: frozenset[str]) -> bool:
         """Whether ``node_name`` is the last of this party's readers of ``src`` to run backward
         (the first in forward order), so the leaf's gradient is complete."""
+        key = (src, node_name, active)
+        if key not in self._routes:
+            self._routes[key] = self._find_last_reader(src, node_name, active)
+        return self._routes[key]
+
+    def _find_last_reader(self, src: str, node_name: str, active: frozenset[str]) -> bool:
         readers = [n.name for n in self._topo.nodes if src in n.inputs and n.name in active]
         mine = [r for r in readers if r in self.nodes]
         return mine[0] == node_name
@@ -246,8 +262,7 @@ class Party:
         cut = self._topo.cut_of(node_name)
         self.channel.post(Message(WEIGHTS, cut, self.name, receiver, step, flat))
         if release:
-            self.segments[node_name] = None
-            self.reset_optimizer()
+            self._release(node_name)
 
     def receive_weights(self, cut: str, sender: str, *, step: int) -> Tensor:
         """The flat state (P,) of a segment ending at ``cut``, sent by ``sender``."""
@@ -258,10 +273,25 @@ class Party:
         """Send a flat state this party holds (relayed or averaged) on to ``receiver``."""
         self.channel.post(Message(WEIGHTS, cut, self.name, receiver, step, flat.detach().clone()))
 
+    def _release(self, node_name: str) -> None:
+        """Give up the segment. One this party built itself has its tensors freed (moved to the
+        meta device) and its empty shell kept, so the next hand-off allocates instead of
+        rebuilding; the topology's own module (the initial weights) is only let go of."""
+        module = self.segments[node_name]
+        if module is not self.nodes[node_name].module:
+            device = next((t.device for t in module.state_dict().values()), torch.device("cpu"))
+            self._shells[node_name] = (module.to("meta"), device)
+        self.segments[node_name] = None
+        self.reset_optimizer()
+
     def load_weights(self, node_name: str, flat: Tensor, *, fresh_optimizer: bool) -> None:
         """Put a flat state into the segment of ``node_name`` (building it if not held)."""
         if self.segments[node_name] is None:
-            self.segments[node_name] = self.factories[node_name]()
+            if node_name in self._shells:
+                shell, device = self._shells.pop(node_name)
+                self.segments[node_name] = shell.to_empty(device=device)
+            else:
+                self.segments[node_name] = self.factories[node_name]()
         load_flat_state(self.segments[node_name], flat)
         if fresh_optimizer:
             self.reset_optimizer()

@@ -14,7 +14,7 @@ each party only the keys it owns, so no party's code ever holds another's data.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import Tensor, nn
@@ -150,6 +150,22 @@ class Topology:
 
     def nodes_of(self, party: str) -> list[Node]:
         return [n for n in self.nodes if n.party == party]
+
+    def skeleton(self) -> Topology:
+        """The same graph without any segment: what a party may know of the other parties
+        (who reads what, which cut, which labels), never their weights."""
+        nodes = [replace(n, module=None) for n in self.nodes]
+        return Topology(
+            self.name,
+            nodes,
+            list(self.objectives),
+            dict(self.owners),
+            dict(self.derived),
+            self.strategy,
+            dict(self.options),
+            {},
+            self.extra_parties,
+        )
 
     def views(self, batch: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
         """Split a batch into what each party holds (the server never gets ``x``).

@@ -69,6 +69,21 @@ class Fusion(nn.Module):
         return self.top(self.adapter(z))
 
 
+def _probe(bottom: nn.Module, shape: tuple[int, ...], client: str, cut: str) -> tuple[int, ...]:
+    """The cut shape of a client's bottom on its slice (one line if it cannot run on it)."""
+    try:
+        with torch.no_grad():
+            out = bottom.eval()(torch.zeros(2, *shape))
+    except RuntimeError:
+        out = None
+    if out is None or out.numel() == 0:
+        raise CutShapeError(
+            f"{client}'s bottom up to cut {cut!r} cannot run on its feature slice "
+            f"{_fmt(shape)}; use fewer --clients or an earlier cut"
+        )
+    return tuple(out.shape[1:])
+
+
 def _fmt(shape: tuple[int, ...]) -> str:
     return f"(N, {', '.join(map(str, shape))})"
 
@@ -143,8 +158,7 @@ def vertical(
     for k, (lo, hi) in enumerate(bounds):
         shape = (*input_shape[:-1], hi - lo)
         bottom = split(build_bottom(shape, k), cuts)[0]
-        with torch.no_grad():
-            shapes.append(tuple(bottom.eval()(torch.zeros(2, *shape)).shape[1:]))
+        shapes.append(_probe(bottom, shape, names[k], cuts[0]))
         bottom.train()
         derived[f"x{k}"] = ("x", _slicer(lo, hi))
         owners[f"x{k}"] = names[k]

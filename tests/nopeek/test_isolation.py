@@ -170,12 +170,6 @@ def test_vertical_views_hold_only_own_columns(label_party):
 
 
 # --- many clients: a client's view holds only its own shard -----------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug: InProcessRuntime.step hands every holder of a sharded key the current "
-    "batch (Topology.views gives x to all of owners['x']), so during client0's turn client1 and "
-    "client2 hold client0's samples in Party.view",
-)
 def test_many_clients_view_holds_only_the_own_shard():
     result = _run("many-clients-peer")
     runtime = InProcessRuntime(result.topology)
@@ -210,12 +204,6 @@ def _reachable_modules(root, *, skip: tuple[str, ...]) -> list:
     return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug: Party keeps the whole Topology (Party._topo), whose nodes hold every "
-    "other party's live segment, so a party's code can reach the server's weights without a "
-    "message",
-)
 @pytest.mark.parametrize("name", ["vanilla", "vertical"])
 def test_a_party_reaches_no_other_partys_segment(name):
     topo = _run(name).topology

@@ -276,14 +276,6 @@ def _train_bytes(records, party, *, key):
     )
 
 
-RELAY_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="runtime bug: the relay opening epoch >= 1 is logged as phase 'eval' of the previous "
-    "epoch (Relay.epoch runs it before _Runner._epoch sets wire.at(phase='train')), so "
-    "bytes_sent_/weight_bytes_ miss it",
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -292,7 +284,7 @@ RELAY_BUG = pytest.mark.xfail(
         "multi-hop",
         "vertical",
         "multi-task",
-        pytest.param("many-clients", marks=RELAY_BUG),
+        "many-clients",
         "splitfed",
     ],
 )
@@ -376,13 +368,6 @@ def test_bad_input_is_one_line_and_exit_2(args, parts, tmp_path, capsys):
     assert not out.exists()  # validated before the run directory is made
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="runtime bug: vertical builds each client's bottom with the whole model's layer sizes "
-    "(digits-cnn's fc1 is Linear(512, 64) whatever the strip width; a 1-column strip pools to "
-    "width 0), and vertical.py probes it unguarded, so torch's RuntimeError escapes as a traceback",
-)
 @pytest.mark.parametrize(
     "args", ["--cut fc1", "--clients 8"], ids=["strip-through-fc1", "1-column-strips"]
 )
