@@ -30,6 +30,7 @@ lint format:
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_dcor.py
 	$(BIN)/python benchmarks/bench_report.py
+	$(BIN)/python benchmarks/bench_parties.py
 
 clean:
 	rm -rf $(VENV) runs reports sweeps .pytest_cache .ruff_cache *.egg-info
