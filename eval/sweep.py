@@ -309,7 +309,13 @@ def _ensure_trained(config: TrainConfig, path: Path) -> bool:
     expected = json.loads(json.dumps(config.resolved().to_dict()))
     saved_path = path / "config.json"
     if saved_path.is_file():
-        saved = json.loads(saved_path.read_text())
+        try:
+            saved = json.loads(saved_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(
+                f"cannot read {saved_path} ({type(exc).__name__}); delete {path} and rerun "
+                "the sweep to redo that run"
+            ) from None
         if saved != expected:
             diff = sorted(k for k in expected if saved.get(k) != expected[k])
             raise ConfigError(

@@ -71,6 +71,7 @@ def save(out: Path, runner: Any, epochs_done: int, *, captures: bool = True) -> 
         "epoch": epochs_done,
         "parties": {n: [m.state_dict() for m in p.modules] for n, p in runner.parties.items()},
         "held": {n: _held(p) for n, p in runner.parties.items()},
+        "flops_per_sample": {"|".join(k): v for k, v in runner.flops_per_sample.items()},
         "optimizers": {
             n: p.optimizer.state_dict() for n, p in runner.parties.items() if p.optimizer
         },
@@ -144,6 +145,8 @@ def restore(state: dict, runner: Any) -> int:
         ) from None
     runner.history = {k: list(v) for k, v in state["history"].items()}
     runner.train_seconds = float(state["train_seconds"])
+    saved_flops = state.get("flops_per_sample", {})
+    runner.flops_per_sample = {tuple(k.split("|")): dict(v) for k, v in saved_flops.items()}
     runner.wire.records[:] = [WireRecord(*r) for r in state["wire_records"]]
     runner.wire.captures[:] = [Capture(WireRecord(*r), t, i) for r, t, i in state["captures"]]
     return int(state["epoch"])

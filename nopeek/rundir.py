@@ -165,8 +165,12 @@ def check_out(path: str | Path, *, flag: str = "--out") -> None:
 
 
 def _is_empty(path: Path) -> bool:
-    """Missing, or a folder holding nothing but a marker."""
-    return not path.exists() or all(p.name == MARKER for p in path.iterdir())
+    """Missing, or a folder holding nothing but a marker (or the temporary of a marker write
+    that a kill interrupted: a folder nopeek had just made)."""
+    if not path.exists():
+        return True
+    marker_tmp = [p for p in path.iterdir() if TEMP_NAME.match(p.name) and MARKER in p.name]
+    return all(p.name == MARKER or p in marker_tmp for p in path.iterdir())
 
 
 # ---------------------------------------------------------------- cleaning up
@@ -354,6 +358,7 @@ class RunDir:
                     folder.mkdir()
                 except OSError as exc:
                     raise output_error(exc, folder) from None
+            clean_stale(self.path)  # an interrupted marker write of an earlier attempt
             write_marker(self.path, self.kind)
             yield self.path
         except Exception:  # an interrupt keeps the folder, to be continued

@@ -26,7 +26,7 @@ from nopeek._io import atomic_write_json
 from nopeek.channel import InProcessChannel, WireLog
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, Split, check_finite
-from nopeek.errors import CheckpointError, ConfigError, TrainingError
+from nopeek.errors import CheckpointError, ConfigError, DataError, TrainingError
 from nopeek.evaluation import (
     client_accuracies,
     evaluate,
@@ -180,7 +180,8 @@ def train(
     topology = build_topology(config, dataset, model)
     check_shapes(topology, dataset.train.x[:2], nodes=first_nodes(topology))
     state = _checkpoint.load(out, config) if resume else None
-    if state is not None and state["epoch"] >= config.epochs:
+    finished = out is not None and (out / "metrics.json").is_file()
+    if state is not None and state["epoch"] >= config.epochs and finished:
         raise ConfigError(
             f"run {out} already finished its {config.epochs} epochs; nothing to resume "
             "(train anew with --overwrite)"
@@ -298,20 +299,30 @@ class _Runner:
             parties = [self.parties[p] for p in step.parties]
             for party in parties:
                 party.zero_grad()
-            result = self._step(batch, step)
-            for party in parties:
-                party.step_optimizer()
+            try:
+                result = self._step(batch, step)
+                for party in parties:
+                    party.step_optimizer()
+            except DataError as exc:  # the inputs were checked: non-finite values are ours
+                raise self._diverged(epoch, step, "non-finite activations") from exc
+            except RuntimeError as exc:
+                if "overflow" not in str(exc):
+                    raise
+                raise self._diverged(epoch, step, "an optimizer step overflowed") from None
             loss = sum(result.losses.values())
             if not math.isfinite(loss):
-                raise TrainingError(
-                    f"training diverged at epoch {epoch + 1}, step {step.index + 1} (loss {loss}); "
-                    f"lower --lr (now {self.config.lr:g}) or weaken --alpha/--defense, then train "
-                    "again (nothing of this run was kept)"
-                )
+                raise self._diverged(epoch, step, f"loss {loss}")
             total += loss * len(batch["y"])
             count += len(batch["y"])
             bar.update(1)
         return total / count
+
+    def _diverged(self, epoch: int, step, what: str) -> TrainingError:
+        return TrainingError(
+            f"training diverged at epoch {epoch + 1}, step {step.index + 1} ({what}); lower --lr "
+            f"(now {self.config.lr:g}) or weaken --alpha/--defense, then train again (nothing of "
+            "this run was kept)"
+        )
 
     def _step(self, batch, step):
         """One training step; the first one of each plan also counts every party's FLOPs."""
@@ -352,10 +363,10 @@ class _Runner:
         }
         metrics |= hook_metrics(self.runtime)
         observations = Observations.from_captures(self.wire.captures)
-        if out is not None:
+        if out is not None:  # a kill before metrics.json resumes into this step again
             observations.save(out / "observations.pt")
-            _checkpoint.save(out, self, cfg.epochs, captures=False)
             atomic_write_json(out / "metrics.json", metrics)
+            _checkpoint.save(out, self, cfg.epochs, captures=False)
         result = TrainResult(cfg, metrics, self.topology, ds, observations, self.wire, out, model)
         for hook in self.hooks:
             hook.on_train_end(result)

@@ -71,7 +71,7 @@ def test_resume_skips_finished_runs_and_redoes_only_missing_work(sweep, tiny_spe
     lost_attack.unlink()
     lost_run = run_dir(out, Setting(1.0), 0)
     (lost_run / "metrics.json").unlink()
-    assert not is_finished(lost_run, ATTACKS)
+    assert not is_finished(lost_run, ATTACKS, tiny_spec().base)
     run_sweep(tiny_spec(), out, quiet=True)
     after = _mtimes(out)
     changed = {p for p in after if before.get(p) != after[p]}
