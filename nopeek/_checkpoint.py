@@ -7,6 +7,7 @@ with ``weights_only=True`` (plain tensors and containers only, no pickled code).
 
 from __future__ import annotations
 
+import os
 from dataclasses import MISSING, astuple, fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from nopeek.channel import Capture, WireRecord
 from nopeek.errors import CheckpointError
 
 FILENAME = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
 FORMAT = "nopeek-checkpoint-1"
 FIX = "train the run anew with --overwrite"
 
@@ -59,7 +61,9 @@ SCHEMA = {
 }
 
 
-def save(out: Path, runner: Any, epochs_done: int, *, captures: bool = True) -> None:
+def save(
+    out: Path, runner: Any, epochs_done: int, *, captures: bool = True, keep_previous: bool = False
+) -> None:
     """Write the runner's state after ``epochs_done`` epochs to ``out/checkpoint.pt``.
 
     ``captures=False`` (for a finished run, whose captures are in observations.pt) keeps the
@@ -83,6 +87,8 @@ def save(out: Path, runner: Any, epochs_done: int, *, captures: bool = True) -> 
         if captures
         else [],
     }
+    if keep_previous and (out / FILENAME).is_file():  # a distributed party: the previous epoch
+        os.replace(out / FILENAME, out / PREVIOUS)  # stays, for the parties' common checkpoint
     atomic_torch_save(state, out / FILENAME)
 
 
@@ -126,6 +132,23 @@ def _restore_segments(party: Any, held: list[str]) -> None:
         elif node not in held:
             party.segments[node] = None
     party.reset_optimizer()
+
+
+def load_epoch(out: Path, config: Any, epoch: int) -> dict:
+    """The checkpoint of ``epoch`` in ``out``: the last one, or the one before it (a distributed
+    party keeps both, so all parties can restart from their last common epoch)."""
+    state = load(out, config)
+    if state["epoch"] == epoch:
+        return state
+    prev = out / PREVIOUS
+    if prev.is_file():
+        old = read(prev)
+        if old["epoch"] == epoch:
+            return old
+    raise CheckpointError(
+        f"{out} has no checkpoint of epoch {epoch}, the last one every party has; train the "
+        "parties anew with --overwrite"
+    )
 
 
 def restore(state: dict, runner: Any) -> int:

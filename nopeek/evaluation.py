@@ -35,7 +35,8 @@ def predict_all(
     runtime.channel.log.at(phase=phase, step=0)
     plan = list(nodes) if nodes is not None else None
     active = set(plan) if plan is not None else {n.name for n in runtime.topology.nodes}
-    objectives = [o for o in runtime.topology.objectives if o.node in active]
+    local = {n.name for n in runtime.topology.nodes if n.party in runtime.parties}
+    objectives = [o for o in runtime.topology.objectives if o.node in active and o.node in local]
     chunks: dict[str, list[Tensor]] = {o.name: [] for o in objectives}
     for step, start in enumerate(range(0, len(split), batch_size)):
         runtime.channel.log.at(step=step)
@@ -49,9 +50,12 @@ def predict_all(
     return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
-def predict(runtime: InProcessRuntime, split: Split, batch_size: int, device, **kw) -> Tensor:
-    """Logits ``(N, classes)`` of the first objective's node for ``split``, in order."""
-    return next(iter(predict_all(runtime, split, batch_size, device, **kw).values()))
+def predict(
+    runtime: InProcessRuntime, split: Split, batch_size: int, device, **kw
+) -> Tensor | None:
+    """Logits ``(N, classes)`` of the first objective's node for ``split``, in order (None in a
+    process that does not run that node: a distributed party without the labels)."""
+    return next(iter(predict_all(runtime, split, batch_size, device, **kw).values()), None)
 
 
 def _labels(topology: Topology, key: str, y: Tensor) -> Tensor:
@@ -124,12 +128,15 @@ def measure_dcor(
     active = set(nodes) if nodes is not None else {n.name for n in topo.nodes}
     senders = [e for e in topo.edges() if e.sender in topo.data_parties and e.src in active]
     senders = list({(e.src, e.sender): e for e in senders}.values())
+    several = len(senders) > 1
     before = len(runtime.channel.log.captures)
     predict(runtime, sample, batch_size, device, phase="inference", nodes=nodes)
     caps = runtime.channel.log.captures[before:]
     views = topo.views({"x": sample.x, "y": sample.y})
     out: dict = {}
     for i, edge in enumerate(senders):
+        if edge.sender not in runtime.parties:  # another process measures its own cut
+            continue
         mine = [
             c
             for c in caps
@@ -143,7 +150,7 @@ def measure_dcor(
         d, u = float(distance_correlation(x, z)), float(u_distance_correlation_sqr(x, z))
         if i == 0:
             out |= {"dcor_test": d, "dcor_test_unbiased": u, "dcor_cut": edge.cut}
-        if len(senders) > 1:
+        if several:
             out |= {f"dcor_test_{edge.sender}": d, f"dcor_test_unbiased_{edge.sender}": u}
     out["dcor_sample_size"] = len(sample)
     return out
@@ -188,6 +195,8 @@ def client_accuracies(runtime, strategy, dataset: Dataset, batch_size: int, devi
     if runtime.topology.strategy == "single":
         return {}
     logits = predict(runtime, dataset.test, batch_size, device, nodes=strategy.eval_nodes())
+    if logits is None:
+        return {}
     y = dataset.test.y
     hit = (logits.argmax(1) == y).double()
     per_class = torch.stack(

@@ -150,7 +150,7 @@ class Relay(_Sharded):
 
     def epoch(self, runtime, batch_size, epoch):
         via = "server" if self.topology.options.get("relay") == "server" else None
-        holder = self._holder(runtime)
+        holder = self.clients[0] if epoch == 0 else self.clients[-1]  # who ended the last epoch
         for k, client in enumerate(self.clients):
             if holder != client:
                 runtime.relay(holder, client, via=via)
@@ -162,10 +162,6 @@ class Relay(_Sharded):
                 batches(shard, batch_size, seed=self.seed, epoch=epoch, client=k)
             ):
                 yield Step(nodes, batch, parties, i)
-
-    def _holder(self, runtime) -> str:
-        held = [c for c in self.clients if runtime.parties[c].segments[c] is not None]
-        return held[0]
 
     def eval_nodes(self):
         last = self.clients[-1]
@@ -194,7 +190,7 @@ class SplitFed(_Sharded):
             i += 1
         sizes = {c: float(n) for c, n in self.shard_sizes().items()}
         runtime.fedavg({c: c for c in self.clients}, "fed", sizes)
-        if self.topology.options.get("splitfed") == "v1":
+        if self.topology.options.get("splitfed") == "v1" and "server" in runtime.parties:
             average_local(runtime.parties["server"], self._server_copies(), sizes)
 
     def _server_copies(self) -> dict[str, str]:

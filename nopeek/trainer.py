@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -41,7 +42,8 @@ from nopeek.observe import Observations, capture_policy
 from nopeek.plugins import build_hooks
 from nopeek.regularizers import nopeek_penalty
 from nopeek.rundir import MARKER, RunDir
-from nopeek.runtime import InProcessRuntime
+from nopeek.runtime import InProcessRuntime, _gather
+from nopeek.runtime.launch import PartyLaunch, common_epoch, make_channel
 from nopeek.seeding import derive_seed
 from nopeek.shapes import check_shapes
 from nopeek.strategies import STRATEGIES, first_nodes
@@ -158,6 +160,7 @@ def train(
     hooks: Sequence[CutHook] = (),
     model: nn.Sequential | None = None,
     dataset: Dataset | None = None,
+    launch: PartyLaunch | None = None,
 ) -> TrainResult:
     """Train a split model as ``config`` says; write the run to ``out`` (if given).
 
@@ -165,7 +168,13 @@ def train(
     plugins (:func:`nopeek.plugins.build_hooks`); ``hooks`` adds custom ones after them (see
     :mod:`nopeek.hooks`). ``model`` and ``dataset`` override the registry lookups (for custom
     models in the Python API).
+
+    With ``launch`` (:class:`~nopeek.runtime.launch.PartyLaunch`) this process runs one party of
+    a distributed run: it writes ``out/<party>/`` (its config, checkpoint, observations; the
+    label party also ``metrics.json``), and gives the same numbers as the in-process run.
     """
+    if launch is not None:
+        return _train_party(config, out, launch, resume=resume, overwrite=overwrite, quiet=quiet)
     config.validate()
     config = config.resolved() if model is None else config
     hooks = [*build_hooks(config), *hooks]  # bad specs fail here, before anything is written
@@ -198,10 +207,62 @@ def train(
     return result
 
 
+def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: bool):
+    """One party of a distributed run (see :func:`train`)."""
+    config.validate()
+    config = config.resolved()
+    hooks = build_hooks(config)
+    device = pick_device(config.device)
+    dataset = config.load_data()
+    check_finite(dataset.train.x, what=f"{dataset.name} train inputs")
+    model, topology = build_run(config, dataset)
+    me = launch.party(topology)
+    out = Path(out) / me if out is not None else None
+    run_dir = _prepare_out(out, resume=resume, overwrite=overwrite)
+    state = _checkpoint.load(out, config) if resume else None
+    model.to(device)
+    make = make_channel(
+        topology, me, launch, x=dataset.train.x, max_batch=config.batch_size, device=device
+    )
+    launch.join(me, device)
+    runner = None
+    try:
+        if state is not None:
+            state = _checkpoint.load_epoch(out, config, common_epoch(state["epoch"]))
+        runner = _Runner(
+            config, dataset, topology, hooks, device, quiet=quiet, local=[me], make_channel=make
+        )
+        if run_dir is None:
+            return runner.run(None, state, model)
+        with run_dir.writing(resume=resume, overwrite=overwrite) as where:
+            result = runner.run(where, state, model)
+        result.run_dir = out
+        return result
+    except Exception as exc:
+        if runner is not None:
+            runner.runtime.channel.broadcast_error(f"{me}: {str(exc).splitlines()[0][:300]}")
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
 class _Runner:
     """Holds the live state of one training run: the runtime, the strategy, history."""
 
-    def __init__(self, config, dataset, topology, hooks, device, *, quiet: bool) -> None:
+    def __init__(
+        self,
+        config,
+        dataset,
+        topology,
+        hooks,
+        device,
+        *,
+        quiet: bool,
+        local: list[str] | None = None,
+        make_channel=None,
+    ) -> None:
+        """``local``: the parties this process runs (default all: the in-process runtime);
+        ``make_channel(wire_log)`` builds the channel (default in-process)."""
         self.config, self.dataset, self.topology = config, dataset, topology
         self.device, self.quiet = device, quiet
         self.wire = WireLog(
@@ -215,13 +276,19 @@ class _Runner:
             topology, dataset.train, non_iid=config.non_iid, seed=config.seed
         )
         bound = bind_hooks(hooks, topology)
+        if local is not None:
+            bound = {p: h for p, h in bound.items() if p in local}
+        channel = make_channel(self.wire) if make_channel else InProcessChannel(self.wire)
         self.runtime = InProcessRuntime(
             topology,
-            InProcessChannel(self.wire),
+            channel,
             hooks=bound,
             penalties=_penalties(topology, config.alpha),
             lr=config.lr,
+            local=local,
         )
+        self.label_party = topology.label_parties[0]
+        self.distributed = local is not None and set(local) != set(topology.parties)
         self.parties = self.runtime.parties
         self.hooks = self.runtime.hooks
         self._setup_hooks(bound)
@@ -270,13 +337,13 @@ class _Runner:
             began = time.perf_counter()
             loss = self._epoch(epoch, bar)
             self.train_seconds += time.perf_counter() - began
-            acc = self._evaluate(self.dataset.test)["accuracy"]
+            acc = self._evaluate(self.dataset.test).get("accuracy", math.nan)
             self.history["train_loss"].append(loss)
             self.history["test_accuracy"].append(acc)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.3f}")
             log.info("epoch %d: loss %.4f test accuracy %.4f", epoch + 1, loss, acc)
             if out is not None:
-                _checkpoint.save(out, self, epoch + 1)
+                _checkpoint.save(out, self, epoch + 1, keep_previous=self.distributed)
         bar.close()
         return self._finish(out, model)
 
@@ -292,11 +359,12 @@ class _Runner:
     def _epoch(self, epoch: int, bar) -> float:
         self.runtime.train_mode(True)
         total, count = 0.0, 0
+        steps: list[tuple[int, int, list[float]]] = []  # (tick, n, this process's loss terms)
         self.wire.at(phase="train", epoch=epoch, step=0)  # hand-offs before the first step
         for step in self.strategy.epoch(self.runtime, self.config.batch_size, epoch):
             self.wire.at(phase="train", epoch=epoch, step=step.index)
             batch = {k: v.to(self.device) for k, v in step.batch.items()}
-            parties = [self.parties[p] for p in step.parties]
+            parties = [self.parties[p] for p in step.parties if p in self.parties]
             for party in parties:
                 party.zero_grad()
             try:
@@ -312,9 +380,12 @@ class _Runner:
             loss = sum(result.losses.values())
             if not math.isfinite(loss):
                 raise self._diverged(epoch, step, f"loss {loss}")
+            steps.append((self.runtime.tick - 1, len(batch["y"]), list(result.losses.values())))
             total += loss * len(batch["y"])
             count += len(batch["y"])
             bar.update(1)
+        if self.distributed:
+            return _gather.epoch_loss(self, steps)
         return total / count
 
     def _diverged(self, epoch: int, step, what: str) -> TrainingError:
@@ -362,10 +433,13 @@ class _Runner:
             "test_accuracy_per_epoch": self.history["test_accuracy"],
         }
         metrics |= hook_metrics(self.runtime)
+        if self.distributed:
+            metrics = _gather.metrics(self, metrics)
         observations = Observations.from_captures(self.wire.captures)
         if out is not None:  # a kill before metrics.json resumes into this step again
             observations.save(out / "observations.pt")
-            atomic_write_json(out / "metrics.json", metrics)
+            if metrics is not None:  # in a distributed run, the label party writes it
+                atomic_write_json(out / "metrics.json", metrics)
             _checkpoint.save(out, self, cfg.epochs, captures=False)
         result = TrainResult(cfg, metrics, self.topology, ds, observations, self.wire, out, model)
         for hook in self.hooks:
@@ -376,8 +450,9 @@ class _Runner:
         """``flops_<party>``: per-sample FLOPs (forward + backward) times samples per epoch."""
         out: dict[str, float] = {}
         sizes = self.strategy.shard_sizes()
-        for per_party in self.flops_per_sample.values():
-            client = next((p for p in per_party if p in sizes), None)
+        for plan, per_party in self.flops_per_sample.items():
+            in_plan = [self.topology.node(n).party for n in plan]
+            client = next((p for p in in_plan if p in sizes), None)
             n = sizes[client] if client is not None else len(self.dataset.train)
             for party, per_sample in per_party.items():
                 out[f"flops_{party}"] = out.get(f"flops_{party}", 0.0) + per_sample * n

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in (train, models):
         module.add_parser(sub)
-    for name in ("attack", "sweep", "report", "tune"):
+    for name in ("attack", "sweep", "report", "tune", "party"):
         _add_optional(sub, name)
     return parser
 
@@ -49,7 +49,11 @@ def _add_optional(sub, name: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user error)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_handler(parser.parse_args(argv))
+
+
+def run_handler(args: argparse.Namespace) -> int:
+    """Run ``args.handler``: user errors are one line and exit 2 (shared by ``nopeek.party``)."""
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
     )

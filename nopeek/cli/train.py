@@ -14,7 +14,6 @@ S = argparse.SUPPRESS
 
 
 def add_parser(sub) -> None:
-    d = TrainConfig()
     p = sub.add_parser(
         "train",
         help="train a split model and measure leakage at the cut",
@@ -22,9 +21,24 @@ def add_parser(sub) -> None:
         "observations.pt (what crossed the cut, for attacks) to --out.",
         argument_default=S,
     )
+    add_train_args(p)
+    p.set_defaults(handler=run)
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Every ``nopeek train`` flag (also taken by ``nopeek party`` and ``nopeek.party``)."""
+    d = TrainConfig()
     p.add_argument(
         "--dataset",
-        help=f"digits | breast-cancer | mnist | fashion-mnist | cifar10 (default {d.dataset})",
+        help="digits | breast-cancer | mnist | fashion-mnist | cifar10, or your own file: "
+        f"npz:PATH | csv:PATH | imagefolder:PATH (default {d.dataset}; see README)",
+    )
+    p.add_argument("--target", help="csv:PATH data: the label column (every other is a feature)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        dest="image_size",
+        help="imagefolder:PATH data: resize every image to NxN (needed for mixed sizes or modes)",
     )
     p.add_argument("--model", help="reference model (see `nopeek models`; default: per data set)")
     p.add_argument(
@@ -113,7 +127,6 @@ def add_parser(sub) -> None:
         help="continue the run in --out from its last checkpoint",
     )
     p.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
-    p.set_defaults(handler=run)
 
 
 def add_topology_args(p: argparse.ArgumentParser) -> None:

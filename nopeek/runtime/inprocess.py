@@ -55,8 +55,10 @@ class InProcessRuntime:
         hooks: Sequence[CutHook] | dict[str, list[CutHook]] = (),
         penalties: dict[str, Penalty] | None = None,
         lr: float = 1e-3,
+        local: Sequence[str] | None = None,
     ) -> None:
         self.topology = topology
+        self.local = list(local) if local is not None else list(topology.parties)
         self.channel = channel if channel is not None else InProcessChannel()
         by_party = hooks if isinstance(hooks, dict) else {p: list(hooks) for p in topology.parties}
         penalties = dict(penalties or {})
@@ -69,7 +71,7 @@ class InProcessRuntime:
                 penalties={n: f for n, f in penalties.items() if topology.node(n).party == p},
                 lr=lr,
             )
-            for p in topology.parties
+            for p in self.local
         }
         self.tick = 0  # message step counter: every party derives the same one from the schedule
         self._all = tuple(n.name for n in topology.nodes)
@@ -106,14 +108,16 @@ class InProcessRuntime:
             active = self._plans.setdefault(plan, frozenset(plan))
         taking_part = {self.topology.node(n).party for n in plan}
         for name, view in self.views(batch).items():  # a party sitting this step out gets none
-            self.parties[name].view = view if name in taking_part else {}
+            if name in self.parties:
+                self.parties[name].view = view if name in taking_part else {}
         step, self.tick = self.tick, self.tick + 1
-        for name in plan:
+        mine = [n for n in plan if self.topology.node(n).party in self.parties]
+        for name in mine:
             self._party_of(name).forward(name, step=step, train=train, active=active)
         if train:
-            for name in reversed(plan):
+            for name in reversed(mine):
                 self._party_of(name).backward(name, step=step, active=active)
-        outputs = {n: self._party_of(n).outputs[n] for n in plan}
+        outputs = {n: self._party_of(n).outputs[n] for n in mine}
         losses: dict[str, float] = {}
         for party in self.parties.values():
             losses |= party.end_step()
@@ -151,32 +155,38 @@ class InProcessRuntime:
         copy and the receiver starts a fresh optimizer."""
         step, self.tick = self.tick, self.tick + 1
         cut = self.topology.cut_of(sender)
-        src, dst = self.parties[sender], self.parties[receiver]
-        first = via or receiver
-        src.send_weights(sender, first, step=step, release=True)
-        if via is not None:
-            hop = self.parties[via]
+        local = self.parties
+        if sender in local:
+            local[sender].send_weights(sender, via or receiver, step=step, release=True)
+        if via is not None and via in local:
+            hop = local[via]
             hop.forward_weights(
                 hop.receive_weights(cut, sender, step=step), cut, receiver, step=step
             )
-        flat = dst.receive_weights(cut, via or sender, step=step)
-        dst.load_weights(receiver, flat, fresh_optimizer=True)
+        if receiver in local:
+            flat = local[receiver].receive_weights(cut, via or sender, step=step)
+            local[receiver].load_weights(receiver, flat, fresh_optimizer=True)
 
     @torch.no_grad()
     def fedavg(self, nodes: dict[str, str], fed: str, weights: dict[str, float]) -> None:
         """Federated averaging of client segments: each client (``nodes``: client -> node) sends
         its segment to ``fed``, which returns the mean weighted by ``weights`` (shard sizes)."""
         step, self.tick = self.tick, self.tick + 1
-        server = self.parties[fed]
+        local = self.parties
         cuts = {c: self.topology.cut_of(n) for c, n in nodes.items()}
         for client, node in nodes.items():
-            self.parties[client].send_weights(node, fed, step=step, release=False)
-        got = {c: server.receive_weights(cuts[c], c, step=step) for c in nodes}
-        mean = weighted_mean(got, weights)
+            if client in local:
+                local[client].send_weights(node, fed, step=step, release=False)
+        if fed in local:
+            server = local[fed]
+            got = {c: server.receive_weights(cuts[c], c, step=step) for c in nodes}
+            mean = weighted_mean(got, weights)
+            for client in nodes:
+                server.forward_weights(mean, cuts[client], client, step=step)
         for client, node in nodes.items():
-            server.forward_weights(mean, cuts[client], client, step=step)
-            flat = self.parties[client].receive_weights(cuts[client], fed, step=step)
-            self.parties[client].load_weights(node, flat, fresh_optimizer=False)
+            if client in local:
+                flat = local[client].receive_weights(cuts[client], fed, step=step)
+                local[client].load_weights(node, flat, fresh_optimizer=False)
 
 
 def weighted_mean(flats: dict[str, Tensor], weights: dict[str, float]) -> Tensor:

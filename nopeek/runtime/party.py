@@ -129,10 +129,12 @@ class Party:
                 out = module(*args)
                 self._losses(node_name, out, train)
             self.outputs[node_name] = out
-        for receiver in self._receivers(node_name, active):
+        for k, receiver in enumerate(self._receivers(node_name, active)):
             z = out
             for hook in self.hooks:
                 z = hook.forward(self._topo.cut_of(node_name), z, training=train)
+            if train and k == 0:
+                self._hook_penalties(node_name, z)
             self._post(ACTIVATION, node_name, receiver, step, z.detach())
             if train:
                 self.sent[(step, node_name)] = z
@@ -208,6 +210,22 @@ class Party:
                 node_name,
                 self.penalties[node_name](self.view, out),
             )
+
+    def _hook_penalties(self, node_name: str, z: Tensor) -> None:
+        """Loss terms the hooks add on a message this party sends from its own raw inputs.
+
+        ``z`` is the message as sent (after the forward hooks, still attached to the graph);
+        ``x`` is this party's own input of the node. Only nodes fed by this party's data
+        qualify (a relay's or a tail's output is not a function of its own inputs).
+        """
+        data = [i for i in self.nodes[node_name].inputs if i.startswith(DATA_PREFIX)]
+        if not data:
+            return
+        x, cut = self.view[data[0][len(DATA_PREFIX) :]], self._topo.cut_of(node_name)
+        for hook in self.hooks:
+            term = hook.penalty(cut, x, z) if hasattr(hook, "penalty") else None
+            if term is not None:
+                self.terms[f"{hook.name}_{node_name}"] = (node_name, term)
 
     def _receivers(self, node_name: str, active: frozenset[str]) -> list[str]:
         """Other parties reading this node's output in this step, in order of first read."""

@@ -1,0 +1,78 @@
+"""What the label party gathers from its peers in a distributed run (as JSON text messages).
+
+Each party knows its own counters only: its loss terms per step, the bytes it sent and received,
+its FLOPs, its defenses' budgets, the dCor of its own cut. At the end of every epoch each party
+sends its loss terms to the label party, which sums them in exactly the order the in-process
+runtime does (step by step, parties in topology order), so a distributed run reports the same
+``train_loss_per_epoch`` to the last bit; at the end each party sends its metrics, and the label
+party writes the one ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from nopeek.runtime.wire import STATS
+
+_PER_PARTY = ("bytes_sent", "bytes_received", "weight_bytes", "flops")
+_DATA_SUMS = ("bytes_client_to_server", "bytes_server_to_client")
+
+
+def _me(runner) -> str:
+    return next(iter(runner.parties))
+
+
+def epoch_loss(runner, steps: list[tuple[int, int, list[float]]]) -> float:
+    """The epoch's mean training loss over all parties' terms (label party); NaN elsewhere."""
+    channel, me, label = runner.runtime.channel, _me(runner), runner.label_party
+    if me != label:
+        channel.send_text(STATS, label, json.dumps({"steps": steps}))
+        return math.nan
+    merged: dict[int, tuple[int, dict[str, list[float]]]] = {
+        tick: (n, {me: values}) for tick, n, values in steps
+    }
+    for peer in runner.topology.parties:
+        if peer == me:
+            continue
+        for tick, n, values in channel.recv_text(peer)["steps"]:
+            merged.setdefault(int(tick), (int(n), {}))[1][peer] = [float(v) for v in values]
+    total, count = 0.0, 0
+    for tick in sorted(merged):
+        n, per = merged[tick]
+        loss = sum(v for p in runner.topology.parties for v in per.get(p, []))
+        total += loss * n
+        count += n
+    return total / count
+
+
+def metrics(runner, mine: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's metrics, merged at the label party from every party's own; None elsewhere."""
+    channel, me, label = runner.runtime.channel, _me(runner), runner.label_party
+    mine = dict(mine)
+    mine["_wire"] = [channel.header_bytes + channel.payload_bytes, channel.payload_bytes]
+    if me != label:
+        channel.send_text(STATS, label, json.dumps(mine))
+        return None
+    parts = {me: mine}
+    for peer in runner.topology.parties:
+        if peer != me:
+            parts[peer] = channel.recv_text(peer)
+    return _merge(runner.topology, parts, label)
+
+
+def _merge(topology, parts: dict[str, dict[str, Any]], label: str) -> dict[str, Any]:
+    out = {k: v for k, v in parts[label].items() if not k.startswith("_")}
+    for party, part in parts.items():
+        for key, value in part.items():
+            if key.startswith("_") or key in _DATA_SUMS:
+                continue
+            own = any(key == f"{m}_{party}" for m in _PER_PARTY)
+            if own or key not in out or key.startswith("dcor_"):
+                out[key] = value
+    for key in _DATA_SUMS:
+        out[key] = sum(parts[p].get(key, 0.0) for p in topology.data_parties)
+    out["wire_bytes_total"] = sum(p["_wire"][0] for p in parts.values())
+    out["payload_bytes_total"] = sum(p["_wire"][1] for p in parts.values())
+    return out

@@ -1,0 +1,187 @@
+"""Joining a distributed run: which party this process is, the process group, the channel.
+
+A :class:`PartyLaunch` names this process (``rank`` of ``world_size``, optionally its ``role``)
+and where the parties meet (``master_addr:master_port``). :func:`nopeek.trainer.train` with
+``launch=`` runs only this party, over a
+:class:`~nopeek.runtime.distributed.TorchDistributedChannel`: rank r runs the topology's r-th
+party (``topology.parties``: vanilla ``client, server``; vertical ``client0, client1, server``;
+many-clients ``client0, client1, server``; ...).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from nopeek.channel import WEIGHTS
+from nopeek.errors import ConfigError, PeerError
+from nopeek.runtime.distributed import TorchDistributedChannel
+from nopeek.runtime.party import flatten_state
+from nopeek.topology import DATA_PREFIX, Topology
+
+DEFAULT_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class PartyLaunch:
+    """This process's place in a distributed run. ``role``: ``server`` or ``client:<i>``."""
+
+    rank: int
+    world_size: int
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    timeout: float = DEFAULT_TIMEOUT
+    role: str | None = None
+
+    @classmethod
+    def from_env(cls, *, timeout: float = DEFAULT_TIMEOUT, role: str | None = None) -> PartyLaunch:
+        """From the variables ``torchrun`` sets (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
+        try:
+            return cls(
+                int(os.environ["RANK"]),
+                int(os.environ["WORLD_SIZE"]),
+                os.environ.get("MASTER_ADDR", "127.0.0.1"),
+                int(os.environ.get("MASTER_PORT", "29500")),
+                timeout,
+                role,
+            )
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(
+                f"RANK and WORLD_SIZE must be set ({exc}); launch with torchrun or use "
+                "`nopeek party --rank R --world-size W`"
+            ) from None
+
+    def party(self, topology: Topology) -> str:
+        """The party this process runs; refuses a world size or role that does not fit."""
+        parties = topology.parties
+        if self.world_size != len(parties):
+            raise ConfigError(
+                f"--topology {topology.name} has {len(parties)} parties ({', '.join(parties)}); "
+                f"start {len(parties)} processes (--world-size {len(parties)}), not "
+                f"{self.world_size}"
+            )
+        if not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"--rank must be in 0..{self.world_size - 1}, got {self.rank}")
+        if not self.timeout > 0:
+            raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        me = parties[self.rank]
+        if self.role is not None and _role_party(self.role, parties) != me:
+            raise ConfigError(
+                f"rank {self.rank} runs {me} in this topology, not --role {self.role}; ranks "
+                f"follow the parties' order: {', '.join(f'{i}={p}' for i, p in enumerate(parties))}"
+            )
+        return me
+
+    def join(self, me: str, device: torch.device) -> None:
+        """Meet the other parties (gloo, or NCCL when this party trains on CUDA)."""
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        try:
+            dist.init_process_group(
+                backend,
+                init_method=f"tcp://{self.master_addr}:{self.master_port}",
+                rank=self.rank,
+                world_size=self.world_size,
+                timeout=datetime.timedelta(seconds=self.timeout),
+            )
+        except (RuntimeError, ValueError, TimeoutError) as exc:
+            raise PeerError(
+                f"{me} could not meet the other {self.world_size - 1} parties at "
+                f"{self.master_addr}:{self.master_port} within {self.timeout:g} s "
+                f"({type(exc).__name__}); start every party with the same --master-addr, "
+                "--master-port and --world-size, and open that port"
+            ) from None
+
+
+def _role_party(role: str, parties: list[str]) -> str:
+    if role == "server":
+        return "server"
+    kind, _, index = role.partition(":")
+    if kind != "client" or not index.isdigit():
+        raise ConfigError(f"--role must be server or client:<i>, got {role!r}")
+    clients = [p for p in parties if p.startswith("client")]
+    if clients == ["client"] and index == "0":
+        return "client"
+    name = f"client{index}"
+    if name not in parties:
+        raise ConfigError(f"--role {role}: this topology's clients are {', '.join(clients)}")
+    return name
+
+
+def cut_shapes(topology: Topology, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Each node's output shape apart from the batch, from a dry run of the initial segments
+    on two samples (the architecture is public; no party's data is involved)."""
+    views = topology.views({"x": x, "y": torch.zeros(len(x), dtype=torch.long)})
+    outs: dict[str, torch.Tensor] = {}
+    first: dict[int, str] = {}
+    with torch.no_grad():
+        for node in topology.nodes:
+            module = node.module or topology.factories.get(node.name, lambda: None)()
+            args = [
+                views[node.party][s[len(DATA_PREFIX) :]] if s.startswith(DATA_PREFIX) else outs[s]
+                for s in node.inputs
+                if s.startswith(DATA_PREFIX) or s in outs
+            ]
+            if module is None or not args:
+                continue
+            if len([s for s in node.inputs if not s.startswith(DATA_PREFIX)]) > 1 and (
+                topology.strategy != "single"
+            ):
+                args = args[:1]  # a server serving clients in turn reads one at a time
+            was = module.training
+            module.eval()
+            outs[node.name] = module(*args)
+            module.train(was)
+            first.setdefault(0, node.name)
+    return {n: tuple(t.shape[1:]) for n, t in outs.items()}
+
+
+def make_channel(
+    topology: Topology, me: str, launch: PartyLaunch, *, x: torch.Tensor, max_batch: int, device
+):
+    """``wire_log -> TorchDistributedChannel`` for party ``me``, knowing what every message at
+    every cut should look like (shapes from :func:`cut_shapes`, weights sizes from the
+    architecture)."""
+    shapes = cut_shapes(topology, x[:2])
+    by_cut = {}
+    for edge in topology.edges():
+        by_cut.setdefault((edge.cut, edge.sender), shapes[edge.src])
+        by_cut.setdefault((edge.cut, edge.receiver), shapes[edge.src])
+    sizes = {}
+    for node in topology.nodes:
+        if node.cut is not None and (node.module is not None or node.name in topology.factories):
+            module: nn.Module = node.module or topology.factories[node.name]()
+            sizes.setdefault(topology.cut_of(node.name), flatten_state(module).numel())
+
+    def expect(kind: str, cut: str, sender: str):
+        if kind == WEIGHTS:
+            return None, sizes[cut]
+        return by_cut[(cut, sender)], None
+
+    ranks = {p: i for i, p in enumerate(topology.parties)}
+    cuts = sorted({e.cut for e in topology.edges()})
+
+    def build(log):
+        return TorchDistributedChannel(
+            me=me,
+            ranks=ranks,
+            cuts=cuts,
+            expect=expect,
+            max_batch=max_batch,
+            timeout=launch.timeout,
+            device=device,
+            log=log,
+        )
+
+    return build
+
+
+def common_epoch(epoch: int) -> int:
+    """The last epoch every party has a checkpoint of (min over the parties)."""
+    t = torch.tensor([epoch], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())

@@ -1,0 +1,140 @@
+"""The wire format of a distributed run: a fixed-size header, validated before any allocation.
+
+Every message on a :class:`~nopeek.runtime.distributed.TorchDistributedChannel` is a header of
+:data:`HEADER_LEN` int64 values followed by the tensor and, for activations and gradients, the
+batch's sample ids (int64). The header says what follows::
+
+    [magic, version, kind, cut, sender rank, step, dtype, ndim, d0 .. d5, n_ids, reserved]
+
+The receiver checks the header against what it :class:`Expect` s at that point of the schedule
+(kind, cut, sender, step, allowed dtype, the shape apart from the batch dimension, a size
+bound) and only then allocates the buffers; anything else is a one-line
+:class:`~nopeek.errors.ChannelError` naming the sender and the field. No pickled object ever
+crosses: two more kinds carry UTF-8 JSON text as bytes (``stats``: counters gathered at the end;
+``error``: a peer's last words), which the receiver parses as data, never as code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from nopeek.channel import ACTIVATION, GRADIENT, WEIGHTS
+from nopeek.errors import ChannelError
+
+MAGIC = 0x4E4F5045  # "NOPE"
+VERSION = 1
+HEADER_LEN = 16
+MAX_DIMS = 6
+STATS = "stats"
+ERROR = "error"
+KIND_CODES = {ACTIVATION: 1, GRADIENT: 2, WEIGHTS: 3, STATS: 4, ERROR: 5}
+KIND_NAMES = {v: k for k, v in KIND_CODES.items()}
+DTYPE_CODES = {torch.float32: 1, torch.float64: 2, torch.float16: 3, torch.bfloat16: 4}
+DTYPE_CODES |= {torch.int64: 5, torch.uint8: 6}
+DTYPES = {v: k for k, v in DTYPE_CODES.items()}
+FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+MAX_TEXT = 1 << 20  # bytes of a stats / error message
+
+
+@dataclass(frozen=True)
+class Header:
+    """A decoded header."""
+
+    kind: str
+    cut: int
+    sender: int
+    step: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    n_ids: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What the receiver accepts next: ``tail`` is the shape apart from the batch dimension
+    (``None``: a flat vector of ``flat`` values), ``max_batch`` bounds the batch."""
+
+    kind: str
+    cut: int
+    sender: int
+    step: int
+    tail: tuple[int, ...] | None = None
+    flat: int | None = None
+    max_batch: int = 0
+    dtypes: tuple[torch.dtype, ...] = FLOATS
+
+
+def encode(
+    kind: str, cut: int, sender: int, step: int, tensor: Tensor, n_ids: int, device
+) -> Tensor:
+    """The header (HEADER_LEN,) int64 for ``tensor``."""
+    if tensor.dim() > MAX_DIMS:
+        raise ChannelError(f"cannot send a {tensor.dim()}-d tensor; at most {MAX_DIMS} dims")
+    if tensor.dtype not in DTYPE_CODES:
+        raise ChannelError(f"cannot send dtype {tensor.dtype}; use one of {list(DTYPE_CODES)}")
+    dims = list(tensor.shape) + [0] * (MAX_DIMS - tensor.dim())
+    values = [MAGIC, VERSION, KIND_CODES[kind], cut, sender, step]
+    values += [DTYPE_CODES[tensor.dtype], tensor.dim(), *dims, n_ids, 0]
+    return torch.tensor(values, dtype=torch.int64, device=device)
+
+
+def decode(raw: Tensor, *, sender_name: str) -> Header:
+    """Parse a received header; malformed fields are a :class:`ChannelError` naming them."""
+    v = [int(x) for x in raw.cpu().tolist()]
+    who = f"message from {sender_name}"
+    if v[0] != MAGIC or v[1] != VERSION:
+        raise ChannelError(f"{who} is not a nopeek header (magic/version {v[0]:#x}/{v[1]})")
+    if v[2] not in KIND_NAMES:
+        raise ChannelError(f"{who} has an unknown kind code {v[2]}")
+    if v[6] not in DTYPES:
+        raise ChannelError(f"{who} has an unknown dtype code {v[6]}")
+    ndim = v[7]
+    if not 0 <= ndim <= MAX_DIMS:
+        raise ChannelError(f"{who} has {ndim} dims (at most {MAX_DIMS})")
+    shape = tuple(v[8 : 8 + ndim])
+    if any(d < 0 for d in shape) or v[14] < 0:
+        raise ChannelError(f"{who} has a negative size in its shape {shape} or id count {v[14]}")
+    return Header(KIND_NAMES[v[2]], v[3], v[4], v[5], DTYPES[v[6]], shape, v[14])
+
+
+def check(header: Header, want: Expect, *, sender_name: str, cut_name: str) -> None:
+    """Refuse a header that is not the expected message, before anything is allocated."""
+    who = f"message from {sender_name}"
+    if header.kind != want.kind:
+        raise ChannelError(f"{who}: expected a {want.kind} at cut {cut_name!r}, got {header.kind}")
+    if (header.cut, header.sender, header.step) != (want.cut, want.sender, want.step):
+        raise ChannelError(
+            f"{who}: field cut/sender/step is {header.cut}/{header.sender}/{header.step}, "
+            f"expected {want.cut}/{want.sender}/{want.step} (the parties' schedules differ: "
+            "start every party with the same flags)"
+        )
+    if header.dtype not in want.dtypes:
+        raise ChannelError(f"{who}: field dtype is {header.dtype}, expected one of {want.dtypes}")
+    if want.tail is not None:
+        if len(header.shape) != len(want.tail) + 1 or header.shape[1:] != want.tail:
+            raise ChannelError(
+                f"{who}: field shape is {header.shape}, expected (N, "
+                f"{', '.join(map(str, want.tail))}) at cut {cut_name!r}"
+            )
+        if not 0 < header.shape[0] <= want.max_batch:
+            raise ChannelError(
+                f"{who}: field shape has a batch of {header.shape[0]}, expected 1..{want.max_batch}"
+            )
+        if header.n_ids != header.shape[0]:
+            raise ChannelError(
+                f"{who}: field n_ids is {header.n_ids}, expected one per row ({header.shape[0]})"
+            )
+    elif want.flat is not None and header.shape != (want.flat,):
+        raise ChannelError(f"{who}: field shape is {header.shape}, expected ({want.flat},)")
+    elif want.flat is None and (len(header.shape) != 1 or header.numel > MAX_TEXT):
+        raise ChannelError(
+            f"{who}: field shape is {header.shape}, expected at most {MAX_TEXT} bytes"
+        )
