@@ -107,6 +107,11 @@ class TrainConfig:
     non_iid: float | None = None
     splitfed: str = "v2"
     label_party: str = "server"
+    # the user's own data files (see nopeek.user_data): csv label column, imagefolder resize, and
+    # the file's class names (filled in by resolved(); a reload checks the file still has them)
+    target: str | None = None
+    image_size: int | None = None
+    class_names: list[str] | None = None
 
     @property
     def cuts(self) -> list[str]:
@@ -169,6 +174,9 @@ class TrainConfig:
             one_vs_rest=self.one_vs_rest,
             shuffle_labels=self.shuffle_labels,
             max_train=self.max_train,
+            target=self.target,
+            image_size=self.image_size,
+            class_names=self.class_names,
         )
 
     def validate(self) -> None:
@@ -246,16 +254,25 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with the model and cut defaults filled in (what config.json records)."""
         from nopeek.models import MODELS
+        from nopeek.user_data import describe
 
-        if self.dataset not in DEFAULT_MODEL and not self.model:
-            from nopeek.data import DATASETS
+        # a data file (csv:PATH, ...) is read here, so bad data fail before a run starts
+        user = describe(self.dataset, target=self.target, image_size=self.image_size)
+        if user is None and self.dataset not in DEFAULT_MODEL and not self.model:
+            from nopeek.data import find_loader
 
-            DATASETS.get(self.dataset)  # raises the unknown-dataset error
-        model = self.model or DEFAULT_MODEL[self.dataset]
+            find_loader(self.dataset)  # raises the unknown-dataset error
+        model = self.model or (user.default_model if user else DEFAULT_MODEL[self.dataset])
         cut = self.cut or MODELS.get(model).default_cut
+        if not cut:  # torchvision:/module: models have no default cut
+            from nopeek.models import missing_cut
+
+            raise missing_cut(model)
         if self.topology == "u-shaped" and "," not in cut:
             raise ConfigError("u-shaped needs two cuts; pass e.g. --cut conv2,fc1")
         if self.topology == "multi-hop" and "," not in cut:
             raise ConfigError("multi-hop needs two or more cuts; pass e.g. --cut conv1,fc1")
         data = self.to_dict() | {"model": model, "cut": cut, "defenses": list(self.defenses)}
+        if user is not None and self.class_names is None:
+            data["class_names"] = list(user.class_names)
         return TrainConfig(**data)

@@ -80,6 +80,22 @@ class Dataset:
 
 Loader = Callable[..., Dataset]  # (*, seed, data_root, download, max_train) -> Dataset
 DATASETS: Registry[Loader] = Registry("dataset")
+# ``FORMAT:PATH`` specs (the user's own files, see nopeek.user_data): FORMAT -> loader taking the
+# path first and, besides a Loader's keywords, the options target, image_size and class_names
+FORMATS: Registry[Callable[..., Dataset]] = Registry("data file format")
+
+
+def find_loader(name: str) -> Loader:
+    """The loader of a registered data set ``name``, or of a ``FORMAT:PATH`` spec (a miss lists
+    both kinds)."""
+    if name in DATASETS:
+        return DATASETS.get(name)
+    fmt, sep, path = name.partition(":")
+    if sep and fmt in FORMATS:
+        return partial(FORMATS.get(fmt), path)
+    files = ", ".join(f"{f}:PATH" for f in FORMATS.names())
+    valid = ", ".join(DATASETS.names())
+    raise ConfigError(f"unknown dataset {name!r}; choose one of: {valid}, or a file: {files}")
 
 
 def check_finite(x: Tensor, *, what: str) -> None:
@@ -266,17 +282,27 @@ def load_dataset(
     one_vs_rest: int | None = None,
     shuffle_labels: bool = False,
     max_train: int | None = None,
+    **options: Any,
 ) -> Dataset:
-    """Load data set ``name`` (see ``DATASETS.names()``) split into train/test/aux on CPU.
+    """Load data set ``name`` (see ``DATASETS.names()``, or ``FORMATS``: ``npz:PATH``, ...) split
+    into train/test/aux on CPU.
 
     ``one_vs_rest=K`` makes it binary (class K -> 1, others -> 0); ``shuffle_labels`` then permutes
     the train labels; ``max_train`` keeps a stratified seeded subset of the train split.
+    ``options`` (``target``, ``image_size``, ``class_names``; None = not given) go to a file
+    format's loader (see :mod:`nopeek.user_data`); a registered data set takes none.
     """
-    loader = DATASETS.get(name)
+    loader = find_loader(name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}; pass e.g. --seed 0")
     _check_max_train(max_train)
-    ds = loader(seed=seed, data_root=data_root, download=download, max_train=max_train)
+    options = {k: v for k, v in options.items() if v is not None}
+    if options and name in DATASETS:
+        raise ConfigError(
+            f"{', '.join(sorted(options))} apply to data files (csv:PATH, imagefolder:PATH), "
+            f"not to {name}; drop them"
+        )
+    ds = loader(seed=seed, data_root=data_root, download=download, max_train=max_train, **options)
     _check_labels(ds)
     if one_vs_rest is not None:
         ds = _one_vs_rest(ds, one_vs_rest)
@@ -305,3 +331,6 @@ def dataset_summary(ds: Dataset) -> dict[str, Any]:
     if ds.n_classes == 2:
         out["positive_rate"] = {p: float(s.y.float().mean()) for p, s in parts.items() if len(s)}
     return out
+
+
+from nopeek import user_data  # noqa: E402, F401  (registers the FORMATS npz, csv, imagefolder)

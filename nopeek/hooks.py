@@ -3,8 +3,9 @@
 A :class:`CutHook` is called by the party that *sends* a message: ``forward`` by the data side
 before an activation leaves (e.g. clipping and noise), ``backward`` by the receiving side before
 the gradient goes back (e.g. label-gradient defenses; a malicious server substituting its own
-gradient). ``setup`` sees the training context before the first step (to calibrate noise or wrap
-a party's optimizer); ``metrics`` adds entries to ``metrics.json``.
+gradient). ``penalty`` adds a loss term at the sender, on a message it computed from its own raw
+inputs (an attacker-aware defense). ``setup`` sees the training context before the first step
+(to calibrate noise or wrap a party's optimizer); ``metrics`` adds entries to ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ class CutHook:
         ``activation`` is what this party received; ``labels`` are given only if it holds them.
         """
         return grad
+
+    def penalty(self, cut: str, x: Tensor, z: Tensor) -> Tensor | None:
+        """A loss term the sending party adds for its message ``z`` at ``cut`` (None: none).
+
+        Called by a party only while training, only for a node it computes from its *own* raw
+        inputs ``x`` (N, *input_shape) (its data view; never labels, never another party's
+        data), with ``z`` (N, *cut_shape) the message as it is sent (after every hook's
+        ``forward``, still attached to the sender's graph). The returned scalar joins the
+        sender's loss and is backpropagated into the sender's segment with the cut gradient.
+        """
+        return None
 
     def on_train_end(self, result: Any) -> None:
         """Called with the :class:`~nopeek.trainer.TrainResult` after metrics.json is written

@@ -356,6 +356,11 @@ class RunDir:
             for folder in created:
                 try:
                     folder.mkdir()
+                except FileExistsError as exc:
+                    # a parent made meanwhile by another process (the parties of a distributed
+                    # run create out/ together) is fine; the folder itself must be ours
+                    if folder == created[-1] or not folder.is_dir():
+                        raise output_error(exc, folder) from None
                 except OSError as exc:
                     raise output_error(exc, folder) from None
             clean_stale(self.path)  # an interrupted marker write of an earlier attempt

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from nopeek.evaluation import (
 )
 from nopeek.hooks import CutHook, TrainContext, bind_hooks, hook_metrics
 from nopeek.models import MODELS, build_model
+from nopeek.models.fx_split import require_one_tensor
 from nopeek.observe import Observations, capture_policy
 from nopeek.plugins import build_hooks
 from nopeek.regularizers import nopeek_penalty
@@ -122,7 +124,9 @@ def _make_model(config: TrainConfig):
 def build_topology(config: TrainConfig, dataset: Dataset, model: nn.Sequential) -> Topology:
     """The topology ``config`` names, over ``model`` (the seeded whole model) and ``dataset``."""
     ctx = config.build_context(dataset, _make_model(config))
-    return TOPOLOGIES.get(config.topology)(model, config.cuts, ctx)
+    topology = TOPOLOGIES.get(config.topology)(model, config.cuts, ctx)
+    require_one_tensor((n.cut, n.module) for n in topology.nodes)  # fx cuts a skip crosses
+    return topology
 
 
 def build_run(config: TrainConfig, dataset: Dataset) -> tuple[nn.Sequential, Topology]:
@@ -207,12 +211,23 @@ def train(
     return result
 
 
+def _party_device(name: str) -> torch.device:
+    """A party's device: ``cuda`` (then NCCL; the GPU of torchrun's LOCAL_RANK) or the CPU."""
+    if name != "cuda":
+        return torch.device("cpu")
+    pick_device("cuda")  # one line if this host has no CUDA
+    local = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+    torch.cuda.set_device(local)
+    return torch.device("cuda", local)
+
+
 def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: bool):
     """One party of a distributed run (see :func:`train`)."""
     config.validate()
     config = config.resolved()
     hooks = build_hooks(config)
-    device = pick_device(config.device)
+    # NCCL only when asked for on every party (--device cuda); "auto" could differ per host
+    device = _party_device(config.device)
     dataset = config.load_data()
     check_finite(dataset.train.x, what=f"{dataset.name} train inputs")
     model, topology = build_run(config, dataset)

@@ -46,8 +46,13 @@ def add_parser(sub) -> None:
 
 def _summary(m: dict) -> str:
     if m["kind"] == "label":
-        auc = "n/a" if m["auc"] is None else f"{m['auc']:.4g}"
-        line = f"auc {auc}"
+        if m["auc"] is None:
+            line = "leak n/a (one class only)"
+        else:
+            line = f"leak {m['leak']:.4g} (auc {m['auc']:.4g} {m['leak_orientation']})"
+        if m.get("leak_max") is not None and len(m.get("epochs") or []) > 1:
+            n = len(m["epochs"])
+            line += f"  worst: leak {m['leak_max']:.4g} at epoch {m['leak_max_epoch'] + 1} of {n}"
         return line + (f"  accuracy {m['accuracy']:.4g}" if "accuracy" in m else "")
     parts = [
         f"{k} {m[k]:.4g} (baseline {m['baseline_' + k]:.4g})"

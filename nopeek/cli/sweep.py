@@ -10,7 +10,9 @@ from nopeek.eval.settings import make_settings, parse_attacks, parse_floats, par
 
 S = argparse.SUPPRESS
 _BASE = {
-    "dataset": (str, "data set (default digits)"),
+    "dataset": (str, "data set, or npz:PATH | csv:PATH | imagefolder:PATH (default digits)"),
+    "target": (str, "csv:PATH data: the label column"),
+    "image_size": (int, "imagefolder:PATH data: resize every image to NxN"),
     "model": (str, "reference model (default: per data set)"),
     "cut": (str, "cut name (default: the model's)"),
     "topology": (str, "any topology of `nopeek train --help` (default vanilla)"),

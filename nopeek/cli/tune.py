@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
         "--max-label-auc",
         type=float,
         default=None,
-        help="label AUC, max(AUC, 1 - AUC), must stay at or below this (binary tasks)",
+        help="label leak, max(AUC, 1 - AUC) at the worst epoch, must stay at or below this "
+        "(binary tasks)",
     )
     p.add_argument(
         "--attack",
@@ -89,9 +90,9 @@ def print_result(result, budget) -> None:
     if budget.max_ssim is not None:
         limits.append(f"SSIM < {budget.max_ssim}")
     if budget.max_label_auc is not None:
-        limits.append(f"label AUC <= {budget.max_label_auc}")
+        limits.append(f"label leak <= {budget.max_label_auc}")
     print(f"budget: {' and '.join(limits)} (strongest attack, mean over seeds)")
-    print(f"{'setting':<60} {'accuracy':>8} {'SSIM':>6} {'AUC':>6}  meets")
+    print(f"{'setting':<60} {'accuracy':>8} {'SSIM':>6} {'leak':>6}  meets")
     for setting, s, ok in result.candidates():
         print(f"{setting.label:<60} {s.accuracy.mean:8.3f} {_cell(s.best_ssim):>6} "
               f"{_cell(s.label_auc):>6}  {'yes' if ok else 'no'}")  # fmt: skip
@@ -107,4 +108,4 @@ def print_result(result, budget) -> None:
         return
     b = result.best
     print(f"best: {b.label}  accuracy {b.accuracy.fmt()}  SSIM {_cell(b.best_ssim)}  "
-          f"label AUC {_cell(b.label_auc)}")  # fmt: skip
+          f"label leak {_cell(b.label_auc)}")  # fmt: skip

@@ -1,4 +1,5 @@
-"""The reference models: a digits CNN, a tabular MLP, LeNet-5 and a CIFAR ResNet-18.
+"""The reference models: a digits CNN, a tabular MLP, LeNet-5, a CIFAR ResNet-18 and a small
+CNN for images of any size (the default for the user's own images of other shapes).
 
 Each is an ``nn.Sequential`` whose named blocks are the places it can be cut. No block uses
 randomness at run time (no dropout), so a seed fixes a run exactly.
@@ -12,6 +13,7 @@ from collections import OrderedDict
 from torch import nn
 from torchvision.models import resnet18
 
+from nopeek.errors import ConfigError
 from nopeek.models._registry import MODELS, ModelSpec
 
 
@@ -35,6 +37,26 @@ def tabular_mlp(input_shape: tuple[int, ...], n_classes: int) -> nn.Sequential:
             fc1=nn.Sequential(nn.Flatten(), nn.Linear(d, 64), nn.ReLU()),
             fc2=nn.Sequential(nn.Linear(64, 32), nn.ReLU()),
             out=nn.Linear(32, n_classes),
+        )
+    )
+
+
+def small_cnn(input_shape: tuple[int, ...], n_classes: int) -> nn.Sequential:
+    """A CNN for CxHxW images of any size (H, W >= 2): conv1 (16xHxW), conv2 (32x(H/2)x(W/2)),
+    fc1 (64, after adaptive average pooling to 32x4x4), fc2 (classes)."""
+    if len(input_shape) != 3 or min(input_shape[1:]) < 2:
+        raise ConfigError(
+            f"model 'cnn' takes (C, H, W) images of at least 2x2 pixels, the data have "
+            f"{tuple(input_shape)}; use --model mlp for flat features"
+        )
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Sequential(nn.Conv2d(input_shape[0], 16, 3, padding=1), nn.ReLU()),
+            conv2=nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
+            fc1=nn.Sequential(
+                nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU()
+            ),
+            fc2=nn.Linear(64, n_classes),
         )
     )
 
@@ -117,5 +139,16 @@ MODELS.register(
         "layer1",
         ("stem", "layer1", "layer2", "layer3", "layer4"),
         ((3, 32, 32),),
+    ),
+)
+MODELS.register(
+    "cnn",
+    ModelSpec(
+        "cnn",
+        "small CNN for CxHxW images of any size (adaptive pooling before fc1)",
+        small_cnn,
+        "image",
+        "conv2",
+        ("conv1", "conv2", "fc1"),
     ),
 )

@@ -10,8 +10,12 @@ many-clients ``client0, client1, server``; ...).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import logging
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -81,13 +85,14 @@ class PartyLaunch:
         """Meet the other parties (gloo, or NCCL when this party trains on CUDA)."""
         backend = "nccl" if device.type == "cuda" else "gloo"
         try:
-            dist.init_process_group(
-                backend,
-                init_method=f"tcp://{self.master_addr}:{self.master_port}",
-                rank=self.rank,
-                world_size=self.world_size,
-                timeout=datetime.timedelta(seconds=self.timeout),
-            )
+            with _quiet_stderr():  # c10d logs every retry with C++ stack frames to fd 2
+                dist.init_process_group(
+                    backend,
+                    init_method=f"tcp://{self.master_addr}:{self.master_port}",
+                    rank=self.rank,
+                    world_size=self.world_size,
+                    timeout=datetime.timedelta(seconds=self.timeout),
+                )
         except (RuntimeError, ValueError, TimeoutError) as exc:
             raise PeerError(
                 f"{me} could not meet the other {self.world_size - 1} parties at "
@@ -95,6 +100,24 @@ class PartyLaunch:
                 f"({type(exc).__name__}); start every party with the same --master-addr, "
                 "--master-port and --world-size, and open that port"
             ) from None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Hold what native code writes to stderr (fd 2) while joining; replay it when logging is
+    verbose (``nopeek -v``), drop it otherwise, so a failed join stays a one-line error."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if logging.getLogger("nopeek").isEnabledFor(logging.INFO):
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def _role_party(role: str, parties: list[str]) -> str:

@@ -1,0 +1,527 @@
+"""Cut any ``torch.fx``-traceable model at a named layer.
+
+The model is traced once into a graph whose nodes are in execution (topological) order. A cut
+is named by a module path (``layer2``, ``features.10``, ``encoder.block3``) and sits right after
+the last node that runs inside that module. The values that **cross** the cut are the values
+computed at or before it that some later node reads. A cut is valid iff
+
+1. the module exists, the forward runs it, and something runs after it;
+2. no model input crosses it (else the raw input would travel past the cut: the cut is not on
+   every path from the input to the output);
+3. what crosses is tensors (not a size or a Python number computed before the cut);
+4. no weight (parameter or buffer) is used on both sides of it (each party holds its own).
+
+A valid cut carries one tensor, or several when a skip connection crosses it: the segment
+before then returns a **tuple** of them (in execution order) and the segment after takes the
+tuple's elements as its positional inputs, ``server(*client(x))``. Segments are
+``fx.GraphModule`` s that call the model's own submodules and parameters (no copies), so
+training the segments trains the model, and composing them gives exactly its output.
+
+A submodule that fx cannot trace (data-dependent control flow, ``len`` of a tensor, ...) is kept
+whole as one opaque layer: cuts before or after it work, a cut inside it says why not. The
+model's own ``forward`` must be traceable, and must take the same path in train and eval mode
+(``nn.Dropout``/``nn.BatchNorm`` switch modes at run time and are fine; ``if self.training:``
+in a traced forward is not). Further ``forward`` parameters after the input are fixed at their
+defaults.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import operator
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from nopeek.errors import CutError
+
+log = logging.getLogger(__name__)
+
+_COMPUTE = ("call_module", "call_function", "call_method")
+_INPLACE_OPS = {
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    operator.ifloordiv,
+    operator.imod,
+    operator.ipow,
+    operator.iand,
+    operator.ior,
+    operator.ixor,
+    operator.setitem,
+}
+_SCALAR_METHODS = {"size", "dim", "numel", "item", "tolist", "nelement", "__len__", "ndimension"}
+_MAX_RETRIES = 64
+
+
+@dataclass(frozen=True)
+class CutInfo:
+    """One valid cut: its ``name`` (a module path), what crosses it (``carries``: the producing
+    module path or op of each value) and, when an example input was given, each value's shape
+    without the batch dimension (``shapes``)."""
+
+    name: str
+    carries: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...] = ()
+
+
+class _ScopeTracer(fx.Tracer):
+    """An fx tracer that records the module paths each node was created in, keeps the
+    ``opaque`` modules whole, and notes the innermost module where tracing failed."""
+
+    def __init__(self, opaque: Sequence[str]) -> None:
+        super().__init__()
+        self.opaque = frozenset(opaque)
+        self.paths: list[str] = []
+        self.failed_at: str | None = None
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return module_qualified_name in self.opaque or super().is_leaf_module(
+            m, module_qualified_name
+        )
+
+    def call_module(self, m, forward, args, kwargs):
+        path = self.path_of_module(m)
+        self.paths.append(path)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_at is None:
+                self.failed_at = path
+            raise
+        finally:
+            self.paths.pop()
+
+    def create_node(self, *args, **kwargs):
+        node = super().create_node(*args, **kwargs)
+        node.meta["nopeek_scope"] = tuple(self.paths)
+        return node
+
+
+class Traced:
+    """A traced model: its graph and, for every module path, where a cut at it would sit.
+
+    ``ends[path]`` is the position (in ``nodes``) of the last node run inside module ``path``;
+    ``opaque[path]`` says why a module is kept whole.
+    """
+
+    def __init__(self, model: nn.Module, graph: fx.Graph, opaque: dict[str, str]) -> None:
+        self.model = model
+        self.graph = graph
+        self.opaque = opaque
+        self.nodes = list(graph.nodes)
+        self.pos = {n: i for i, n in enumerate(self.nodes)}
+        self.ends: dict[str, int] = {}
+        for i, n in enumerate(self.nodes):
+            if n.op in _COMPUTE:
+                for path in n.meta.get("nopeek_scope", ()):
+                    self.ends[path] = i
+        self.last_compute = max(
+            (i for i, n in enumerate(self.nodes) if n.op in _COMPUTE), default=-1
+        )
+        self.last_use = {n: max((self.pos[u] for u in n.users), default=-1) for n in self.nodes}
+        self._weights = self._weight_spans()
+
+    def _weight_spans(self) -> dict[str, tuple[int, int]]:
+        """For every weight (parameter or buffer) the first and last position that uses it: a
+        layer's weights where the layer runs, a weight read directly where its readers run."""
+        names: dict[int, str] = {}
+        for name, t in [*self.model.named_parameters(), *self.model.named_buffers()]:
+            names.setdefault(id(t), name)
+        spans: dict[str, tuple[int, int]] = {}
+        for i, n in enumerate(self.nodes):
+            if n.op == "call_module":
+                sub = self.model.get_submodule(str(n.target))
+                used, lo, hi = [*sub.parameters(), *sub.buffers()], i, i
+            elif n.op == "get_attr" and n.users:
+                used = [_fetch(self.model, str(n.target))]
+                lo, hi = min(self.pos[u] for u in n.users), self.last_use[n]
+            else:
+                continue
+            for t in used:
+                name = names.get(id(t))
+                if name is not None:
+                    a, b = spans.get(name, (lo, hi))
+                    spans[name] = (min(a, lo), max(b, hi))
+        return spans
+
+    def crossing(self, p: int) -> list[fx.Node]:
+        """Values computed at or before position ``p`` that a later node reads, in order."""
+        return [n for n in self.nodes[: p + 1] if n.op != "get_attr" and self.last_use[n] > p]
+
+    def problem(self, name: str) -> str | None:
+        """Why ``name`` is not a valid cut (the rest of a one-line message), or None."""
+        if name not in self.ends:
+            inside = next((o for o in self.opaque if name.startswith(o + ".")), None)
+            if inside is not None:
+                return (
+                    f"cut {name!r} lies inside {inside!r}, which nopeek keeps whole "
+                    f"({self.opaque[inside]}); cut at {inside!r} or outside it"
+                )
+            if name in dict(self.model.named_modules()):
+                return f"module {name!r} never runs in the model's forward; pick another cut"
+            return f"unknown cut {name!r}: the model has no module of that name"
+        p = self.ends[name]
+        if p >= self.last_compute:
+            return f"nothing runs after cut {name!r} (it ends the model); pick an earlier cut"
+        crossing = self.crossing(p)
+        raw = [n for n in crossing if n.op == "placeholder"]
+        if raw:
+            reader = min((u for u in raw[0].users if self.pos[u] > p), key=self.pos.get)
+            where = _scope_of(reader)
+            return (
+                f"cut {name!r} is not on every path from the input: {where} reads the raw "
+                f"input after it; pick another cut, or wrap the part before {where} in a module "
+                "and cut after that module"
+            )
+        scalars = [n for n in crossing if not _is_tensor(n)]
+        if scalars:
+            return (
+                f"cut {name!r} would send the non-tensor value {scalars[0].name!r} (e.g. a size "
+                "computed before it and used after it); pick another cut"
+            )
+        split_weights = [w for w, (lo, hi) in self._weights.items() if lo <= p < hi]
+        if split_weights:
+            return (
+                f"the weights {split_weights[0]!r} are used on both sides of cut {name!r} "
+                "(they would be held by two parties); pick another cut"
+            )
+        return None
+
+    def valid(self) -> list[str]:
+        """The valid cut names, in execution order (outer modules first at the same point)."""
+        paths = [p for p, _ in self.model.named_modules() if p and p in self.ends]
+        ok = [p for p in paths if self.problem(p) is None]
+        return sorted(ok, key=lambda p: self.ends[p])
+
+
+def _fetch(model: nn.Module, target: str) -> Any:
+    obj: Any = model
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _scope_of(node: fx.Node) -> str:
+    scope = node.meta.get("nopeek_scope", ())
+    return repr(scope[-1]) if scope else "the model's forward"
+
+
+def _is_tensor(node: fx.Node) -> bool:
+    """A static guess whether ``node`` produces a tensor (sizes and Python numbers do not)."""
+    if node.op == "call_method" and node.target in _SCALAR_METHODS:
+        return False
+    if node.op == "call_function":
+        if node.target is getattr:
+            return False
+        args = [a for a in node.args if isinstance(a, fx.Node)]
+        if getattr(node.target, "__module__", None) in ("_operator", "operator", "builtins"):
+            return any(_is_tensor(a) for a in args) if args else False
+    return True
+
+
+def _mutates(user: fx.Node, value: fx.Node, model: nn.Module) -> bool:
+    """Whether ``user`` modifies ``value`` in place (a received leaf must not be)."""
+    if not user.args or user.args[0] is not value:
+        return False
+    if user.op == "call_module":
+        return bool(getattr(model.get_submodule(user.target), "inplace", False))
+    if user.op == "call_method":
+        name = str(user.target)
+        return name.endswith("_") and not name.endswith("__")
+    if user.op == "call_function":
+        name = getattr(user.target, "__name__", "")
+        in_place = name.endswith("_") and not name.endswith("__")
+        return user.target in _INPLACE_OPS or bool(user.kwargs.get("inplace")) or in_place
+    return False
+
+
+def _concrete_args(model: nn.Module) -> dict[str, Any]:
+    """Every ``forward`` parameter after the input, fixed at its default."""
+    params = [
+        p
+        for p in inspect.signature(model.forward).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if not params:
+        raise CutError(f"{type(model).__name__}.forward takes no input; nopeek feeds it one tensor")
+    extra = [p for p in params[1:] if p.default is p.empty]
+    if extra:
+        raise CutError(
+            f"{type(model).__name__}.forward takes {len(params)} inputs "
+            f"({', '.join(p.name for p in params)}) but nopeek feeds one tensor; wrap the model "
+            "in a module whose forward(x) calls it"
+        )
+    return {p.name: p.default for p in params[1:]}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__).rstrip(".")
+
+
+def _keep_whole(model: nn.Module, path: str, opaque: dict[str, str], why: str) -> None:
+    """Make ``path`` and every other instance of its class opaque (same code, same reason)."""
+    kind = type(model.get_submodule(path))
+    for other, m in model.named_modules():
+        if other and type(m) is kind:
+            opaque.setdefault(other, why)
+    opaque[path] = why
+
+
+def _trace_once(model: nn.Module, opaque: dict[str, str]) -> fx.Graph:
+    """Trace ``model``; a submodule that fails is made opaque and the trace retried."""
+    concrete = _concrete_args(model)
+    for _ in range(_MAX_RETRIES):
+        tracer = _ScopeTracer(list(opaque))
+        try:
+            return tracer.trace(model, concrete_args=concrete or None)
+        except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
+            where, why = tracer.failed_at, _first_line(exc)
+            if not where or where in opaque:
+                raise CutError(
+                    f"torch.fx cannot trace {type(model).__name__}.forward ({why}); move the "
+                    "data-dependent part into a submodule (nopeek keeps it whole and cuts around "
+                    "it), or pass an nn.Sequential of blocks"
+                ) from exc
+            log.info("keeping %s whole: torch.fx cannot trace it (%s)", where, why)
+            _keep_whole(model, where, opaque, f"torch.fx cannot trace it: {why}")
+    raise CutError(
+        f"torch.fx cannot trace {len(opaque)} submodules of {type(model).__name__}; pass an "
+        "nn.Sequential of blocks"
+    )
+
+
+def _buffer_owners(model: nn.Module, graph: fx.Graph) -> set[str]:
+    """Submodules (not the root) whose own buffers the graph reads directly."""
+    owners = set()
+    for n in graph.nodes:
+        if n.op == "get_attr":
+            path, _, field = str(n.target).rpartition(".")
+            if path and field in model.get_submodule(path)._buffers:
+                owners.add(path)
+    return owners
+
+
+def _code(graph: fx.Graph) -> str:
+    return re.sub(r"_tensor_constant\d+", "_tensor_constant", graph.python_code("self").src)
+
+
+def _trace_train(model: nn.Module, opaque: dict[str, str]) -> fx.Graph:
+    """Trace in train mode; submodules that read their own buffers are then kept whole."""
+    while True:
+        graph = _trace_once(model, opaque)
+        owners = _buffer_owners(model, graph) - set(opaque)
+        if not owners:
+            return graph
+        opaque.update((path, "it reads its own buffers") for path in sorted(owners))
+
+
+def _first_difference(a: fx.Graph, b: fx.Graph) -> fx.Node | None:
+    """The first node of ``a`` that differs from ``b`` (None when the programs are equal)."""
+    if _code(a) == _code(b):
+        return None
+
+    def key(n: fx.Node) -> tuple:
+        return (n.op, str(n.target), str(n.args), str(n.kwargs))
+
+    pairs = zip(a.nodes, b.nodes)
+    return next((x for x, y in pairs if key(x) != key(y)), list(a.nodes)[-1])
+
+
+def trace(model: nn.Module) -> Traced:
+    """Trace ``model``; train and eval mode must give the same graph.
+
+    Kept whole (opaque): submodules fx cannot trace, submodules that read their own buffers (so
+    that moving the model to a device moves what the segments read), and submodules whose
+    forward differs between train and eval mode (``if self.training:``, stochastic depth).
+    """
+    opaque: dict[str, str] = {}
+    modes = [(m, m.training) for m in model.modules()]
+    std = fx.Tracer()
+    try:
+        for _ in range(_MAX_RETRIES):
+            model.train(True)
+            graph = _trace_train(model, opaque)
+            model.train(False)
+            first = _first_difference(graph, _trace_once(model, dict(opaque)))
+            if first is None:
+                return Traced(model, graph, opaque)
+            scope = first.meta.get("nopeek_scope", ())
+            free = [
+                s
+                for s in reversed(scope)
+                if s not in opaque and not std.is_leaf_module(model.get_submodule(s), s)
+            ]
+            if not free:
+                raise CutError(
+                    f"{type(model).__name__}.forward runs a different graph in train and eval "
+                    f"mode (near {_scope_of(first)}); use modules such as nn.Dropout instead of "
+                    "`if self.training:` in forward, or move that branch into a submodule"
+                )
+            log.info("keeping %s whole: it runs differently in train and eval mode", free[0])
+            _keep_whole(model, free[0], opaque, "it runs differently in train and eval mode")
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    raise CutError(f"cannot trace {type(model).__name__}; pass an nn.Sequential of blocks")
+
+
+def _suggest(traced: Traced, valid: list[str], k: int = 6) -> str:
+    single = [c for c in valid if len(traced.crossing(traced.ends[c])) == 1] or valid
+    depth = min((c.count(".") for c in single), default=0)
+    few = [c for c in single if c.count(".") == depth][:k]
+    if not few:
+        return "none (wrap parts of the model in modules, or pass an nn.Sequential of blocks)"
+    more = f" (`nopeek models` / cut_names(model) list all {len(valid)})" if len(valid) > k else ""
+    return ", ".join(few) + more
+
+
+def _positions(traced: Traced, cuts: Sequence[str]) -> list[int]:
+    valid: list[str] | None = None
+    for cut in cuts:
+        why = traced.problem(cut)
+        if why is not None:
+            valid = valid if valid is not None else traced.valid()
+            raise CutError(f"{why}; valid cuts include: {_suggest(traced, valid)}")
+    positions = [traced.ends[c] for c in cuts]
+    for a, b, pa, pb in zip(cuts, cuts[1:], positions, positions[1:]):
+        if pa == pb:
+            raise CutError(f"cuts {a!r} and {b!r} are the same point of the model; keep one")
+        if pa > pb:
+            raise CutError(f"cuts {','.join(cuts)} must be in model order ({a!r} runs after {b!r})")
+    return positions
+
+
+def _segment(traced: Traced, lo: int, hi: int, index: int) -> fx.GraphModule:
+    """The nodes in positions (lo, hi] as a module: inputs are the values crossing ``lo`` (the
+    model's inputs for the first segment), outputs those crossing ``hi`` (or the model's)."""
+    g = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    first = lo < 0
+    inputs = [n for n in traced.nodes if n.op == "placeholder"] if first else traced.crossing(lo)
+    for n in inputs:
+        if first:
+            env[n] = g.node_copy(n)
+            continue
+        env[n] = g.placeholder(n.name)
+        body = [u for u in n.users if lo < traced.pos[u] <= hi]
+        if any(_mutates(u, n, traced.model) for u in body):
+            env[n] = g.call_method("clone", (env[n],))  # a received leaf must not be modified
+
+    def lookup(a: fx.Node) -> fx.Node:
+        if a not in env and a.op == "get_attr":
+            env[a] = g.node_copy(a)
+        return env[a]
+
+    for n in traced.nodes[lo + 1 : hi + 1]:
+        if n.op in _COMPUTE:
+            env[n] = g.node_copy(n, lookup)
+    if hi >= len(traced.nodes) - 1:
+        out = next(n for n in traced.nodes if n.op == "output")
+        g.output(fx.map_arg(out.args[0], lookup))
+        sends: tuple[str, ...] = ()
+    else:
+        crossing = traced.crossing(hi)
+        values = [lookup(n) for n in crossing]
+        g.output(values[0] if len(values) == 1 else tuple(values))
+        sends = tuple(_describe(n) for n in crossing)
+    g.lint()
+    gm = fx.GraphModule(traced.model, g, class_name=f"Segment{index}")
+    gm.meta["nopeek_takes"] = tuple(_describe(n) for n in inputs)
+    gm.meta["nopeek_sends"] = sends
+    return gm
+
+
+def split_fx(model: nn.Module, cuts: Sequence[str]) -> list[fx.GraphModule]:
+    """Cut a traceable ``model`` after each module path in ``cuts``: ``len(cuts) + 1`` segments.
+
+    Each segment is an ``fx.GraphModule`` calling the model's own submodules (its parameters
+    are the model's parameter objects). A segment whose cut carries several tensors returns a
+    tuple that the next segment takes as positional inputs. Raises a one-line
+    :class:`~nopeek.errors.CutError` for an untraceable model or an invalid cut.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> class Net(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+    ...     def forward(self, x):
+    ...         return self.b(torch.relu(self.a(x)) + x)
+    >>> net = Net()
+    >>> client, server = split_fx(net, ["a"])  # the skip `+ x` needs the raw input
+    Traceback (most recent call last):
+    ...
+    nopeek.errors.CutError: cut 'a' is not on every path from the input: ...
+    """
+    traced = trace(model)
+    positions = _positions(traced, list(cuts))
+    bounds = [-1, *positions, len(traced.nodes) - 1]
+    return [_segment(traced, a, b, i) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+
+
+def sends(segment: nn.Module) -> tuple[str, ...]:
+    """What an fx segment returns at its cut: the producing module path (or op) of each value;
+    empty for a last segment or a module that is no fx segment."""
+    meta = getattr(segment, "meta", None)
+    return tuple(meta.get("nopeek_sends", ())) if isinstance(meta, dict) else ()
+
+
+def require_one_tensor(segments: Iterable[tuple[str | None, nn.Module | None]]) -> None:
+    """Refuse a ``(cut, segment)`` whose cut carries several tensors: a party sends one tensor
+    per cut (the runtime's messages), so training needs a cut that a skip does not cross."""
+    for cut, segment in segments:
+        carried = sends(segment) if segment is not None else ()
+        if cut is not None and len(carried) > 1:
+            raise CutError(
+                f"cut {cut!r} carries {len(carried)} tensors ({', '.join(carried)}: a skip "
+                "connection crosses it) but a party sends one tensor per cut; pick a cut at a "
+                "block boundary (`nopeek models --model M` marks the one-tensor cuts)"
+            )
+
+
+def _describe(node: fx.Node) -> str:
+    return str(node.target) if node.op == "call_module" else node.name
+
+
+def cut_info(model: nn.Module, example: torch.Tensor | None = None) -> list[CutInfo]:
+    """Every valid cut of a traceable ``model`` with what crosses it, in execution order.
+
+    ``example``: (N, *input_shape), optional; when given, each crossing value's shape is
+    measured on it (in eval mode, without gradients; the model's modes are restored).
+    """
+    traced = trace(model)
+    names = traced.valid()
+    shapes: dict[fx.Node, tuple[int, ...]] = {}
+    if example is not None:
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad():
+                ShapeProp(fx.GraphModule(model, traced.graph)).propagate(example)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        for n in traced.nodes:
+            meta = n.meta.get("tensor_meta")
+            if meta is not None and hasattr(meta, "shape"):
+                shapes[n] = tuple(meta.shape[1:])
+    out = []
+    for name in names:
+        crossing = traced.crossing(traced.ends[name])
+        found = tuple(shapes[n] for n in crossing if n in shapes) if shapes else ()
+        out.append(CutInfo(name, tuple(_describe(n) for n in crossing), found))
+    return out
+
+
+def fx_cut_names(model: nn.Module) -> list[str]:
+    """The valid cut names of a traceable ``model``, in execution order."""
+    return trace(model).valid()

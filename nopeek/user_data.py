@@ -1,0 +1,397 @@
+"""The user's own data: ``npz:PATH``, ``csv:PATH`` (with ``target``) and ``imagefolder:PATH``.
+
+Each file becomes a :class:`~nopeek.data.Dataset` with the same stratified, seeded 0.6 train /
+0.2 aux / 0.2 test split as the bundled sets, so every class appears in every split (each class
+needs :data:`MIN_PER_CLASS` samples). Tabular features are standardized on the train split;
+images are scaled to [0, 1].
+
+- ``npz:PATH``: ``np.savez(PATH, x=..., y=..., ids=...)``. ``x`` (N, D) is tabular, (N, H, W) or
+  (N, C, H, W) an image set (uint8 0..255 or floats in [0, 1]); ``y`` (N,) labels (integers or
+  strings); ``ids`` (N,) optional unique non-negative integer sample ids (default: row numbers).
+- ``csv:PATH`` with ``target=COLUMN``: a header row, one row per sample; every other column is a
+  numeric feature. Sample ids are the data row numbers (0-based).
+- ``imagefolder:PATH``: torchvision's ``ImageFolder`` layout, ``PATH/<class>/<image>`` (any depth
+  below the class folder; names starting with ``.`` are skipped). Images must share one mode and
+  size unless ``image_size=S`` resizes them all to SxS (and converts them to RGB if any is in
+  colour). Sample ids are positions in the sorted file list.
+
+Labels become classes 0..K-1 in sorted order (numerically when they all are integers), and the
+original labels are the class names. Every problem with a file is a one-line ``DataError`` that
+names the place and the fix, raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import zipfile
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nopeek._image_folder import common_format, list_images, read_pixels
+from nopeek.data import (
+    DATASETS,
+    FORMATS,
+    TEST_FRACTION,
+    Dataset,
+    _finish,
+    _split_bundled,
+    check_finite,
+)
+from nopeek.errors import ConfigError, DataError
+
+MIN_PER_CLASS = 5
+"""Samples a class needs so that the stratified split puts it in train, test and aux alike."""
+MIN_TEST = 4
+"""Test samples a data file must give (the unbiased dCor of the cut needs 4)."""
+_MIN_SAMPLES = next(n for n in range(1, 1000) if math.ceil(TEST_FRACTION * n) >= MIN_TEST)
+MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
+"""CSV cells (stripped, lower-cased) that mean a missing value."""
+_SHAPE_MODELS = {(1, 8, 8): "digits-cnn", (1, 28, 28): "lenet", (3, 32, 32): "resnet18"}
+"""Default model for images of a reference model's fixed input shape; other images get ``cnn``."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A file's samples, before splitting.
+
+    x: (N, *input_shape) float32 (images in [0, 1]); y: (N,) int64 in [0, len(class_names));
+    ids: (N,) int64 sample ids.
+    """
+
+    x: Tensor
+    y: Tensor
+    ids: Tensor
+    kind: str  # "image" or "tabular"
+    class_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Described:
+    """What a config needs to know of a data file before training: its kind, the shape of one
+    sample, its class names, and the reference model that fits it."""
+
+    kind: str
+    input_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+
+    @property
+    def default_model(self) -> str:
+        if self.kind == "tabular":
+            return "mlp"
+        return _SHAPE_MODELS.get(self.input_shape, "cnn")
+
+
+def describe(name: str, *, target: str | None = None, image_size: int | None = None):
+    """The :class:`Described` of the data file ``name`` (``FORMAT:PATH``), or None when ``name``
+    is not a file spec; bad data or options raise here, before a run starts.
+
+    A registered data set given ``target`` or ``image_size`` raises ``ConfigError``.
+    """
+    fmt, sep, path = name.partition(":")
+    if name in DATASETS or not sep or fmt not in FORMATS:
+        if name in DATASETS and (target is not None or image_size is not None):
+            raise ConfigError(
+                f"--target and --image-size apply to data files (csv:PATH, imagefolder:PATH), "
+                f"not to {name}; drop them"
+            )
+        return None
+    _check_options(fmt, target, image_size)
+    where = _existing(fmt, path)
+    if fmt == "imagefolder":  # the folder listing and image headers, no pixels
+        files, classes = list_images(where)
+        labels = torch.tensor([label for _, label in files], dtype=torch.int64)
+        _check_counts(name, classes, labels)
+        mode, size = common_format(where, files, image_size)
+        return Described("image", (1 if mode == "L" else 3, size[1], size[0]), classes)
+    table = _read(fmt, where, name, target=target, image_size=image_size)
+    return Described(table.kind, tuple(table.x.shape[1:]), table.class_names)
+
+
+def _load(
+    fmt: str,
+    path: str,
+    *,
+    seed: int,
+    max_train: int | None,
+    target: str | None = None,
+    image_size: int | None = None,
+    class_names: list[str] | None = None,
+    **_: Any,
+) -> Dataset:
+    """A :data:`~nopeek.data.FORMATS` loader: read, check, split and standardize one file.
+
+    ``class_names`` (a saved run's) must match the file's classes, so that a run is never
+    rebuilt on data whose labels mean something else.
+    """
+    _check_options(fmt, target, image_size)
+    name = f"{fmt}:{path}"
+    table = _read(fmt, _existing(fmt, path), name, target=target, image_size=image_size)
+    if class_names is not None and list(class_names) != list(table.class_names):
+        raise DataError(
+            f"{name} now has classes {_short(table.class_names)}, but the run was trained on "
+            f"{_short(class_names)}; restore the data or train anew with --overwrite"
+        )
+    splits = _split_bundled(table.x, table.y, seed)  # ids: row positions, mapped back below
+    splits = tuple(replace(s, ids=table.ids[s.ids]) for s in splits)
+    names = table.class_names
+    return _finish(name, splits, kind=table.kind, class_names=names, seed=seed, max_train=max_train)
+
+
+def _read(fmt: str, where: Path, name: str, **options: Any) -> Table:
+    """The file's :class:`Table`, checked: finite x, classes big enough to split, unique ids."""
+    table = _READERS[fmt](where, **options)
+    check_finite(table.x, what=f"{name} x")
+    _check_counts(name, table.class_names, table.y)
+    unique, repeats = torch.unique(table.ids, return_counts=True)
+    if len(unique) < len(table.ids):
+        first = int(unique[repeats > 1][0])
+        raise DataError(
+            f"{name}: sample id {first} appears {int(repeats[repeats > 1][0])} times in ids; "
+            "give every sample a unique id"
+        )
+    return table
+
+
+def _check_options(fmt: str, target: str | None, image_size: int | None) -> None:
+    if target is not None and fmt != "csv":
+        raise ConfigError(
+            f"--target names the label column of a csv:PATH data set; {fmt}:PATH holds its "
+            "labels itself, so drop --target"
+        )
+    if image_size is not None and fmt != "imagefolder":
+        raise ConfigError(f"--image-size resizes imagefolder:PATH images; drop it for {fmt}:PATH")
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 2
+    ):
+        raise ConfigError(f"--image-size must be an integer >= 2, got {image_size!r}; e.g. 32")
+
+
+def _existing(fmt: str, path: str) -> Path:
+    """``path`` (``~`` expanded), refused in one line when missing or of the wrong type."""
+    where = Path(path).expanduser()
+    folder = fmt == "imagefolder"
+    if not path or not where.exists():
+        thing = "folder" if folder else "file"
+        raise DataError(
+            f"{fmt}:{path}: no such {thing}; check the path (a relative one starts at the "
+            "current folder)"
+        )
+    if folder and not where.is_dir():
+        raise DataError(f"imagefolder:{path} is not a folder; give the folder of class folders")
+    if not folder and not where.is_file():
+        raise DataError(f"{fmt}:{path} is not a file; give the path of the .{fmt} file")
+    return where
+
+
+def _check_counts(name: str, names: tuple[str, ...], y: Tensor) -> None:
+    """At least 2 classes, :data:`MIN_PER_CLASS` samples in each, :data:`MIN_TEST` test ones."""
+    if len(names) < 2:
+        raise DataError(
+            f"{name} has a single class {names[0]!r}; a classifier needs at least 2, fix the labels"
+        )
+    counts = torch.bincount(y, minlength=len(names)).tolist()
+    for label, count in zip(names, counts, strict=True):
+        if count < MIN_PER_CLASS:
+            raise DataError(
+                f"{name}: class {label!r} has {count} sample(s), too few to split; every class "
+                f"needs at least {MIN_PER_CLASS} (for train, test and aux): add samples or drop "
+                "the class"
+            )
+    n_test = math.ceil(TEST_FRACTION * len(y))  # as sklearn's train_test_split counts
+    if n_test < MIN_TEST:
+        raise DataError(
+            f"{name} has {len(y)} samples, so {n_test} test samples, too few to measure leakage "
+            f"(dCor needs {MIN_TEST}); give at least {_MIN_SAMPLES} samples"
+        )
+
+
+def _short(names) -> str:
+    shown = ", ".join(repr(n) for n in list(names)[:8])
+    return f"[{shown}{', ...' if len(names) > 8 else ''}] ({len(names)})"
+
+
+def _classes(labels: np.ndarray, where: str) -> tuple[Tensor, tuple[str, ...]]:
+    """Labels (N,) (integers or strings) -> class indices in sorted order, and the class names.
+
+    Strings that all spell integers are sorted as numbers ("2" before "10").
+    """
+    if labels.dtype.kind in "US" and all(re.fullmatch(r"[+-]?\d+", s) for s in labels.astype(str)):
+        labels = labels.astype(np.int64)
+    elif labels.dtype.kind == "f":
+        if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
+            raise DataError(
+                f"{where} holds non-integer or non-finite numbers; labels must be classes "
+                "(integers or strings), nopeek does not do regression"
+            )
+        labels = labels.astype(np.int64)
+    elif labels.dtype.kind not in "iubUS":
+        raise DataError(f"{where} has dtype {labels.dtype}; save the labels as integers or strings")
+    values, y = np.unique(labels, return_inverse=True)
+    names = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values.tolist())
+    return torch.from_numpy(y.reshape(-1).astype(np.int64)), names
+
+
+# --- npz ----------------------------------------------------------------------------------
+
+
+def _read_npz(path: Path, **_: Any) -> Table:
+    """``x``, ``y`` and optional ``ids`` of an ``np.savez`` archive (never unpickled)."""
+    fix = "save it with np.savez(PATH, x=features, y=labels) (ids=... optional)"
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"npz:{path} is not an npz archive (a zip of .npy arrays); {fix}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            arrays = {k: archive[k] for k in ("x", "y", "ids") if k in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        what = "holds Python objects (never unpickled)" if "pickle" in str(exc) else "is corrupt"
+        raise DataError(f"npz:{path} {what} ({type(exc).__name__}); {fix}") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(
+            f"npz:{path} has arrays {sorted(keys)} but no {' or '.join(map(repr, missing))}; {fix}"
+        )
+    x, y = arrays["x"], arrays["y"]
+    if y.ndim != 1 or x.ndim < 1 or len(x) != len(y):
+        raise DataError(
+            f"npz:{path}: x has shape {x.shape} but y {y.shape}; give one label per row of x, "
+            "y of shape (N,)"
+        )
+    y_t, names = _classes(y, f"npz:{path} y")
+    ids = _npz_ids(arrays.get("ids"), len(y), path)
+    return Table(_npz_x(x, path), y_t, ids, "tabular" if x.ndim == 2 else "image", names)
+
+
+def _npz_x(x: np.ndarray, path: Path) -> Tensor:
+    """x as float32: (N, D) as is; images (N, H, W) -> (N, 1, H, W), scaled to [0, 1]."""
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"npz:{path} x has dtype {x.dtype}; save numeric features")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(
+            f"npz:{path} x has shape {x.shape}; give (N, D) features or (N, H, W) / (N, C, H, W) "
+            "images"
+        )
+    if x.ndim == 4 and x.shape[1] > 4 and x.shape[-1] in (1, 3, 4):
+        raise DataError(
+            f"npz:{path} x has shape {x.shape}, which looks channels-last; save images as "
+            "(N, C, H, W), e.g. x.transpose(0, 3, 1, 2)"
+        )
+    out = torch.from_numpy(x.astype(np.float32))
+    if x.ndim == 3:
+        out = out.unsqueeze(1)
+    check_finite(out, what=f"npz:{path} x")
+    if x.ndim > 2 and x.dtype == np.uint8:
+        return out / 255.0
+    if x.ndim > 2 and len(out) and (float(out.min()) < 0 or float(out.max()) > 1):
+        raise DataError(
+            f"npz:{path} images span [{float(out.min()):.4g}, {float(out.max()):.4g}]; save "
+            "them as uint8 0..255 or floats in [0, 1]"
+        )
+    return out
+
+
+def _npz_ids(ids: np.ndarray | None, n: int, path: Path) -> Tensor:
+    if ids is None:
+        return torch.arange(n, dtype=torch.int64)
+    if ids.shape != (n,) or ids.dtype.kind not in "iu" or (n and ids.min() < 0):
+        raise DataError(
+            f"npz:{path} ids has shape {ids.shape} and dtype {ids.dtype}; give ({n},) unique "
+            "non-negative integers, or leave ids out"
+        )
+    return torch.from_numpy(ids.astype(np.int64))
+
+
+# --- csv ----------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path, *, target: str | None, **_: Any) -> Table:
+    """A header row, then one row per sample: the ``target`` column's labels, numeric features."""
+    header, rows = _csv_rows(path)
+    if target is None or target not in header:
+        given = "needs --target COLUMN" if target is None else f"has no column --target {target!r}"
+        raise DataError(
+            f"csv:{path} {given} (the label column); the columns are: {', '.join(header)}"
+        )
+    t = header.index(target)
+    features = [j for j in range(len(header)) if j != t]
+    if not features:
+        raise DataError(f"csv:{path} has only the target column {target!r}; add feature columns")
+    x = np.empty((len(rows), len(features)), dtype=np.float32)
+    for i, (line, row) in enumerate(rows):
+        for j, col in enumerate(features):
+            x[i, j] = _number(row[col], path, i, line, header[col])
+        if row[t].lower() in MISSING:
+            _missing(path, i, line, target)
+    labels = np.array([row[t] for _, row in rows])
+    y, names = _classes(labels, f"csv:{path} column {target!r}")
+    ids = torch.arange(len(rows), dtype=torch.int64)
+    return Table(torch.from_numpy(x), y, ids, "tabular", names)
+
+
+def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the (file line, stripped cells) of each non-blank row."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            rows = [(reader.line_num, [c.strip() for c in row]) for row in reader if row]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(
+            f"csv:{path} is not readable as UTF-8 CSV ({type(exc).__name__}); save it as CSV text"
+        ) from None
+    if not header or not rows:
+        missing = "rows" if header else "header"
+        raise DataError(
+            f"csv:{path} has no {missing}; give a header row of column names, then one row per "
+            "sample"
+        )
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise DataError(f"csv:{path} repeats the column name(s) {twice}; give unique names")
+    for line, row in rows:
+        if len(row) != len(header):
+            raise DataError(
+                f"csv:{path} line {line} has {len(row)} fields but the header has {len(header)}; "
+                "fix that row"
+            )
+    return header, rows
+
+
+def _number(cell: str, path: Path, row: int, line: int, column: str) -> float:
+    if cell.lower() in MISSING:
+        _missing(path, row, line, column)
+    try:
+        return float(cell)
+    except ValueError:
+        raise DataError(
+            f"csv:{path} column {column!r} is not numeric (row {row}, line {line}: {cell!r}); "
+            "drop the column or encode it as numbers"
+        ) from None
+
+
+def _missing(path: Path, row: int, line: int, column: str) -> None:
+    raise DataError(
+        f"csv:{path} has a missing value at row {row} (line {line}), column {column!r}; fill it "
+        "in (impute) or drop the row"
+    )
+
+
+def _read_images(path: Path, *, image_size: int | None, **_: Any) -> Table:
+    """Every image of ``PATH/<class>/...`` as (N, C, H, W) in [0, 1]; classes sorted by name."""
+    files, classes = list_images(path)
+    x = read_pixels(files, *common_format(path, files, image_size))
+    y = torch.tensor([label for _, label in files], dtype=torch.int64)
+    return Table(x, y, torch.arange(len(files)), "image", classes)
+
+
+_READERS = {"npz": _read_npz, "csv": _read_csv, "imagefolder": _read_images}
+for _fmt in _READERS:
+    FORMATS.register(_fmt, partial(_load, _fmt))
