@@ -10,7 +10,12 @@ from torch import Tensor
 
 from nopeek._io import atomic_write_json
 from nopeek.attacks.base import AttackInputs, LabelScores, Reconstruction
-from nopeek.attacks.metrics import baseline_reconstruction, label_report, reconstruction_report
+from nopeek.attacks.metrics import (
+    baseline_reconstruction,
+    label_leak,
+    label_report,
+    reconstruction_report,
+)
 from nopeek.attacks.plots import save_reconstruction_grid
 from nopeek.data import Dataset
 from nopeek.errors import CheckpointError, ThreatModelError
@@ -38,13 +43,20 @@ def truth(dataset: Dataset, ids: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def score(output: Reconstruction | LabelScores, dataset: Dataset) -> dict[str, Any]:
-    """Metrics of ``output`` against the ground truth of the samples it names."""
+    """Metrics of ``output`` against the ground truth of the samples it names.
+
+    Label attacks: :func:`~nopeek.attacks.metrics.label_report` (``auc`` as the attack names
+    the classes, per epoch) plus :func:`~nopeek.attacks.metrics.label_leak` (the folded leak,
+    its orientation, per epoch and at its worst epoch).
+    """
     if isinstance(output, LabelScores):
         ys = {e: truth(dataset, ids)[1] for e, ids in output.ids.items()}
         perm = bool(output.extra.get("classes_up_to_permutation", False))
-        return label_report(
+        report = label_report(
             ys, output.scores, output.predicted, n_classes=dataset.n_classes, up_to_permutation=perm
         )
+        binary = dataset.n_classes == 2
+        return report | label_leak(report["auc_per_epoch"], report["epochs"], binary=binary)
     x = truth(dataset, output.ids)[0]
     baseline = baseline_reconstruction(dataset.aux.x, len(x))
     x_hat = output.x_hat.detach().float().cpu()

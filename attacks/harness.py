@@ -43,6 +43,8 @@ _RECORDED = {"activations": ("forward", "inference"), "gradients": ("backward", 
 _RECORDED["sent_activations"] = ("forward", "train")
 _METRICS = ("ssim", "psnr", "mse")
 _RECON_KEYS = (*_METRICS, *(f"baseline_{m}" for m in _METRICS), "dcor_reconstruction", "data_range")
+_LABEL_KEYS = ("auc", "auc_per_epoch", "epochs", "leak", "leak_orientation", "leak_per_epoch")
+_LABEL_KEYS += ("leak_max", "leak_max_epoch")
 
 
 @dataclass
@@ -50,9 +52,12 @@ class AttackResult:
     """One attack's outcome on one run; :meth:`to_json` is what ``attacks/<name>.json`` holds.
 
     Reconstruction attacks fill ``ssim`` ... ``data_range`` (``ssim`` is ``None`` for tabular
-    data); label attacks fill ``auc`` (final epoch), ``auc_per_epoch`` and, when the attack
-    makes hard guesses, ``accuracy`` (final epoch). ``output`` keeps the raw
-    :class:`Reconstruction` or :class:`LabelScores` (not written to JSON).
+    data); label attacks fill ``auc`` (final epoch, as the attack names the classes),
+    ``auc_per_epoch``, the leak ``max(auc, 1 - auc)`` (``leak``, final epoch) with the
+    ``leak_orientation`` it implies (``"as named"`` or ``"flipped"``), ``leak_per_epoch``, the
+    worst epoch ``leak_max`` / ``leak_max_epoch`` and, when the attack makes hard guesses,
+    ``accuracy`` (final epoch). ``output`` keeps the raw :class:`Reconstruction` or
+    :class:`LabelScores` (not written to JSON).
     """
 
     attack: str
@@ -77,6 +82,11 @@ class AttackResult:
     auc: float | None = None
     auc_per_epoch: list[float | None] | None = None
     epochs: list[int] | None = None
+    leak: float | None = None
+    leak_orientation: str | None = None
+    leak_per_epoch: list[float | None] | None = None
+    leak_max: float | None = None
+    leak_max_epoch: int | None = None
     accuracy: float | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     output: Reconstruction | LabelScores | None = field(default=None, repr=False)
@@ -90,7 +100,7 @@ class AttackResult:
         if self.aux_size is not None:
             out["aux_size"] = self.aux_size
         if self.kind == LABEL:
-            out |= {k: getattr(self, k) for k in ("auc", "auc_per_epoch", "epochs")}
+            out |= {k: getattr(self, k) for k in _LABEL_KEYS}
             if self.accuracy is not None:
                 out["accuracy"] = self.accuracy
         else:

@@ -188,6 +188,53 @@ def label_auc(y: Tensor, scores: Tensor, *, n_classes: int) -> float | None:
     return float(roc_auc_score(onehot, s[:, present].numpy(), average="macro"))
 
 
+AS_NAMED, FLIPPED = "as named", "flipped"
+
+
+def fold_auc(auc: float) -> float:
+    """``max(auc, 1 - auc)``: the AUC of the better of a ranking and its reverse.
+
+    A binary attack has to name which side is label 1; one that separates the classes
+    perfectly but names them the wrong way round scores AUC 0, and an attacker who flips its
+    guess (it needs one known label, or the class balance) gets 1. The fold is what leaks.
+
+    >>> fold_auc(0.2), fold_auc(0.9)
+    (0.8, 0.9)
+    """
+    return max(float(auc), 1.0 - float(auc))
+
+
+def label_leak(aucs: list[float | None], epochs: list[int], *, binary: bool = True) -> dict:
+    """The leak of a label attack from its AUCs per epoch (``aucs[k]`` at ``epochs[k]``).
+
+    Keys: ``leak`` (final epoch, :func:`fold_auc` of ``auc``), ``leak_orientation`` (``"as
+    named"`` when the attack's naming is the better one, AUC >= 0.5, else ``"flipped"``),
+    ``leak_per_epoch``, and the worst epoch an attacker could pick: ``leak_max`` and its
+    ``leak_max_epoch`` (the earliest of ties). An undefined AUC (one class) stays ``None``.
+    Multi-class AUCs are not folded (``binary=False``): their classes were already matched to
+    the truth (:func:`align_classes`), and a one-vs-rest average has no single flip.
+
+    >>> out = label_leak([0.6, 0.1, 0.3], [0, 1, 2])
+    >>> out["leak"], out["leak_orientation"], out["leak_max"], out["leak_max_epoch"]
+    (0.7, 'flipped', 0.9, 1)
+    """
+    per = [None if a is None else (fold_auc(a) if binary else float(a)) for a in aucs]
+    last = aucs[-1] if aucs else None
+    known = [(v, -k) for k, v in enumerate(per) if v is not None]
+    worst = max(known, default=None)
+    return {
+        "leak": per[-1] if per else None,
+        "leak_orientation": None if last is None else _orientation(last, binary),
+        "leak_per_epoch": per,
+        "leak_max": None if worst is None else worst[0],
+        "leak_max_epoch": None if worst is None else int(epochs[-worst[1]]),
+    }
+
+
+def _orientation(auc: float, binary: bool) -> str:
+    return AS_NAMED if auc >= 0.5 or not binary else FLIPPED
+
+
 def align_classes(y: Tensor, scores: Tensor, predicted: Tensor | None, *, n_classes: int):
     """Relabel an attack's class indices to the true classes they agree with most.
 

@@ -4,13 +4,17 @@
   activation, with ``epsilon_cut`` from Opacus' RDP accountant;
 - :class:`DPSGD` (``dp-sgd``): Opacus DP-SGD on the client segment, ``epsilon_dpsgd``;
 - label-gradient defenses of Li et al. 2022, applied by the label party on the gradient it
-  sends back: :class:`MaxNorm` (``max-norm``), :class:`Marvell` (``marvell``),
-  :class:`IsotropicNoise` (``isotropic``).
+  sends back: :class:`MaxNorm` (``max-norm``, additive), :class:`MaxNormMult`
+  (``max-norm-mult``, multiplicative), :class:`Marvell` (``marvell``),
+  :class:`IsotropicNoise` (``isotropic``);
+- :class:`Adversarial` (``adversarial``): the data party trains against its own simulated
+  inversion decoder (min-max, an attacker-aware defense against reconstruction).
 
 Each is a :class:`~nopeek.hooks.CutHook`; :func:`parse_defenses` builds them from the
 ``--defense`` specs (grammar in :mod:`nopeek.defenses.spec`) and :data:`DEFENSES` lists them.
 """
 
+from nopeek.defenses.adversarial import Adversarial
 from nopeek.defenses.base import Defense
 from nopeek.defenses.cut_noise import (
     CutNoise,
@@ -20,12 +24,18 @@ from nopeek.defenses.cut_noise import (
     laplace_cut_epsilon,
 )
 from nopeek.defenses.dpsgd import DPSGD
-from nopeek.defenses.label_gradient import IsotropicNoise, LabelGradientDefense, MaxNorm
+from nopeek.defenses.label_gradient import (
+    IsotropicNoise,
+    LabelGradientDefense,
+    MaxNorm,
+    MaxNormMult,
+)
 from nopeek.defenses.marvell import Marvell, MarvellNoise, solve_marvell, sum_kl
 from nopeek.defenses.spec import DEFENSES, parse_defenses, parse_spec, sender_transform
 
 __all__ = [
     "DEFENSES",
+    "Adversarial",
     "DPSGD",
     "CutNoise",
     "Defense",
@@ -34,6 +44,7 @@ __all__ = [
     "Marvell",
     "MarvellNoise",
     "MaxNorm",
+    "MaxNormMult",
     "calibrate_cut_sigma",
     "clip_per_sample",
     "gaussian_cut_epsilon",

@@ -5,9 +5,15 @@ positive examples' gradients have larger norms and point in another direction th
 negatives' (the norm and direction attacks). These defenses perturb each sample's gradient row
 ``g_i`` (the gradient ``(N, *cut_shape)`` flattened to ``(N, d)``) before it is sent:
 
-- :class:`MaxNorm` - multiplicative Gaussian noise ``g_i * (1 + sigma_i * xi_i)``, ``xi_i ~ N(0,
-  1)``, with ``sigma_i^2 = max_j ||g_j||^2 / ||g_i||^2 - 1``, so every row's expected squared
-  norm equals the largest squared norm in the batch (the direction of ``g_i`` is kept).
+- :class:`MaxNorm` (``max-norm``, Li et al.'s max-norm heuristic) - additive isotropic Gaussian
+  noise ``eta_i ~ N(0, sigma_i^2 I_d)`` with ``sigma_i^2 = (max_j ||g_j||^2 - ||g_i||^2) / d``,
+  so that ``E||g_i + eta_i||^2 = ||g_i||^2 + d sigma_i^2 = max_j ||g_j||^2``: every row's expected
+  squared norm equals the largest in the batch. A zero row gets the full ``max_j ||g_j||^2`` of
+  noise, so it no longer stands out to the norm attack; the noise also hides direction.
+- :class:`MaxNormMult` (``max-norm-mult``) - the multiplicative variant ``g_i * (1 + s_i xi_i)``,
+  ``xi_i ~ N(0, 1)``, ``s_i^2 = max_j ||g_j||^2 / ||g_i||^2 - 1``: the same expected squared norms
+  with noise only along ``g_i`` (as some implementations read the paper). It keeps every
+  direction, and a row that is exactly zero stays zero, revealing its label to the norm attack.
 - :class:`IsotropicNoise` - ``N(0, std^2 I)`` on every row with ``std = r * max_j ||g_j|| /
   sqrt(d)`` (expected noise power ``r^2 max_j ||g_j||^2``); or, with ``match=max-norm`` /
   ``match=marvell``, the per-batch power of that defense (for trade-off comparisons at equal
@@ -155,7 +161,7 @@ class LabelGradientDefense(Defense):
 
 
 def max_norm_sigmas(g: Tensor) -> Tensor:
-    """Per-row std of max-norm's multiplicative noise for rows ``g`` (N, d) -> (N,).
+    """Per-row std of max-norm-mult's multiplicative noise for rows ``g`` (N, d) -> (N,).
 
     >>> max_norm_sigmas(torch.tensor([[3.0, 4.0], [1.0, 2.0]]))
     tensor([0., 2.])
@@ -164,16 +170,49 @@ def max_norm_sigmas(g: Tensor) -> Tensor:
     return (sq.max() / sq.clamp_min(1e-30) - 1).clamp_min(0).sqrt()
 
 
-class MaxNorm(LabelGradientDefense):
-    """Li et al.'s max-norm: every row's expected squared norm becomes the batch maximum.
+def max_norm_stds(g: Tensor) -> Tensor:
+    """Per-row std of max-norm's additive noise for rows ``g`` (N, d) -> (N,) (per coordinate).
 
-    The noise is multiplicative, so a row that is exactly zero stays zero (e.g. when the
-    server's first layer after the cut is a ReLU that is off for a whole class): such rows
-    still reveal their label to the norm attack.
+    ``sigma_i = sqrt((max_j ||g_j||^2 - ||g_i||^2) / d)``, so ``||g_i||^2 + d sigma_i^2`` is the
+    batch maximum for every row (a zero row included).
+
+    >>> max_norm_stds(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+    tensor([0.0000, 3.5355])
+    """
+    sq = g.double().pow(2).sum(1)
+    return ((sq.max() - sq).clamp_min(0) / g.shape[1]).sqrt().to(g.dtype)
+
+
+class MaxNorm(LabelGradientDefense):
+    """Li et al.'s max-norm: additive per-example Gaussian noise up to the batch's largest norm.
+
+    Row ``i`` gets ``N(0, sigma_i^2 I_d)`` with ``sigma_i`` from :func:`max_norm_stds`, so its
+    expected squared norm ``||g_i||^2 + d sigma_i^2`` equals ``max_j ||g_j||^2``: the norm attack
+    sees the same expected norm for every example, zero rows included (they get the most
+    noise). The multiplicative variant is :class:`MaxNormMult` (``max-norm-mult``).
     """
 
     name = "max-norm"
-    purpose = 3
+    purpose = 6
+
+    def noise(self, g: Tensor, labels: Tensor) -> tuple[Tensor, float]:
+        eta = max_norm_stds(g).unsqueeze(1) * self._randn(*g.shape, like=g)
+        return eta, max_norm_power(g)
+
+
+class MaxNormMult(LabelGradientDefense):
+    """Max-norm with multiplicative noise along each gradient: ``g_i * (1 + s_i xi_i)``.
+
+    ``s_i`` from :func:`max_norm_sigmas` gives every row the batch's largest expected squared
+    norm, like :class:`MaxNorm`, but the noise lies along ``g_i`` only: directions are kept
+    exactly (the direction attack is untouched up to sign flips) and a row that is exactly zero
+    stays zero (e.g. when the server's first layer after the cut is a ReLU that is off for a
+    whole class), so such rows still reveal their label to the norm attack. Kept for comparison
+    with :class:`MaxNorm` and with implementations that read max-norm this way.
+    """
+
+    name = "max-norm-mult"
+    purpose = 3  # max-norm's stream before it became additive: old runs replay exactly
 
     def noise(self, g: Tensor, labels: Tensor) -> tuple[Tensor, float]:
         sigma = max_norm_sigmas(g)
@@ -182,7 +221,8 @@ class MaxNorm(LabelGradientDefense):
 
 
 def max_norm_power(g: Tensor) -> float:
-    """Expected per-row noise power of max-norm: mean_i (max_j ||g_j||^2 - ||g_i||^2)."""
+    """Expected per-row noise power of max-norm (either variant):
+    mean_i (max_j ||g_j||^2 - ||g_i||^2)."""
     sq = g.double().pow(2).sum(1)
     return float((sq.max() - sq).mean())
 

@@ -11,6 +11,7 @@ A value is converted by the kind its defense declares: ``float`` (finite), ``boo
     cut-noise:gaussian,sigma=0.5,clip=1         cut-noise:laplace,b=0.1,clip=1
     cut-noise:gaussian,target_epsilon=8,clip=1,inference=true
     dp-sgd:epsilon=8,delta=1e-5    max-norm    marvell:s=1    isotropic:match=marvell,s=1
+    adversarial:weight=1,decoder=conv
 
 Every mistake is one :class:`~nopeek.errors.ConfigError` line naming the fix.
 """
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from nopeek.defenses.adversarial import Adversarial
 from nopeek.defenses.base import Defense, derive_seed
 from nopeek.defenses.cut_noise import CutNoise
 from nopeek.defenses.dpsgd import DPSGD
@@ -30,6 +32,7 @@ from nopeek.defenses.label_gradient import (
     IsotropicNoise,
     LabelGradientDefense,
     MaxNorm,
+    MaxNormMult,
     binary_labels_error,
 )
 from nopeek.defenses.marvell import Marvell
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
     from nopeek.config import TrainConfig
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
-for _cls in (CutNoise, DPSGD, MaxNorm, Marvell, IsotropicNoise):
+for _cls in (CutNoise, DPSGD, MaxNorm, MaxNormMult, Marvell, IsotropicNoise, Adversarial):
     DEFENSES.register(_cls.name, _cls)
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}

@@ -41,6 +41,8 @@ def n_classes(config: TrainConfig) -> int:
     """Classes of the task ``config`` trains on (2 with one-vs-rest)."""
     if config.one_vs_rest is not None:
         return 2
+    if config.class_names is not None:  # a data file's, filled in by resolved()
+        return len(config.class_names)
     from nopeek.data import load_dataset
 
     ds = load_dataset(config.dataset, seed=config.seed, data_root=config.data_root)

@@ -22,7 +22,7 @@ from nopeek.eval.summary import SettingSummary, Stat
 # (attribute of SettingSummary, axis label, threshold from the literature or None)
 LEAKAGE = [
     ("best_ssim", "SSIM of the best reconstruction (lower = more private)", SSIM_THRESHOLD),
-    ("label_auc", "label AUC of the best label attack", LABEL_AUC_THRESHOLD),
+    ("label_auc", "label leak max(AUC, 1 - AUC), worst epoch", LABEL_AUC_THRESHOLD),
     ("dcor", "dCor(input, cut activation)", None),
 ]
 

@@ -5,8 +5,10 @@ Leakage of one attack, scaled to [0, 1] (0 = no better than an attacker who saw 
 - reconstruction: ``(ssim - baseline_ssim) / (1 - baseline_ssim)`` clipped to [0, 1], where
   ``baseline_ssim`` is the SSIM of the attack's data-free baseline guess (reported by the
   attack harness next to ``ssim``);
-- label inference: ``2 * (max(auc, 1 - auc) - 0.5)``; an attacker may flip its guess, so an
-  AUC of 0.2 leaks as much as 0.8.
+- label inference: ``2 * (leak - 0.5)`` with ``leak = max(auc, 1 - auc)``
+  (:func:`nopeek.attacks.metrics.fold_auc`, the same fold the attack harness writes as
+  ``leak``); an attacker may flip its guess, so an AUC of 0.2 leaks as much as 0.8. The
+  summaries pass the worst epoch's leak (``leak_max``), see :mod:`nopeek.eval.summary`.
 
 The trade-off score of a setting (after VFLAIR's defense capability score, Zou et al. 2023)::
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import math
 
+from nopeek.attacks.metrics import fold_auc
+
 # SSIM below 0.3: reconstructions counted as unrecognisable (He, Zhang & Lee, "Model inversion
 # attacks against collaborative inference", ACSAC 2019).
 SSIM_THRESHOLD = 0.3
@@ -31,12 +35,13 @@ BETA = 0.5
 
 
 def symmetric_auc(auc: float) -> float:
-    """``max(auc, 1 - auc)``: an attacker can flip a worse-than-chance guess.
+    """``max(auc, 1 - auc)``: an attacker can flip a worse-than-chance guess (the harness's
+    ``leak``; one definition, :func:`nopeek.attacks.metrics.fold_auc`).
 
     >>> symmetric_auc(0.2)
     0.8
     """
-    return max(auc, 1.0 - auc)
+    return fold_auc(auc)
 
 
 def reconstruction_leakage(ssim: float, baseline_ssim: float) -> float:
@@ -53,10 +58,10 @@ def reconstruction_leakage(ssim: float, baseline_ssim: float) -> float:
 
 
 def label_leakage(auc: float) -> float:
-    """Label AUC above chance, scaled to [0, 1].
+    """Label AUC above chance, scaled to [0, 1] (folded first: 0.25 leaks as 0.75 does).
 
-    >>> label_leakage(0.75)
-    0.5
+    >>> label_leakage(0.75), label_leakage(0.25)
+    (0.5, 0.5)
     """
     return 2.0 * (symmetric_auc(auc) - 0.5)
 

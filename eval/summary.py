@@ -1,9 +1,12 @@
 """Aggregate result rows per setting: mean and spread over seeds, leakage, trade-off score.
 
 Per run, the *strongest* attack counts: ``best_ssim`` is the highest SSIM over the
-reconstruction attacks, ``label_auc`` the highest :func:`~nopeek.eval.score.symmetric_auc` over
-the label attacks, and ``leakage`` the highest normalised leakage over all attacks (see
-:mod:`nopeek.eval.score`). Means and sample standard deviations (``ddof=1``) are then taken over
+reconstruction attacks, ``label_auc`` the highest label leak over the label attacks, and
+``leakage`` the highest normalised leakage over all attacks (see :mod:`nopeek.eval.score`).
+A label attack's leak is its worst epoch, the one an attacker watching training could pick:
+``leak_max`` = the largest ``max(auc, 1 - auc)`` over the epochs (:func:`label_leak`; rows
+written before the harness reported ``leak_max`` fall back to ``auc_per_epoch``, then ``auc``).
+Means and sample standard deviations (``ddof=1``) are then taken over
 the seeds of a setting; the trade-off score uses the means.
 """
 
@@ -45,6 +48,22 @@ class Stat:
         return text if self.std is None else f"{text} ± {self.std:.{digits}f}"
 
 
+def label_leak(row: dict[str, Any]) -> float | None:
+    """The worst-epoch leak of one label attack's result row (None when it has no AUC).
+
+    >>> label_leak({"auc": 0.3, "auc_per_epoch": [0.95, 0.3]})
+    0.95
+    >>> label_leak({"auc": 0.1, "leak_max": 0.9})
+    0.9
+    """
+    if row.get("leak_max") is not None:
+        return float(row["leak_max"])
+    per = [a for a in (row.get("auc_per_epoch") or []) if a is not None]
+    if per:
+        return max(S.symmetric_auc(a) for a in per)
+    return S.symmetric_auc(row["auc"]) if row.get("auc") is not None else None
+
+
 @dataclass
 class RunSummary:
     """One run: its training metrics and the attack rows keyed by attack name."""
@@ -63,23 +82,23 @@ class RunSummary:
         return {a: r for a, r in self.attacks.items() if r.get("auc") is not None}
 
     def attack_value(self, name: str) -> float | None:
-        """The headline number of one attack: SSIM, or symmetric label AUC (None for neither,
-        e.g. a reconstruction of tabular data, which has no SSIM)."""
+        """The headline number of one attack: SSIM, or the label leak at its worst epoch
+        (:func:`label_leak`; None for neither, e.g. a reconstruction of tabular data)."""
         row = self.attacks[name]
         if row.get("ssim") is not None:
             return row["ssim"]
-        return S.symmetric_auc(row["auc"]) if row.get("auc") is not None else None
+        return label_leak(row)
 
     def best_ssim(self) -> float | None:
         return max((r["ssim"] for r in self.recon().values()), default=None)
 
     def label_auc(self) -> float | None:
-        return max((S.symmetric_auc(r["auc"]) for r in self.labels().values()), default=None)
+        return max((label_leak(r) for r in self.labels().values()), default=None)
 
     def leakage(self) -> float | None:
         recon = self.recon().values()
         rec = [S.reconstruction_leakage(r["ssim"], r["baseline_ssim"]) for r in recon]
-        lab = [S.label_leakage(r["auc"]) for r in self.labels().values()]
+        lab = [S.label_leakage(label_leak(r)) for r in self.labels().values()]
         return max(rec + lab, default=None)
 
 
@@ -167,8 +186,8 @@ def meets(
 ) -> bool:
     """Whether the mean leakage over seeds is within the budget (None = no limit).
 
-    SSIM must be strictly below ``max_ssim`` (He et al.'s "unrecognisable"), the symmetric
-    label AUC at most ``max_label_auc``.
+    SSIM must be strictly below ``max_ssim`` (He et al.'s "unrecognisable"), the label leak
+    (worst epoch, folded: :func:`label_leak`) at most ``max_label_auc``.
     """
     if max_ssim is not None and s.best_ssim is not None and not s.best_ssim.mean < max_ssim:
         return False

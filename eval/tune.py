@@ -16,7 +16,8 @@ stronger:
    seeds); none if no evaluated setting does.
 
 "Meets the budget" is judged on the mean over seeds of the strongest attack's leakage
-(:func:`nopeek.eval.summary.meets`).
+(:func:`nopeek.eval.summary.meets`); for label attacks that is the leak ``max(AUC, 1 - AUC)`` at
+the worst epoch of training (``leak_max``), not the final epoch's AUC.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ KNOBS: dict[str, Knob] = {
     "cut-noise": Knob("cut-noise", "cut-noise:gaussian,sigma={},clip=1,inference=true", 0.5),
     "isotropic": Knob("isotropic", "isotropic:r={}", 4.0),
     "marvell": Knob("marvell", "marvell:s={}", 4.0),
+    "adversarial": Knob("adversarial", "adversarial:weight={}", 4.0),
 }
 
 
@@ -182,7 +184,8 @@ def parse_knobs(text: str) -> list[Knob]:
 
 @dataclass
 class Budget:
-    """Leakage limits (None = no limit): SSIM strictly below, symmetric label AUC at most."""
+    """Leakage limits (None = no limit): SSIM strictly below; the label leak, max(AUC, 1 - AUC)
+    at the worst epoch (``leak_max``, :func:`nopeek.eval.summary.label_leak`), at most."""
 
     max_ssim: float | None = None
     max_label_auc: float | None = None

@@ -201,10 +201,15 @@ def train(
         )
     model.to(device)
     runner = _Runner(config, dataset, topology, hooks, device, quiet=quiet)
+    return _run_in(run_dir, out, runner, state, model, resume=resume, overwrite=overwrite)
+
+
+def _run_in(run_dir, out, runner, state, model, *, resume: bool, overwrite: bool) -> TrainResult:
+    """Run ``runner`` writing through ``run_dir``: a fresh run in place (an interrupt keeps it for
+    --resume, an error removes it); an overwrite in a staging sibling swapped in only at the end
+    (see :mod:`nopeek.rundir`)."""
     if run_dir is None:
         return runner.run(None, state, model)
-    # fresh: in place (an interrupt keeps it for --resume, an error removes it); overwrite: in a
-    # staging sibling swapped in only at the end (see nopeek.rundir)
     with run_dir.writing(resume=resume, overwrite=overwrite) as where:
         result = runner.run(where, state, model)
     result.run_dir = out
@@ -247,12 +252,7 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
         runner = _Runner(
             config, dataset, topology, hooks, device, quiet=quiet, local=[me], make_channel=make
         )
-        if run_dir is None:
-            return runner.run(None, state, model)
-        with run_dir.writing(resume=resume, overwrite=overwrite) as where:
-            result = runner.run(where, state, model)
-        result.run_dir = out
-        return result
+        return _run_in(run_dir, out, runner, state, model, resume=resume, overwrite=overwrite)
     except Exception as exc:
         if runner is not None:
             runner.runtime.channel.broadcast_error(f"{me}: {str(exc).splitlines()[0][:300]}")

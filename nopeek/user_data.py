@@ -84,17 +84,28 @@ class Described:
 
     @property
     def default_model(self) -> str:
+        """``mlp`` for features; for images the reference model of their fixed shape, or
+        ``cnn`` (any size)."""
         if self.kind == "tabular":
             return "mlp"
         return _SHAPE_MODELS.get(self.input_shape, "cnn")
 
 
-def describe(name: str, *, target: str | None = None, image_size: int | None = None):
+def describe(
+    name: str, *, target: str | None = None, image_size: int | None = None
+) -> Described | None:
     """The :class:`Described` of the data file ``name`` (``FORMAT:PATH``), or None when ``name``
     is not a file spec; bad data or options raise here, before a run starts.
 
     A registered data set given ``target`` or ``image_size`` raises ``ConfigError``.
-    """
+
+    >>> describe("digits") is None
+    True
+    >>> describe("csv:no/such.csv", target="y")
+    Traceback (most recent call last):
+    ...
+    nopeek.errors.DataError: csv:no/such.csv: no such file; check the path (a relative one starts at the current folder)
+    """  # noqa: E501
     fmt, sep, path = name.partition(":")
     if name in DATASETS or not sep or fmt not in FORMATS:
         if name in DATASETS and (target is not None or image_size is not None):

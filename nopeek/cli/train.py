@@ -40,7 +40,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         dest="image_size",
         help="imagefolder:PATH data: resize every image to NxN (needed for mixed sizes or modes)",
     )
-    p.add_argument("--model", help="reference model (see `nopeek models`; default: per data set)")
+    p.add_argument(
+        "--model",
+        help="reference model (see `nopeek models`; default: per data set), torchvision:<name> "
+        "or module:<package.module:factory> (these need --cut)",
+    )
     p.add_argument(
         "--cut", help="cut name(s), comma-separated for several cuts (default: the model's)"
     )

@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
         "--search",
         default=None,
         help="knobs to turn, with optional strongest value: alpha, cut-noise, isotropic, "
-        "marvell (default alpha,cut-noise; plus isotropic for --max-label-auc); e.g. alpha=4",
+        "marvell, adversarial (default alpha,cut-noise; plus isotropic for --max-label-auc); "
+        "e.g. alpha=4,adversarial=2",
     )
     p.add_argument("--iterations", type=int, default=3, help="bisection rounds (default 3)")
     p.add_argument("--out", default="tunes/latest", help="tune directory (default tunes/latest)")

@@ -29,17 +29,13 @@ import torchvision
 from torch import nn
 
 from nopeek.errors import ConfigError
+from nopeek.models._fx_trace import first_line
 from nopeek.models._registry import MODELS, ModelSpec
 
 log = logging.getLogger(__name__)
 
 # builders whose train-only auxiliary heads would change the output in train mode
 _AUX_LOGITS = ("googlenet", "inception_v3")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__).rstrip(".")
 
 
 def _probe(model: nn.Module, shape: tuple[int, ...], n_classes: int, what: str) -> None:
@@ -51,7 +47,7 @@ def _probe(model: nn.Module, shape: tuple[int, ...], n_classes: int, what: str) 
             out = model(torch.zeros(2, *shape))
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         raise ConfigError(
-            f"{what} cannot run on inputs of shape {shape} ({_first_line(exc)}); use inputs that "
+            f"{what} cannot run on inputs of shape {shape} ({first_line(exc)}); use inputs that "
             "fit it (e.g. larger images) or another model"
         ) from None
     finally:
@@ -107,8 +103,11 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        why = first_line(exc)
+        if "Weights only load failed" in str(exc):
+            why = "it holds Python objects besides tensors, which nopeek never unpickles"
         raise ConfigError(
-            f"cannot read weights {path} with torch.load(weights_only=True) ({_first_line(exc)}); "
+            f"cannot read weights {path} with torch.load(weights_only=True) ({why}); "
             "save the model's state_dict() with torch.save"
         ) from None
     if not isinstance(state, dict) or not all(
@@ -171,12 +170,15 @@ def torchvision_model(
         kwargs.update(aux_logits=False, init_weights=True)
     if name.startswith("vit_"):
         if shape[1] != shape[2]:
-            raise ConfigError(f"{what} takes square images, the data are {shape[1]}x{shape[2]}")
+            raise ConfigError(
+                f"{what} takes square images, the data are {shape[1]}x{shape[2]}; resize them "
+                "(e.g. --image-size)"
+            )
         kwargs["image_size"] = shape[1]
     try:
         model = torchvision.models.get_model(name, **kwargs)
     except (ValueError, TypeError, AssertionError) as exc:
-        raise ConfigError(f"cannot build {what} for {shape} ({_first_line(exc)})") from None
+        raise ConfigError(f"cannot build {what} for {shape} ({first_line(exc)})") from None
     refit = _fit_channels(model, shape[0], name)
     if weights is not None:
         _load_weights(
@@ -235,7 +237,7 @@ def _import(module_name: str, spec: str):
             sys.path.insert(0, cwd)
             return _import(module_name, spec)
         raise ConfigError(
-            f"cannot import {module_name!r} for --model {spec} ({_first_line(exc)}); run nopeek "
+            f"cannot import {module_name!r} for --model {spec} ({first_line(exc)}); run nopeek "
             "from the folder that holds it, or install it"
         ) from None
 

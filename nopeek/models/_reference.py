@@ -145,7 +145,7 @@ MODELS.register(
     "cnn",
     ModelSpec(
         "cnn",
-        "small CNN for CxHxW images of any size (adaptive pooling before fc1)",
+        "small CNN for images of any size (adaptive pooling)",
         small_cnn,
         "image",
         "conv2",

@@ -27,10 +27,7 @@ defaults.
 
 from __future__ import annotations
 
-import inspect
-import logging
 import operator
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +37,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from nopeek.errors import CutError
-
-log = logging.getLogger(__name__)
+from nopeek.models._fx_trace import scope_of, trace_graph
 
 _COMPUTE = ("call_module", "call_function", "call_method")
 _INPLACE_OPS = {
@@ -58,7 +54,7 @@ _INPLACE_OPS = {
     operator.setitem,
 }
 _SCALAR_METHODS = {"size", "dim", "numel", "item", "tolist", "nelement", "__len__", "ndimension"}
-_MAX_RETRIES = 64
+_SCALAR_ATTRS = {"shape", "dtype", "device", "ndim", "layout", "is_cuda", "requires_grad"}
 
 
 @dataclass(frozen=True)
@@ -70,39 +66,6 @@ class CutInfo:
     name: str
     carries: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...] = ()
-
-
-class _ScopeTracer(fx.Tracer):
-    """An fx tracer that records the module paths each node was created in, keeps the
-    ``opaque`` modules whole, and notes the innermost module where tracing failed."""
-
-    def __init__(self, opaque: Sequence[str]) -> None:
-        super().__init__()
-        self.opaque = frozenset(opaque)
-        self.paths: list[str] = []
-        self.failed_at: str | None = None
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return module_qualified_name in self.opaque or super().is_leaf_module(
-            m, module_qualified_name
-        )
-
-    def call_module(self, m, forward, args, kwargs):
-        path = self.path_of_module(m)
-        self.paths.append(path)
-        try:
-            return super().call_module(m, forward, args, kwargs)
-        except Exception:
-            if self.failed_at is None:
-                self.failed_at = path
-            raise
-        finally:
-            self.paths.pop()
-
-    def create_node(self, *args, **kwargs):
-        node = super().create_node(*args, **kwargs)
-        node.meta["nopeek_scope"] = tuple(self.paths)
-        return node
 
 
 class Traced:
@@ -175,7 +138,7 @@ class Traced:
         raw = [n for n in crossing if n.op == "placeholder"]
         if raw:
             reader = min((u for u in raw[0].users if self.pos[u] > p), key=self.pos.get)
-            where = _scope_of(reader)
+            where = scope_of(reader)
             return (
                 f"cut {name!r} is not on every path from the input: {where} reads the raw "
                 f"input after it; pick another cut, or wrap the part before {where} in a module "
@@ -209,18 +172,13 @@ def _fetch(model: nn.Module, target: str) -> Any:
     return obj
 
 
-def _scope_of(node: fx.Node) -> str:
-    scope = node.meta.get("nopeek_scope", ())
-    return repr(scope[-1]) if scope else "the model's forward"
-
-
 def _is_tensor(node: fx.Node) -> bool:
     """A static guess whether ``node`` produces a tensor (sizes and Python numbers do not)."""
     if node.op == "call_method" and node.target in _SCALAR_METHODS:
         return False
     if node.op == "call_function":
         if node.target is getattr:
-            return False
+            return len(node.args) < 2 or node.args[1] not in _SCALAR_ATTRS  # x.T is a tensor
         args = [a for a in node.args if isinstance(a, fx.Node)]
         if getattr(node.target, "__module__", None) in ("_operator", "operator", "builtins"):
             return any(_is_tensor(a) for a in args) if args else False
@@ -243,135 +201,10 @@ def _mutates(user: fx.Node, value: fx.Node, model: nn.Module) -> bool:
     return False
 
 
-def _concrete_args(model: nn.Module) -> dict[str, Any]:
-    """Every ``forward`` parameter after the input, fixed at its default."""
-    params = [
-        p
-        for p in inspect.signature(model.forward).parameters.values()
-        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    ]
-    if not params:
-        raise CutError(f"{type(model).__name__}.forward takes no input; nopeek feeds it one tensor")
-    extra = [p for p in params[1:] if p.default is p.empty]
-    if extra:
-        raise CutError(
-            f"{type(model).__name__}.forward takes {len(params)} inputs "
-            f"({', '.join(p.name for p in params)}) but nopeek feeds one tensor; wrap the model "
-            "in a module whose forward(x) calls it"
-        )
-    return {p.name: p.default for p in params[1:]}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__).rstrip(".")
-
-
-def _keep_whole(model: nn.Module, path: str, opaque: dict[str, str], why: str) -> None:
-    """Make ``path`` and every other instance of its class opaque (same code, same reason)."""
-    kind = type(model.get_submodule(path))
-    for other, m in model.named_modules():
-        if other and type(m) is kind:
-            opaque.setdefault(other, why)
-    opaque[path] = why
-
-
-def _trace_once(model: nn.Module, opaque: dict[str, str]) -> fx.Graph:
-    """Trace ``model``; a submodule that fails is made opaque and the trace retried."""
-    concrete = _concrete_args(model)
-    for _ in range(_MAX_RETRIES):
-        tracer = _ScopeTracer(list(opaque))
-        try:
-            return tracer.trace(model, concrete_args=concrete or None)
-        except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError, ...
-            where, why = tracer.failed_at, _first_line(exc)
-            if not where or where in opaque:
-                raise CutError(
-                    f"torch.fx cannot trace {type(model).__name__}.forward ({why}); move the "
-                    "data-dependent part into a submodule (nopeek keeps it whole and cuts around "
-                    "it), or pass an nn.Sequential of blocks"
-                ) from exc
-            log.info("keeping %s whole: torch.fx cannot trace it (%s)", where, why)
-            _keep_whole(model, where, opaque, f"torch.fx cannot trace it: {why}")
-    raise CutError(
-        f"torch.fx cannot trace {len(opaque)} submodules of {type(model).__name__}; pass an "
-        "nn.Sequential of blocks"
-    )
-
-
-def _buffer_owners(model: nn.Module, graph: fx.Graph) -> set[str]:
-    """Submodules (not the root) whose own buffers the graph reads directly."""
-    owners = set()
-    for n in graph.nodes:
-        if n.op == "get_attr":
-            path, _, field = str(n.target).rpartition(".")
-            if path and field in model.get_submodule(path)._buffers:
-                owners.add(path)
-    return owners
-
-
-def _code(graph: fx.Graph) -> str:
-    return re.sub(r"_tensor_constant\d+", "_tensor_constant", graph.python_code("self").src)
-
-
-def _trace_train(model: nn.Module, opaque: dict[str, str]) -> fx.Graph:
-    """Trace in train mode; submodules that read their own buffers are then kept whole."""
-    while True:
-        graph = _trace_once(model, opaque)
-        owners = _buffer_owners(model, graph) - set(opaque)
-        if not owners:
-            return graph
-        opaque.update((path, "it reads its own buffers") for path in sorted(owners))
-
-
-def _first_difference(a: fx.Graph, b: fx.Graph) -> fx.Node | None:
-    """The first node of ``a`` that differs from ``b`` (None when the programs are equal)."""
-    if _code(a) == _code(b):
-        return None
-
-    def key(n: fx.Node) -> tuple:
-        return (n.op, str(n.target), str(n.args), str(n.kwargs))
-
-    pairs = zip(a.nodes, b.nodes)
-    return next((x for x, y in pairs if key(x) != key(y)), list(a.nodes)[-1])
-
-
 def trace(model: nn.Module) -> Traced:
-    """Trace ``model``; train and eval mode must give the same graph.
-
-    Kept whole (opaque): submodules fx cannot trace, submodules that read their own buffers (so
-    that moving the model to a device moves what the segments read), and submodules whose
-    forward differs between train and eval mode (``if self.training:``, stochastic depth).
-    """
-    opaque: dict[str, str] = {}
-    modes = [(m, m.training) for m in model.modules()]
-    std = fx.Tracer()
-    try:
-        for _ in range(_MAX_RETRIES):
-            model.train(True)
-            graph = _trace_train(model, opaque)
-            model.train(False)
-            first = _first_difference(graph, _trace_once(model, dict(opaque)))
-            if first is None:
-                return Traced(model, graph, opaque)
-            scope = first.meta.get("nopeek_scope", ())
-            free = [
-                s
-                for s in reversed(scope)
-                if s not in opaque and not std.is_leaf_module(model.get_submodule(s), s)
-            ]
-            if not free:
-                raise CutError(
-                    f"{type(model).__name__}.forward runs a different graph in train and eval "
-                    f"mode (near {_scope_of(first)}); use modules such as nn.Dropout instead of "
-                    "`if self.training:` in forward, or move that branch into a submodule"
-                )
-            log.info("keeping %s whole: it runs differently in train and eval mode", free[0])
-            _keep_whole(model, free[0], opaque, "it runs differently in train and eval mode")
-    finally:
-        for m, mode in modes:
-            m.training = mode
-    raise CutError(f"cannot trace {type(model).__name__}; pass an nn.Sequential of blocks")
+    """Trace ``model`` (see :mod:`nopeek.models._fx_trace`) and index where each cut sits."""
+    graph, opaque = trace_graph(model)
+    return Traced(model, graph, opaque)
 
 
 def _suggest(traced: Traced, valid: list[str], k: int = 6) -> str:

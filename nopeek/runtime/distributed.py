@@ -161,7 +161,9 @@ class TorchDistributedChannel(Channel):
         try:
             work.wait(timeout=datetime.timedelta(seconds=self.timeout))
         except RuntimeError as exc:
-            reason = "timed out" if "imeout" in str(exc) else "its connection closed"
+            text = str(exc).lower()  # gloo: "Timed out waiting 2000ms for recv operation"
+            timed_out = "timed out" in text or "timeout" in text
+            reason = "timed out" if timed_out else "its connection closed"
             raise PeerError(
                 f"{self.me} gave up on {peer} (rank {self.ranks[peer]}) {what}: {reason} after "
                 f"at most {self.timeout:g} s; check that {peer} is running with the same flags "

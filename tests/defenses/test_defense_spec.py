@@ -5,10 +5,12 @@ import pytest
 from nopeek.defenses import (
     DEFENSES,
     DPSGD,
+    Adversarial,
     CutNoise,
     IsotropicNoise,
     Marvell,
     MaxNorm,
+    MaxNormMult,
     parse_defenses,
     parse_spec,
 )
@@ -16,7 +18,7 @@ from nopeek.errors import ConfigError
 
 
 def test_every_defense_is_registered_under_its_name():
-    classes = (CutNoise, DPSGD, MaxNorm, Marvell, IsotropicNoise)
+    classes = (CutNoise, DPSGD, MaxNorm, MaxNormMult, Marvell, IsotropicNoise, Adversarial)
     assert DEFENSES.names() == sorted(c.name for c in classes)
     for cls in classes:
         assert DEFENSES.get(cls.name) is cls
@@ -46,8 +48,8 @@ def test_specs_parse_to_typed_options(spec, name, options):
 @pytest.mark.parametrize(
     "spec,match",
     [
-        ("noise", "unknown defense 'noise'; choose one of: cut-noise, dp-sgd, isotropic, "
-                  "marvell, max-norm"),
+        ("noise", "unknown defense 'noise'; choose one of: adversarial, cut-noise, dp-sgd, "
+                  "isotropic, marvell, max-norm, max-norm-mult"),
         ("", "empty defense"),
         ("cut-noise:sgima=1", "unknown option 'sgima' for cut-noise; valid options: mechanism"),
         ("max-norm:r=1", "unknown option 'r' for max-norm; valid options: none"),

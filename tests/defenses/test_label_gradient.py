@@ -4,8 +4,8 @@ import pytest
 import torch
 from scipy import stats
 
-from nopeek.defenses import IsotropicNoise, MaxNorm
-from nopeek.defenses.label_gradient import class_stats, max_norm_power
+from nopeek.defenses import DEFENSES, IsotropicNoise, MaxNorm, MaxNormMult
+from nopeek.defenses.label_gradient import class_stats, max_norm_power, max_norm_stds
 from nopeek.errors import ConfigError
 
 
@@ -19,9 +19,53 @@ def _apply(hook, g, y, repeats):
     return torch.stack([hook.backward("c", g, activation=g, labels=y) for _ in range(repeats)])
 
 
-def test_max_norm_equalizes_expected_squared_norms_and_keeps_directions(bare_ctx):
+def _with_zero_rows(zeros=(0, 7, 13)):
+    """Gradients as _grads, with some rows exactly zero (a server ReLU off for a whole class)."""
     g, y = _grads()
+    g = g.double()
+    g[list(zeros)] = 0.0
+    return g, y, list(zeros)
+
+
+def test_max_norm_is_additive_with_expected_squared_norm_the_batch_maximum_exactly():
+    g, _, zeros = _with_zero_rows()
+    flat = g.reshape(len(g), -1)
+    d, sq = flat.shape[1], flat.pow(2).sum(1)
+    sigma = max_norm_stds(flat)
+    # E||g_i + n_i||^2 = ||g_i||^2 + d sigma_i^2 for n_i ~ N(0, sigma_i^2 I_d)
+    assert torch.allclose(sq + d * sigma**2, sq.max().expand(len(g)), rtol=1e-12)
+    assert bool((sigma[zeros] > 0).all())  # a zero row gets the most noise
+    assert float(sigma[int(sq.argmax())]) == 0.0  # the largest row gets none
+
+
+def test_max_norm_monte_carlo_norms_match_the_maximum_and_zero_rows_get_noise(bare_ctx):
+    g, y, zeros = _with_zero_rows()
     hook = MaxNorm()
+    hook.setup(bare_ctx())
+    repeats = 3000
+    out = _apply(hook, g, y, repeats).reshape(repeats, len(g), -1)
+    flat = g.reshape(len(g), -1)
+    d, sq = flat.shape[1], flat.pow(2).sum(1)
+    target = float(sq.max())
+    sigma2 = (target - sq) / d
+    # ||g + n||^2 has mean ||g||^2 + d s^2 and variance 4 s^2 ||g||^2 + 2 d s^4 (noncentral chi2)
+    se = ((4 * sigma2 * sq + 2 * d * sigma2**2) / repeats).sqrt()
+    mean_sq = out.pow(2).sum(2).mean(0)
+    assert bool(((mean_sq - target).abs() <= 5 * se + 1e-12).all())
+    assert bool((out[:, zeros].abs().sum(2) > 0).all())  # every draw of a zero row is noised
+    noise = (out - flat).reshape(repeats, len(g), -1)
+    # the noise is isotropic, not along g: per coordinate its variance is sigma_i^2
+    var = noise.pow(2).mean(0)  # (N, d)
+    rel = (var / sigma2.clamp_min(1e-30).unsqueeze(1))[sigma2 > 0]
+    assert float((rel - 1).abs().max()) < 0.2  # 3000 draws of chi2(1): 5 sigma = 0.13
+    m = hook.metrics()
+    assert m["max_norm_power_budget"] == pytest.approx(max_norm_power(flat))
+    assert m["max_norm_noise_power"] == pytest.approx(max_norm_power(flat), rel=0.03)
+
+
+def test_max_norm_mult_equalizes_expected_squared_norms_and_keeps_directions(bare_ctx):
+    g, y = _grads()
+    hook = MaxNormMult()
     hook.setup(bare_ctx())
     out = _apply(hook, g, y, repeats=4000).reshape(4000, len(g), -1)
     flat = g.reshape(len(g), -1)
@@ -34,13 +78,22 @@ def test_max_norm_equalizes_expected_squared_norms_and_keeps_directions(bare_ctx
     cos = torch.nn.functional.cosine_similarity(out, flat.expand_as(out), dim=2).abs()
     assert torch.allclose(cos, torch.ones_like(cos), atol=1e-4)  # noise is along g_i itself
     m = hook.metrics()
-    assert m["max_norm_power_budget"] == pytest.approx(max_norm_power(flat))
-    assert m["max_norm_noise_power"] == pytest.approx(max_norm_power(flat), rel=0.03)
+    assert m["max_norm_mult_power_budget"] == pytest.approx(max_norm_power(flat))
+    assert m["max_norm_mult_noise_power"] == pytest.approx(max_norm_power(flat), rel=0.03)
+
+
+def test_max_norm_mult_leaves_zero_rows_at_zero_and_is_registered(bare_ctx):
+    g, y, zeros = _with_zero_rows()
+    hook = MaxNormMult()
+    hook.setup(bare_ctx())
+    out = hook.backward("c", g, activation=g, labels=y)
+    assert bool((out[zeros] == 0).all())
+    assert DEFENSES.get("max-norm") is MaxNorm and DEFENSES.get("max-norm-mult") is MaxNormMult
 
 
 def test_label_defenses_act_only_for_the_party_holding_labels(bare_ctx):
     g, _ = _grads()
-    for hook in (MaxNorm(), IsotropicNoise(r=1.0)):
+    for hook in (MaxNorm(), MaxNormMult(), IsotropicNoise(r=1.0)):
         hook.setup(bare_ctx())
         assert torch.equal(hook.backward("c", g, activation=g, labels=None), g)
 

@@ -1,0 +1,222 @@
+"""The cost formulas checked against real runs: split learning (relay) vs FedAvg on one data set.
+
+:func:`measure` trains the same reference model on the same shards from the same initial
+weights twice, with ``K`` clients:
+
+- by split learning with client weight sharing: ``nopeek train --topology many-clients``
+  (clients take turns with the server, handing the client segment on), read from its wire log
+  (every message it sent during training) and its per-party ``flops_<p>`` counts;
+- by federated averaging (:func:`nopeek.eval.fedavg.fedavg`), read from its wire log and
+  ``FlopCounterMode`` counts;
+
+each until its test accuracy first reaches ``target`` or ``max_epochs`` have run, and puts
+next to every measured total the prediction of :mod:`nopeek.eval.cost`'s formulas for the same
+``p``, ``q``, ``N``, ``eta`` and number of epochs. The split run is trained in one go for a
+number of epochs that doubles until the target is reached (a fixed seed makes its first ``e``
+epochs the same whatever the total), and its totals are taken up to the first epoch that
+reaches the target.
+
+The formulas count ``K`` weight hand-offs per epoch; a run has one fewer (its first client
+starts with the initial weights), so measured split-learning bytes are ``eta*N`` values (times
+the hops) below the prediction: far inside the 5 % that the tests allow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from nopeek.channel import WireLog
+from nopeek.config import TrainConfig
+from nopeek.errors import ConfigError
+from nopeek.eval.cost import (
+    BYTES_PER_VALUE,
+    build_cost_model,
+    fedavg_values,
+    profile_split,
+    sl_values,
+)
+from nopeek.eval.fedavg import fedavg
+
+FIRST_SPLIT_EPOCHS = 8
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One method trained to the target: epochs used, accuracy reached, and over those epochs
+    the bytes of every training message (each once: the Singh et al. total) and the clients'
+    FLOPs, measured and as the formulas predict them."""
+
+    method: str
+    clients: int
+    epochs: int
+    reached: bool
+    test_accuracy: float
+    bytes_total: float
+    bytes_predicted: float
+    flops_clients: float
+    flops_predicted: float
+
+    @property
+    def bytes_error(self) -> float:
+        """(measured - predicted) / predicted."""
+        return (self.bytes_total - self.bytes_predicted) / self.bytes_predicted
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"bytes_error": self.bytes_error}
+
+
+def _first_hit(accuracies: list[float], target: float) -> int | None:
+    return next((i + 1 for i, a in enumerate(accuracies) if a >= target), None)
+
+
+def _train_bytes(wire: WireLog, epochs: int) -> float:
+    return float(sum(r.nbytes for r in wire.records if r.phase == "train" and r.epoch < epochs))
+
+
+def _split_run(base: TrainConfig, target: float, max_epochs: int):
+    """Train the relay run for 8, 16, ... epochs until the target is reached (or max_epochs)."""
+    from nopeek.trainer import train
+
+    epochs = min(FIRST_SPLIT_EPOCHS, max_epochs)
+    while True:
+        cfg = TrainConfig(**(base.to_dict() | {"epochs": epochs}))
+        result = train(cfg, quiet=True)
+        hit = _first_hit(result.metrics["test_accuracy_per_epoch"], target)
+        if hit is not None or epochs >= max_epochs:
+            return result, hit
+        epochs = min(2 * epochs, max_epochs)
+
+
+def measure(
+    *,
+    dataset: str = "digits",
+    model: str = "digits-cnn",
+    cut: str = "",
+    clients: int = 10,
+    target: float = 0.9,
+    max_epochs: int = 100,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    relay: str = "peer",
+    max_train: int | None = None,
+) -> dict:
+    """Split learning (many-clients relay) and FedAvg trained to ``target`` test accuracy;
+    returns ``{"setting": ..., "split": Measured, "fedavg": Measured}`` (see module doc).
+
+    >>> out = measure(clients=2, target=1.0, max_epochs=1, max_train=40)
+    >>> sl = out["split"]  # one epoch: one hand-off fewer than the formula's K
+    >>> sl.bytes_predicted - sl.bytes_total == out["setting"]["client_params"] * BYTES_PER_VALUE
+    True
+    >>> out["fedavg"].bytes_error
+    0.0
+    """
+    if not 0.0 < target <= 1.0:
+        raise ConfigError(f"--target must be an accuracy in (0, 1], got {target}")
+    if max_epochs < 1:
+        raise ConfigError(f"--max-epochs must be >= 1, got {max_epochs}")
+    base = TrainConfig(
+        dataset=dataset,
+        model=model,
+        cut=cut,
+        topology="many-clients",
+        clients=clients,
+        relay=relay,
+        epochs=max_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device="cpu",
+        max_train=max_train,
+        record_samples=0,
+        dcor_samples=64,
+    )
+    base.validate()
+    base = base.resolved()
+    ds = base.load_data()
+    p = len(ds.train)
+    net, _ = build_cost_model(base.model, input_shape=ds.input_shape, n_classes=ds.n_classes)
+    prof = profile_split(net, input_shape=ds.input_shape, cut=base.cut, name=base.model)
+    sl = _measure_split(base, prof, p, target, max_epochs)
+    fl = _measure_fedavg(base, ds, prof, target)
+    setting = {
+        "dataset": dataset,
+        "model": base.model,
+        "cut": base.cut,
+        "clients": clients,
+        "p": p,
+        "q": prof.q,
+        "params": prof.params,
+        "client_params": prof.client_params,
+        "target": target,
+        "max_epochs": max_epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "relay": relay,
+    }
+    return {"setting": setting, "split": sl, "fedavg": fl}
+
+
+def _measure_split(base: TrainConfig, prof, p: int, target: float, max_epochs: int) -> Measured:
+    split, hit = _split_run(base, target, max_epochs)
+    accs = split.metrics["test_accuracy_per_epoch"]
+    e = hit or len(accs)
+    hops = 2 if base.relay == "server" else 1
+    per_epoch = sl_values(p=p, q=prof.q, clients=base.clients, shared=prof.client_params, hops=hops)
+    flops = sum(split.metrics.get(f"flops_client{k}", 0.0) for k in range(base.clients))
+    return Measured(
+        method=f"split learning (relay, {base.relay})",
+        clients=base.clients,
+        epochs=e,
+        reached=hit is not None,
+        test_accuracy=accs[e - 1],
+        bytes_total=_train_bytes(split.wire, e),
+        bytes_predicted=e * per_epoch * BYTES_PER_VALUE,
+        flops_clients=e * flops,
+        flops_predicted=e * prof.flops_client * p,
+    )
+
+
+def _measure_fedavg(base: TrainConfig, ds, prof, target: float) -> Measured:
+    fed = fedavg(base, target=target, dataset=ds)  # base trains for max_epochs
+    m, K = fed.metrics, base.clients
+    rounds = m["epochs"]
+    return Measured(
+        method="federated learning (FedAvg)",
+        clients=K,
+        epochs=rounds,
+        reached=m["test_accuracy"] >= target,
+        test_accuracy=m["test_accuracy"],
+        bytes_total=_train_bytes(fed.wire, rounds),
+        bytes_predicted=rounds * fedavg_values(params=prof.params, clients=K) * BYTES_PER_VALUE,
+        flops_clients=rounds * sum(m[f"flops_client{k}"] for k in range(K)),
+        flops_predicted=rounds * prof.flops_model * len(ds.train),
+    )
+
+
+def format_measured(out: dict) -> str:
+    """The measured comparison as a table: epochs, accuracy, client MB and GFLOPs (measured and
+    predicted by the formulas), totals over the epochs it took to reach the target."""
+    s = out["setting"]
+    lines = [
+        f"measured: {s['model']} on {s['dataset']} (p = {s['p']}), cut {s['cut']} (q = {s['q']}), "
+        f"N = {s['params']:,}, client eta*N = {s['client_params']:,}, K = {s['clients']} "
+        f"clients, until test accuracy >= {s['target']:g} (at most {s['max_epochs']} epochs)",
+        f"{'method':30s}{'epochs':>7s}{'test acc':>9s}{'client MB':>11s}{'formula':>10s}"
+        f"{'diff':>8s}{'client GFLOPs':>15s}{'formula':>10s}",
+    ]
+    for key in ("split", "fedavg"):
+        m: Measured = out[key]
+        epochs = f"{m.epochs}" if m.reached else f"{m.epochs}*"
+        lines.append(
+            f"{m.method:30s}{epochs:>7s}{m.test_accuracy:9.3f}{m.bytes_total / 1e6:11.3f}"
+            f"{m.bytes_predicted / 1e6:10.3f}{m.bytes_error:8.2%}{m.flops_clients / 1e9:15.3f}"
+            f"{m.flops_predicted / 1e9:10.3f}"
+        )
+    if not (out["split"].reached and out["fedavg"].reached):
+        lines.append("* did not reach the target within --max-epochs")
+    lines.append(
+        "(client MB: every training message, each counted once; GFLOPs: all clients together)"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,161 @@
+"""``nopeek cost``: per-client computation and communication of split vs federated learning.
+
+Without ``--measure``: the Singh et al. 2019 formulas on FLOP counts and sizes measured on the
+model (no training, no download). With ``--measure``: split learning (many-clients relay) and
+FedAvg trained to the same test accuracy, their wire logs and FLOP counts next to the
+formulas' predictions. See :mod:`nopeek.eval.cost`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "cost",
+        help="split vs federated learning: client TFLOPs and GB per epoch (formulas, measured)",
+        description="Per-client computation (TFLOPs) and communication (GB) per epoch of "
+        "large-batch synchronous SGD, FedAvg and split learning with and without client weight "
+        "sharing, from the formulas of Singh et al. 2019 on FLOPs measured on the model "
+        "(FlopCounterMode, 2 FLOPs per multiply-add). --measure trains split learning and "
+        "FedAvg on a small data set to the same test accuracy and reports what they used.",
+    )
+    p.add_argument(
+        "--model",
+        help="vgg16 | vgg19 | resnet50 (torchvision, no weights) or a reference model "
+        "(`nopeek models`; default vgg16, with --measure digits-cnn)",
+    )
+    p.add_argument(
+        "--dataset",
+        help="cifar10 | cifar100 (sizes only, no download) or a nopeek data set "
+        "(default cifar10, with --measure digits)",
+    )
+    p.add_argument(
+        "--clients", help="client counts, comma-separated (default 100,500; with --measure 10)"
+    )
+    p.add_argument("--cut", help="module path the client part ends at (default: the model's)")
+    p.add_argument(
+        "--image-size", type=int, help="resize images to NxN, e.g. 224 as the VGG papers did"
+    )
+    p.add_argument(
+        "--sgd-batch",
+        type=int,
+        default=1024,
+        help="large-batch SGD: global batch, split over the clients (default 1024)",
+    )
+    p.add_argument("--data-root", help="folder of the torchvision data sets (mnist, ...)")
+    p.add_argument("--list-cuts", action="store_true", help="print the model's cut names and exit")
+    p.add_argument("--out", help="also write OUT/cost.json")
+    m = p.add_argument_group("--measure")
+    m.add_argument(
+        "--measure", action="store_true", help="train split learning and FedAvg and measure"
+    )
+    m.add_argument("--target", type=float, default=0.9, help="test accuracy to reach (0.9)")
+    m.add_argument("--max-epochs", type=int, default=100, help="at most this many epochs (100)")
+    m.add_argument("--batch-size", type=int, default=64, help="batch size of every client (64)")
+    m.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    m.add_argument("--seed", type=int, default=0, help="seed of data, shards, weights (0)")
+    m.add_argument(
+        "--relay", choices=["peer", "server"], default="peer", help="weight hand-off (peer)"
+    )
+    m.add_argument("--max-train", type=int, help="keep this many training samples")
+    p.set_defaults(handler=run)
+
+
+def _clients(text: str) -> list[int]:
+    from nopeek.errors import ConfigError
+    from nopeek.eval.cost import check_clients
+
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"--clients must be integers >= 1 separated by commas (e.g. 100,500), got {text!r}"
+        ) from None
+    return check_clients(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nopeek.errors import ConfigError
+
+    if args.measure:
+        clients = _clients(args.clients or "10")
+        if len(clients) != 1:
+            raise ConfigError(f"--measure takes one --clients value, got {args.clients}")
+        return _measure(args, clients[0])
+    if args.max_train is not None:
+        raise ConfigError("--max-train applies to --measure only; drop it")
+    return _compute(args, _clients(args.clients or "100,500"))
+
+
+def _compute(args: argparse.Namespace, clients: list[int]) -> int:
+    from nopeek.eval.cost import (
+        build_cost_model,
+        cost_table,
+        cut_candidates,
+        dataset_setting,
+        format_table,
+        profile_split,
+    )
+
+    dataset, name = args.dataset or "cifar10", args.model or "vgg16"
+    p, shape, n_classes = dataset_setting(
+        dataset, image_size=args.image_size, data_root=args.data_root
+    )
+    model, default = build_cost_model(name, input_shape=shape, n_classes=n_classes)
+    if args.list_cuts:
+        print("\n".join(f"{c}*" if c == default else c for c in cut_candidates(model)))
+        print("* = default cut")
+        return 0
+    folder = _plan(args.out)
+    cut = args.cut or default
+    prof = profile_split(model, input_shape=shape, cut=cut, name=name, default=default)
+    table = cost_table(prof, dataset=dataset, p=p, clients=clients, sgd_batch=args.sgd_batch)
+    print(format_table(table))
+    _write(folder, {"computed": table.to_json()})
+    return 0
+
+
+def _measure(args: argparse.Namespace, clients: int) -> int:
+    from nopeek.eval.cost_measure import format_measured, measure
+
+    folder = _plan(args.out)
+    out = measure(
+        dataset=args.dataset or "digits",
+        model=args.model or "",
+        cut=args.cut or "",
+        clients=clients,
+        target=args.target,
+        max_epochs=args.max_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        relay=args.relay,
+        max_train=args.max_train,
+    )
+    print(format_measured(out))
+    record = {"setting": out["setting"], "split": out["split"].to_json()}
+    _write(folder, {"measured": record | {"fedavg": out["fedavg"].to_json()}})
+    return 0
+
+
+def _plan(out: str | None):
+    """The output folder, checked before any work (a file, a link, a foreign folder: refused)."""
+    if out is None:
+        return None
+    from nopeek.rundir import RunDir
+
+    folder = RunDir(out, "report")
+    folder.plan(reuse=True)
+    return folder
+
+
+def _write(folder, record: dict) -> None:
+    if folder is None:
+        return
+    from nopeek._io import atomic_write_json
+
+    with folder.writing(reuse=True) as where:
+        atomic_write_json(where / "cost.json", record)
+    print(f"-> {folder.path / 'cost.json'}")
