@@ -269,6 +269,7 @@ def run_attack(
     party: str | None = None,
     options: dict[str, Any] | None = None,
     write: bool = True,
+    observations: str | Path | None = None,
 ) -> AttackResult:
     """Run attack ``name`` on the finished run in ``run_dir`` and score it.
 
@@ -281,7 +282,9 @@ def run_attack(
     (``option_keys``) is refused. ``seed`` is in 0..2**31 - 1. With ``write``, the JSON (and
     PNG) land in ``run_dir/attacks/<name>.json``, with ``@<cut>`` for a non-default cut and
     ``@<party>`` when ``party`` is given (``white-box@client1.json``). Every check runs before
-    anything is loaded or written.
+    anything is loaded or written. ``observations`` attacks another observations file than
+    ``run_dir/observations.pt`` (e.g. what ``nopeek infer`` recorded while serving), with the
+    run's model and data.
     """
     counts = {"steps": steps, "aux-size": aux_size, "n-samples": n_samples}
     for key, value in counts.items():
@@ -290,7 +293,9 @@ def run_attack(
     check_seed(seed, what="--seed")
     check_options(ATTACKS.get(name), options or {})
     run_dir = Path(run_dir)
-    attack, run, inputs = _prepare(run_dir, name, cut, party, seed, aux_size, n_samples)
+    attack, run, inputs = _prepare(
+        run_dir, name, cut, party, seed, aux_size, n_samples, observations
+    )
     inputs.steps, inputs.options = steps, dict(options or {})
     output = attack.run(inputs)
     check_ids(name, output, inputs)
@@ -325,14 +330,18 @@ def _prepare(
     seed: int,
     aux_size: int | None,
     n: int | None,
+    observations: str | Path | None = None,
 ) -> tuple[Attack, Target, AttackInputs]:
     """Load the run, refuse what the attack may not do, and build its inputs."""
     config = _load_config(run_dir)
     entry = ATTACKS.get(name)  # an unknown name lists the valid ones
     attack: Attack = entry() if isinstance(entry, type) else entry
-    if not (run_dir / "observations.pt").is_file():
+    obs_path = Path(observations) if observations is not None else run_dir / "observations.pt"
+    if observations is not None and not obs_path.is_file():
+        raise ThreatModelError(f"no observations file at {obs_path}; pass one `nopeek infer` wrote")
+    if not obs_path.is_file():
         raise ThreatModelError(f"{run_dir} has no observations.pt; let its training finish first")
-    obs = Observations.load(run_dir / "observations.pt")
+    obs = Observations.load(obs_path)
     dataset = config.load_data()
     run = rebuild(run_dir, config, dataset, cut=cut, party=party, label=attack.kind == LABEL)
     _refuse(run, attack, obs)

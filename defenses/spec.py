@@ -38,13 +38,23 @@ from nopeek.defenses.label_gradient import (
 from nopeek.defenses.marvell import Marvell
 from nopeek.errors import ConfigError
 from nopeek.hooks import CutHook, TrainContext
-from nopeek.plugins import hook_builder
+from nopeek.plugins import ENTRY_GROUPS, hook_builder
 from nopeek.registry import Registry
 
 if TYPE_CHECKING:
     from nopeek.config import TrainConfig
 
-DEFENSES: Registry[type[Defense]] = Registry("defense")
+def _check_plugin(name: str, entry: object) -> None:
+    if not (isinstance(entry, type) and issubclass(entry, Defense)):
+        raise TypeError(f"{entry!r} is not a nopeek.defenses.Defense subclass")
+    if entry.name != name:
+        raise TypeError(f"its class says name = {entry.name!r}, the entry point {name!r}")
+
+
+# built-ins below; installed packages add theirs in the entry-point group nopeek.defenses
+DEFENSES: Registry[type[Defense]] = Registry(
+    "defense", plugins=ENTRY_GROUPS["defense"], check=_check_plugin
+)
 for _cls in (CutNoise, DPSGD, MaxNorm, MaxNormMult, Marvell, IsotropicNoise, Adversarial):
     DEFENSES.register(_cls.name, _cls)
 

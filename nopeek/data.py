@@ -26,6 +26,7 @@ from torch import Tensor
 
 from nopeek._vision_data import VISION_SPECS, read_vision
 from nopeek.errors import ConfigError, DataError
+from nopeek.plugins import ENTRY_GROUPS
 from nopeek.registry import Registry
 
 TEST_FRACTION = 0.2  # bundled data sets: share of all samples
@@ -79,7 +80,15 @@ class Dataset:
 
 
 Loader = Callable[..., Dataset]  # (*, seed, data_root, download, max_train) -> Dataset
-DATASETS: Registry[Loader] = Registry("dataset")
+def _check_loader(name: str, entry: object) -> None:
+    if not callable(entry):
+        raise TypeError(f"{entry!r} is not a loader (*, seed, data_root, download, max_train)")
+
+
+# built-ins below; installed packages add theirs in the entry-point group nopeek.datasets
+DATASETS: Registry[Loader] = Registry(
+    "dataset", plugins=ENTRY_GROUPS["dataset"], check=_check_loader
+)
 # ``FORMAT:PATH`` specs (the user's own files, see nopeek.user_data): FORMAT -> loader taking the
 # path first and, besides a Loader's keywords, the options target, image_size and class_names
 FORMATS: Registry[Callable[..., Dataset]] = Registry("data file format")

@@ -50,3 +50,7 @@ class OutputError(NopeekError):
 
 class TrainingError(NopeekError):
     """Training went wrong in a way the user can fix (it diverged: the loss became NaN/inf)."""
+
+
+class PluginError(NopeekError):
+    """An installed plug-in (entry point) cannot be loaded or does not give what its group takes."""

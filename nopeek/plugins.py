@@ -14,21 +14,46 @@ understands (``[]`` otherwise), marked by :func:`hook_builder` with the config f
 :func:`build_hooks` calls every installed builder in entry-point name order (so defenses come
 before the malicious server, and a checkpoint's hook states line up on resume) and refuses a
 config naming a field that no installed builder handles.
+
+**Plug-in entries.** A third-party package adds attacks, defenses, data sets and models by
+declaring them in the entry-point groups of :data:`ENTRY_GROUPS`; each entry point names the
+object itself, and it is registered under the entry point's name::
+
+    [project.entry-points."nopeek.attacks"]
+    my-attack = "my_pkg.attacks:MyAttack"       # an Attack subclass (or instance)
+    [project.entry-points."nopeek.defenses"]
+    my-defense = "my_pkg.defenses:MyDefense"    # a Defense subclass with name = "my-defense"
+    [project.entry-points."nopeek.datasets"]
+    my-data = "my_pkg.data:load"                # (*, seed, data_root, download, max_train) -> Dataset
+    [project.entry-points."nopeek.models"]
+    my-model = "my_pkg.models:SPEC"             # a nopeek.models.ModelSpec
+
+The registries load them on the first lookup of a name that is not built in (and when they
+list their names), so ``--attack my-attack`` and the rest work wherever a built-in name does.
+A plug-in that fails to import, names the wrong kind of object, or takes a built-in's name is
+a one-line :class:`~nopeek.errors.PluginError` naming the entry point and its package.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from nopeek.errors import ConfigError
+from nopeek.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from nopeek.config import TrainConfig
     from nopeek.hooks import CutHook
 
 GROUP = "nopeek.hooks"
+# registry kind -> the entry-point group its plug-ins are declared in
+ENTRY_GROUPS = {
+    "attack": "nopeek.attacks",
+    "defense": "nopeek.defenses",
+    "dataset": "nopeek.datasets",
+    "model": "nopeek.models",
+}
 HOOK_FIELDS = ("defenses", "malicious_server")  # config fields that only plugins turn into hooks
 
 Builder = Callable[["TrainConfig"], "list[CutHook]"]
@@ -88,3 +113,39 @@ def build_hooks(config: TrainConfig) -> list[CutHook]:
     for fn in found.values():
         hooks += fn(config)
     return hooks
+
+
+def load_entries(
+    group: str,
+    kind: str,
+    taken: Container[str],
+    check: Callable[[str, object], None] | None = None,
+) -> list[tuple[str, object]]:
+    """The ``(name, object)`` pairs that installed packages declare in entry-point ``group``.
+
+    Loaded in name order; ``check(name, obj)`` raises ``TypeError`` for an object the registry
+    cannot take. Any failure (import error, wrong object, a name in ``taken``) is one
+    :class:`PluginError` line naming the entry point and the package that declares it; nothing of
+    the group is returned then.
+
+    >>> load_entries("nopeek.no-such-group", "attack", taken=())
+    []
+    """
+    found = sorted(entry_points(group=group), key=lambda ep: ep.name)
+    out: list[tuple[str, object]] = []
+    for ep in found:
+        dist = getattr(ep, "dist", None)
+        where = f"{kind} plug-in {ep.name!r} ({ep.value}) of package {dist.name if dist else '?'}"
+        if ep.name in taken:
+            raise PluginError(f"{where} takes the name of a built-in {kind}; rename its entry point")
+        try:
+            obj = ep.load()
+            if check is not None:
+                check(ep.name, obj)
+        except Exception as exc:  # a plug-in's own bug, reported with its name, not a traceback
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            raise PluginError(
+                f"cannot load {where}: {reason}; fix or uninstall that package"
+            ) from exc
+        out.append((ep.name, obj))
+    return out

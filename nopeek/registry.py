@@ -2,6 +2,10 @@
 
 Modes are strings resolved in one place; a miss lists the valid names, so a typo on the command
 line turns into a one-line error that says what to type instead.
+
+A registry created with ``plugins="GROUP"`` also holds the entries that installed packages
+declare in that entry-point group (see :mod:`nopeek.plugins` for the contract); they are loaded
+on the first lookup of a name that is not built in, or when all names are listed.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from nopeek.errors import ConfigError
+from nopeek.plugins import load_entries
 
 T = TypeVar("T")
 
@@ -27,9 +32,27 @@ class Registry(Generic[T]):
     nopeek.errors.ConfigError: unknown colour 'blue'; choose one of: red
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        plugins: str | None = None,
+        check: Callable[[str, T], None] | None = None,
+    ) -> None:
         self.kind = kind
+        self.plugins = plugins  # entry-point group of third-party entries, loaded lazily
+        self.check = check  # (name, entry) -> None, raises TypeError saying what a plug-in lacks
         self._entries: dict[str, T] = {}
+        self._plugins_loaded = plugins is None
+
+    def load_plugins(self) -> None:
+        """Register the entries of the installed plug-ins (once; a broken one raises a one-line
+        :class:`~nopeek.errors.PluginError` naming it and its package, every time it is asked)."""
+        if self._plugins_loaded:
+            return
+        for name, entry in load_entries(self.plugins, self.kind, self._entries, self.check):
+            self._entries[name] = entry
+        self._plugins_loaded = True
 
     def register(self, name: str, entry: T) -> T:
         """Add ``entry`` under ``name``; a second entry with the same name is a bug."""
@@ -48,6 +71,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Return the entry for ``name`` or raise a ``ConfigError`` listing the valid names."""
+        if name not in self._entries:
+            self.load_plugins()
         try:
             return self._entries[name]
         except KeyError:
@@ -55,14 +80,18 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {valid}") from None
 
     def names(self) -> list[str]:
-        """All registered names, sorted."""
+        """All registered names (plug-ins included), sorted."""
+        self.load_plugins()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._entries and isinstance(name, str):
+            self.load_plugins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self.load_plugins()
         return len(self._entries)

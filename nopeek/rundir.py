@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 MARKER = ".nopeek.json"
 FORMAT = 1
-KINDS = ("run", "sweep", "report")
+KINDS = ("run", "sweep", "report", "inference", "audit", "match")  # infer, audit, match
 #: What a report folder holds besides its sweeps (see :mod:`nopeek.eval.report`).
 REPORT_ENTRIES = ("figures", "report.json", "report.html", "report.md")
 # Staging and set-aside folders: ".<name>.nopeek-staging-<8>" beside a folder being replaced,

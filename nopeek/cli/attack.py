@@ -41,6 +41,11 @@ def add_parser(sub) -> None:
         "many-clients run (default: the first data party; label attacks: the first party "
         "receiving gradients without the labels)",
     )
+    p.add_argument(
+        "--observations",
+        help="attack this observations file instead of RUN/observations.pt (e.g. the one "
+        "`nopeek infer` wrote while serving)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         cut=args.cut,
         party=args.party,
+        observations=args.observations,
     )
     m = result.to_json()
     print(

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in (train, models):
         module.add_parser(sub)
-    for name in ("attack", "sweep", "report", "tune", "party", "cost"):
+    for name in ("attack", "sweep", "report", "tune", "party", "cost", "infer", "audit", "match"):
         _add_optional(sub, name)
     return parser
 

@@ -77,4 +77,6 @@ def run(args) -> int:
         shapes = " or ".join("x".join(map(str, s)) for s in spec.input_shapes) or anything
         print(f"{name:12s} input {shapes:10s} cuts: {cuts}   ({spec.description})")
     print("* = default cut")
+    print("also any torchvision:<name> or module:<package.module:factory> model, cut at module")
+    print("paths (no default cut): `nopeek models --model M` lists its valid cuts")
     return 0

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from nopeek.errors import ConfigError, CutError, NopeekError
+from nopeek.plugins import ENTRY_GROUPS
 from nopeek.registry import Registry
 
 
@@ -32,13 +33,18 @@ class ModelSpec:
     example_shape: tuple[int, ...] = ()  # any fitting input (to list cuts) when shapes vary
 
 
+def _check_spec(name: str, entry: object) -> None:
+    if not isinstance(entry, ModelSpec):
+        raise TypeError(f"{entry!r} is not a nopeek.models.ModelSpec")
+
+
 class ModelRegistry(Registry[ModelSpec]):
     """The model registry, plus resolvers for names with a prefix: ``torchvision:<name>`` and
     ``module:<package.module:factory>`` build a spec on demand (see :mod:`nopeek.models._external`).
     """
 
     def __init__(self) -> None:
-        super().__init__("model")
+        super().__init__("model", plugins=ENTRY_GROUPS["model"], check=_check_spec)
         self._resolvers: dict[str, tuple[Callable[[str], ModelSpec], str]] = {}
 
     def resolver(self, prefix: str, resolve: Callable[[str], ModelSpec], usage: str) -> None:

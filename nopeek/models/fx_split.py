@@ -21,7 +21,10 @@ A submodule that fx cannot trace (data-dependent control flow, ``len`` of a tens
 whole as one opaque layer: cuts before or after it work, a cut inside it says why not. The
 model's own ``forward`` must be traceable, and must take the same path in train and eval mode
 (``nn.Dropout``/``nn.BatchNorm`` switch modes at run time and are fine; ``if self.training:``
-in a traced forward is not). Further ``forward`` parameters after the input are fixed at their
+in a traced forward is not). A submodule that reads its own buffers is kept whole too, so that
+``model.to(device)`` after splitting moves what the segments read; a buffer that the model's
+own ``forward`` reads directly is shared with the segment only until it is moved (split after
+moving such a model). Further ``forward`` parameters after the input are fixed at their
 defaults.
 """
 

@@ -95,8 +95,14 @@ def test_cut_names_and_cut_info_of_resnet18():
     model = _resnet18()
     names = cut_names(model)
     outer = [n for n in names if "." not in n]
-    assert outer == ["conv1", "bn1", "relu", "maxpool", *[f"layer{i}" for i in range(1, 5)],
-                     "avgpool"]  # fmt: skip
+    assert outer == [
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        *[f"layer{i}" for i in range(1, 5)],
+        "avgpool",
+    ]
     assert "fc" not in names  # nothing runs after the classifier
     info = {c.name: c for c in cut_info(model, torch.zeros(2, 3, 32, 32))}
     assert info["layer1"].carries == ("layer1.1.relu",) and info["layer1"].shapes == ((64, 8, 8),)
@@ -213,6 +219,37 @@ def test_invalid_cuts_are_one_line_naming_the_layer_and_the_fix(model, cuts, mes
     _one_line(exc_info)
 
 
+class _Normalize(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.full((1, 4), 0.5))
+        self.scale = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.scale(x - self.mean)
+
+
+class _WithBuffers(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm, self.head = _Normalize(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.norm(x)))
+
+
+def test_a_submodule_reading_its_own_buffers_is_kept_whole_and_follows_the_model():
+    model = _WithBuffers()
+    assert cut_names(model) == ["norm"]  # not norm.scale: the buffer read stays inside
+    client, server = split(model, "norm")
+    assert client.norm is model.norm
+    model.double()  # like model.to(device) after splitting: the segments follow
+    x = torch.rand(3, 4, dtype=torch.float64)
+    torch.testing.assert_close(server(client(x)), model(x), rtol=0, atol=0)
+    with pytest.raises(CutError, match=r"lies inside 'norm', .*\(it reads its own buffers\)"):
+        split(model, "norm.scale")
+
+
 def test_a_received_activation_is_never_modified_in_place():
     """After cut `bn1` the next layer is an in-place ReLU: the segment clones its input, so a
     received leaf that requires grad can run through it."""
@@ -262,8 +299,9 @@ def test_torchvision_weights_come_from_a_local_file_only(tmp_path):
     saved = torchvision.models.resnet18()  # 3 channels, 1000 classes
     path = tmp_path / "r18.pth"
     torch.save(saved.state_dict(), path)
-    model = build_model(f"torchvision:resnet18:weights={path}", input_shape=(1, 16, 16),
-                        n_classes=3)  # fmt: skip
+    model = build_model(
+        f"torchvision:resnet18:weights={path}", input_shape=(1, 16, 16), n_classes=3
+    )
     torch.testing.assert_close(model.layer1[0].conv1.weight, saved.layer1[0].conv1.weight)
     torch.testing.assert_close(model.bn1.running_var, saved.bn1.running_var)
     # refitted to 1 channel and 3 classes: those tensors keep their fresh initialisation
@@ -273,13 +311,14 @@ def test_torchvision_weights_come_from_a_local_file_only(tmp_path):
         MODELS.get(f"torchvision:resnet18:weights={tmp_path / 'nope.pth'}")
     evil = tmp_path / "evil.pth"
     torch.save({"conv1.weight": torch.zeros(1), "hook": _Gate()}, evil)
-    with pytest.raises(ConfigError, match=r"cannot read weights .*weights_only=True.*never unpickles"):
+    with pytest.raises(
+        ConfigError, match=r"cannot read weights .*weights_only=True.*never unpickles"
+    ):
         build_model(f"torchvision:resnet18:weights={evil}", input_shape=(3, 16, 16), n_classes=3)
     partial = tmp_path / "partial.pth"
     torch.save({"conv1.weight": saved.conv1.weight}, partial)
     with pytest.raises(ConfigError, match=r"lacks tensor 'bn1.weight'"):
-        build_model(f"torchvision:resnet18:weights={partial}", input_shape=(3, 16, 16),
-                    n_classes=3)  # fmt: skip
+        build_model(f"torchvision:resnet18:weights={partial}", input_shape=(3, 16, 16), n_classes=3)
 
 
 def test_module_factories_and_their_errors():

@@ -1,0 +1,252 @@
+"""Audit a client segment exported from the user's own deployment: what do its activations leak?
+
+:func:`audit` takes the segment (:func:`~nopeek.attacks._client_file.load_client_model`) or only
+what crossed the wire (:func:`~nopeek.attacks._client_file.load_activations`), the victims'
+data and the attacker's own auxiliary data, and runs reconstruction attacks under their threat
+models, as :func:`~nopeek.attacks.harness.run_attack` does on a run directory:
+
+- **victims**: the *test split* of the victims' data set spec (``digits``, ``npz:PATH``, ...),
+  split as ``nopeek train`` splits it with the same seed, so a segment trained by nopeek on that
+  spec never saw them. With ``activations`` the ids may name a sample of any split.
+- **aux**: the *aux split* of the aux spec (the attacker's own data; the same spec as the
+  victims gives the disjoint aux split). Its mean image is the baseline every score is set
+  against. Labels are withheld unless an attack's threat model grants them.
+- The segment is run on the victims under ``no_grad`` in batches, keeping sample ids; white-box
+  gets a copy of it, inverse-network only query access (with the aux inputs); neither sees the
+  victims' inputs. Attacks needing what an exported segment cannot give (a fresh copy of the
+  architecture, training-phase gradients) are refused in one line naming the threat model.
+
+Writes ``out/attacks/<name>.json`` (+ ``.png`` for images) and ``out/report.md`` into a
+:class:`~nopeek.rundir.RunDir` of kind ``audit``; every check runs before anything is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nopeek._io import atomic_write_bytes
+from nopeek._schema import brief
+from nopeek.attacks._scoring import check_ids, score, write_result
+from nopeek.attacks.base import LABEL, Attack, AttackInputs
+from nopeek.attacks.harness import AttackResult, _first_ids, _query
+from nopeek.attacks.registry import ATTACKS
+from nopeek.config import check_seed
+from nopeek.data import Dataset, Split
+from nopeek.errors import ConfigError, CutShapeError, ThreatModelError
+from nopeek.observe import Observed
+from nopeek.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+_GIVEN = {"activations", "aux_data", "aux_labels", "client_weights", "query_client"}
+_NEEDS_SEGMENT = ("client_weights", "query_client")
+
+
+@dataclass
+class AuditInputs:
+    """The audit's material: ``segment`` (B, *input_shape) -> (B, *cut_shape), or ``None`` when
+    only ``recorded`` activations are given; ``victims`` (the data set whose samples the
+    activations belong to: its test split is recorded) and the attacker's ``aux`` split."""
+
+    segment: nn.Module | None
+    recorded: Observed | None
+    victims: Dataset
+    aux: Split
+
+
+def record(segment: nn.Module, victims: Split, *, batch: int = 256) -> Observed:
+    """What ``segment`` sends for ``victims``: (N, *cut_shape) under ``no_grad``, with ids."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(victims), batch):
+            x = victims.x[i : i + batch]
+            try:
+                z = segment(x)
+            except Exception as exc:  # whatever the user's module raises on a bad input
+                raise CutShapeError(
+                    f"the client segment fails on the victims' inputs {tuple(x.shape)} "
+                    f"({brief(exc)}); export it for inputs shaped like the victims', with a "
+                    "dynamic batch dimension (torch.export.Dim)"
+                ) from None
+            if not isinstance(z, Tensor):
+                raise CutShapeError(
+                    f"the client segment returns {type(z).__name__}, not one tensor; export "
+                    "the part of the model up to one cut"
+                )
+            out.append(z.detach().float())
+    z = torch.cat(out)
+    zeros = torch.zeros(len(z), dtype=torch.long)
+    return Observed(z, victims.ids.clone(), zeros, zeros.clone())
+
+
+def _refuse(attack: Attack, has_segment: bool) -> None:
+    tm = attack.threat_model
+    needs = "+".join(k for k, v in vars(tm).items() if v)
+    if attack.kind == LABEL:
+        raise ThreatModelError(
+            f"{attack.name} is a label attack ({needs}): it needs training-phase gradients, "
+            "which an audit of a deployed segment does not have; audit reconstruction attacks"
+        )
+    extra = sorted(k for k, v in vars(tm).items() if v and k not in _GIVEN)
+    if extra:
+        raise ThreatModelError(
+            f"{attack.name} needs {', '.join(extra)} (threat model {needs}), which an exported "
+            "segment does not give; run it on a nopeek run with `nopeek attack`"
+        )
+    if not has_segment and any(getattr(tm, k) for k in _NEEDS_SEGMENT):
+        raise ThreatModelError(
+            f"{attack.name} needs the client segment (threat model {needs}) and only "
+            "--activations were given; add --client-model FILE"
+        )
+
+
+def _grant(attack: Attack, material: AuditInputs, seed: int) -> AttackInputs:
+    """An :class:`AttackInputs` holding exactly what ``attack.threat_model`` grants."""
+    tm, ds, aux = attack.threat_model, material.victims, material.aux
+    inputs = AttackInputs(ds.input_shape, ds.data_range, ds.n_classes, seed)
+    if tm.activations:
+        inputs.activations = material.recorded
+    if tm.aux_data:
+        inputs.aux = aux if tm.aux_labels else Split(aux.x, torch.full_like(aux.y, -1), aux.ids)
+    if tm.client_weights:
+        inputs.client_segment = copy.deepcopy(material.segment)
+    if tm.query_client:
+        inputs.query_client = _query(copy.deepcopy(material.segment).eval())
+    return inputs
+
+
+def _scoring_set(victims: Dataset, aux: Split) -> Dataset:
+    """Ground truth by id from every split of the victims' set; the baseline from ``aux``.
+
+    The attacker's aux rows get negative ids, so they never shadow a victim with the same id
+    from another file."""
+    train = Split(*(torch.cat([getattr(victims.train, f), getattr(victims.aux, f)]) for f in "xy"),
+                  torch.cat([victims.train.ids, victims.aux.ids]))  # fmt: skip
+    negative = -1 - torch.arange(len(aux), dtype=torch.long)
+    return replace(victims, train=train, aux=Split(aux.x, aux.y, negative))
+
+
+def _check_material(material: AuditInputs) -> None:
+    ds, aux = material.victims, material.aux
+    if tuple(aux.x.shape[1:]) != tuple(ds.input_shape):
+        raise ConfigError(
+            f"the aux inputs are {tuple(aux.x.shape[1:])} but the victims' are {ds.input_shape}; "
+            "give --aux data shaped like the victims'"
+        )
+    if len(aux) == 0:
+        raise ConfigError("the aux split is empty; give --aux data with more samples")
+    rec, seg = material.recorded, material.segment
+    if rec is not None and seg is not None:
+        want = tuple(record(seg, ds.test.subset(torch.arange(min(2, len(ds.test))))).tensor.shape)
+        if tuple(rec.tensor.shape[1:]) != want[1:]:
+            raise CutShapeError(
+                f"--activations are {tuple(rec.tensor.shape[1:])} per sample but the client "
+                f"segment sends {want[1:]}; give activations recorded at this segment's cut"
+            )
+
+
+def audit(
+    material: AuditInputs,
+    attacks: Sequence[str],
+    out: str | Path,
+    *,
+    steps: int | None = None,
+    n_samples: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    label: str = "",
+) -> list[AttackResult]:
+    """Run ``attacks`` on ``material`` and write their results and ``report.md`` to ``out``.
+
+    ``n_samples`` keeps the victims with the smallest ids (default: each attack's
+    ``default_samples``); ``steps`` defaults per attack; ``label`` names the audited segment in
+    the JSON's ``run`` field (default: ``out``).
+    """
+    for key, value in {"steps": steps, "n-samples": n_samples}.items():
+        if value is not None and (isinstance(value, bool) or int(value) < 1):
+            raise ConfigError(f"--{key} must be an integer >= 1, got {value}")
+    check_seed(seed, what="--seed")
+    if not attacks:
+        raise ConfigError(f"--attack names no attack; choose from: {', '.join(ATTACKS.names())}")
+    chosen = []
+    for name in attacks:
+        entry = ATTACKS.get(name)  # an unknown name lists the valid ones
+        attack: Attack = entry() if isinstance(entry, type) else entry
+        _refuse(attack, material.segment is not None)
+        chosen.append(attack)
+    _check_material(material)
+    if material.recorded is None:
+        material = replace(material, recorded=record(material.segment, material.victims.test))
+    truth_set = _scoring_set(material.victims, material.aux)
+    target = RunDir(out, "audit")
+    target.plan(overwrite=overwrite)  # refuse a bad --out before the (slow) attacks run
+    results = [_run_one(a, material, truth_set, steps, n_samples, seed, label or str(out))
+               for a in chosen]  # fmt: skip
+    with target.writing(overwrite=overwrite) as where:
+        for result in results:
+            write_result(where / "attacks" / result.attack, result, truth_set)
+            result.path = Path(out) / "attacks" / f"{result.attack}.json"
+        atomic_write_bytes(where / "report.md", report_markdown(results).encode())
+    return results
+
+
+def _run_one(
+    attack: Attack,
+    material: AuditInputs,
+    truth_set: Dataset,
+    steps: int | None,
+    n: int | None,
+    seed: int,
+    label: str,
+) -> AttackResult:
+    inputs = _grant(attack, material, seed)
+    n = n if n is not None else getattr(attack, "default_samples", None)
+    inputs.activations = _first_ids(inputs.activations, n)
+    inputs.steps = steps
+    output = attack.run(inputs)
+    check_ids(attack.name, output, inputs)
+    return AttackResult(
+        attack=attack.name,
+        kind=attack.kind,
+        threat_model=attack.threat_model.describe(),
+        cut="client-model output",
+        party="client",
+        receiver="server",
+        run=label,
+        seed=seed,
+        steps=steps if steps is not None else getattr(attack, "default_steps", None),
+        aux_size=len(inputs.aux) if inputs.aux is not None else None,
+        settings=dict(output.extra),
+        output=output,
+        **score(output, truth_set),
+    )
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def report_markdown(results: Sequence[AttackResult]) -> str:
+    """A table: each attack's SSIM, PSNR and MSE next to the mean-image baseline's."""
+    lines = [
+        "# nopeek audit",
+        "",
+        "Reconstructions of the victims from what the client segment sends, scored against "
+        "the victims' inputs; the baseline is the mean aux image (it needs no access to the cut).",
+        "",
+        "| attack | threat model | victims | SSIM (baseline) | PSNR (baseline) | MSE (baseline) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        cells = [f"{_fmt(getattr(r, m))} ({_fmt(getattr(r, 'baseline_' + m))})"
+                 for m in ("ssim", "psnr", "mse")]  # fmt: skip
+        lines.append(f"| {r.attack} | {r.threat_model} | {r.n_samples} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,97 @@
+"""``nopeek audit``: attack a client segment exported from your own deployment."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="audit your own exported client segment (what do its activations reveal?)",
+        description="Record what an exported client segment sends for the victims, run "
+        "reconstruction attacks under their threat models and write OUT/attacks/<attack>.json "
+        "(+ .png) and OUT/report.md. The victims are the test split of --victims; the attacker "
+        "holds the aux split of --aux.",
+    )
+    p.add_argument(
+        "--client-model",
+        dest="client_model",
+        help="the client segment: .pt2 (torch.export.save) or .pt (TorchScript)",
+    )
+    p.add_argument(
+        "--activations",
+        help="what crossed the wire instead of recording it: .npz or .pt holding "
+        "'activations' (M, ...) and 'ids' (M,) of --victims samples",
+    )
+    p.add_argument(
+        "--victims",
+        required=True,
+        help="data set spec of the victims: digits | npz:PATH | csv:PATH | imagefolder:PATH ...",
+    )
+    p.add_argument("--aux", required=True, help="data set spec of the attacker's own data")
+    p.add_argument(
+        "--attack",
+        required=True,
+        help="comma-separated reconstruction attacks, e.g. white-box,inverse-network",
+    )
+    p.add_argument("--out", required=True, help="folder to write the audit into")
+    p.add_argument("--steps", type=int, help="optimisation steps (default: per attack)")
+    p.add_argument(
+        "--n-samples",
+        type=int,
+        dest="n_samples",
+        help="victims to attack, smallest ids first (default: per attack)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="splits and attack seed, 0 to 2**31 - 1 (default 0)"
+    )
+    p.add_argument("--target", help="csv:PATH data: the label column")
+    p.add_argument("--image-size", type=int, dest="image_size", help="imagefolder:PATH: NxN")
+    p.add_argument("--data-root", dest="data_root", help="folder holding MNIST/CIFAR-10 files")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing audit folder")
+    p.set_defaults(handler=run)
+
+
+def _load(spec: str, args: argparse.Namespace):
+    from nopeek.data import DATASETS, load_dataset
+
+    options = {} if spec in DATASETS else {"target": args.target, "image_size": args.image_size}
+    return load_dataset(spec, seed=args.seed, data_root=args.data_root, **options)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nopeek.attacks._client_file import load_activations, load_client_model
+    from nopeek.attacks.audit import AuditInputs, audit
+    from nopeek.errors import ConfigError
+    from nopeek.observe import Observed
+
+    if args.client_model is None and args.activations is None:
+        raise ConfigError("give --client-model FILE (the exported segment) or --activations FILE")
+    names = [n.strip() for n in args.attack.split(",") if n.strip()]
+    segment = load_client_model(args.client_model) if args.client_model else None
+    recorded = None
+    if args.activations:
+        z, ids = load_activations(args.activations)
+        zeros = ids.new_zeros(len(ids))
+        recorded = Observed(z, ids, zeros, zeros.clone())
+    victims, aux = _load(args.victims, args), _load(args.aux, args).aux
+    results = audit(
+        AuditInputs(segment, recorded, victims, aux),
+        names,
+        args.out,
+        steps=args.steps,
+        n_samples=args.n_samples,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        label=args.client_model or args.activations,
+    )
+    for r in results:
+        parts = [
+            f"{m} {getattr(r, m):.4g} (baseline {getattr(r, 'baseline_' + m):.4g})"
+            for m in ("ssim", "psnr", "mse")
+            if getattr(r, m) is not None
+        ]
+        print(f"{r.attack} on {r.n_samples} victims: {'  '.join(parts)}  -> {r.path}")
+    print(f"report: {args.out}/report.md")
+    return 0
