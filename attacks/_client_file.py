@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import zipfile
@@ -27,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nopeek._schema import brief
 from nopeek.errors import CheckpointError, ConfigError
+from nopeek.schema import brief
 
 _EXPORT_FIX = "save it with torch.export.save(torch.export.export(segment, (x,)), 'client.pt2')"
 _SCRIPT_FIX = "save it with torch.jit.trace(segment, x).save('client.pt')"
@@ -52,6 +53,16 @@ class FrozenSegment(nn.Module):
     def train(self, mode: bool = True) -> FrozenSegment:
         self.training = mode
         return self
+
+    def copy(self) -> FrozenSegment:
+        """An independent copy (its own leaf parameters; TorchScript goes through its archive,
+        as a deep copy of a loaded ScriptModule shares non-leaf parameters)."""
+        if self.format != "torchscript":
+            return copy.deepcopy(self)
+        buffer = io.BytesIO()
+        torch.jit.save(self.inner, buffer)
+        buffer.seek(0)
+        return FrozenSegment(torch.jit.load(buffer, map_location="cpu").eval(), self.format)
 
 
 def _existing(path: str | Path, flag: str) -> Path:

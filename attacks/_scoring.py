@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nopeek._io import atomic_write_json
 from nopeek.attacks.base import AttackInputs, LabelScores, Reconstruction
 from nopeek.attacks.metrics import (
     baseline_reconstruction,
@@ -19,6 +18,7 @@ from nopeek.attacks.metrics import (
 from nopeek.attacks.plots import save_reconstruction_grid
 from nopeek.data import Dataset
 from nopeek.errors import CheckpointError, ThreatModelError
+from nopeek.io import atomic_write_json
 
 
 def truth(dataset: Dataset, ids: Tensor) -> tuple[Tensor, Tensor]:

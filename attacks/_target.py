@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from nopeek import _checkpoint
-from nopeek._schema import brief
+from nopeek import checkpoint
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset
 from nopeek.errors import CheckpointError, ConfigError, ThreatModelError
 from nopeek.models import split
+from nopeek.schema import brief
 from nopeek.topology import DATA_PREFIX, Edge, Topology
 from nopeek.trainer import build_run
 
@@ -119,7 +119,7 @@ def rebuild(
 
 def load_weights(target: Target) -> None:
     """Load every party's trained segments from ``checkpoint.pt`` into ``target.segments``."""
-    state = _checkpoint.read(target.run_dir / _checkpoint.FILENAME)
+    state = checkpoint.read(target.run_dir / checkpoint.FILENAME)
     topo = target.topology
     try:
         for party in topo.parties:

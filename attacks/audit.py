@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,17 +32,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nopeek._io import atomic_write_bytes
-from nopeek._schema import brief
+from nopeek.attacks._client_file import FrozenSegment, load_activations, load_client_model
 from nopeek.attacks._scoring import check_ids, score, write_result
-from nopeek.attacks.base import LABEL, Attack, AttackInputs
+from nopeek.attacks.base import LABEL, Attack, AttackInputs, check_options
 from nopeek.attacks.harness import AttackResult, _first_ids, _query
 from nopeek.attacks.registry import ATTACKS
 from nopeek.config import check_seed
 from nopeek.data import Dataset, Split
 from nopeek.errors import ConfigError, CutShapeError, ThreatModelError
+from nopeek.io import atomic_write_bytes
 from nopeek.observe import Observed
 from nopeek.rundir import RunDir
+from nopeek.schema import brief
+
+__all__ = [
+    "AuditInputs",
+    "FrozenSegment",
+    "audit",
+    "load_activations",
+    "load_client_model",
+    "record",
+    "report_markdown",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +119,11 @@ def _refuse(attack: Attack, has_segment: bool) -> None:
         )
 
 
+def _copy(segment: nn.Module) -> nn.Module:
+    own = getattr(segment, "copy", None)
+    return own() if callable(own) else copy.deepcopy(segment)
+
+
 def _grant(attack: Attack, material: AuditInputs, seed: int) -> AttackInputs:
     """An :class:`AttackInputs` holding exactly what ``attack.threat_model`` grants."""
     tm, ds, aux = attack.threat_model, material.victims, material.aux
@@ -117,9 +133,9 @@ def _grant(attack: Attack, material: AuditInputs, seed: int) -> AttackInputs:
     if tm.aux_data:
         inputs.aux = aux if tm.aux_labels else Split(aux.x, torch.full_like(aux.y, -1), aux.ids)
     if tm.client_weights:
-        inputs.client_segment = copy.deepcopy(material.segment)
+        inputs.client_segment = _copy(material.segment)
     if tm.query_client:
-        inputs.query_client = _query(copy.deepcopy(material.segment).eval())
+        inputs.query_client = _query(_copy(material.segment).eval())
     return inputs
 
 
@@ -128,8 +144,8 @@ def _scoring_set(victims: Dataset, aux: Split) -> Dataset:
 
     The attacker's aux rows get negative ids, so they never shadow a victim with the same id
     from another file."""
-    train = Split(*(torch.cat([getattr(victims.train, f), getattr(victims.aux, f)]) for f in "xy"),
-                  torch.cat([victims.train.ids, victims.aux.ids]))  # fmt: skip
+    both = (victims.train, victims.aux)
+    train = Split(*(torch.cat([getattr(p, f) for p in both]) for f in ("x", "y", "ids")))
     negative = -1 - torch.arange(len(aux), dtype=torch.long)
     return replace(victims, train=train, aux=Split(aux.x, aux.y, negative))
 
@@ -144,6 +160,13 @@ def _check_material(material: AuditInputs) -> None:
     if len(aux) == 0:
         raise ConfigError("the aux split is empty; give --aux data with more samples")
     rec, seg = material.recorded, material.segment
+    known = torch.cat([ds.train.ids, ds.test.ids, ds.aux.ids])
+    if rec is not None and not bool(torch.isin(rec.ids, known).all()):
+        bad = int(rec.ids[~torch.isin(rec.ids, known)][0])
+        raise ConfigError(
+            f"--activations name sample id {bad}, which is not in the victims' data set "
+            f"{ds.name}; give the --victims the activations were recorded for"
+        )
     if rec is not None and seg is not None:
         want = tuple(record(seg, ds.test.subset(torch.arange(min(2, len(ds.test))))).tensor.shape)
         if tuple(rec.tensor.shape[1:]) != want[1:]:
@@ -163,12 +186,14 @@ def audit(
     seed: int = 0,
     overwrite: bool = False,
     label: str = "",
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[AttackResult]:
     """Run ``attacks`` on ``material`` and write their results and ``report.md`` to ``out``.
 
     ``n_samples`` keeps the victims with the smallest ids (default: each attack's
     ``default_samples``); ``steps`` defaults per attack; ``label`` names the audited segment in
-    the JSON's ``run`` field (default: ``out``).
+    the JSON's ``run`` field (default: ``out``); ``options[name]`` go to attack ``name``
+    (e.g. ``{"white-box": {"tv": 0.0}}``; an undeclared key is refused).
     """
     for key, value in {"steps": steps, "n-samples": n_samples}.items():
         if value is not None and (isinstance(value, bool) or int(value) < 1):
@@ -180,6 +205,7 @@ def audit(
     for name in attacks:
         entry = ATTACKS.get(name)  # an unknown name lists the valid ones
         attack: Attack = entry() if isinstance(entry, type) else entry
+        check_options(attack, (options or {}).get(name, {}))
         _refuse(attack, material.segment is not None)
         chosen.append(attack)
     _check_material(material)
@@ -188,8 +214,12 @@ def audit(
     truth_set = _scoring_set(material.victims, material.aux)
     target = RunDir(out, "audit")
     target.plan(overwrite=overwrite)  # refuse a bad --out before the (slow) attacks run
-    results = [_run_one(a, material, truth_set, steps, n_samples, seed, label or str(out))
-               for a in chosen]  # fmt: skip
+    given = {k: dict(v) for k, v in (options or {}).items()}
+    label = label or str(out)
+    results = []
+    for attack in chosen:
+        opts = given.get(attack.name, {})
+        results.append(_run_one(attack, material, truth_set, steps, n_samples, seed, label, opts))
     with target.writing(overwrite=overwrite) as where:
         for result in results:
             write_result(where / "attacks" / result.attack, result, truth_set)
@@ -206,8 +236,10 @@ def _run_one(
     n: int | None,
     seed: int,
     label: str,
+    options: dict[str, Any],
 ) -> AttackResult:
     inputs = _grant(attack, material, seed)
+    inputs.options = options
     n = n if n is not None else getattr(attack, "default_samples", None)
     inputs.activations = _first_ids(inputs.activations, n)
     inputs.steps = steps

@@ -51,7 +51,6 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from nopeek._io import atomic_write_json
 from nopeek.attacks import _fsha_nets as nets
 from nopeek.attacks import metrics
 from nopeek.attacks.plots import save_grid, save_reconstruction_grid
@@ -59,6 +58,7 @@ from nopeek.config import TrainConfig
 from nopeek.data import Dataset, Split
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.hooks import CutHook, TrainContext
+from nopeek.io import atomic_write_json
 from nopeek.observe import Observed
 from nopeek.plugins import hook_builder
 from nopeek.registry import Registry

@@ -45,6 +45,8 @@ _METRICS = ("ssim", "psnr", "mse")
 _RECON_KEYS = (*_METRICS, *(f"baseline_{m}" for m in _METRICS), "dcor_reconstruction", "data_range")
 _LABEL_KEYS = ("auc", "auc_per_epoch", "epochs", "leak", "leak_orientation", "leak_per_epoch")
 _LABEL_KEYS += ("leak_max", "leak_max_epoch")
+# (run config, attacked cut, attack seed) -> what the client's defenses do to a sent activation
+Sender = Callable[[TrainConfig, str, int], Callable[[Tensor], Tensor]]
 
 
 @dataclass
@@ -187,21 +189,31 @@ def _query(segment: nn.Module, batch: int = 512) -> Callable[[Tensor], Tensor]:
     return query
 
 
-def _as_sent(run: Target, query: Callable[[Tensor], Tensor], seed: int):
+def _as_sent(run: Target, query: Callable[[Tensor], Tensor], seed: int, sender: Sender | None):
     """A query returns what the client would *send*: its forward defenses (clipping, noise at
-    inference) applied, as the deployed client would; the attacker's noise is freshly seeded."""
+    inference) applied, as the deployed client would; the attacker's noise is freshly seeded.
+
+    ``sender`` builds that transform from the run's config (attacks do not import defenses);
+    without one, a defended run's queries are refused rather than answered undefended."""
     if not run.config.defenses:
         return query
-    from nopeek.defenses import sender_transform
-
-    cfg = run.config
-    send = sender_transform(
-        cfg.defenses, cut=run.cut, seed=seed, epochs=cfg.epochs, delta=cfg.delta
-    )
+    if sender is None:
+        raise ThreatModelError(
+            f"{run.run_dir} was trained with defenses {run.config.defenses}, so query answers "
+            "must pass through them; call run_attack(..., sender=nopeek.defenses.run_sender)"
+        )
+    send = sender(run.config, run.cut, seed)
     return lambda x: send(query(x))
 
 
-def _grant(run: Target, obs: Observations, attack: Attack, seed: int, aux: int | None):
+def _grant(
+    run: Target,
+    obs: Observations,
+    attack: Attack,
+    seed: int,
+    aux: int | None,
+    sender: Sender | None = None,
+):
     """An :class:`AttackInputs` with exactly what ``attack.threat_model`` grants."""
     tm, ds = attack.threat_model, run.dataset
     inputs = AttackInputs(ds.input_shape, ds.data_range, ds.n_classes, seed)
@@ -217,7 +229,8 @@ def _grant(run: Target, obs: Observations, attack: Attack, seed: int, aux: int |
         if tm.client_weights:
             inputs.client_segment = copy.deepcopy(head)
         if tm.query_client:
-            inputs.query_client = _as_sent(run, _query(copy.deepcopy(head).eval()), seed)
+            query = _query(copy.deepcopy(head).eval())
+            inputs.query_client = _as_sent(run, query, seed, sender)
     if tm.client_architecture:
         inputs.client_architecture = fresh(run, seed, 0)
     if tm.sent_activations:
@@ -270,6 +283,7 @@ def run_attack(
     options: dict[str, Any] | None = None,
     write: bool = True,
     observations: str | Path | None = None,
+    sender: Sender | None = None,
 ) -> AttackResult:
     """Run attack ``name`` on the finished run in ``run_dir`` and score it.
 
@@ -284,7 +298,9 @@ def run_attack(
     ``@<party>`` when ``party`` is given (``white-box@client1.json``). Every check runs before
     anything is loaded or written. ``observations`` attacks another observations file than
     ``run_dir/observations.pt`` (e.g. what ``nopeek infer`` recorded while serving), with the
-    run's model and data.
+    run's model and data. ``sender(config, cut, seed)`` gives what the client's forward
+    defenses do to what it sends (:func:`nopeek.defenses.run_sender`): query answers on a
+    defended run pass through it, as the deployed client's would.
     """
     counts = {"steps": steps, "aux-size": aux_size, "n-samples": n_samples}
     for key, value in counts.items():
@@ -294,7 +310,7 @@ def run_attack(
     check_options(ATTACKS.get(name), options or {})
     run_dir = Path(run_dir)
     attack, run, inputs = _prepare(
-        run_dir, name, cut, party, seed, aux_size, n_samples, observations
+        run_dir, name, cut, party, seed, aux_size, n_samples, observations, sender=sender
     )
     inputs.steps, inputs.options = steps, dict(options or {})
     output = attack.run(inputs)
@@ -331,6 +347,8 @@ def _prepare(
     aux_size: int | None,
     n: int | None,
     observations: str | Path | None = None,
+    *,
+    sender: Sender | None = None,
 ) -> tuple[Attack, Target, AttackInputs]:
     """Load the run, refuse what the attack may not do, and build its inputs."""
     config = _load_config(run_dir)
@@ -345,7 +363,7 @@ def _prepare(
     dataset = config.load_data()
     run = rebuild(run_dir, config, dataset, cut=cut, party=party, label=attack.kind == LABEL)
     _refuse(run, attack, obs)
-    inputs = _grant(run, obs, attack, seed, aux_size)
+    inputs = _grant(run, obs, attack, seed, aux_size, sender)
     n = n if n is not None else getattr(attack, "default_samples", None)
     if inputs.activations is not None:
         inputs.activations = _first_ids(inputs.activations, n)

@@ -8,8 +8,8 @@ from pathlib import Path
 from matplotlib.figure import Figure  # no pyplot: renders with Agg, never opens a window
 from torch import Tensor
 
-from nopeek._io import atomic_write_bytes
 from nopeek.attacks.metrics import ssim_per_sample
+from nopeek.io import atomic_write_bytes
 
 
 def _as_image(x: Tensor):

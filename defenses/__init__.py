@@ -31,7 +31,13 @@ from nopeek.defenses.label_gradient import (
     MaxNormMult,
 )
 from nopeek.defenses.marvell import Marvell, MarvellNoise, solve_marvell, sum_kl
-from nopeek.defenses.spec import DEFENSES, parse_defenses, parse_spec, sender_transform
+from nopeek.defenses.spec import (
+    DEFENSES,
+    parse_defenses,
+    parse_spec,
+    run_sender,
+    sender_transform,
+)
 
 __all__ = [
     "DEFENSES",
@@ -51,6 +57,7 @@ __all__ = [
     "laplace_cut_epsilon",
     "parse_defenses",
     "parse_spec",
+    "run_sender",
     "sender_transform",
     "solve_marvell",
     "sum_kl",

@@ -120,10 +120,11 @@ class Adversarial(Defense):
 
     ``weight`` (> 0, default 1) scales the clipped R^2 term in the client's loss; ``decoder``
     (``auto``/``mlp``/``conv``), ``width`` (32 for conv, 256 for mlp), ``steps`` (decoder
-    updates per client step, 1) and ``lr`` (1e-3) shape the simulated attacker. Combine freely with the other defenses: with
-    cut noise before it in the ``--defense`` order, the decoder sees the noisy message, as a real
-    attacker would. ``metrics.json`` gains ``adversarial_decoder_r2``: the simulated decoder's
-    R^2 on the client's batches (before clipping), mean of the last 50 steps.
+    updates per client step, 1) and ``lr`` (1e-3) shape the simulated attacker. Combine freely
+    with the other defenses: with cut noise before it in the ``--defense`` order, the decoder sees
+    the noisy message, as a real attacker would. ``metrics.json`` gains
+    ``adversarial_decoder_r2``: the simulated decoder's R^2 on the client's batches (before
+    clipping), mean of the last 50 steps.
     """
 
     name = "adversarial"
@@ -199,7 +200,8 @@ class Adversarial(Defense):
         self._shapes = (tuple(x_shape), tuple(z_shape))
 
     def penalty(self, cut: str, x: Tensor, z: Tensor) -> Tensor:
-        """One decoder step on the client's own ``(x, z)``, then ``weight * max(0, R^2)``."""
+        """``steps`` decoder updates on the client's own ``(x, z)``, then the client's term
+        ``weight * max(0, R^2)`` of the updated decoder (its weights held fixed)."""
         if self.decoder is None:
             self._build(tuple(x.shape[1:]), tuple(z.shape[1:]))
         target = x.detach().to(z.dtype)
@@ -221,7 +223,7 @@ class Adversarial(Defense):
         return self.weight * r2.clamp_min(0)
 
     def metrics(self) -> dict[str, Any]:
-        out = {f"adversarial_{k}": v for k, v in self.params().items()}
+        out = {f"adversarial_{k}": v for k, v in self.params().items() if v is not None}
         out["adversarial_decoder_r2"] = sum(self._r2) / len(self._r2) if self._r2 else None
         return out
 

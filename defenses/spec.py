@@ -44,6 +44,7 @@ from nopeek.registry import Registry
 if TYPE_CHECKING:
     from nopeek.config import TrainConfig
 
+
 def _check_plugin(name: str, entry: object) -> None:
     if not (isinstance(entry, type) and issubclass(entry, Defense)):
         raise TypeError(f"{entry!r} is not a nopeek.defenses.Defense subclass")
@@ -218,3 +219,18 @@ def sender_transform(
         return z
 
     return transform
+
+
+def run_sender(config: TrainConfig, cut: str, seed: int) -> Callable[[Tensor], Tensor]:
+    """:func:`sender_transform` of a finished run's ``config`` at ``cut``: the ``sender`` that
+    :func:`nopeek.attacks.run_attack` queries the client through (attacks import no defenses).
+
+    >>> import torch
+    >>> from nopeek.config import TrainConfig
+    >>> send = run_sender(TrainConfig(defenses=["cut-noise:sigma=1,clip=1"]), "conv2", 0)
+    >>> float(send(torch.full((1, 4), 10.0)).norm())
+    1.0
+    """
+    return sender_transform(
+        config.defenses, cut=cut, seed=seed, epochs=config.epochs, delta=config.delta
+    )

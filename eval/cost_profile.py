@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nopeek._schema import brief
 from nopeek.errors import ConfigError, CutError, NopeekError
+from nopeek.schema import brief
 
 #: The papers' data sets need no download here: only their size and shape enter the formulas.
 #: ``p`` is the full training set (the papers' setting; nopeek's own cifar10 loader keeps 10%

@@ -37,13 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nopeek._io import atomic_write_json
 from nopeek.attacks.inverse_network import build_decoder, fit_decoder
 from nopeek.attacks.metrics import baseline_reconstruction, reconstruction_report
 from nopeek.channel import ACTIVATION, InProcessChannel, Message, WireLog
 from nopeek.config import check_seed
 from nopeek.data import FORMATS, Dataset, load_dataset
 from nopeek.errors import ConfigError, DataError
+from nopeek.io import atomic_write_json
 from nopeek.rundir import RunDir
 from nopeek.seeding import derive_seed
 
@@ -92,7 +92,11 @@ def load_domain(name: str, *, seed: int) -> Dataset:
 
 def agreed_encoder(input_shape: tuple[int, ...], *, seed: int) -> nn.Module:
     """The client's fixed encoder, its random weights fixed by ``seed`` (shared with the server):
-    images (C, H, W) -> (16, H/2, W/2); features (F,) -> (32,)."""
+    images (C, H, W) -> (16, H/2, W/2); features (F,) -> (32,).
+
+    >>> tuple(agreed_encoder((1, 8, 8), seed=0)(torch.zeros(2, 1, 8, 8)).shape)
+    (2, 16, 4, 4)
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "expertmatcher-encoder"))
         if len(input_shape) == 3:
@@ -244,7 +248,9 @@ def _serve(server: ExpertServer, x: Tensor, ids: Tensor) -> tuple[WireLog, dict[
     return wire, out
 
 
-def _attack(server: ExpertServer, domain: Dataset, z: Tensor, x: Tensor) -> dict[str, Any]:
+def _attack(
+    server: ExpertServer, domain: Dataset, z: Tensor, x: Tensor, *, steps: int
+) -> dict[str, Any]:
     """An inverse network the server trains on aux data of the client's domain (encoded with
     the agreed encoder), applied to the representations it received; SSIM etc. vs baseline."""
     aux = domain.aux
@@ -258,8 +264,8 @@ def _attack(server: ExpertServer, domain: Dataset, z: Tensor, x: Tensor) -> dict
         decoder,
         z_aux,
         aux.x,
-        steps=ATTACK_STEPS,
-        lr=1e-3,
+        steps=steps,
+        lr=3e-3,
         batch_size=64,
         seed=derive_seed(server.seed, "expertmatcher-attack-batches"),
     )
@@ -275,10 +281,11 @@ def _attack(server: ExpertServer, domain: Dataset, z: Tensor, x: Tensor) -> dict
 
 
 def match(
-    server: ExpertServer, client_data: str, *, attack: bool = True
+    server: ExpertServer, client_data: str, *, attack_steps: int = ATTACK_STEPS
 ) -> tuple[dict[str, Any], WireLog]:
     """The client holding the held-out (test) samples of domain ``client_data`` asks ``server``;
-    returns the ``match.json`` record (see the README) and the wire log."""
+    returns the ``match.json`` record (see the README) and the wire log. ``attack_steps``: the
+    inverse network's training steps (0: no attack)."""
     if client_data not in server.names:
         raise ConfigError(
             f"--client-data {client_data} is not one of the --experts ({','.join(server.names)}); "
@@ -317,8 +324,8 @@ def match(
         "bytes_received": sum(r.nbytes for r in back),
         "raw_inputs_sent": any(tuple(r.shape[1:]) == tuple(domain.input_shape) for r in sent),
     }
-    if attack:
-        out |= _attack(server, domain, got["z"], held.x)
+    if attack_steps > 0:
+        out |= _attack(server, domain, got["z"], held.x, steps=attack_steps)
     return out, wire
 
 
@@ -341,7 +348,7 @@ def run_match(
             "add it to --experts to score the match"
         )
     server = fit_server(list(experts), seed=seed)
-    record, _ = match(server, client_data)
+    record, _ = match(server, client_data, attack_steps=ATTACK_STEPS)
     if target is not None:
         with target.writing(overwrite=overwrite) as where:
             atomic_write_json(where / "match.json", record)

@@ -13,11 +13,11 @@ from pathlib import Path
 import matplotlib.image as mpimg
 from matplotlib.figure import Figure
 
-from nopeek._io import atomic_write_bytes
 from nopeek.eval.frontier import frontier_order, pareto_mask
 from nopeek.eval.score import LABEL_AUC_THRESHOLD, SSIM_THRESHOLD
 from nopeek.eval.series import Series
 from nopeek.eval.summary import SettingSummary, Stat
+from nopeek.io import atomic_write_bytes
 
 # (attribute of SettingSummary, axis label, threshold from the literature or None)
 LEAKAGE = [

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nopeek._io import atomic_write_bytes, atomic_write_json
 from nopeek.eval import plots
 from nopeek.eval import score as S
 from nopeek.eval.frontier import pareto_mask
@@ -22,6 +21,7 @@ from nopeek.eval.results import read_results
 from nopeek.eval.series import all_series
 from nopeek.eval.summary import SettingSummary, Stat, recommend, summarize
 from nopeek.eval.sweep import SweepSpec, load_spec
+from nopeek.io import atomic_write_bytes, atomic_write_json
 from nopeek.rundir import REPORT_ENTRIES, RunDir, staged_entries
 
 TITLE = "nopeek leakage report"

@@ -27,11 +27,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nopeek import _schema as S
-from nopeek._io import atomic_write_bytes, atomic_write_json
+from nopeek import schema as S
 from nopeek.config import TrainConfig
 from nopeek.errors import ConfigError
 from nopeek.eval._compat import attack_targets
+from nopeek.io import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
     from nopeek.eval.sweep import SweepSpec

@@ -29,12 +29,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from nopeek import _schema as S
-from nopeek._io import atomic_write_json
+from nopeek import schema as S
 from nopeek.config import TrainConfig, check_seed
 from nopeek.errors import CheckpointError, ConfigError
 from nopeek.eval.results import collect_rows, write_results
 from nopeek.eval.settings import Setting, parse_attack
+from nopeek.io import atomic_write_json
 from nopeek.rundir import RunDir, kind_of, write_marker
 
 log = logging.getLogger(__name__)
@@ -341,6 +341,7 @@ def _ensure_attacked(
     path: Path, attacks: list[str], options: dict, config: TrainConfig
 ) -> list[str]:
     from nopeek.attacks import run_attack
+    from nopeek.defenses import run_sender
     from nopeek.eval._compat import attack_targets
 
     done = []
@@ -351,6 +352,8 @@ def _ensure_attacked(
             if (path / "attacks" / f"{stem}.json").is_file():
                 continue
             opts = dict(extra) or None
-            run_attack(path, name, seed=config.seed, party=party, options=opts, write=True, **kw)
+            run_attack(
+                path, name, seed=config.seed, party=party, options=opts, sender=run_sender, **kw
+            )
             done.append(stem)
     return done

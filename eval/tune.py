@@ -4,11 +4,11 @@ The search (``nopeek tune``), assuming leakage falls and accuracy falls as a def
 stronger:
 
 1. Evaluate the undefended setting; if it meets the budget, it is the answer.
-2. For each knob (NoPeek's alpha, cut-noise sigma, a label defense's strength), evaluate its
-   strongest value ``hi``. A knob whose ``hi`` misses the budget drops out. For the others,
-   bisect between the weakest failing and the weakest passing strength for ``iterations``
-   rounds (every knob in lockstep, so a round's runs can go in parallel): the weakest passing
-   strength is the knob's best.
+2. For each knob (NoPeek's alpha, cut-noise sigma, the adversarial defense's weight, a label
+   defense's strength), evaluate its strongest value ``hi``. A knob whose ``hi`` misses the
+   budget drops out. For the others, bisect between the weakest failing and the weakest
+   passing strength for ``iterations`` rounds (every knob in lockstep, so a round's runs can go
+   in parallel): the weakest passing strength is the knob's best.
 3. Combine the knobs: every knob at ``t`` times its weakest passing strength (``hi`` for a
    knob that dropped out), bisecting ``t`` in (0, 1] the same way; weaker parts together may
    pass with better accuracy than one strong part alone.
@@ -26,11 +26,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from nopeek._io import atomic_write_json
 from nopeek.errors import ConfigError
 from nopeek.eval.settings import Setting
 from nopeek.eval.summary import SettingSummary
 from nopeek.eval.sweep import SweepSpec
+from nopeek.io import atomic_write_json
 
 Evaluate = Callable[[list[Setting]], dict[Setting, SettingSummary]]
 

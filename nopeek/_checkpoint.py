@@ -75,6 +75,7 @@ def save(
         "epoch": epochs_done,
         "parties": {n: [m.state_dict() for m in p.modules] for n, p in runner.parties.items()},
         "held": {n: _held(p) for n, p in runner.parties.items()},
+        "channel_bytes": _channel_bytes(runner),
         "flops_per_sample": {"|".join(k): v for k, v in runner.flops_per_sample.items()},
         "optimizers": {
             n: p.optimizer.state_dict() for n, p in runner.parties.items() if p.optimizer
@@ -115,6 +116,12 @@ def load(out: Path, config: Any) -> dict:
             "resume with the same options or train anew with --overwrite"
         )
     return state
+
+
+def _channel_bytes(runner: Any) -> list[int]:
+    """A distributed channel's (header, payload) byte counters, so a resumed run counts on."""
+    ch = runner.runtime.channel
+    return [int(getattr(ch, "header_bytes", 0)), int(getattr(ch, "payload_bytes", 0))]
 
 
 def _held(party: Any) -> list[str]:
@@ -168,6 +175,9 @@ def restore(state: dict, runner: Any) -> int:
         ) from None
     runner.history = {k: list(v) for k, v in state["history"].items()}
     runner.train_seconds = float(state["train_seconds"])
+    ch = runner.runtime.channel
+    if hasattr(ch, "header_bytes") and "channel_bytes" in state:
+        ch.header_bytes, ch.payload_bytes = (int(v) for v in state["channel_bytes"])
     saved_flops = state.get("flops_per_sample", {})
     runner.flops_per_sample = {tuple(k.split("|")): dict(v) for k, v in saved_flops.items()}
     runner.wire.records[:] = [WireRecord(*r) for r in state["wire_records"]]

@@ -80,6 +80,8 @@ class Dataset:
 
 
 Loader = Callable[..., Dataset]  # (*, seed, data_root, download, max_train) -> Dataset
+
+
 def _check_loader(name: str, entry: object) -> None:
     if not callable(entry):
         raise TypeError(f"{entry!r} is not a loader (*, seed, data_root, download, max_train)")

@@ -24,9 +24,11 @@ object itself, and it is registered under the entry point's name::
     [project.entry-points."nopeek.defenses"]
     my-defense = "my_pkg.defenses:MyDefense"    # a Defense subclass with name = "my-defense"
     [project.entry-points."nopeek.datasets"]
-    my-data = "my_pkg.data:load"                # (*, seed, data_root, download, max_train) -> Dataset
+    my-data = "my_pkg.data:load"                # (*, seed, data_root, download, max_train)
     [project.entry-points."nopeek.models"]
     my-model = "my_pkg.models:SPEC"             # a nopeek.models.ModelSpec
+
+A data set's loader returns a :class:`~nopeek.data.Dataset` (three disjoint splits with ids).
 
 The registries load them on the first lookup of a name that is not built in (and when they
 list their names), so ``--attack my-attack`` and the rest work wherever a built-in name does.
@@ -137,7 +139,9 @@ def load_entries(
         dist = getattr(ep, "dist", None)
         where = f"{kind} plug-in {ep.name!r} ({ep.value}) of package {dist.name if dist else '?'}"
         if ep.name in taken:
-            raise PluginError(f"{where} takes the name of a built-in {kind}; rename its entry point")
+            raise PluginError(
+                f"{where} takes the name of a built-in {kind}; rename its entry point"
+            )
         try:
             obj = ep.load()
             if check is not None:

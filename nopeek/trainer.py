@@ -204,16 +204,23 @@ def train(
     return _run_in(run_dir, out, runner, state, model, resume=resume, overwrite=overwrite)
 
 
-def _run_in(run_dir, out, runner, state, model, *, resume: bool, overwrite: bool) -> TrainResult:
+def _run_in(
+    run_dir, out, runner, state, model, *, resume: bool, overwrite: bool, keep=None
+) -> TrainResult:
     """Run ``runner`` writing through ``run_dir``: a fresh run in place (an interrupt keeps it for
     --resume, an error removes it); an overwrite in a staging sibling swapped in only at the end
     (see :mod:`nopeek.rundir`)."""
     if run_dir is None:
         return runner.run(None, state, model)
-    with run_dir.writing(resume=resume, overwrite=overwrite) as where:
+    with run_dir.writing(resume=resume, overwrite=overwrite, keep=keep) as where:
         result = runner.run(where, state, model)
     result.run_dir = out
     return result
+
+
+def _has_checkpoint(path: Path) -> bool:
+    """A distributed party keeps its folder when a peer fails: the others resume from it."""
+    return (path / _checkpoint.FILENAME).is_file()
 
 
 def _party_device(name: str) -> torch.device:
@@ -244,7 +251,7 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
     make = make_channel(
         topology, me, launch, x=dataset.train.x, max_batch=config.batch_size, device=device
     )
-    launch.join(me, device)
+    launch.join(me, device, [p for p in topology.parties if p != me])
     runner = None
     try:
         if state is not None:
@@ -252,7 +259,10 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
         runner = _Runner(
             config, dataset, topology, hooks, device, quiet=quiet, local=[me], make_channel=make
         )
-        return _run_in(run_dir, out, runner, state, model, resume=resume, overwrite=overwrite)
+        return _run_in(
+            run_dir, out, runner, state, model, resume=resume, overwrite=overwrite,
+            keep=_has_checkpoint,
+        )  # fmt: skip
     except Exception as exc:
         if runner is not None:
             runner.runtime.channel.broadcast_error(f"{me}: {str(exc).splitlines()[0][:300]}")

@@ -169,15 +169,16 @@ def test_a_plugin_package_trains_and_attacks_from_the_cli(tmp_path):
     assert result["mse"] == pytest.approx(result["baseline_mse"])  # the aux-mean guess
 
 
-def test_plugins_are_listed_and_a_miss_names_them(installed, capsys):
+def test_plugins_are_listed_and_a_miss_names_them(installed, capsys, tmp_path):
     from nopeek.cli.main import main
 
     installed(PLUGIN, ENTRY_POINTS)
     assert main(["models"]) == 0
     assert "tiny-mlp" in capsys.readouterr().out
-    assert main(["train", "--dataset", "blobz", "--out", "unused"]) == 2
+    assert main(["train", "--dataset", "blobz", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "unknown dataset 'blobz'" in err and "blobs" in err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,7 @@ def _summary(m: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from nopeek.attacks.harness import run_attack
+    from nopeek.defenses import run_sender
 
     result = run_attack(
         args.run,
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         cut=args.cut,
         party=args.party,
         observations=args.observations,
+        sender=run_sender,
     )
     m = result.to_json()
     print(

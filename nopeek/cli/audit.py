@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--attack",
         required=True,
-        help="comma-separated reconstruction attacks, e.g. white-box,inverse-network",
+        help="comma-separated reconstruction attacks with options, e.g. "
+        "white-box:tv=0,inverse-network:width=32",
     )
     p.add_argument("--out", required=True, help="folder to write the audit into")
     p.add_argument("--steps", type=int, help="optimisation steps (default: per attack)")
@@ -61,14 +62,15 @@ def _load(spec: str, args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from nopeek.attacks._client_file import load_activations, load_client_model
-    from nopeek.attacks.audit import AuditInputs, audit
+    from nopeek.attacks.audit import AuditInputs, audit, load_activations, load_client_model
     from nopeek.errors import ConfigError
+    from nopeek.eval.settings import parse_attack, parse_attacks
     from nopeek.observe import Observed
 
     if args.client_model is None and args.activations is None:
         raise ConfigError("give --client-model FILE (the exported segment) or --activations FILE")
-    names = [n.strip() for n in args.attack.split(",") if n.strip()]
+    specs = [parse_attack(spec) for spec in parse_attacks(args.attack)]
+    names, options = [n for n, _ in specs], {n: o for n, o in specs}
     segment = load_client_model(args.client_model) if args.client_model else None
     recorded = None
     if args.activations:
@@ -85,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         label=args.client_model or args.activations,
+        options=options,
     )
     for r in results:
         parts = [

@@ -154,7 +154,7 @@ def _plan(out: str | None):
 def _write(folder, record: dict) -> None:
     if folder is None:
         return
-    from nopeek._io import atomic_write_json
+    from nopeek.io import atomic_write_json
 
     with folder.writing(reuse=True) as where:
         atomic_write_json(where / "cost.json", record)

@@ -69,7 +69,7 @@ def run_handler(args: argparse.Namespace) -> int:
         return 2
     except OSError as exc:
         # the last line of defence: the library turns its write faults into NopeekErrors
-        from nopeek._io import describe_os_error
+        from nopeek.io import describe_os_error
 
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2

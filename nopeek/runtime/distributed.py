@@ -72,7 +72,8 @@ class TorchDistributedChannel(Channel):
         header = wire.encode(
             msg.kind, cut, self.ranks[self.me], msg.step, msg.tensor, n_ids, self.device
         )
-        what = f"sending a {msg.kind} at cut {msg.cut!r} (step {msg.step})"
+        article = "an" if msg.kind[0] in "aeiou" else "a"
+        what = f"sending {article} {msg.kind} at cut {msg.cut!r} (step {msg.step})"
         self._send(header, dst, what)
         self._send(msg.tensor.detach().contiguous().to(self.device), dst, what)
         if ids is not None:
@@ -82,7 +83,15 @@ class TorchDistributedChannel(Channel):
 
     def send_text(self, kind: str, receiver: str, text: str, *, step: int = 0) -> None:
         """Send UTF-8 text (``stats`` JSON or an ``error``) to ``receiver``."""
-        data = torch.frombuffer(bytearray(text.encode()[: wire.MAX_TEXT]), dtype=torch.uint8)
+        raw = text.encode()
+        if kind == wire.ERROR:
+            raw = raw[: wire.MAX_TEXT]
+        elif len(raw) > wire.MAX_TEXT:
+            raise ChannelError(
+                f"{self.me}'s {kind} message has {len(raw)} bytes, over the {wire.MAX_TEXT} a "
+                "receiver accepts; train with fewer steps per epoch (a larger --batch-size)"
+            )
+        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         dst = self.ranks[receiver]
         header = wire.encode(kind, -1, self.ranks[self.me], step, data, 0, self.device)
         self._send(header, dst, f"sending {kind}")
@@ -102,14 +111,14 @@ class TorchDistributedChannel(Channel):
             self.timeout = timeout
 
     def _send(self, tensor: Tensor, dst: int, what: str) -> None:
-        work = dist.isend(tensor, dst=dst)
-        self._wait(work, self.names[dst], what)
+        self._wait(lambda: dist.isend(tensor, dst=dst), self.names[dst], what)
 
     # --- receiving -----------------------------------------------------------------------------
     def recv(
         self, *, sender: str, receiver: str, kind: str, cut: str, step: int | None = None
     ) -> Message:
-        header = self._header(sender, f"a {kind} at cut {cut!r} (step {step})")
+        article = "an" if kind[0] in "aeiou" else "a"
+        header = self._header(sender, f"{article} {kind} at cut {cut!r} (step {step})")
         tail, flat = self.expect(kind, cut, sender)
         want = wire.Expect(
             kind, self.cut_ids[cut], self.ranks[sender], step if step is not None else header.step,
@@ -154,12 +163,14 @@ class TorchDistributedChannel(Channel):
         return bytes(data.cpu().tolist()).decode(errors="replace")
 
     def _recv(self, tensor: Tensor, sender: str, what: str) -> None:
-        work = dist.irecv(tensor, src=self.ranks[sender])
-        self._wait(work, sender, f"waiting for {what}")
+        src = self.ranks[sender]
+        self._wait(lambda: dist.irecv(tensor, src=src), sender, f"waiting for {what}")
 
-    def _wait(self, work, peer: str, what: str) -> None:
+    def _wait(self, start, peer: str, what: str) -> None:
+        """Start an operation and wait for it until the deadline; a closed or timed-out pair
+        (gloo raises at the start or at the wait) becomes a one-line :class:`PeerError`."""
         try:
-            work.wait(timeout=datetime.timedelta(seconds=self.timeout))
+            start().wait(timeout=datetime.timedelta(seconds=self.timeout))
         except RuntimeError as exc:
             text = str(exc).lower()  # gloo: "Timed out waiting 2000ms for recv operation"
             timed_out = "timed out" in text or "timeout" in text

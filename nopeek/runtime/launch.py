@@ -81,7 +81,7 @@ class PartyLaunch:
             )
         return me
 
-    def join(self, me: str, device: torch.device) -> None:
+    def join(self, me: str, device: torch.device, peers: list[str] | None = None) -> None:
         """Meet the other parties (gloo, or NCCL when this party trains on CUDA)."""
         backend = "nccl" if device.type == "cuda" else "gloo"
         try:
@@ -95,7 +95,7 @@ class PartyLaunch:
                 )
         except (RuntimeError, ValueError, TimeoutError) as exc:
             raise PeerError(
-                f"{me} could not meet the other {self.world_size - 1} parties at "
+                f"{me} could not meet {', '.join(peers or ['the other parties'])} at "
                 f"{self.master_addr}:{self.master_port} within {self.timeout:g} s "
                 f"({type(exc).__name__}); start every party with the same --master-addr, "
                 "--master-port and --world-size, and open that port"

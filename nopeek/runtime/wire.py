@@ -37,7 +37,7 @@ DTYPE_CODES = {torch.float32: 1, torch.float64: 2, torch.float16: 3, torch.bfloa
 DTYPE_CODES |= {torch.int64: 5, torch.uint8: 6}
 DTYPES = {v: k for k, v in DTYPE_CODES.items()}
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-MAX_TEXT = 1 << 20  # bytes of a stats / error message
+MAX_TEXT = 1 << 24  # bytes of a stats / error message (16 MiB)
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,10 @@ def check(header: Header, want: Expect, *, sender_name: str, cut_name: str) -> N
     """Refuse a header that is not the expected message, before anything is allocated."""
     who = f"message from {sender_name}"
     if header.kind != want.kind:
-        raise ChannelError(f"{who}: expected a {want.kind} at cut {cut_name!r}, got {header.kind}")
+        article = "an" if want.kind[0] in "aeiou" else "a"
+        raise ChannelError(
+            f"{who}: expected {article} {want.kind} at cut {cut_name!r}, got {header.kind}"
+        )
     if (header.cut, header.sender, header.step) != (want.cut, want.sender, want.step):
         raise ChannelError(
             f"{who}: field cut/sender/step is {header.cut}/{header.sender}/{header.step}, "

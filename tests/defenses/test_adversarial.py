@@ -43,10 +43,10 @@ def _hook(bare_ctx, **kwargs):
 
 def test_decoder_learns_and_the_client_term_moves_only_the_message(bare_ctx):
     gen = torch.Generator().manual_seed(1)
-    x = torch.rand(64, 1, 8, 8, generator=gen)
+    x = torch.rand(32, 1, 8, 8, generator=gen)
     encoder = torch.nn.Conv2d(1, 8, 3, stride=2, padding=1)
-    hook = _hook(bare_ctx, weight=2.0, decoder="conv", steps=4)
-    for _ in range(40):
+    hook = _hook(bare_ctx, weight=2.0, decoder="conv", steps=4, width=16, lr=3e-3)
+    for _ in range(30):
         term = hook.penalty("conv2", x, encoder(x))
     r2 = list(hook._r2)  # the decoder's R^2 at each call, after its update
     assert r2[0] < 0 < r2[-1] and r2[-1] == max(r2)  # it learns to invert the client's batch
@@ -115,10 +115,11 @@ def test_bound_to_data_parties_only():
 
 
 def test_resume_gives_the_uninterrupted_run(interrupt, tiny_config, tmp_path):
-    cfg = tiny_config(epochs=2, defenses=["cut-noise:sigma=0.1,clip=1", "adversarial:1"])
+    specs = ["cut-noise:sigma=0.1,clip=1", "adversarial:1"]
+    cfg = tiny_config(epochs=2, max_train=256, dcor_samples=64, defenses=specs)  # 4 steps/epoch
     full = train(cfg, tmp_path / "full", quiet=True, hooks=[interrupt(None)]).metrics
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "cut", quiet=True, hooks=[interrupt(1)])
+        train(cfg, tmp_path / "cut", quiet=True, hooks=[interrupt(1, steps=4)])
     resumed = train(cfg, tmp_path / "cut", resume=True, quiet=True, hooks=[interrupt(None)])
     for key in ("test_accuracy", "adversarial_decoder_r2", "train_loss_per_epoch"):
         assert resumed.metrics[key] == full[key]

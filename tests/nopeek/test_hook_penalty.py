@@ -1,4 +1,4 @@
-"""CutHook.penalty: a loss term the sender adds on its own message, backpropagated into its segment."""
+"""CutHook.penalty: a loss term the sender adds on its own message, backpropagated into it."""
 
 import copy
 

@@ -1,0 +1,197 @@
+"""`nopeek audit` on a client segment exported from a digits run (torch.export, TorchScript).
+
+References are independent of the audit: the trained run's own segment (eager, from its
+checkpoint), the digits splits loaded afresh, and the mean aux image computed here.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from nopeek.attacks._target import client_segment, load_weights, rebuild
+from nopeek.attacks.audit import load_client_model, record
+from nopeek.cli.main import main
+from nopeek.config import TrainConfig
+from nopeek.data import load_dataset
+from nopeek.errors import CheckpointError
+from nopeek.trainer import train
+
+N = 8  # victims per attack: the smallest test ids
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A digits run cut at conv2, its client segment exported as .pt2 and TorchScript .pt."""
+    root = tmp_path_factory.mktemp("audit")
+    config = TrainConfig(dataset="digits", seed=0, cut="conv2", epochs=3, max_train=300)
+    train(config, root / "run", quiet=True)
+    ds = load_dataset("digits", seed=0)
+    target = rebuild(root / "run", config.resolved(), ds, cut=None, party=None, label=False)
+    load_weights(target)
+    segment = client_segment(target).eval()
+    x = ds.test.x[:4]
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(segment, (x,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, root / "client.pt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace is deprecated
+        torch.jit.trace(segment, x).save(str(root / "client.pt"))
+    return {"root": root, "segment": segment, "ds": ds}
+
+
+def _audit(*args: str) -> int:
+    return main(["audit", "--victims", "digits", "--aux", "digits", *args])
+
+
+def _victims(ds):
+    order = torch.argsort(ds.test.ids)[:N]
+    return ds.test.x[order], ds.test.ids[order]
+
+
+@pytest.mark.parametrize("suffix", ["pt2", "pt"])
+def test_loaded_segment_sends_what_the_trained_one_sends(exported, suffix):
+    ds, segment = exported["ds"], exported["segment"]
+    loaded = load_client_model(exported["root"] / f"client.{suffix}")
+    sent = record(loaded, ds.test, batch=100)  # batches of 100: a short last batch too
+    with torch.no_grad():
+        want = segment(ds.test.x)
+    assert sent.tensor.shape == (len(ds.test), 32, 4, 4)
+    assert torch.equal(sent.ids, ds.test.ids)
+    torch.testing.assert_close(sent.tensor, want, rtol=1e-5, atol=1e-5)
+
+
+def test_audit_of_exported_program_reconstructs_its_victims(exported, tmp_path):
+    out = tmp_path / "audit"
+    client = str(exported["root"] / "client.pt2")
+    attacks = "white-box:tv=0,inverse-network"
+    args = ["--client-model", client, "--attack", attacks, "--out", str(out)]
+    assert _audit(*args, "--steps", "200", "--n-samples", str(N)) == 0
+    white = json.loads((out / "attacks" / "white-box.json").read_text())
+    inverse = json.loads((out / "attacks" / "inverse-network.json").read_text())
+    assert (out / "attacks" / "white-box.png").is_file()
+    assert white["n_samples"] == inverse["n_samples"] == N
+    assert white["threat_model"] == "activations+client_weights"
+    assert inverse["threat_model"] == "activations+aux_data+query_client"
+    assert white["ssim"] > 0.9  # conv2 of the digits CNN is invertible with the weights
+    # the mean-image baseline, computed here from the aux split and the victims by id
+    x, _ = _victims(exported["ds"])
+    mean = exported["ds"].aux.x.mean(0, keepdim=True)
+    baseline_mse = float(((x - mean) ** 2).mean())
+    for result in (white, inverse):
+        assert result["baseline_mse"] == pytest.approx(baseline_mse, rel=1e-5)
+    assert inverse["mse"] < inverse["baseline_mse"] and inverse["ssim"] > inverse["baseline_ssim"]
+    report = (out / "report.md").read_text()
+    assert "| white-box |" in report and "| inverse-network |" in report
+    assert f"({inverse['baseline_ssim']:.4g})" in report
+
+
+def test_audit_of_torchscript_and_of_recorded_activations(exported, tmp_path):
+    ds, segment = exported["ds"], exported["segment"]
+    client = str(exported["root"] / "client.pt")
+    out = tmp_path / "ts"
+    common = ["--attack", "white-box:tv=0", "--steps", "200"]
+    assert _audit("--client-model", client, *common, "--n-samples", str(N), "--out", str(out)) == 0
+    assert json.loads((out / "attacks" / "white-box.json").read_text())["ssim"] > 0.9
+    # what crossed the wire, recorded by the user, with the segment for the white-box attacker
+    x, ids = _victims(ds)
+    with torch.no_grad():
+        z = segment(x)
+    wire = tmp_path / "wire.npz"
+    np.savez(wire, activations=z.numpy(), ids=ids.numpy())
+    out = tmp_path / "wire"
+    args = ["--activations", str(wire), "--client-model", client, *common, "--out", str(out)]
+    assert _audit(*args) == 0
+    result = json.loads((out / "attacks" / "white-box.json").read_text())
+    assert result["n_samples"] == N and result["ssim"] > 0.9
+
+
+def test_activations_alone_refuse_attacks_that_need_the_segment(exported, tmp_path, capsys):
+    ds = exported["ds"]
+    with torch.no_grad():
+        z = exported["segment"](ds.test.x[:N])
+    wire = tmp_path / "wire.pt"
+    torch.save({"activations": z, "ids": ds.test.ids[:N]}, wire)
+    for attack in ("white-box", "inverse-network"):
+        out = tmp_path / attack
+        assert _audit("--activations", str(wire), "--attack", attack, "--out", str(out)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "needs the client segment (threat model" in err
+        assert "add --client-model" in err and not out.exists()
+
+
+def _digits_npz(path, channels: int):
+    ds = load_dataset("digits", seed=0)
+    x = torch.cat([ds.train.x, ds.test.x, ds.aux.x]).repeat(1, channels, 1, 1)
+    y = torch.cat([ds.train.y, ds.test.y, ds.aux.y])
+    np.savez(path, x=x.numpy(), y=y.numpy())
+    return f"npz:{path}"
+
+
+def test_bad_inputs_are_one_line_and_write_nothing(exported, tmp_path, capsys):
+    root = exported["root"]
+    torch.save(exported["segment"], root / "pickled.pt")  # a plain pickle of the module
+    (root / "old.pt").write_bytes(pickle.dumps({"weights": [1, 2]}))
+    wide = _digits_npz(tmp_path / "wide.npz", channels=2)
+    pt2, out = str(root / "client.pt2"), tmp_path / "out"
+    torch.save(exported["segment"].state_dict(), root / "pickled.pt2")
+    wire = tmp_path / "wire.npz"
+    np.savez(wire, activations=np.zeros((2, 32, 4, 4), "float32"), ids=np.array([0, 99999]))
+    cases = [
+        (["--client-model", str(tmp_path / "nothing.pt2")], "no such file"),
+        (["--client-model", str(root / "pickled.pt")], "plain pickle"),
+        (["--client-model", str(root / "old.pt")], "plain pickle"),
+        (["--client-model", pt2, "--attack", "white-bx"], "unknown attack 'white-bx'"),
+        (["--client-model", pt2, "--attack", "norm"], "label attack"),
+        (["--client-model", pt2, "--attack", "unsplit"], "needs client_architecture"),
+        (["--client-model", pt2, "--attack", "white-box:tvv=1"], "unknown option 'tvv'"),
+        (["--client-model", pt2, "--aux", wide], "give --aux data shaped like the victims'"),
+        (["--client-model", pt2, "--victims", wide, "--aux", wide], "fails on the victims'"),
+        ([], "give --client-model FILE"),
+        (["--client-model", str(root / "pickled.pt2")], "holds no exported program"),
+        (["--activations", str(wire), "--client-model", pt2], "sample id 99999"),
+    ]
+    for extra, message in cases:
+        args = ["--victims", "digits", "--aux", "digits", "--attack", "white-box"]
+        args = [*args, "--out", str(out), *extra]  # later flags win
+        assert main(["audit", *args]) == 2, message
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert message in err, err
+        assert not out.exists()
+
+
+class _Marker:
+    """A global that only an arbitrary unpickler would import."""
+
+
+def _rewrite(src, dst, edit):
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            zout.writestr(name, edit(name, zin.read(name)))
+
+
+def test_pt2_with_a_pickled_non_tensor_payload_is_refused_before_loading(exported, tmp_path):
+    """torch.export.load would unpickle a ``use_pickle`` weight with weights_only=False."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"evil": _Marker()}, buffer)
+
+    def edit(name: str, data: bytes) -> bytes:
+        if name.endswith("model_weights_config.json"):
+            config = json.loads(data)
+            config["config"][next(iter(config["config"]))]["use_pickle"] = True
+            return json.dumps(config).encode()
+        return buffer.getvalue() if name.endswith("data/weights/weight_0") else data
+
+    _rewrite(exported["root"] / "client.pt2", tmp_path / "evil.pt2", edit)
+    with pytest.raises(CheckpointError, match="pickled payload that is not plain tensors"):
+        load_client_model(tmp_path / "evil.pt2")
