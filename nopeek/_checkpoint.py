@@ -120,7 +120,7 @@ def load(out: Path, config: Any) -> dict:
 
 def _channel_bytes(runner: Any) -> list[int]:
     """A distributed channel's (header, payload) byte counters, so a resumed run counts on."""
-    ch = runner.runtime.channel
+    ch = getattr(getattr(runner, "runtime", None), "channel", None)
     return [int(getattr(ch, "header_bytes", 0)), int(getattr(ch, "payload_bytes", 0))]
 
 
@@ -175,7 +175,7 @@ def restore(state: dict, runner: Any) -> int:
         ) from None
     runner.history = {k: list(v) for k, v in state["history"].items()}
     runner.train_seconds = float(state["train_seconds"])
-    ch = runner.runtime.channel
+    ch = getattr(getattr(runner, "runtime", None), "channel", None)
     if hasattr(ch, "header_bytes") and "channel_bytes" in state:
         ch.header_bytes, ch.payload_bytes = (int(v) for v in state["channel_bytes"])
     saved_flops = state.get("flops_per_sample", {})
