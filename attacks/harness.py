@@ -10,7 +10,6 @@ refusal is a one-line :class:`~nopeek.errors.ThreatModelError` raised before any
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,19 +109,6 @@ class AttackResult:
         keep = {k: v for k, v in self.settings.items() if isinstance(v, (bool, int, float, str))}
         out["settings"] = {k: None if v != v else v for k, v in keep.items()}  # NaN -> null
         return out
-
-
-def _load_config(run_dir: Path) -> TrainConfig:
-    if not run_dir.is_dir():
-        raise ConfigError(f"no run directory at {run_dir}; train one first with `nopeek train`")
-    path = run_dir / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read {path} ({type(exc).__name__}); is {run_dir} a finished nopeek run?"
-        ) from None
-    return TrainConfig.from_dict(data, where=str(path))
 
 
 def _first_ids(observed: Observed, n: int | None) -> Observed:
@@ -351,7 +337,7 @@ def _prepare(
     sender: Sender | None = None,
 ) -> tuple[Attack, Target, AttackInputs]:
     """Load the run, refuse what the attack may not do, and build its inputs."""
-    config = _load_config(run_dir)
+    config = TrainConfig.read(run_dir)
     entry = ATTACKS.get(name)  # an unknown name lists the valid ones
     attack: Attack = entry() if isinstance(entry, type) else entry
     obs_path = Path(observations) if observations is not None else run_dir / "observations.pt"

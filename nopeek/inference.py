@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,16 +69,7 @@ class InferenceResult:
 
 def load_run_config(run_dir: Path) -> TrainConfig:
     """The finished run's config; a missing folder, config or checkpoint is one line."""
-    if not run_dir.is_dir():
-        raise ConfigError(f"no run directory at {run_dir}; train one first with `nopeek train`")
-    path = run_dir / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"cannot read {path} ({type(exc).__name__}); is {run_dir} a finished nopeek run?"
-        ) from None
-    config = TrainConfig.from_dict(data, where=str(path))
+    config = TrainConfig.read(run_dir)
     if not (run_dir / _checkpoint.FILENAME).is_file():
         raise CheckpointError(
             f"{run_dir} has no {_checkpoint.FILENAME} to serve predictions from; train the run "
