@@ -4,7 +4,14 @@ Every attack declares a threat model and gets exactly what it grants (see
 :mod:`nopeek.attacks.base`); :func:`run_attack` runs one on a finished run directory.
 """
 
-from nopeek.attacks import fsha, inverse_network, label, unsplit, whitebox  # noqa: F401 (register)
+from nopeek.attacks import (  # noqa: F401 (register)
+    fsha,
+    inverse_network,
+    known_pairs,
+    label,
+    unsplit,
+    whitebox,
+)
 from nopeek.attacks.base import (
     Attack,
     AttackInputs,

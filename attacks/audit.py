@@ -23,6 +23,7 @@ Writes ``out/attacks/<name>.json`` (+ ``.png`` for images) and ``out/report.md``
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -33,14 +34,17 @@ import torch
 from torch import Tensor, nn
 
 from nopeek.attacks._client_file import FrozenSegment, load_activations, load_client_model
-from nopeek.attacks._scoring import check_ids, score, write_result
+from nopeek.attacks._scoring import check_ids, score, truth, write_result
 from nopeek.attacks.base import LABEL, Attack, AttackInputs, check_options
 from nopeek.attacks.harness import AttackResult, _first_ids, _query
+from nopeek.attacks.known_pairs import split_known
 from nopeek.attacks.registry import ATTACKS
 from nopeek.config import check_seed
 from nopeek.data import Dataset, Split
+from nopeek.distance import distance_correlation
 from nopeek.errors import ConfigError, CutShapeError, ThreatModelError
 from nopeek.io import atomic_write_bytes
+from nopeek.models.packing import Layout
 from nopeek.observe import Observed
 from nopeek.rundir import RunDir
 from nopeek.schema import brief
@@ -57,8 +61,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_GIVEN = {"activations", "aux_data", "aux_labels", "client_weights", "query_client"}
+_GIVEN = {"activations", "aux_data", "aux_labels", "aux_activations", "client_weights"}
+_GIVEN |= {"query_client"}
 _NEEDS_SEGMENT = ("client_weights", "query_client")
+DCOR_SAMPLES = 1000  # victims the distance correlation is measured on
 
 
 @dataclass
@@ -87,9 +93,11 @@ def record(segment: nn.Module, victims: Split, *, batch: int = 256) -> Observed:
                     f"({brief(exc)}); export it for inputs shaped like the victims', with a "
                     "dynamic batch dimension (torch.export.Dim)"
                 ) from None
+            if isinstance(z, (tuple, list)) and z and all(isinstance(t, Tensor) for t in z):
+                z = Layout.of(z, "client-model output").pack(z)  # a skip crosses its cut
             if not isinstance(z, Tensor):
                 raise CutShapeError(
-                    f"the client segment returns {type(z).__name__}, not one tensor; export "
+                    f"the client segment returns {type(z).__name__}, not tensors; export "
                     "the part of the model up to one cut"
                 )
             out.append(z.detach().float())
@@ -98,7 +106,7 @@ def record(segment: nn.Module, victims: Split, *, batch: int = 256) -> Observed:
     return Observed(z, victims.ids.clone(), zeros, zeros.clone())
 
 
-def _refuse(attack: Attack, has_segment: bool) -> None:
+def _refuse(attack: Attack, has_segment: bool, own_aux: bool) -> None:
     tm = attack.threat_model
     needs = "+".join(k for k, v in vars(tm).items() if v)
     if attack.kind == LABEL:
@@ -112,11 +120,22 @@ def _refuse(attack: Attack, has_segment: bool) -> None:
             f"{attack.name} needs {', '.join(extra)} (threat model {needs}), which an exported "
             "segment does not give; run it on a nopeek run with `nopeek attack`"
         )
+    if tm.aux_activations and not own_aux:
+        raise ThreatModelError(
+            f"{attack.name} matches the recorded activations to the attacker's own samples by "
+            "id, so --aux must be the same data as --victims (its aux split is the attacker's)"
+        )
     if not has_segment and any(getattr(tm, k) for k in _NEEDS_SEGMENT):
         raise ThreatModelError(
             f"{attack.name} needs the client segment (threat model {needs}) and only "
             "--activations were given; add --client-model FILE"
         )
+
+
+def _own_aux(material: AuditInputs) -> bool:
+    """Whether the attacker's aux split is the victims' set's own (ids name the same samples)."""
+    aux, own = material.aux, material.victims.aux
+    return torch.equal(aux.ids, own.ids) and torch.equal(aux.x, own.x)
 
 
 def _copy(segment: nn.Module) -> nn.Module:
@@ -132,6 +151,8 @@ def _grant(attack: Attack, material: AuditInputs, seed: int) -> AttackInputs:
         inputs.activations = material.recorded
     if tm.aux_data:
         inputs.aux = aux if tm.aux_labels else Split(aux.x, torch.full_like(aux.y, -1), aux.ids)
+    if tm.aux_activations:  # known pairs: the recorded messages of the attacker's own samples
+        inputs.activations, inputs.aux_activations = split_known(inputs.activations, aux.ids)
     if tm.client_weights:
         inputs.client_segment = _copy(material.segment)
     if tm.query_client:
@@ -206,12 +227,13 @@ def audit(
         entry = ATTACKS.get(name)  # an unknown name lists the valid ones
         attack: Attack = entry() if isinstance(entry, type) else entry
         check_options(attack, (options or {}).get(name, {}))
-        _refuse(attack, material.segment is not None)
+        _refuse(attack, material.segment is not None, _own_aux(material))
         chosen.append(attack)
     _check_material(material)
     if material.recorded is None:
         material = replace(material, recorded=record(material.segment, material.victims.test))
     truth_set = _scoring_set(material.victims, material.aux)
+    leakage = measure_dcor(material.recorded, truth_set)
     target = RunDir(out, "audit")
     target.plan(overwrite=overwrite)  # refuse a bad --out before the (slow) attacks run
     given = {k: dict(v) for k, v in (options or {}).items()}
@@ -224,8 +246,23 @@ def audit(
         for result in results:
             write_result(where / "attacks" / result.attack, result, truth_set)
             result.path = Path(out) / "attacks" / f"{result.attack}.json"
-        atomic_write_bytes(where / "report.md", report_markdown(results).encode())
+        atomic_write_bytes(where / "leakage.json", (json.dumps(leakage, indent=2) + "\n").encode())
+        atomic_write_bytes(where / "report.md", report_markdown(results, leakage).encode())
     return results
+
+
+def measure_dcor(recorded: Observed, truth_set: Dataset, limit: int = DCOR_SAMPLES) -> dict:
+    """Distance correlation between the victims' inputs and what crossed for them.
+
+    A measurement that needs no attacker (the auditor holds the victims' inputs): 1 when the
+    message determines the input up to a similarity transform, near 0 when independent. On
+    the ``limit`` recorded samples with the smallest ids.
+    """
+    seen = _first_ids(recorded, limit)
+    x, _ = truth(truth_set, seen.ids)
+    z = seen.tensor.reshape(len(seen.ids), -1).double()
+    value = float(distance_correlation(x.reshape(len(x), -1).double(), z))
+    return {"dcor_inputs_activations": value, "n": len(seen.ids)}
 
 
 def _run_one(
@@ -266,11 +303,20 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def report_markdown(results: Sequence[AttackResult]) -> str:
-    """A table: each attack's SSIM, PSNR and MSE next to the mean-image baseline's."""
-    lines = [
-        "# nopeek audit",
-        "",
+def report_markdown(
+    results: Sequence[AttackResult], leakage: Mapping[str, Any] | None = None
+) -> str:
+    """The distance correlation of what crossed with the victims' inputs, then a table: each
+    attack's SSIM, PSNR and MSE next to the mean-image baseline's."""
+    lines = ["# nopeek audit", ""]
+    if leakage:
+        lines += [
+            f"Distance correlation between the victims' inputs and what crossed for them: "
+            f"{leakage['dcor_inputs_activations']:.4f} (on {leakage['n']} samples; 1 = the "
+            "message determines the input up to a similarity transform).",
+            "",
+        ]
+    lines += [
         "Reconstructions of the victims from what the client segment sends, scored against "
         "the victims' inputs; the baseline is the mean aux image (it needs no access to the cut).",
         "",

@@ -37,6 +37,8 @@ class ThreatModel:
     # Label attacks by the party that receives gradients (e.g. the u-shaped server):
     sent_activations: bool = False  # its own forward messages at the gradient cut (train phase)
     tail_architecture: bool = False  # a fresh copy of the segment after that cut, no weights
+    # Known pairs: what crossed the wire for the attacker's own aux samples (matched by id)
+    aux_activations: bool = False
 
     def describe(self) -> str:
         """A short, stable string for ``threat_model`` in the attack's JSON."""
@@ -55,7 +57,9 @@ class AttackInputs:
     in the training phase (M', *cut_shape), with ids and epochs (the trainer keeps them for the
     last epoch only); ``tail_architecture()`` builds a freshly initialised copy of the segment
     that maps those activations to the logits, i.e. the last segment (N, *cut_shape) ->
-    (N, classes), whose loss is the mean cross-entropy over the batch.
+    (N, classes), whose loss is the mean cross-entropy over the batch. ``aux_activations``
+    (A', *cut_shape) are the observed messages of samples in ``aux`` (matched by id), taken out
+    of ``activations``.
     """
 
     input_shape: tuple[int, ...]
@@ -71,6 +75,7 @@ class AttackInputs:
     client_architecture: Callable[[], nn.Module] | None = None
     sent_activations: Observed | None = None
     tail_architecture: Callable[[], nn.Module] | None = None
+    aux_activations: Observed | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def need(self, name: str) -> Any:

@@ -141,12 +141,10 @@ class InverseNetwork(Attack):
 
     def run(self, inputs: AttackInputs) -> Reconstruction:
         seen = inputs.need("activations")
-        query = inputs.need("query_client")
-        aux = inputs.need("aux")
+        z_aux, x_aux = self.pairs(inputs)
         lr = self.lr if self.lr is not None else positive_option(inputs, "lr", 1e-3)
         width = int(self.width or inputs.options.get("width", 32))
         batch_size = int(inputs.options.get("batch_size", 64))
-        z_aux = query(aux.x)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(inputs.seed)
             decoder = build_decoder(
@@ -158,17 +156,22 @@ class InverseNetwork(Attack):
         last = fit_decoder(
             decoder,
             z_aux.float(),
-            aux.x.float(),
+            x_aux.float(),
             steps=steps_of(inputs, self.default_steps),
             lr=lr,
             batch_size=batch_size,
             seed=inputs.seed,
         )
-        log.info("inverse network: last training loss %.5f on %d aux samples", last, len(aux))
+        log.info("%s: last training loss %.5f on %d aux samples", self.name, last, len(x_aux))
         with torch.no_grad():
             x_hat = decoder(seen.tensor.float())
         return Reconstruction(
             ids=seen.ids.clone(),
             x_hat=x_hat,
-            extra={"decoder_train_mse": last, "aux_size": len(aux), "width": width},
+            extra={"decoder_train_mse": last, "aux_size": len(x_aux), "width": width},
         )
+
+    def pairs(self, inputs: AttackInputs) -> tuple[Tensor, Tensor]:
+        """The decoder's training pairs: the client's answers to the aux inputs, and those."""
+        aux = inputs.need("aux")
+        return inputs.need("query_client")(aux.x), aux.x

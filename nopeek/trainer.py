@@ -39,7 +39,6 @@ from nopeek.evaluation import (
 )
 from nopeek.hooks import CutHook, TrainContext, bind_hooks, hook_metrics
 from nopeek.models import MODELS, build_model
-from nopeek.models.fx_split import require_one_tensor
 from nopeek.observe import Observations, capture_policy
 from nopeek.plugins import build_hooks
 from nopeek.regularizers import nopeek_penalty
@@ -50,6 +49,7 @@ from nopeek.seeding import derive_seed
 from nopeek.shapes import check_shapes
 from nopeek.strategies import STRATEGIES, first_nodes
 from nopeek.topology import DATA_PREFIX, TOPOLOGIES, Topology
+from nopeek.topology.packing import pack_crossings
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _prepare_out(out: Path | None, *, resume: bool, overwrite: bool) -> RunDir |
         return None
     run_dir = RunDir(out, "run")
     run_dir.plan(resume=resume, overwrite=overwrite)
-    if resume and not (out / _checkpoint.FILENAME).exists():
+    if resume and not run_dir.checkpoint_path.exists():
         if out.is_dir() and any(p.name != MARKER for p in out.iterdir()):  # killed in epoch 1
             raise CheckpointError(
                 f"no checkpoint in {out} to resume (the run stopped in its first epoch); "
@@ -125,8 +125,7 @@ def build_topology(config: TrainConfig, dataset: Dataset, model: nn.Sequential) 
     """The topology ``config`` names, over ``model`` (the seeded whole model) and ``dataset``."""
     ctx = config.build_context(dataset, _make_model(config))
     topology = TOPOLOGIES.get(config.topology)(model, config.cuts, ctx)
-    require_one_tensor((n.cut, n.module) for n in topology.nodes)  # fx cuts a skip crosses
-    return topology
+    return pack_crossings(topology, tuple(dataset.input_shape))  # cuts a skip crosses
 
 
 def build_run(config: TrainConfig, dataset: Dataset) -> tuple[nn.Sequential, Topology]:
@@ -193,7 +192,7 @@ def train(
     topology = build_topology(config, dataset, model)
     check_shapes(topology, dataset.train.x[:2], nodes=first_nodes(topology))
     state = _checkpoint.load(out, config) if resume else None
-    finished = out is not None and (out / "metrics.json").is_file()
+    finished = run_dir is not None and run_dir.has(RunDir.METRICS)
     if state is not None and state["epoch"] >= config.epochs and finished:
         raise ConfigError(
             f"run {out} already finished its {config.epochs} epochs; nothing to resume "

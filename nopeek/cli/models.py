@@ -61,7 +61,8 @@ def _list_cuts(args) -> int:
             print(f"  {c.name:{width}s}  sends {sizes[0]}")
         else:
             parts = ", ".join(f"{w} {s}" for w, s in zip(c.carries, sizes))
-            print(f"  {c.name:{width}s}  sends {len(c.carries)} tensors ({parts}): a skip crosses")
+            what = f"sends {len(c.carries)} tensors ({parts}): a skip crosses, sent packed"
+            print(f"  {c.name:{width}s}  {what}")
     if args.model in MODELS and MODELS.get(args.model).default_cut:
         print(f"default cut: {MODELS.get(args.model).default_cut}")
     return 0

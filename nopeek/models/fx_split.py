@@ -31,7 +31,7 @@ defaults.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -309,19 +309,6 @@ def sends(segment: nn.Module) -> tuple[str, ...]:
     empty for a last segment or a module that is no fx segment."""
     meta = getattr(segment, "meta", None)
     return tuple(meta.get("nopeek_sends", ())) if isinstance(meta, dict) else ()
-
-
-def require_one_tensor(segments: Iterable[tuple[str | None, nn.Module | None]]) -> None:
-    """Refuse a ``(cut, segment)`` whose cut carries several tensors: a party sends one tensor
-    per cut (the runtime's messages), so training needs a cut that a skip does not cross."""
-    for cut, segment in segments:
-        carried = sends(segment) if segment is not None else ()
-        if cut is not None and len(carried) > 1:
-            raise CutError(
-                f"cut {cut!r} carries {len(carried)} tensors ({', '.join(carried)}: a skip "
-                "connection crosses it) but a party sends one tensor per cut; pick a cut at a "
-                "block boundary (`nopeek models --model M` marks the one-tensor cuts)"
-            )
 
 
 def _describe(node: fx.Node) -> str:

@@ -26,7 +26,8 @@ from nopeek.channel import WEIGHTS
 from nopeek.errors import ConfigError, PeerError
 from nopeek.runtime.distributed import TorchDistributedChannel
 from nopeek.runtime.party import flatten_state
-from nopeek.topology import DATA_PREFIX, Topology
+from nopeek.topology import Topology
+from nopeek.topology.packing import dry_run
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -137,30 +138,9 @@ def _role_party(role: str, parties: list[str]) -> str:
 
 def cut_shapes(topology: Topology, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
     """Each node's output shape apart from the batch, from a dry run of the initial segments
-    on two samples (the architecture is public; no party's data is involved)."""
-    views = topology.views({"x": x, "y": torch.zeros(len(x), dtype=torch.long)})
-    outs: dict[str, torch.Tensor] = {}
-    first: dict[int, str] = {}
-    with torch.no_grad():
-        for node in topology.nodes:
-            module = node.module or topology.factories.get(node.name, lambda: None)()
-            args = [
-                views[node.party][s[len(DATA_PREFIX) :]] if s.startswith(DATA_PREFIX) else outs[s]
-                for s in node.inputs
-                if s.startswith(DATA_PREFIX) or s in outs
-            ]
-            if module is None or not args:
-                continue
-            if len([s for s in node.inputs if not s.startswith(DATA_PREFIX)]) > 1 and (
-                topology.strategy != "single"
-            ):
-                args = args[:1]  # a server serving clients in turn reads one at a time
-            was = module.training
-            module.eval()
-            outs[node.name] = module(*args)
-            module.train(was)
-            first.setdefault(0, node.name)
-    return {n: tuple(t.shape[1:]) for n, t in outs.items()}
+    on two samples (:func:`~nopeek.topology.packing.dry_run`)."""
+    outs = dry_run(topology, x)
+    return {n: tuple(t.shape[1:]) for n, t in outs.items() if isinstance(t, torch.Tensor)}
 
 
 def make_channel(

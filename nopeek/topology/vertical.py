@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from nopeek.errors import ConfigError, CutShapeError
+from nopeek.errors import ConfigError, CutError, CutShapeError
 from nopeek.models import split
 from nopeek.topology.graph import DATA_PREFIX, Node, Objective, Topology
 
@@ -76,6 +76,12 @@ def _probe(bottom: nn.Module, shape: tuple[int, ...], client: str, cut: str) -> 
             out = bottom.eval()(torch.zeros(2, *shape))
     except RuntimeError:
         out = None
+    if isinstance(out, tuple):
+        raise CutError(
+            f"cut {cut!r} carries {len(out)} tensors (a skip crosses it) but the server merges "
+            "the clients' outputs; pick a cut at a block boundary (`nopeek models --model M` "
+            "lists what crosses each cut)"
+        )
     if out is None or out.numel() == 0:
         raise CutShapeError(
             f"{client}'s bottom up to cut {cut!r} cannot run on its feature slice "

@@ -125,6 +125,65 @@ def test_activations_alone_refuse_attacks_that_need_the_segment(exported, tmp_pa
         assert "add --client-model" in err and not out.exists()
 
 
+def test_activations_alone_run_known_pairs_and_measure_dcor(exported, tmp_path, capsys):
+    """The user gives only what crossed: the victims' messages and, matched by id, those of the
+    attacker's own aux samples. The known-pairs decoder learns from the latter alone."""
+    import dcor
+
+    ds, segment = exported["ds"], exported["segment"]
+    rows = torch.cat([ds.test.x, ds.aux.x])
+    ids = torch.cat([ds.test.ids, ds.aux.ids])
+    with torch.no_grad():
+        z = segment(rows)
+    wire = tmp_path / "wire.pt"
+    torch.save({"activations": z, "ids": ids}, wire)
+    out = tmp_path / "pairs"
+    args = ["--activations", str(wire), "--attack", "known-pairs", "--steps", "300"]
+    assert _audit(*args, "--out", str(out)) == 0, capsys.readouterr().err
+    result = json.loads((out / "attacks" / "known-pairs.json").read_text())
+    assert result["threat_model"] == "activations+aux_data+aux_activations"
+    assert result["n_samples"] == len(ds.test)  # the aux rows are the known pairs, not victims
+    assert result["settings"]["aux_size"] == len(ds.aux)
+    assert result["ssim"] > result["baseline_ssim"] + 0.2
+    # the dCor measurement, against the dcor package on the same samples (smallest ids)
+    leakage = json.loads((out / "leakage.json").read_text())
+    order = torch.argsort(ids)[: leakage["n"]]
+    want = dcor.distance_correlation(
+        rows[order].reshape(len(order), -1).double().numpy(),
+        z[order].reshape(len(order), -1).double().numpy(),
+    )
+    assert leakage["n"] == min(1000, len(ids))
+    assert leakage["dcor_inputs_activations"] == pytest.approx(want, rel=1e-6)
+    assert "Distance correlation between the victims' inputs" in (out / "report.md").read_text()
+    # known pairs need the attacker's samples to be the victims' set's own aux split
+    other = _digits_npz(tmp_path / "other.npz", 1)
+    argv = ["audit", "--victims", "digits", "--aux", other, *args]
+    assert main([*argv, "--out", str(tmp_path / "foreign")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--aux must be the same data as --victims" in err
+    # without aux rows in the file there is nothing to learn from
+    torch.save({"activations": z[: len(ds.test)], "ids": ds.test.ids}, wire)
+    assert _audit(*args, "--out", str(tmp_path / "none")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs the recorded activations of at least 2" in err
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_segment_sending_several_tensors_is_recorded_packed():
+    from nopeek.data import Split
+    from nopeek.models import split
+    from tests.nopeek._factory import make
+
+    torch.manual_seed(0)
+    model = make((1, 8, 8), 10).eval()
+    client, _ = split(model, "block.conv1")
+    x = torch.rand(5, 1, 8, 8)
+    seen = record(client, Split(x, torch.zeros(5, dtype=torch.long), torch.arange(5)))
+    skip = torch.relu(model.stem(x))
+    want = torch.cat([skip, model.block.conv1(skip)], dim=1)  # same size: along the channels
+    torch.testing.assert_close(seen.tensor, want.detach(), rtol=0, atol=0)
+
+
 def _digits_npz(path, channels: int):
     ds = load_dataset("digits", seed=0)
     x = torch.cat([ds.train.x, ds.test.x, ds.aux.x]).repeat(1, channels, 1, 1)

@@ -45,6 +45,8 @@ TOPOLOGIES = {  # name -> (extra flags, number of parties); the 3-party ones run
     "vertical": (["--topology", "vertical", "--clients", "2"], 3),
     "many-clients": (["--topology", "many-clients", "--clients", "2"], 3),
     "vanilla": ([], 2),
+    # a user's module cut inside its residual block: both tensors crossing travel in one message
+    "skip-cut": (["--model", "module:tests.nopeek._factory:make", "--cut", "block.conv1"], 2),
     "u-shaped": (["--topology", "u-shaped", "--cut", "conv2,fc1", "--alpha", "1"], 2),
 }
 NOT_COMPARED = {"train_seconds", "wire_bytes_total", "payload_bytes_total"}
