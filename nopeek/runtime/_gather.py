@@ -56,10 +56,17 @@ def metrics(runner, mine: dict[str, Any]) -> dict[str, Any] | None:
         channel.send_text(STATS, label, json.dumps(mine))
         return None
     parts = {me: mine}
+    before = channel.text_bytes_received
     for peer in runner.topology.parties:
         if peer != me:
             parts[peer] = channel.recv_text(peer)
-    return _merge(runner.topology, parts, label)
+    # the peers' final messages carry their counters, so they cannot count themselves: the
+    # label party adds what it received of them
+    finals = [b - a for a, b in zip(before, channel.text_bytes_received, strict=True)]
+    out = _merge(runner.topology, parts, label)
+    out["wire_bytes_total"] += finals[0]
+    out["payload_bytes_total"] += finals[1]
+    return out
 
 
 def _merge(topology, parts: dict[str, dict[str, Any]], label: str) -> dict[str, Any]:

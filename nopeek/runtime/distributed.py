@@ -57,6 +57,7 @@ class TorchDistributedChannel(Channel):
         self.device = device or torch.device("cpu")
         self.header_bytes = 0
         self.payload_bytes = 0
+        self.text_bytes_received = (0, 0)  # (wire, payload) of the stats texts received
 
     # --- sending -------------------------------------------------------------------------------
     def post(self, msg: Message) -> None:
@@ -141,7 +142,13 @@ class TorchDistributedChannel(Channel):
         header = self._header(sender, f"its {kind}")
         want = wire.Expect(kind, -1, self.ranks[sender], header.step, dtypes=(torch.uint8,))
         wire.check(header, want, sender_name=sender, cut_name="-")
-        return json.loads(self._text(header, sender))
+        text = self._text(header, sender)
+        got_wire, got_payload = self.text_bytes_received
+        self.text_bytes_received = (
+            got_wire + wire.HEADER_LEN * 8 + header.numel,
+            got_payload + header.numel,
+        )
+        return json.loads(text)
 
     def _header(self, sender: str, what: str) -> wire.Header:
         raw = torch.empty(wire.HEADER_LEN, dtype=torch.int64, device=self.device)

@@ -550,9 +550,10 @@ def test_distributed_equals_in_process(cluster, name):
 
 @pytest.mark.parametrize("name", list(TOPOLOGIES))
 def test_wire_bytes_are_payload_plus_headers(cluster, name):
-    """wire_bytes_total is every byte handed to torch.distributed (but for the final stats
-    messages, which carry the count); payload_bytes_total is that minus 128 bytes a header;
-    the payload is the tensors and ids of the parties' wire logs plus the stats texts."""
+    """wire_bytes_total is every byte handed to torch.distributed (the final stats messages,
+    which carry the peers' counts, are added by the label party that received them);
+    payload_bytes_total is that minus 128 bytes a header; the payload is the tensors and ids of
+    the parties' wire logs plus the stats texts."""
     cluster.ok(name, TOPOLOGIES[name][1])
     run = cluster.root / name
     m = _metrics(_label_dir(run) / "metrics.json")
@@ -564,19 +565,19 @@ def test_wire_bytes_are_payload_plus_headers(cluster, name):
     for party, log in sends.items():
         assert all(nbytes == HEADER_BYTES for _, nbytes, head in log if head)
         assert log[0][2], f"{party} did not start with a header"
-    # the final stats message of each non-label party is not in the totals it reports
+    # each non-label party ends with its final stats message (a header and its text)
     final = [sends[p][-2:] for p in parties if p != label]
     assert all(head and dtype == "torch.uint8" for (_, _, head), (dtype, _, _) in final)
     on_wire = sum(n for log in sends.values() for _, n, _ in log)
-    assert m["wire_bytes_total"] == on_wire - sum(h[1] + t[1] for h, t in final)
-    headers = sum(head for log in sends.values() for *_, head in log) - (world - 1)
+    assert m["wire_bytes_total"] == on_wire
+    headers = sum(head for log in sends.values() for *_, head in log)
     mine = [r for p in parties for r in records[p] if r[8] == p]  # each message once: its sender
-    assert headers == len(mine) + (world - 1) * EPOCHS  # + one loss message an epoch and party
+    # + one loss message an epoch and party, and the final stats
+    assert headers == len(mine) + (world - 1) * (EPOCHS + 1)
     assert m["wire_bytes_total"] == m["payload_bytes_total"] + HEADER_BYTES * headers
     tensors = sum(r[7] for r in mine)
     ids = sum(8 * r[5][0] for r in mine if r[10] in (ACTIVATION, GRADIENT))
     texts = sum(n for log in sends.values() for d, n, _ in log if d == "torch.uint8")
-    texts -= sum(t[1] for _, t in final)
     assert m["payload_bytes_total"] == tensors + ids + texts
     # one body a message, and the ids of each activation and gradient (int64, not a header)
     bodies = sum(1 for log in sends.values() for d, *_ in log if d != "torch.int64")

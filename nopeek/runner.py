@@ -1,0 +1,291 @@
+"""The run loop of one split-learning run: epochs over the strategy's plan, checkpoints,
+evaluation, leakage measurement and the final metrics.
+
+A :class:`Runner` holds the runtime (every cut through a channel) of the parties this process
+runs: all of them in one process, or one in a distributed run (:func:`nopeek.trainer.train`
+builds it either way).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from nopeek import _checkpoint
+from nopeek._io import atomic_write_json
+from nopeek.channel import InProcessChannel, WireLog
+from nopeek.config import TrainConfig
+from nopeek.data import Dataset, Split
+from nopeek.errors import DataError, TrainingError
+from nopeek.evaluation import (
+    client_accuracies,
+    evaluate,
+    leakage_sample,
+    measure_dcor,
+    party_costs,
+    wire_bytes,
+)
+from nopeek.hooks import CutHook, TrainContext, bind_hooks, hook_metrics
+from nopeek.observe import Observations, capture_policy
+from nopeek.regularizers import nopeek_penalty
+from nopeek.runtime import InProcessRuntime, _gather
+from nopeek.strategies import STRATEGIES
+from nopeek.topology import DATA_PREFIX, Topology
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """The outcome of a run: flat metrics (as in metrics.json) and the live objects."""
+
+    config: TrainConfig
+    metrics: dict[str, Any]
+    topology: Topology
+    dataset: Dataset
+    observations: Observations
+    wire: WireLog
+    run_dir: Path | None = None
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.metrics)
+
+
+def _penalties(topology: Topology, alpha: float) -> dict:
+    """NoPeek on every node of a data party whose output crosses to another party, against
+    that party's own raw inputs (a vertical client: its own feature slice)."""
+    if alpha == 0:
+        return {}
+    out = {}
+    for name in dict.fromkeys(e.src for e in topology.edges()):
+        node = topology.node(name)
+        keys = [i[len(DATA_PREFIX) :] for i in node.inputs if i.startswith(DATA_PREFIX)]
+        if node.party in topology.data_parties and keys:
+            out[name] = _nopeek_on(keys[0], alpha)
+    return out
+
+
+def _nopeek_on(key: str, alpha: float):
+    return lambda view, z: nopeek_penalty(view[key], z, alpha=alpha)
+
+
+class Runner:
+    """Holds the live state of one training run: the runtime, the strategy, history."""
+
+    def __init__(
+        self,
+        config,
+        dataset,
+        topology,
+        hooks,
+        device,
+        *,
+        quiet: bool,
+        local: list[str] | None = None,
+        make_channel=None,
+    ) -> None:
+        """``local``: the parties this process runs (default all: the in-process runtime);
+        ``make_channel(wire_log)`` builds the channel (default in-process)."""
+        self.config, self.dataset, self.topology = config, dataset, topology
+        self.device, self.quiet = device, quiet
+        self.wire = WireLog(
+            capture=capture_policy(
+                record_samples=config.record_samples,
+                batch_size=config.batch_size,
+                epochs=config.epochs,
+            )
+        )
+        self.strategy = STRATEGIES.get(topology.strategy)(
+            topology, dataset.train, non_iid=config.non_iid, seed=config.seed
+        )
+        bound = bind_hooks(hooks, topology)
+        if local is not None:
+            bound = {p: h for p, h in bound.items() if p in local}
+        channel = make_channel(self.wire) if make_channel else InProcessChannel(self.wire)
+        self.runtime = InProcessRuntime(
+            topology,
+            channel,
+            hooks=bound,
+            penalties=_penalties(topology, config.alpha),
+            lr=config.lr,
+            local=local,
+        )
+        self.label_party = topology.label_parties[0]
+        self.distributed = local is not None and set(local) != set(topology.parties)
+        self.parties = self.runtime.parties
+        self.hooks = self.runtime.hooks
+        self._setup_hooks(bound)
+        self.history: dict[str, list[float]] = {"train_loss": [], "test_accuracy": []}
+        self.train_seconds = 0.0
+        self.flops_per_sample: dict[str, float] = {}
+
+    def _setup_hooks(self, bound: dict[str, list[CutHook]]) -> None:
+        cfg, sizes = self.config, self.strategy.shard_sizes()
+        done: set[int] = set()
+        for party, hooks in bound.items():
+            ctx = TrainContext(
+                n_train=sizes.get(party, len(self.dataset.train)),
+                batch_size=cfg.batch_size,
+                epochs=cfg.epochs,
+                seed=cfg.seed,
+                delta=cfg.delta,
+                parties=self.parties,
+                data_party=party
+                if party in self.topology.data_parties
+                else self.topology.data_party,
+                label_party=self.topology.label_parties[0],
+                device=self.device,
+                extra={"n_classes": self.dataset.n_classes, "alpha": cfg.alpha, "hooks": hooks},
+            )
+            for hook in hooks:
+                if id(hook) not in done:
+                    hook.setup(ctx)
+                    done.add(id(hook))
+
+    def run(self, out: Path | None, state: dict | None, model: nn.Module) -> TrainResult:
+        start_epoch = 0
+        if state is not None:
+            start_epoch = _checkpoint.restore(state, self)
+        cfg = self.config
+        if out is not None and state is None:
+            atomic_write_json(out / "config.json", cfg.to_dict())
+        steps_per_epoch = sum(-(-len(s) // cfg.batch_size) for s in self.strategy.shards.values())
+        bar = tqdm(
+            total=(cfg.epochs - start_epoch) * steps_per_epoch,
+            disable=self.quiet or not sys.stderr.isatty(),
+            desc="train",
+            unit="step",
+        )
+        for epoch in range(start_epoch, cfg.epochs):
+            began = time.perf_counter()
+            loss = self._epoch(epoch, bar)
+            self.train_seconds += time.perf_counter() - began
+            acc = self._evaluate(self.dataset.test).get("accuracy", math.nan)
+            self.history["train_loss"].append(loss)
+            self.history["test_accuracy"].append(acc)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+            log.info("epoch %d: loss %.4f test accuracy %.4f", epoch + 1, loss, acc)
+            if out is not None:
+                _checkpoint.save(out, self, epoch + 1, keep_previous=self.distributed)
+        bar.close()
+        return self._finish(out, model)
+
+    def _evaluate(self, split: Split) -> dict[str, float]:
+        return evaluate(
+            self.runtime,
+            split,
+            self.config.batch_size,
+            self.device,
+            nodes=self.strategy.eval_nodes(),
+        )
+
+    def _epoch(self, epoch: int, bar) -> float:
+        self.runtime.train_mode(True)
+        total, count = 0.0, 0
+        steps: list[tuple[int, int, list[float]]] = []  # (tick, n, this process's loss terms)
+        self.wire.at(phase="train", epoch=epoch, step=0)  # hand-offs before the first step
+        for step in self.strategy.epoch(self.runtime, self.config.batch_size, epoch):
+            self.wire.at(phase="train", epoch=epoch, step=step.index)
+            batch = {k: v.to(self.device) for k, v in step.batch.items()}
+            parties = [self.parties[p] for p in step.parties if p in self.parties]
+            for party in parties:
+                party.zero_grad()
+            try:
+                result = self._step(batch, step)
+                for party in parties:
+                    party.step_optimizer()
+            except DataError as exc:  # the inputs were checked: non-finite values are ours
+                raise self._diverged(epoch, step, "non-finite activations") from exc
+            except RuntimeError as exc:
+                if "overflow" not in str(exc):
+                    raise
+                raise self._diverged(epoch, step, "an optimizer step overflowed") from None
+            loss = sum(result.losses.values())
+            if not math.isfinite(loss):
+                raise self._diverged(epoch, step, f"loss {loss}")
+            steps.append((self.runtime.tick - 1, len(batch["y"]), list(result.losses.values())))
+            total += loss * len(batch["y"])
+            count += len(batch["y"])
+            bar.update(1)
+        if self.distributed:
+            return _gather.epoch_loss(self, steps)
+        return total / count
+
+    def _diverged(self, epoch: int, step, what: str) -> TrainingError:
+        return TrainingError(
+            f"training diverged at epoch {epoch + 1}, step {step.index + 1} ({what}); lower --lr "
+            f"(now {self.config.lr:g}) or weaken --alpha/--defense, then train again (nothing of "
+            "this run was kept)"
+        )
+
+    def _step(self, batch, step):
+        """One training step; the first one of each plan also counts every party's FLOPs."""
+        key = tuple(step.nodes)
+        if key in self.flops_per_sample or not self.parties:
+            return self.runtime.step(batch, train=True, nodes=step.nodes)
+        counts, result = self.runtime.counted_step(batch, nodes=step.nodes)
+        n = len(batch["y"])
+        self.flops_per_sample[key] = {p: f / n for p, f in counts.items()}
+        return result
+
+    def _finish(self, out: Path | None, model: nn.Module) -> TrainResult:
+        cfg, ds = self.config, self.dataset
+        test = self._evaluate(ds.test)
+        sample = leakage_sample(ds.test, n=cfg.dcor_samples, seed=cfg.seed)
+        self.wire.at(phase="inference", epoch=cfg.epochs, step=0)
+        leak = measure_dcor(
+            self.runtime, sample, cfg.batch_size, self.device, nodes=self.strategy.eval_nodes()
+        )
+        metrics: dict[str, Any] = {
+            "dataset": cfg.dataset,
+            "model": cfg.model,
+            "cut": cfg.cut,
+            "topology": cfg.topology,
+            "parties": list(self.topology.parties),
+            "alpha": cfg.alpha,
+            "seed": cfg.seed,
+            "epochs": cfg.epochs,
+            **{f"test_{k}": v for k, v in test.items()},
+            **leak,
+            **wire_bytes(self.wire, self.topology, epochs=cfg.epochs),
+            **party_costs(self.wire, self.topology, epochs=cfg.epochs),
+            **self._flops(),
+            **client_accuracies(self.runtime, self.strategy, ds, cfg.batch_size, self.device),
+            "train_seconds": round(self.train_seconds, 3),
+            "train_loss_per_epoch": self.history["train_loss"],
+            "test_accuracy_per_epoch": self.history["test_accuracy"],
+        }
+        metrics |= hook_metrics(self.runtime)
+        if self.distributed:
+            metrics = _gather.metrics(self, metrics)
+        observations = Observations.from_captures(self.wire.captures)
+        if out is not None:  # a kill before metrics.json resumes into this step again
+            observations.save(out / "observations.pt")
+            if metrics is not None:  # in a distributed run, the label party writes it
+                atomic_write_json(out / "metrics.json", metrics)
+            _checkpoint.save(out, self, cfg.epochs, captures=False)
+        result = TrainResult(cfg, metrics, self.topology, ds, observations, self.wire, out, model)
+        for hook in self.hooks:
+            hook.on_train_end(result)
+        return result
+
+    def _flops(self) -> dict[str, float]:
+        """``flops_<party>``: per-sample FLOPs (forward + backward) times samples per epoch."""
+        out: dict[str, float] = {}
+        sizes = self.strategy.shard_sizes()
+        for plan, per_party in self.flops_per_sample.items():
+            in_plan = [self.topology.node(n).party for n in plan]
+            client = next((p for p in in_plan if p in sizes), None)
+            n = sizes[client] if client is not None else len(self.dataset.train)
+            for party, per_sample in per_party.items():
+                out[f"flops_{party}"] = out.get(f"flops_{party}", 0.0) + per_sample * n
+        return out
