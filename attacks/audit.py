@@ -252,7 +252,7 @@ def audit(
 
 
 def measure_dcor(recorded: Observed, truth_set: Dataset, limit: int = DCOR_SAMPLES) -> dict:
-    """Distance correlation between the victims' inputs and what crossed for them.
+    """Distance correlation between the recorded samples' inputs and what crossed for them.
 
     A measurement that needs no attacker (the auditor holds the victims' inputs): 1 when the
     message determines the input up to a similarity transform, near 0 when independent. On
@@ -311,9 +311,9 @@ def report_markdown(
     lines = ["# nopeek audit", ""]
     if leakage:
         lines += [
-            f"Distance correlation between the victims' inputs and what crossed for them: "
-            f"{leakage['dcor_inputs_activations']:.4f} (on {leakage['n']} samples; 1 = the "
-            "message determines the input up to a similarity transform).",
+            f"Distance correlation between the recorded samples' inputs and what crossed for "
+            f"them: {leakage['dcor_inputs_activations']:.4f} (on {leakage['n']} samples; 1 = "
+            "the message determines the input up to a similarity transform).",
             "",
         ]
     lines += [

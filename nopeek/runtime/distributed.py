@@ -14,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +28,8 @@ from nopeek.channel import ACTIVATION, GRADIENT, Channel, Message, WireLog, chec
 from nopeek.errors import ChannelError, PeerError
 from nopeek.runtime import wire
 
+ERROR_GRACE_S = 3.0  # how long a failing party tries to deliver its error to each peer
+DRAIN_LIMIT = 64 * 2**20  # bytes of a peer's in-flight message a failing party reads and drops
 # (kind, cut, sender) -> (tail shape or None, flat size or None): what the topology sends there
 ExpectFn = Callable[[str, str, str], tuple[tuple[int, ...] | None, int | None]]
 
@@ -75,10 +80,10 @@ class TorchDistributedChannel(Channel):
         )
         article = "an" if msg.kind[0] in "aeiou" else "a"
         what = f"sending {article} {msg.kind} at cut {msg.cut!r} (step {msg.step})"
-        self._send(header, dst, what)
-        self._send(msg.tensor.detach().contiguous().to(self.device), dst, what)
+        parts = [header, msg.tensor.detach().contiguous().to(self.device)]
         if ids is not None:
-            self._send(ids.to(torch.int64).to(self.device), dst, what)
+            parts.append(ids.to(torch.int64).to(self.device))
+        self._send(parts, dst, what)
         self.header_bytes += wire.HEADER_LEN * 8
         self.payload_bytes += msg.tensor.numel() * msg.tensor.element_size() + 8 * n_ids
 
@@ -95,24 +100,67 @@ class TorchDistributedChannel(Channel):
         data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         dst = self.ranks[receiver]
         header = wire.encode(kind, -1, self.ranks[self.me], step, data, 0, self.device)
-        self._send(header, dst, f"sending {kind}")
-        self._send(data.to(self.device), dst, f"sending {kind}")
+        self._send([header, data.to(self.device)], dst, f"sending {kind}")
         self.header_bytes += wire.HEADER_LEN * 8
         self.payload_bytes += len(data)
 
     def broadcast_error(self, text: str) -> None:
-        """Best effort: tell every peer why this party stops (short deadline, errors ignored)."""
-        timeout, self.timeout = self.timeout, min(self.timeout, 3.0)
-        try:
-            for peer in self.ranks:
-                if peer != self.me:
-                    with contextlib.suppress(PeerError, RuntimeError):
-                        self.send_text(wire.ERROR, peer, text)
-        finally:
-            self.timeout = timeout
+        """Best effort: tell every peer why this party stops (a short grace, errors ignored).
 
-    def _send(self, tensor: Tensor, dst: int, what: str) -> None:
-        self._wait(lambda: dist.isend(tensor, dst=dst), self.names[dst], what)
+        A peer may itself be blocked sending to this party (a gloo send completes only when
+        received), and would never get to read the error. So while the error waits to be read,
+        a thread reads and drops what that peer sends (bounded by :data:`DRAIN_LIMIT`), which
+        frees the peer to read the error next. (gloo closes a pair whose wait times out, so
+        both waits are plain deadlines, never polls.)
+        """
+        data = torch.frombuffer(bytearray(text.encode()[: wire.MAX_TEXT]), dtype=torch.uint8)
+        for peer in self.ranks:
+            if peer != self.me:
+                with contextlib.suppress(PeerError, ChannelError, RuntimeError):
+                    self._tell(peer, data)
+
+    def _tell(self, peer: str, data: Tensor) -> None:
+        rank, me = self.ranks[peer], self.ranks[self.me]
+        header = wire.encode(wire.ERROR, -1, me, 0, data, 0, self.device)
+        parts = [header, data.to(self.device)]
+        deadline = time.monotonic() + ERROR_GRACE_S
+        sends = [dist.isend(t, dst=rank) for t in parts]
+        drain = threading.Thread(target=self._drain, args=(peer, deadline), daemon=True)
+        drain.start()
+        try:
+            for work in sends:
+                work.wait(timeout=datetime.timedelta(seconds=ERROR_GRACE_S))
+            self.header_bytes += wire.HEADER_LEN * 8
+            self.payload_bytes += len(data)
+        finally:
+            drain.join(timeout=ERROR_GRACE_S + 1.0)
+
+    def _drain(self, peer: str, deadline: float) -> None:
+        """Read and drop ``peer``'s messages until it closes the pair or ``deadline`` passes."""
+        rank = self.ranks[peer]
+
+        def receive(shape, dtype) -> Tensor:
+            t = torch.empty(shape, dtype=dtype, device=self.device)
+            left = max(deadline - time.monotonic(), 0.01)
+            dist.irecv(t, src=rank).wait(timeout=datetime.timedelta(seconds=left))
+            return t
+
+        with contextlib.suppress(RuntimeError, ChannelError):
+            while time.monotonic() < deadline:
+                head = wire.decode(receive((wire.HEADER_LEN,), torch.int64), sender_name=peer)
+                body = [(head.shape, head.dtype)]
+                if head.n_ids:
+                    body.append(((head.n_ids,), torch.int64))
+                if sum(math.prod(shape) * dtype.itemsize for shape, dtype in body) > DRAIN_LIMIT:
+                    return
+                for shape, dtype in body:
+                    receive(shape, dtype)
+
+    def _send(self, parts: list[Tensor], dst: int, what: str) -> None:
+        """Post a message's parts together (header first: pairs deliver in order), then wait:
+        one rendezvous a message instead of one a part. The receiver still reads the header
+        alone and checks it before it allocates the rest."""
+        self._wait([lambda t=t: dist.isend(t, dst=dst) for t in parts], self.names[dst], what)
 
     # --- receiving -----------------------------------------------------------------------------
     def recv(
@@ -127,12 +175,12 @@ class TorchDistributedChannel(Channel):
         )  # fmt: skip
         wire.check(header, want, sender_name=sender, cut_name=cut)
         tensor = torch.empty(header.shape, dtype=header.dtype, device=self.device)
-        self._recv(tensor, sender, f"the {kind} at cut {cut!r}")
-        ids = None
+        parts, ids = [tensor], None
         if header.n_ids:
             ids = torch.empty(header.n_ids, dtype=torch.int64, device=self.device)
-            self._recv(ids, sender, f"the sample ids of the {kind} at cut {cut!r}")
-            ids = ids.cpu()
+            parts.append(ids)
+        self._recv(parts, sender, f"the {kind} at cut {cut!r}")
+        ids = ids.cpu() if ids is not None else None
         msg = Message(kind, cut, sender, receiver, header.step, tensor, ids)
         self.log.record(msg)
         return msg
@@ -152,7 +200,7 @@ class TorchDistributedChannel(Channel):
 
     def _header(self, sender: str, what: str) -> wire.Header:
         raw = torch.empty(wire.HEADER_LEN, dtype=torch.int64, device=self.device)
-        self._recv(raw, sender, what)
+        self._recv([raw], sender, what)
         header = wire.decode(raw, sender_name=sender)
         if header.kind == wire.ERROR:
             if (
@@ -166,18 +214,22 @@ class TorchDistributedChannel(Channel):
 
     def _text(self, header: wire.Header, sender: str) -> str:
         data = torch.empty(header.shape, dtype=torch.uint8, device=self.device)
-        self._recv(data, sender, "a text message")
+        self._recv([data], sender, "a text message")
         return bytes(data.cpu().tolist()).decode(errors="replace")
 
-    def _recv(self, tensor: Tensor, sender: str, what: str) -> None:
+    def _recv(self, parts: list[Tensor], sender: str, what: str) -> None:
         src = self.ranks[sender]
-        self._wait(lambda: dist.irecv(tensor, src=src), sender, f"waiting for {what}")
+        starts = [lambda t=t: dist.irecv(t, src=src) for t in parts]
+        self._wait(starts, sender, f"waiting for {what}")
 
-    def _wait(self, start, peer: str, what: str) -> None:
-        """Start an operation and wait for it until the deadline; a closed or timed-out pair
-        (gloo raises at the start or at the wait) becomes a one-line :class:`PeerError`."""
+    def _wait(self, starts: list[Callable[[], Any]], peer: str, what: str) -> None:
+        """Start operations together and wait for each until the deadline; a closed or
+        timed-out pair (gloo raises at the start or at the wait) becomes a one-line
+        :class:`PeerError`."""
         try:
-            start().wait(timeout=datetime.timedelta(seconds=self.timeout))
+            works = [start() for start in starts]
+            for work in works:
+                work.wait(timeout=datetime.timedelta(seconds=self.timeout))
         except RuntimeError as exc:
             text = str(exc).lower()  # gloo: "Timed out waiting 2000ms for recv operation"
             timed_out = "timed out" in text or "timeout" in text

@@ -154,7 +154,10 @@ def test_activations_alone_run_known_pairs_and_measure_dcor(exported, tmp_path, 
     )
     assert leakage["n"] == min(1000, len(ids))
     assert leakage["dcor_inputs_activations"] == pytest.approx(want, rel=1e-6)
-    assert "Distance correlation between the victims' inputs" in (out / "report.md").read_text()
+    assert (
+        "Distance correlation between the recorded samples' inputs"
+        in (out / "report.md").read_text()
+    )
     # known pairs need the attacker's samples to be the victims' set's own aux split
     other = _digits_npz(tmp_path / "other.npz", 1)
     argv = ["audit", "--victims", "digits", "--aux", other, *args]
