@@ -13,15 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 from torch import nn
 
-from nopeek import checkpoint
-from nopeek.config import TrainConfig
+from nopeek.config import SEED_MAX, TrainConfig
 from nopeek.data import Dataset
 from nopeek.errors import CheckpointError, ConfigError, ThreatModelError
 from nopeek.models import split
+from nopeek.rundir import RunDir
 from nopeek.schema import brief
+from nopeek.seeding import stream_seed
 from nopeek.topology import DATA_PREFIX, Edge, Topology
 from nopeek.trainer import build_run
 
@@ -119,7 +119,7 @@ def rebuild(
 
 def load_weights(target: Target) -> None:
     """Load every party's trained segments from ``checkpoint.pt`` into ``target.segments``."""
-    state = checkpoint.read(target.run_dir / checkpoint.FILENAME)
+    state = RunDir(target.run_dir, "run").load_checkpoint()
     topo = target.topology
     try:
         for party in topo.parties:
@@ -181,9 +181,9 @@ def client_segment(target: Target) -> nn.Module:
 def fresh(target: Target, seed: int, part: int):
     """Freshly initialised segments before (``part`` 0) or after (1) the cut, from a seed
     derived from the attack's that never equals the training seed."""
-    init = int(np.random.SeedSequence([seed, 0x5EED, part]).generate_state(1)[0])
+    init = stream_seed(seed, "attack.fresh-segments", part)
     init = init + 1 if init == target.config.seed else init
-    cfg = replace(target.config, seed=init % (2**31 - 1))
+    cfg = replace(target.config, seed=init % SEED_MAX)
 
     def build() -> nn.Module:
         model, topology = build_run(cfg, target.full)

@@ -46,7 +46,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -62,13 +61,13 @@ from nopeek.io import atomic_write_json
 from nopeek.observe import Observed
 from nopeek.plugins import hook_builder
 from nopeek.registry import Registry
+from nopeek.seeding import generator, seeded
 
 log = logging.getLogger(__name__)
 
 THREAT_MODEL = "malicious server: chooses the gradient it sends back at the cut; owns the aux split"
 N_SNAPSHOTS = 20  # decoder copies kept over a run when ``every`` is not given
 N_SHOW = 10  # victims shown in fsha.png
-_SEED_PURPOSE = 0xF5A
 
 MALICIOUS_SERVERS: Registry[Callable[[TrainConfig], CutHook]] = Registry("malicious server")
 
@@ -128,7 +127,7 @@ class FSHAServer(CutHook):
         self.nets: dict[str, torch.nn.Module] = {}
         self.opts: dict[str, torch.optim.Optimizer] = {}
         self.snapshots: list[dict[str, Any]] = []  # {"step", "decoder": state, losses}
-        self.gen = torch.Generator().manual_seed(_sub_seed(self.seed, 1))
+        self.gen = generator(self.seed, "attack.fsha.draws")
 
     # --- training -------------------------------------------------------------------------
     def setup(self, ctx: TrainContext) -> None:
@@ -142,8 +141,7 @@ class FSHAServer(CutHook):
         """Create f~, f~^-1 and D (seeded, without touching global RNG) and their optimizers."""
         self.spec = {"cut_shape": list(cut_shape), "nonneg": nonneg}
         input_shape = tuple(self.aux.x.shape[1:])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_sub_seed(self.seed, 2))
+        with seeded(self.seed, "attack.fsha.nets"):
             self.nets = {
                 "pilot": nets.pilot_net(input_shape, cut_shape, nonneg=nonneg),
                 "decoder": nets.decoder_net(cut_shape, input_shape, unit_range=self.unit_range),
@@ -327,10 +325,6 @@ def _save_picture(path: Path, x: Tensor, x_hat: Tensor, report: dict, dataset: D
         ax.set_ylabel(name, fontsize=8)
     fig.suptitle(title, fontsize=9)
     save_grid(fig, path)
-
-
-def _sub_seed(seed: int, purpose: int) -> int:
-    return int(np.random.SeedSequence([seed, _SEED_PURPOSE, purpose]).generate_state(1)[0])
 
 
 @MALICIOUS_SERVERS.decorator("fsha")

@@ -29,11 +29,14 @@ from nopeek.attacks.base import (
     Reconstruction,
     check_options,
 )
+from nopeek.attacks.known_pairs import split_known
 from nopeek.attacks.registry import ATTACKS
 from nopeek.config import TrainConfig, check_seed
 from nopeek.data import Dataset, Split, stratified_take
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.observe import Observations, Observed
+from nopeek.rundir import RunDir
+from nopeek.seeding import stream_seed
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +151,10 @@ def _refuse(run: Target, attack: Attack, obs: Observations) -> None:
                 "did not record; retrain with --record-samples > 0"
             )
     needs_model = tm.client_weights or tm.query_client or tm.client_architecture
-    if needs_model and not (run.run_dir / "checkpoint.pt").is_file():
+    if needs_model and not RunDir(run.run_dir, "run").checkpoint_path.is_file():
         raise ThreatModelError(
-            f"{attack.name} needs the client segment but {run.run_dir} has no checkpoint.pt; "
-            "retrain the run (the checkpoint is written after every epoch)"
+            f"{attack.name} needs the client segment but {run.run_dir} has no "
+            f"{RunDir.CHECKPOINT}; retrain the run (the checkpoint is written after every epoch)"
         )
 
 
@@ -161,7 +164,7 @@ def _aux(dataset: Dataset, size: int | None, seed: int, labels: bool) -> Split:
     if size is not None:
         if size > len(aux):
             raise ConfigError(f"--aux-size {size} exceeds the {len(aux)} auxiliary samples")
-        aux = aux.subset(stratified_take(aux.y, size, seed)[0])
+        aux = aux.subset(stratified_take(aux.y, size, stream_seed(seed, "attack.aux-subset"))[0])
     return aux if labels else Split(aux.x, torch.full_like(aux.y, -1), aux.ids)
 
 
@@ -209,6 +212,8 @@ def _grant(
         inputs.gradients = _get(obs, run, "backward", "train")
     if tm.aux_data:
         inputs.aux = _aux(ds, aux, seed, tm.aux_labels)
+    if tm.aux_activations:  # known pairs: the observed messages of the attacker's own samples
+        inputs.activations, inputs.aux_activations = split_known(inputs.activations, inputs.aux.ids)
     if tm.client_weights or tm.query_client:
         load_weights(run)
         head = client_segment(run)  # raw inputs -> cut, sharing the loaded weights
@@ -319,8 +324,8 @@ def run_attack(
     if write:
         stem = name if run.cut == run.topology.edges()[0].cut else f"{name}@{run.cut}"
         stem += f"@{party}" if party is not None else ""
-        write_result(run_dir / "attacks" / stem, result, run.dataset)
-        result.path = run_dir / "attacks" / f"{stem}.json"
+        write_result(run_dir / RunDir.ATTACKS / stem, result, run.dataset)
+        result.path = RunDir(run_dir, "run").attack_path(stem)
     return result
 
 
@@ -337,15 +342,18 @@ def _prepare(
     sender: Sender | None = None,
 ) -> tuple[Attack, Target, AttackInputs]:
     """Load the run, refuse what the attack may not do, and build its inputs."""
-    config = TrainConfig.read(run_dir)
+    folder = RunDir.open(run_dir, "run")
+    config = folder.config()
     entry = ATTACKS.get(name)  # an unknown name lists the valid ones
     attack: Attack = entry() if isinstance(entry, type) else entry
-    obs_path = Path(observations) if observations is not None else run_dir / "observations.pt"
-    if observations is not None and not obs_path.is_file():
-        raise ThreatModelError(f"no observations file at {obs_path}; pass one `nopeek infer` wrote")
-    if not obs_path.is_file():
-        raise ThreatModelError(f"{run_dir} has no observations.pt; let its training finish first")
-    obs = Observations.load(obs_path)
+    if observations is None:
+        obs = folder.observations()
+    elif Path(observations).is_file():
+        obs = Observations.load(observations)
+    else:
+        raise ThreatModelError(
+            f"no observations file at {Path(observations)}; pass one `nopeek infer` wrote"
+        )
     dataset = config.load_data()
     run = rebuild(run_dir, config, dataset, cut=cut, party=party, label=attack.kind == LABEL)
     _refuse(run, attack, obs)

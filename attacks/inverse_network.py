@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from nopeek.attacks.base import RECONSTRUCTION, Attack, AttackInputs, Reconstruction, ThreatModel
 from nopeek.attacks.registry import ATTACKS
 from nopeek.attacks.whitebox import is_image, positive_option, steps_of
+from nopeek.seeding import seeded, stream_seed
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,7 @@ class InverseNetwork(Attack):
         lr = self.lr if self.lr is not None else positive_option(inputs, "lr", 1e-3)
         width = int(self.width or inputs.options.get("width", 32))
         batch_size = int(inputs.options.get("batch_size", 64))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(inputs.seed)
+        with seeded(inputs.seed, "attack.inverse-network.init"):
             decoder = build_decoder(
                 tuple(z_aux.shape[1:]),
                 inputs.input_shape,
@@ -160,7 +160,7 @@ class InverseNetwork(Attack):
             steps=steps_of(inputs, self.default_steps),
             lr=lr,
             batch_size=batch_size,
-            seed=inputs.seed,
+            seed=stream_seed(inputs.seed, "attack.inverse-network.batches"),
         )
         log.info("%s: last training loss %.5f on %d aux samples", self.name, last, len(x_aux))
         with torch.no_grad():

@@ -55,6 +55,7 @@ class KnownPairs(InverseNetwork):
 
     name = "known-pairs"
     threat_model = ThreatModel(activations=True, aux_data=True, aux_activations=True)
+    option_keys = InverseNetwork.option_keys
 
     def pairs(self, inputs: AttackInputs) -> tuple[Tensor, Tensor]:
         aux, seen = inputs.need("aux"), inputs.need("aux_activations")
@@ -64,7 +65,8 @@ class KnownPairs(InverseNetwork):
             raise ThreatModelError(
                 f"known-pairs needs the recorded activations of at least 2 of the attacker's "
                 f"aux samples, found {len(rows)}; record what the client sends for the aux split "
-                "too (the activations file's ids must include aux ids)"
+                "too (`nopeek infer --split test,aux`, then --observations; or an --activations "
+                "file whose ids include aux ids)"
             )
         z = seen.tensor[rows]
         x = aux.x[[position[int(seen.ids[k])] for k in rows]]

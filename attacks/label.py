@@ -32,6 +32,7 @@ from nopeek.attacks.base import LABEL, Attack, AttackInputs, LabelScores, Threat
 from nopeek.attacks.registry import ATTACKS
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.observe import Observed
+from nopeek.seeding import generator, seeded, stream_seed
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class DirectionAttack(Attack):
         _require_binary(inputs, self.name)
         positive = _choice(self.positive, inputs, "positive", POSITIVE_CHOICES)
         reference = _choice(self.reference, inputs, "reference", REFERENCE_CHOICES)
-        gen = torch.Generator().manual_seed(inputs.seed)
+        gen = generator(inputs.seed, "attack.direction.reference")
         ids, scores = {}, {}
         for epoch, seen in _by_epoch(inputs.need("gradients")):
             raw = cosine_scores(seen.tensor, reference=reference, generator=gen)
@@ -267,8 +268,7 @@ def _aligned_last_epoch(sent: Observed, grads: Observed) -> tuple[int, Tensor, T
 
 def _build_clone(inputs: AttackInputs, a: Tensor) -> nn.Module:
     """A fresh clone tail from a seed of its own (never the client's seeded initialisation)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(inputs.seed * 7919 + 104729)
+    with seeded(inputs.seed, "attack.grad-match.clone"):
         clone = inputs.need("tail_architecture")()
     with torch.no_grad():
         shape = tuple(clone(a[:2]).shape)
@@ -330,7 +330,9 @@ class GradMatchAttack(Attack):
         k = inputs.n_classes
         clone = _build_clone(inputs, a)
         opt = torch.optim.Adam(clone.parameters(), lr=lr)
-        labels = start = direction_clusters(g, k, seed=inputs.seed)
+        labels = start = direction_clusters(
+            g, k, seed=stream_seed(inputs.seed, "attack.grad-match.clusters")
+        )
         for done in range(1, rounds + 1):
             loss = fit_clone(clone, a, g, labels, steps=steps, opt=opt)
             dist = candidate_distances(clone, a, g, k)

@@ -17,9 +17,11 @@ the distributed step at the label party (the server; a step ends there with the 
 sent), after warm-up steps. The floor: the median round trip of one activation-sized message
 (header, tensor, ids; there and back) over raw ``torch.distributed`` between the same two
 processes, measured warm after the steps. A vanilla step cannot beat the in-process step plus
-that round trip. On a loaded machine both sides of a step sleep in every blocking wait (three
-rendezvous a message: header, tensor, ids) and pay the scheduler's wake-up latency each time,
-which an isolated ping-pong does not show.
+that round trip. On a loaded machine both sides of a step sleep in every blocking wait (a
+sender posts a message's header, tensor and ids together and waits once; the receiver reads the
+header alone, checks it, then the rest) and pay the scheduler's wake-up latency each time, which
+an isolated ping-pong does not show. Vertical runs three processes on however many cores there
+are: on 2 cores they take turns.
 """
 
 from __future__ import annotations

@@ -40,9 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nopeek.defenses.base import Defense, check_positive, derive_seed
+from nopeek.defenses.base import Defense, check_positive
 from nopeek.errors import ConfigError
 from nopeek.hooks import TrainContext
+from nopeek.seeding import seeded
 
 DECODERS = ("auto", "mlp", "conv")
 _EXAMPLE = "e.g. --defense adversarial:weight=1,decoder=conv"
@@ -177,7 +178,7 @@ class Adversarial(Defense):
         }
 
     def setup(self, ctx: TrainContext) -> None:
-        self._seed = derive_seed(ctx.seed, self.purpose * 16 + 4096 * self.party_index)
+        self._seed = ctx.seed
         self._device = ctx.device
         self.decoder, self._optim, self._shapes = None, None, None
         self._r2.clear()
@@ -193,8 +194,7 @@ class Adversarial(Defense):
                 f"{z_shape} for inputs {x_shape}; use decoder=mlp"
             )
         width = self.width or _WIDTH[kind]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._seed)
+        with seeded(self._seed, "defense.decoder", self.purpose, self.party_index):
             self.decoder = build_decoder(kind, x_shape, z_shape, width).to(self._device)
         self._optim = torch.optim.Adam(self.decoder.parameters(), lr=self.lr)
         self._shapes = (tuple(x_shape), tuple(z_shape))

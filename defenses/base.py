@@ -2,9 +2,10 @@
 
 A defense is a :class:`~nopeek.hooks.CutHook` that declares its spec options (``options``: key ->
 kind, see :mod:`nopeek.defenses.spec`), takes them as keyword-only constructor arguments, and
-draws all of its noise from :class:`torch.Generator` s seeded from the run's seed plus a fixed
-per-defense purpose number, so a seed fixes a run and ``--resume`` replays it exactly (the
-generators' states travel in :meth:`state_dict`).
+draws all of its noise from :class:`torch.Generator` s of the ``defense.noise`` streams of
+:mod:`nopeek.seeding` (the run's seed, a fixed per-defense purpose number, the party), so a seed
+fixes a run and ``--resume`` replays it exactly (the generators' states travel in
+:meth:`state_dict`).
 """
 
 from __future__ import annotations
@@ -12,29 +13,12 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from nopeek.errors import ConfigError
 from nopeek.hooks import CutHook, TrainContext
-
-
-def derive_seed(seed: int, purpose: int) -> int:
-    """An independent 63-bit seed for one noise stream of one defense.
-
-    >>> derive_seed(0, 1) == derive_seed(0, 1) != derive_seed(0, 2)
-    True
-    """
-    state = np.random.SeedSequence([seed, purpose]).generate_state(2, dtype=np.uint32)
-    return int(state[0]) << 31 | int(state[1]) >> 1
-
-
-def make_generator(seed: int, purpose: int, device: Any) -> torch.Generator:
-    """A :class:`torch.Generator` on ``device`` seeded by :func:`derive_seed`."""
-    gen = torch.Generator(device=torch.device(device))
-    gen.manual_seed(derive_seed(seed, purpose))
-    return gen
+from nopeek.seeding import generator
 
 
 def rows(t: Tensor) -> Tensor:
@@ -76,11 +60,14 @@ class Defense(CutHook):
         return self.name + (":" + ",".join(items) if items else "")
 
     def _seed_generators(self, ctx: TrainContext, *streams: str) -> None:
-        """One generator per named noise stream, on the training device."""
-        self._generators = {
-            s: make_generator(ctx.seed, self.purpose * 16 + i + 4096 * self.party_index, ctx.device)
-            for i, s in enumerate(streams)
-        }
+        """One generator per named noise stream (``defense.noise`` i), on the training device."""
+        self._generators = {s: self._noise_generator(ctx, i) for i, s in enumerate(streams)}
+
+    def _noise_generator(self, ctx: TrainContext, i: int) -> torch.Generator:
+        """The generator of this defense's noise stream ``i`` at its party, on ``ctx.device``."""
+        return generator(
+            ctx.seed, "defense.noise", self.purpose, self.party_index, i, device=ctx.device
+        )
 
     def generator(self, stream: str) -> torch.Generator:
         """The generator of ``stream``; defenses draw noise only after :meth:`setup`."""

@@ -34,7 +34,7 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from nopeek.defenses.base import Defense, check_positive, make_generator
+from nopeek.defenses.base import Defense, check_positive
 from nopeek.errors import ConfigError
 from nopeek.hooks import TrainContext
 
@@ -121,7 +121,7 @@ class DPSGD(Defense):
                 "of a batch; the run will report dpsgd_guarantee_holds: false",
                 ", ".join(self.voided_by),
             )
-        gen = make_generator(ctx.seed, self.purpose * 16 + 4096 * self.party_index, ctx.device)
+        gen = self._noise_generator(ctx, 0)
         self._generators = {"noise": gen}
         # The trainer's batches: ceil(n / B) steps per epoch, each sample once per epoch.
         loader = DataLoader(TensorDataset(torch.arange(ctx.n_train)), batch_size=ctx.batch_size)

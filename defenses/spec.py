@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from nopeek.defenses.adversarial import Adversarial
-from nopeek.defenses.base import Defense, derive_seed
+from nopeek.defenses.base import Defense
 from nopeek.defenses.cut_noise import CutNoise
 from nopeek.defenses.dpsgd import DPSGD
 from nopeek.defenses.label_gradient import (
@@ -40,6 +40,7 @@ from nopeek.errors import ConfigError
 from nopeek.hooks import CutHook, TrainContext
 from nopeek.plugins import ENTRY_GROUPS, hook_builder
 from nopeek.registry import Registry
+from nopeek.seeding import stream_seed
 
 if TYPE_CHECKING:
     from nopeek.config import TrainConfig
@@ -203,7 +204,7 @@ def sender_transform(
         n_train=1,
         batch_size=1,
         epochs=epochs,
-        seed=derive_seed(seed, 0x0A77AC),
+        seed=stream_seed(seed, "defense.attacker-queries"),
         delta=delta,
         parties={},
         data_party="client",

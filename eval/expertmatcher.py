@@ -45,7 +45,7 @@ from nopeek.data import FORMATS, Dataset, load_dataset
 from nopeek.errors import ConfigError, DataError
 from nopeek.io import atomic_write_json
 from nopeek.rundir import RunDir
-from nopeek.seeding import derive_seed
+from nopeek.seeding import seeded, stream_seed
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,12 @@ def load_domain(name: str, *, seed: int) -> Dataset:
             return replace(ds, name=name)
         parts = {
             s: replace(
-                getattr(ds, s), x=_transform(variant, getattr(ds, s).x, derive_seed(seed, name, i))
+                getattr(ds, s),
+                x=_transform(
+                    variant,
+                    getattr(ds, s).x,
+                    stream_seed(seed, "expertmatcher.domain-noise", name, i),
+                ),
             )
             for i, s in enumerate(("train", "test", "aux"))
         }
@@ -97,8 +102,7 @@ def agreed_encoder(input_shape: tuple[int, ...], *, seed: int) -> nn.Module:
     >>> tuple(agreed_encoder((1, 8, 8), seed=0)(torch.zeros(2, 1, 8, 8)).shape)
     (2, 16, 4, 4)
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "expertmatcher-encoder"))
+    with seeded(seed, "expertmatcher.encoder"):
         if len(input_shape) == 3:
             pool = 2 if min(input_shape[1:]) >= 2 else 1
             enc = nn.Sequential(
@@ -149,13 +153,12 @@ def fit_expert(domain: Dataset, encoder: nn.Module, *, seed: int, index: int) ->
     """Fit the expert and autoencoder of ``domain`` on its train split's representations."""
     z = encode(encoder, domain.train.x).flatten(1)
     d = z.shape[1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "expertmatcher-init", index))
+    with seeded(seed, "expertmatcher.init", index):
         ae = nn.Sequential(nn.Linear(d, 32), nn.ReLU(), nn.Linear(32, d))
         clf = nn.Sequential(nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, domain.n_classes))
-    ae = _fit(ae, z, z, F.mse_loss, seed=derive_seed(seed, "expertmatcher-ae", index))
+    ae = _fit(ae, z, z, F.mse_loss, seed=stream_seed(seed, "expertmatcher.ae", index))
     clf = _fit(
-        clf, z, domain.train.y, F.cross_entropy, seed=derive_seed(seed, "expertmatcher-clf", index)
+        clf, z, domain.train.y, F.cross_entropy, seed=stream_seed(seed, "expertmatcher.clf", index)
     )
     return Expert(domain.name, clf, ae, domain.n_classes)
 
@@ -255,8 +258,7 @@ def _attack(
     the agreed encoder), applied to the representations it received; SSIM etc. vs baseline."""
     aux = domain.aux
     z_aux = encode(server.encoder, aux.x)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(server.seed, "expertmatcher-attack"))
+    with seeded(server.seed, "expertmatcher.attack"):
         decoder = build_decoder(
             tuple(z.shape[1:]), tuple(domain.input_shape), data_range=domain.data_range, width=32
         )
@@ -267,7 +269,7 @@ def _attack(
         steps=steps,
         lr=3e-3,
         batch_size=64,
-        seed=derive_seed(server.seed, "expertmatcher-attack-batches"),
+        seed=stream_seed(server.seed, "expertmatcher.attack-batches"),
     )
     with torch.no_grad():
         x_hat = decoder(z)

@@ -36,6 +36,7 @@ from nopeek.data import Dataset, Split
 from nopeek.errors import ConfigError, TrainingError
 from nopeek.models import build_model
 from nopeek.runtime import flatten_state, load_flat_state, weighted_mean
+from nopeek.seeding import seeded
 from nopeek.strategies import batches, shard_indices
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,7 @@ def fedavg(
         raise ConfigError(f"--target must be an accuracy in (0, 1], got {target}")
     ds = dataset if dataset is not None else cfg.load_data()
     device = pick_device(cfg.device)
-    with torch.random.fork_rng(devices=[]):  # the initial weights of `nopeek train`, same seed
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed, "model.init"):  # the initial weights of `nopeek train`, same seed
         global_model = build_model(cfg.model, input_shape=ds.input_shape, n_classes=ds.n_classes)
     global_model.to(device)
     clients = [f"client{k}" for k in range(cfg.clients)]

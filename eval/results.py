@@ -32,6 +32,7 @@ from nopeek.config import TrainConfig
 from nopeek.errors import ConfigError
 from nopeek.eval._compat import attack_targets
 from nopeek.io import atomic_write_bytes, atomic_write_json
+from nopeek.rundir import RunDir
 
 if TYPE_CHECKING:
     from nopeek.eval.sweep import SweepSpec
@@ -50,14 +51,6 @@ ROW_FIELDS = {
 }
 METRIC_FIELDS = ("dcor_test", "epsilon_cut", "epsilon_dpsgd")
 ATTACK_FIELDS = ("ssim", "baseline_ssim", "auc")
-
-
-def _read(path: Path, fix: str) -> Any:
-    """The JSON in ``path``; unreadable or not JSON is a one-line ConfigError ending in ``fix``."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read {path} ({type(exc).__name__}); {fix}") from None
 
 
 def _numbers(data: Any, keys: tuple[str, ...], *, where: str, fix: str) -> None:
@@ -108,19 +101,19 @@ def collect_rows(out: str | Path, spec: SweepSpec) -> list[dict[str, Any]]:
     for setting, seed in spec.runs():
         path = run_dir(out, setting, seed)
         fix = f"delete {path} and rerun the sweep to redo that run"
-        where = path / "config.json"
-        config = TrainConfig.from_dict(_read(where, fix), where=str(where), fix=fix).to_dict()
+        folder = RunDir.open(path, "run", fix=fix)
+        saved = folder.config()
+        config = saved.to_dict()
         base = {"setting": setting.slug, "label": setting.label, "run": str(path.relative_to(out))}
         base |= {k: config.get(k) for k in CONFIG_COLUMNS}
         base["defenses"] = "+".join(config.get("defenses") or [])
         attacks = {}
-        saved = TrainConfig.from_dict(config)
         for stem in (s for a in spec.attack_names for s, _ in attack_targets(saved, a)):
-            where = path / "attacks" / f"{stem}.json"
-            attacks[stem] = _read(where, fix)
+            attacks[stem] = folder.attack_result(stem)
+            where = folder.attack_path(stem)
             _numbers(attacks[stem], ATTACK_FIELDS, where=str(where), fix=fix)
-        where = path / "metrics.json"
-        metrics = _read(where, fix)
+        where = folder.path / RunDir.METRICS
+        metrics = folder.metrics()
         S.take(metrics, "test_accuracy", S.is_number, "a number", where=str(where), fix=fix)
         _numbers(metrics, METRIC_FIELDS, where=str(where), fix=fix)
         rows += make_rows(base, metrics, attacks)
@@ -161,16 +154,11 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 def write_results(out: str | Path, rows: list[dict[str, Any]]) -> None:
     """Write ``out/results.csv`` and ``out/results.json`` atomically."""
     atomic_write_bytes(Path(out) / "results.csv", to_csv(rows).encode())
-    atomic_write_json(Path(out) / "results.json", rows)
+    atomic_write_json(Path(out) / RunDir.RESULTS, rows)
 
 
 def read_results(out: str | Path) -> list[dict[str, Any]]:
     """The rows of ``out/results.json``, each checked for the keys the report reads."""
-    path = Path(out) / "results.json"
-    if not path.is_file():
-        raise ConfigError(f"no results in {out}; run `nopeek sweep --out {out}` first")
-    fix = f"rerun the same `nopeek sweep --out {out}` command to rewrite it"
-    rows = _read(path, fix)
-    if not isinstance(rows, list):
-        raise ConfigError(f"{path} must hold a JSON list of rows, got {S.shown(rows)}; {fix}")
+    folder = RunDir.open(out, "sweep")
+    rows, path, fix = folder.results(), folder.path / RunDir.RESULTS, folder.results_fix
     return [check_row(row, where=f"{path} row {k}", fix=fix) for k, row in enumerate(rows)]

@@ -106,20 +106,13 @@ class SweepSpec:
 
 def run_dir(out: str | Path, setting: Setting, seed: int) -> Path:
     """Where the run of ``setting`` with ``seed`` lives inside sweep ``out``."""
-    return Path(out) / "runs" / f"{setting.slug}-seed{seed}"
+    return Path(out) / RunDir.RUNS / f"{setting.slug}-seed{seed}"
 
 
 def load_spec(out: str | Path) -> SweepSpec:
     """The spec saved in ``out/sweep.json`` (its schema checked: one line naming a bad field)."""
-    path = Path(out) / "sweep.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"{out} is not a finished sweep (cannot read {path}: {type(exc).__name__}); "
-            f"run `nopeek sweep --out {out}` first (add --overwrite if {path} is damaged)"
-        ) from None
-    return SweepSpec.from_json(data, where=str(path))
+    folder = RunDir.open(out, "sweep")
+    return SweepSpec.from_json(folder.sweep(), where=str(folder.path / RunDir.SWEEP))
 
 
 def is_finished(path: Path, attacks: Sequence[str], config: TrainConfig) -> bool:
@@ -127,10 +120,10 @@ def is_finished(path: Path, attacks: Sequence[str], config: TrainConfig) -> bool
     (``attacks/<stem>.json``, see :func:`~nopeek.eval._compat.attack_targets`)."""
     from nopeek.eval._compat import attack_targets
 
-    done = (path / "metrics.json").is_file()
+    folder = RunDir(path, "run")
     names = [parse_attack(a)[0] for a in attacks]
     stems = [stem for a in names for stem, _ in attack_targets(config, a)]
-    return done and all((path / "attacks" / f"{s}.json").is_file() for s in stems)
+    return folder.has(RunDir.METRICS) and all(folder.has_attack(s) for s in stems)
 
 
 def validate(spec: SweepSpec) -> None:
@@ -153,8 +146,7 @@ def validate(spec: SweepSpec) -> None:
 
 def _check_same_sweep(out: Path, spec: SweepSpec) -> None:
     """Reusing ``out`` is fine for more settings/seeds/attacks, not for other options."""
-    path = out / "sweep.json"
-    if not path.is_file():
+    if not RunDir(out, "sweep").has(RunDir.SWEEP):
         return
     old = load_spec(out)
     mine = spec.base.to_dict() | {"alpha": 0.0, "defenses": [], "seed": 0}
@@ -213,13 +205,13 @@ def run_sweeps(
 
 def _has_finished_run(out: Path) -> bool:
     """Whether sweep ``out`` holds a trained run (kept when a new sweep fails later)."""
-    return any(out.glob("runs/*/metrics.json"))
+    return any(out.glob(f"{RunDir.RUNS}/*/{RunDir.METRICS}"))
 
 
 def _run_all(sweeps: list[tuple[SweepSpec, Path]], jobs: int, quiet: bool) -> list[list[dict]]:
     tasks = []
     for spec, out in sweeps:
-        atomic_write_json(out / "sweep.json", spec.to_json())
+        atomic_write_json(out / RunDir.SWEEP, spec.to_json())
         tasks += [_task(spec, out, s, seed) for s, seed in spec.runs()]
     todo = [
         t
@@ -307,26 +299,20 @@ def _ensure_trained(config: TrainConfig, path: Path) -> bool:
     from nopeek.trainer import train
 
     expected = json.loads(json.dumps(config.resolved().to_dict()))
-    saved_path = path / "config.json"
-    if saved_path.is_file():
-        try:
-            saved = json.loads(saved_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(
-                f"cannot read {saved_path} ({type(exc).__name__}); delete {path} and rerun "
-                "the sweep to redo that run"
-            ) from None
+    folder = RunDir(path, "run", fix=f"delete {path} and rerun the sweep to redo that run")
+    if folder.has(RunDir.CONFIG):
+        saved = folder.read_json(RunDir.CONFIG)  # compared as saved: an older one differs
         if saved != expected:
             diff = sorted(k for k in expected if saved.get(k) != expected[k])
             raise ConfigError(
                 f"run {path} was trained with other {', '.join(diff)}; use another --out or "
                 "--overwrite"
             )
-        if (path / "metrics.json").is_file():
+        if folder.has(RunDir.METRICS):
             return False
         if kind_of(path) is None:  # an unfinished run of this sweep from before markers
             write_marker(path, "run")  # is nopeek's: let --overwrite below replace it
-    resume = (path / "checkpoint.pt").is_file()
+    resume = folder.checkpoint_path.is_file()
     if resume:
         try:
             train(config, path, resume=True, quiet=True)
@@ -344,12 +330,12 @@ def _ensure_attacked(
     from nopeek.defenses import run_sender
     from nopeek.eval._compat import attack_targets
 
-    done = []
+    done, folder = [], RunDir(path, "run")
     for spec in attacks:
         name, extra = parse_attack(spec)
         kw = dict(options) | {k: extra.pop(k) for k in ATTACK_OPTIONS if k in extra}
         for stem, party in attack_targets(config, name):
-            if (path / "attacks" / f"{stem}.json").is_file():
+            if folder.has_attack(stem):
                 continue
             opts = dict(extra) or None
             run_attack(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import types
 import typing
@@ -166,19 +165,11 @@ class TrainConfig:
 
     @classmethod
     def read(cls, run_dir: str | Path) -> TrainConfig:
-        """The config saved in run folder ``run_dir`` (``config.json``), checked; a missing
-        folder or an unreadable file is one line."""
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise ConfigError(f"no run directory at {run_dir}; train one first with `nopeek train`")
-        path = run_dir / "config.json"
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(
-                f"cannot read {path} ({type(exc).__name__}); is {run_dir} a finished nopeek run?"
-            ) from None
-        return cls.from_dict(data, where=str(path))
+        """The config saved in run folder ``run_dir``, checked: short for
+        ``RunDir.open(run_dir).config()`` (see :mod:`nopeek.rundir`)."""
+        from nopeek.rundir import RunDir
+
+        return RunDir.open(run_dir, "run").config()
 
     def load_data(self) -> Dataset:
         """The data set this config trains on (splits, one-vs-rest, shuffling as configured)."""

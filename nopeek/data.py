@@ -28,11 +28,11 @@ from nopeek._vision_data import VISION_SPECS, read_vision
 from nopeek.errors import ConfigError, DataError
 from nopeek.plugins import ENTRY_GROUPS
 from nopeek.registry import Registry
+from nopeek.seeding import generator, stream_seed
 
 TEST_FRACTION = 0.2  # bundled data sets: share of all samples
 AUX_FRACTION = 0.2  # bundled data sets: share of all samples
 VISION_AUX_FRACTION = 0.1  # torchvision data sets: share of torchvision's train set
-_PURPOSES = {"test": 1, "aux": 2, "max_train": 3, "shuffle": 4}
 
 
 @dataclass(frozen=True)
@@ -121,11 +121,6 @@ def check_finite(x: Tensor, *, what: str) -> None:
         )
 
 
-def _sub_seed(seed: int, purpose: str) -> int:
-    """An independent 32-bit seed for one use of randomness, derived from the user's ``seed``."""
-    return int(np.random.SeedSequence([seed, _PURPOSES[purpose]]).generate_state(1)[0])
-
-
 def stratified_take(y: Tensor, n_take: int, seed: int) -> tuple[Tensor, Tensor]:
     """Split positions of ``y`` ((N,) int64) into ``n_take`` taken and N - n_take kept ones.
 
@@ -166,7 +161,8 @@ def _finish(
     """Apply ``max_train`` and (tabular) train-fitted standardization; build the ``Dataset``."""
     train, test, aux = splits
     if max_train is not None and max_train < len(train):
-        train = train.subset(stratified_take(train.y, max_train, _sub_seed(seed, "max_train"))[0])
+        taken = stratified_take(train.y, max_train, stream_seed(seed, "data.max-train"))[0]
+        train = train.subset(taken)
     if kind == "tabular":
         mean = train.x.mean(dim=0)
         std = train.x.std(dim=0, correction=0)
@@ -190,13 +186,16 @@ def _split_bundled(x: Tensor, y: Tensor, seed: int) -> tuple[Split, Split, Split
     """Stratified, seeded 0.6 train / 0.2 aux / 0.2 test split; ids are row positions."""
     ids = np.arange(len(y), dtype=np.int64)
     rest, test = train_test_split(
-        ids, test_size=TEST_FRACTION, stratify=y.numpy(), random_state=_sub_seed(seed, "test")
+        ids,
+        test_size=TEST_FRACTION,
+        stratify=y.numpy(),
+        random_state=stream_seed(seed, "data.test"),
     )
     train, aux = train_test_split(
         rest,
         test_size=AUX_FRACTION / (1.0 - TEST_FRACTION),
         stratify=y.numpy()[rest],
-        random_state=_sub_seed(seed, "aux"),
+        random_state=stream_seed(seed, "data.aux"),
     )
     whole = Split(x=x, y=y, ids=torch.from_numpy(ids))
     return (
@@ -240,7 +239,7 @@ def _load_vision(name: str, **kw: Any) -> Dataset:
     n_train = len(arrays.y_train)
     whole = Split(arrays.x_train, arrays.y_train, torch.arange(n_train, dtype=torch.int64))
     n_aux = round(VISION_AUX_FRACTION * n_train)
-    aux_idx, train_idx = stratified_take(arrays.y_train, n_aux, _sub_seed(kw["seed"], "aux"))
+    aux_idx, train_idx = stratified_take(arrays.y_train, n_aux, stream_seed(kw["seed"], "data.aux"))
     test_ids = torch.arange(n_train, n_train + len(arrays.y_test), dtype=torch.int64)
     test = Split(arrays.x_test, arrays.y_test, test_ids)
     splits = (whole.subset(train_idx), test, whole.subset(aux_idx))
@@ -279,7 +278,7 @@ def _one_vs_rest(ds: Dataset, k: int) -> Dataset:
 
 def _shuffle_train_labels(ds: Dataset, seed: int) -> Dataset:
     """Permute the train labels with ``seed`` (test/aux untouched): a no-signal control."""
-    gen = torch.Generator().manual_seed(_sub_seed(seed, "shuffle"))
+    gen = generator(seed, "data.shuffle-labels")
     perm = torch.randperm(len(ds.train), generator=gen)
     return replace(ds, train=replace(ds.train, y=ds.train.y[perm]))
 

@@ -17,6 +17,7 @@ from nopeek.channel import ACTIVATION, WEIGHTS, WireLog
 from nopeek.data import Dataset, Split
 from nopeek.distance import distance_correlation, u_distance_correlation_sqr
 from nopeek.runtime import InProcessRuntime
+from nopeek.seeding import numpy_rng
 from nopeek.topology import DATA_PREFIX, Topology
 
 
@@ -98,7 +99,7 @@ def evaluate(
 
 def leakage_sample(split: Split, *, n: int, seed: int) -> Split:
     """A fixed, seeded sample of up to ``n`` examples (in id order) to measure leakage on."""
-    rng = np.random.default_rng(seed + 1_000_003)
+    rng = numpy_rng(seed, "leakage-sample")
     k = min(n, len(split))
     idx = np.sort(rng.choice(len(split), size=k, replace=False))
     return split.subset(torch.as_tensor(idx))

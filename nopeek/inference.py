@@ -69,10 +69,11 @@ class InferenceResult:
 
 def load_run_config(run_dir: Path) -> TrainConfig:
     """The finished run's config; a missing folder, config or checkpoint is one line."""
-    config = TrainConfig.read(run_dir)
-    if not (run_dir / _checkpoint.FILENAME).is_file():
+    folder = RunDir.open(run_dir, "run")
+    config = folder.config()
+    if not folder.checkpoint_path.is_file():
         raise CheckpointError(
-            f"{run_dir} has no {_checkpoint.FILENAME} to serve predictions from; train the run "
+            f"{run_dir} has no {RunDir.CHECKPOINT} to serve predictions from; train the run "
             f"to the end first (`nopeek train --out {run_dir}`)"
         )
     return config
@@ -81,9 +82,14 @@ def load_run_config(run_dir: Path) -> TrainConfig:
 def _samples(config: TrainConfig, dataset: Dataset, split: str, spec: str | None) -> Split:
     """The samples to predict: a split of the run's data set, or every sample of ``spec``."""
     if spec is None:
-        if split not in SPLITS:
-            raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-        return getattr(dataset, split)
+        names = [p.strip() for p in split.split(",")]
+        if not names or any(n not in SPLITS for n in names) or len(set(names)) < len(names):
+            raise ConfigError(
+                f"--split must be one or more of {', '.join(SPLITS)} (comma-separated, each "
+                f"once), got {split!r}"
+            )
+        parts = [getattr(dataset, n) for n in names]
+        return Split(*(torch.cat([getattr(p, f) for p in parts]) for f in ("x", "y", "ids")))
     other = load_dataset(
         spec, seed=config.seed, data_root=config.data_root, download=config.download
     )
@@ -103,7 +109,7 @@ def _samples(config: TrainConfig, dataset: Dataset, split: str, spec: str | None
 
 
 def _setup_hooks(bound, *, config, dataset, topology, strategy, parties, device) -> None:
-    """Each hook's ``setup`` with the training context (as the trainer's ``_Runner`` does),
+    """Each hook's ``setup`` with the training context (as the trainer's ``Runner`` does),
     before the checkpoint's hook states are loaded into them."""
     sizes, done = strategy.shard_sizes(), set()
     for party, hooks in bound.items():
@@ -146,7 +152,7 @@ def serve(config: TrainConfig, dataset: Dataset, run_dir: Path):
         parties=runtime.parties,
         device=device,
     )
-    state = _checkpoint.read(run_dir / _checkpoint.FILENAME)
+    state = RunDir(run_dir, "run").load_checkpoint()
     # segments (relay clients: only what they held), optimizers, hook states; the checkpoint's
     # training wire log goes to a throw-away log
     _checkpoint.restore(
@@ -190,7 +196,7 @@ def infer(
     if target is not None:
         with target.writing(overwrite=overwrite) as where:
             atomic_write_bytes(where / "predictions.csv", _csv(result).encode())
-            result.observations.save(where / "observations.pt")
+            result.observations.save(where / RunDir.OBSERVATIONS)
             atomic_write_json(where / "inference.json", result.metrics)
         result.out = Path(out)
     return result

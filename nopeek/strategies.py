@@ -27,6 +27,7 @@ from nopeek.data import Split
 from nopeek.errors import ConfigError
 from nopeek.registry import Registry
 from nopeek.runtime import InProcessRuntime, flatten_state, load_flat_state, weighted_mean
+from nopeek.seeding import generator, numpy_rng
 from nopeek.topology import Topology
 
 
@@ -45,7 +46,7 @@ class Step:
 
 def batches(split: Split, batch_size: int, *, seed: int, epoch: int, client: int = 0):
     """Shuffled batches of ``split``; the order depends only on (seed, epoch, client)."""
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 7_919 * client)
+    gen = generator(seed, "batches", epoch, client)
     order = torch.randperm(len(split), generator=gen)
     for start in range(0, len(split), batch_size):
         idx = order[start : start + batch_size]
@@ -69,7 +70,7 @@ def shard_indices(y: Tensor, clients: int, *, non_iid: float | None, seed: int) 
         )
     if clients == 1:
         return [torch.arange(n)]
-    rng = np.random.default_rng([seed, 0x5A4D])
+    rng = numpy_rng(seed, "shards")
     if non_iid is None:
         parts = np.array_split(rng.permutation(n), clients)
     else:

@@ -16,7 +16,10 @@ def add_parser(sub) -> None:
     p.add_argument("--run", required=True, help="run directory written by `nopeek train`")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
-        "--split", default="test", help="test | aux | train: a split of the run's data (test)"
+        "--split",
+        default="test",
+        help="test | aux | train, or several comma-separated (test,aux: the aux rows then give "
+        "the known-pairs attack its pairs): splits of the run's data (test)",
     )
     where.add_argument(
         "--dataset", help="a data spec (npz:PATH, csv:PATH, ...): predict every sample of it"

@@ -14,6 +14,7 @@ from nopeek.attacks import ATTACKS, run_attack
 from nopeek.attacks.harness import _prepare
 from nopeek.cli.main import main
 from nopeek.errors import ConfigError
+from nopeek.observe import Observed
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,11 @@ def test_every_registered_attack_declares_its_option_keys():
 def test_the_keys_an_attack_reads_are_exactly_the_declared_ones(run_dir, name):
     attack, _run, inputs = _prepare(run_dir, name, None, None, 0, None, 8)
     inputs.steps, inputs.options = 1, _Recording()
+    if attack.threat_model.aux_activations:  # this run served no aux sample: stand-in pairs
+        seen, k = inputs.activations, 4
+        inputs.aux_activations = Observed(
+            seen.tensor[:k], inputs.aux.ids[:k], seen.epoch[:k], seen.step[:k]
+        )
     attack.run(inputs)
     assert inputs.options.read == set(attack.option_keys)
 

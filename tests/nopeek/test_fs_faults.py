@@ -146,7 +146,7 @@ def test_out_that_is_a_file_or_a_link_is_refused_in_one_line(command, tmp_path, 
 
 
 def test_an_unwritable_out_is_refused_up_front(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("nopeek.rundir.os.access", lambda path, mode: False)
+    monkeypatch.setattr("os.access", lambda path, mode: False)
     assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 2
     assert "is not writable" in _err(capsys)
     assert list(tmp_path.iterdir()) == []
