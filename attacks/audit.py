@@ -244,8 +244,8 @@ def audit(
         results.append(_run_one(attack, material, truth_set, steps, n_samples, seed, label, opts))
     with target.writing(overwrite=overwrite) as where:
         for result in results:
-            write_result(where / "attacks" / result.attack, result, truth_set)
-            result.path = Path(out) / "attacks" / f"{result.attack}.json"
+            write_result(where / RunDir.ATTACKS / result.attack, result, truth_set)
+            result.path = Path(out) / RunDir.ATTACKS / f"{result.attack}.json"
         atomic_write_bytes(where / "leakage.json", (json.dumps(leakage, indent=2) + "\n").encode())
         atomic_write_bytes(where / "report.md", report_markdown(results, leakage).encode())
     return results

@@ -61,6 +61,7 @@ from nopeek.io import atomic_write_json
 from nopeek.observe import Observed
 from nopeek.plugins import hook_builder
 from nopeek.registry import Registry
+from nopeek.rundir import RunDir
 from nopeek.seeding import generator, seeded
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ class FSHAServer(CutHook):
             "aux_samples": len(self.aux),
         }
         if result.run_dir is not None:
-            folder = Path(result.run_dir) / "attacks"
+            folder = Path(result.run_dir) / RunDir.ATTACKS
             atomic_write_json(folder / "fsha.json", self.result)
             _save_picture(folder / "fsha.png", x, x_hat, self.result, result.dataset)
         else:

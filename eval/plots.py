@@ -18,6 +18,7 @@ from nopeek.eval.score import LABEL_AUC_THRESHOLD, SSIM_THRESHOLD
 from nopeek.eval.series import Series
 from nopeek.eval.summary import SettingSummary, Stat
 from nopeek.io import atomic_write_bytes
+from nopeek.rundir import RunDir
 
 # (attribute of SettingSummary, axis label, threshold from the literature or None)
 LEAKAGE = [
@@ -113,7 +114,7 @@ def reconstruction_grid(
     """One row per setting: the attack's original-over-reconstruction image of the first seed."""
     rows = []
     for s in summaries:
-        png = Path(sweep_dir) / s.runs[0].run / "attacks" / f"{attack}.png"
+        png = Path(sweep_dir) / s.runs[0].run / RunDir.ATTACKS / f"{attack}.png"
         if png.is_file():
             rows.append((s, mpimg.imread(png)))
     if not rows:

@@ -36,6 +36,7 @@ from nopeek.evaluation import (
 from nopeek.hooks import CutHook, TrainContext, bind_hooks, hook_metrics
 from nopeek.observe import Observations, capture_policy
 from nopeek.regularizers import nopeek_penalty
+from nopeek.rundir import RunDir
 from nopeek.runtime import InProcessRuntime, _gather
 from nopeek.strategies import STRATEGIES
 from nopeek.topology import DATA_PREFIX, Topology
@@ -157,7 +158,7 @@ class Runner:
             start_epoch = _checkpoint.restore(state, self)
         cfg = self.config
         if out is not None and state is None:
-            atomic_write_json(out / "config.json", cfg.to_dict())
+            atomic_write_json(out / RunDir.CONFIG, cfg.to_dict())
         steps_per_epoch = sum(-(-len(s) // cfg.batch_size) for s in self.strategy.shards.values())
         bar = tqdm(
             total=(cfg.epochs - start_epoch) * steps_per_epoch,
@@ -269,9 +270,9 @@ class Runner:
             metrics = _gather.metrics(self, metrics)
         observations = Observations.from_captures(self.wire.captures)
         if out is not None:  # a kill before metrics.json resumes into this step again
-            observations.save(out / "observations.pt")
+            observations.save(out / RunDir.OBSERVATIONS)
             if metrics is not None:  # in a distributed run, the label party writes it
-                atomic_write_json(out / "metrics.json", metrics)
+                atomic_write_json(out / RunDir.METRICS, metrics)
             _checkpoint.save(out, self, cfg.epochs, captures=False)
         result = TrainResult(cfg, metrics, self.topology, ds, observations, self.wire, out, model)
         for hook in self.hooks:

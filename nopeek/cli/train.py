@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from nopeek.config import TrainConfig
 from nopeek.errors import CheckpointError
+from nopeek.rundir import RunDir
 from nopeek.trainer import train
 
 S = argparse.SUPPRESS
@@ -189,14 +188,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {k: v for k, v in vars(args).items() if k not in _RUN_FLAGS}
     if not args.resume:
         return TrainConfig(**given)
-    path = Path(args.out) / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"cannot read {path} to resume ({type(exc).__name__}); train anew with --overwrite"
-        ) from None
-    saved = TrainConfig.from_dict(data, where=str(path))
+    saved = RunDir(args.out, "run", fix="train anew with --overwrite").config()
     for key, value in given.items():
         if getattr(saved, key) != value:
             raise CheckpointError(
