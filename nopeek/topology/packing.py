@@ -57,9 +57,13 @@ def _module_of(topology: Topology, node: Node) -> nn.Module | None:
 
 
 def _carries_several(topology: Topology, node: Node) -> bool:
+    """Whether ``node``'s segment returns several tensors at its cut. A node whose party does
+    not hold its segment yet (a relay client) is judged by a held segment ending at the same
+    cut, and only built from its factory when there is none."""
     module = node.module
-    if module is None and node.name in topology.factories:
-        module = topology.factories[node.name]()
+    if module is None:
+        held = (n.module for n in topology.nodes if n.cut == node.cut and n.module is not None)
+        module = next(held, None) or _module_of(topology, node)
     return module is not None and len(sends(module)) > 1
 
 

@@ -140,3 +140,20 @@ def test_cli_trains_and_attacks_a_resnet18_cut_inside_a_block(tmp_path, capsys):
     obs = torch.load(out / "observations.pt", weights_only=True)
     shapes = {tuple(v["tensor"].shape[1:]) for k, v in obs.items() if "forward" in k}
     assert shapes == {(64 * 4 * 4 + 128 * 2 * 2,)}
+
+
+@pytest.mark.parametrize(
+    "topology", [["--topology", "many-clients"], ["--topology", "splitfed", "--splitfed", "v1"]]
+)
+def test_clients_taking_turns_relay_packed_segments(monkeypatch, tmp_path, topology):
+    """The relay hands packed segments over as weights and rebuilds them from the factory."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "run"
+    args = ["train", "--model", FACTORY, "--cut", "block.conv1", *topology, "--clients", "2"]
+    fast = ["--epochs", "2", "--max-train", "60", "--dcor-samples", "16", "--quiet"]
+    assert main([*args, *fast, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["weight_bytes_client0"] > 0 and 0 <= metrics["test_accuracy"] <= 1
+    obs = torch.load(out / "observations.pt", weights_only=True)
+    shapes = {tuple(v["tensor"].shape[1:]) for k, v in obs.items() if "forward" in k}
+    assert shapes == {(16, 8, 8)}  # the skip and conv1's output, along the channels
