@@ -12,6 +12,8 @@ turn (``DRIVER``: one ``nopeek party`` command line after the other through
 a process of its own); a party that gets killed or stopped is the last job of its driver. The
 failure cases end within their deadlines (``--timeout``), and every wait of this module has one
 too, so a hang fails the test instead of hanging CI.
+The drivers, the sender and the waits are in ``_cluster.py``; the header checks that need no
+process are in ``test_wire.py``.
 """
 
 from __future__ import annotations
@@ -19,24 +21,31 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 
-from nopeek.channel import ACTIVATION, GRADIENT, WEIGHTS, Message
+from nopeek.channel import ACTIVATION, GRADIENT, Message
 from nopeek.cli.main import main
 from nopeek.errors import ChannelError
 from nopeek.runtime import wire
+from tests.nopeek._cluster import (
+    DRIVER,
+    SENDER,
+    SIGNALLED,
+    WAIT,
+    _Child,
+    _Cluster,
+    _port,
+    _resume_state,
+    _wait_for,
+    _watch,
+)
+from tests.nopeek._wire_helpers import HEADER_BYTES, _raw, _shape
 
 FLAGS = ["--dataset", "digits", "--epochs", "2", "--max-train", "200", "--dcor-samples", "32"]
 FLAGS += ["--record-samples", "16", "--device", "cpu", "--quiet"]
@@ -50,107 +59,8 @@ TOPOLOGIES = {  # name -> (extra flags, number of parties); the 3-party ones run
     "u-shaped": (["--topology", "u-shaped", "--cut", "conv2,fc1", "--alpha", "1"], 2),
 }
 NOT_COMPARED = {"train_seconds", "wire_bytes_total", "payload_bytes_total"}
-HEADER_BYTES = 16 * 8  # the fixed header: 16 int64 values
 LONG = ["--epochs", "6"]  # runs that get killed or stopped after their first checkpoint
 STALL_TIMEOUT = 10
-WAIT = 300  # seconds any child may run before the test fails (and kills it)
-
-# One party of many runs in turn: argv[1] is a JSON list of jobs: {"argv", "log", "err"} (a
-# `nopeek` command line, where its result goes, where its stderr goes), {"exec", "args", "log",
-# "err"} (Python code run with ARGS) or {"wait_for": path, "timeout"}. A job's result: exit
-# status, seconds, when it ended, and every tensor handed to dist.isend (dtype, bytes, whether
-# it is a nopeek header). torch.distributed's pickling calls raise.
-DRIVER = """
-import json, os, sys, time, traceback
-import torch, torch.distributed as dist, torch.distributed.distributed_c10d as c10d
-def _no_pickles(*args, **kwargs):
-    raise AssertionError("a pickled object was about to cross the wire")
-for mod in (dist, c10d):
-    for name in ("send_object_list", "recv_object_list", "broadcast_object_list",
-                 "all_gather_object", "gather_object", "scatter_object_list"):
-        setattr(mod, name, _no_pickles)
-from nopeek.cli.main import main
-from nopeek.runtime import wire
-sent, real_isend = [], dist.isend
-def isend(tensor, dst, *args, **kwargs):
-    head = (tensor.dtype == torch.int64 and tensor.numel() == wire.HEADER_LEN
-            and int(tensor[0]) == wire.MAGIC)
-    sent.append([str(tensor.dtype), tensor.numel() * tensor.element_size(), bool(head)])
-    return real_isend(tensor, dst, *args, **kwargs)
-dist.isend = isend
-def run(job):
-    if "argv" in job:
-        return main(job["argv"])
-    exec(compile(job["exec"], "<job>", "exec"), {"ARGS": job["args"]})
-    return 0
-for job in json.loads(sys.argv[1]):
-    if "wait_for" in job:
-        deadline = time.monotonic() + job["timeout"]
-        while not os.path.exists(job["wait_for"]) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        continue
-    sent.clear()
-    if not dist.is_initialized():  # a join that failed leaves its group count behind: a fresh
-        c10d._world.group_count = 0  # process (which each job stands for) starts from 0
-    sys.stderr.flush()
-    saved, err = os.dup(2), os.open(job["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(err, 2)
-    began = time.monotonic()
-    try:
-        code = run(job)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    seconds = time.monotonic() - began
-    sys.stderr.flush()
-    os.dup2(saved, 2)
-    os.close(err)
-    os.close(saved)
-    result = {"code": code, "seconds": seconds, "ended": time.time(), "sent": sent}
-    open(job["log"] + ".tmp", "w").write(json.dumps(result))
-    os.replace(job["log"] + ".tmp", job["log"])
-"""
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Child:
-    """A child process (``python *args``, one thread) with its stderr in a file."""
-
-    def __init__(self, args: list, folder: Path, name: str) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.name, self.err_path = name, folder / f"{name}.err"
-        with open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, *map(str, args)],
-                env=os.environ | {"OMP_NUM_THREADS": "1"},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-
-    @property
-    def err(self) -> str:
-        return self.err_path.read_text()
-
-    def wait(self, timeout: float = WAIT) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"{self.name} did not end within {timeout:g} s; stderr:\n{self.err}")
-
-    def ok(self) -> None:
-        assert self.wait() == 0, f"{self.name} failed:\n{self.err}"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -206,169 +116,7 @@ def _one_line(err: str) -> str:
     return err.strip()
 
 
-# --- 4. the header: malformed or oversized, rejected before anything is allocated -----------
-def _raw(**fields) -> torch.Tensor:
-    """A header for an activation (3, 16, 4, 4) float32 with 3 ids, fields replaced by name."""
-    good = wire.encode(ACTIVATION, 0, 0, 5, torch.zeros(3, 16, 4, 4), 3, "cpu").tolist()
-    where = {"magic": 0, "version": 1, "kind": 2, "cut": 3, "sender": 4, "step": 5}
-    where |= {"dtype": 6, "ndim": 7, "n_ids": 14} | {f"d{i}": 8 + i for i in range(6)}
-    for name, value in fields.items():
-        good[where[name]] = value
-    return torch.tensor(good, dtype=torch.int64)
-
-
-def _shape(*dims: int) -> dict:
-    return {"ndim": len(dims)} | {f"d{i}": d for i, d in enumerate(dims)}
-
-
-ACT = wire.Expect(ACTIVATION, 0, 0, 5, tail=(16, 4, 4), max_batch=64)
-
-
-def test_header_round_trip_is_sixteen_int64():
-    raw = wire.encode(GRADIENT, 2, 1, 7, torch.zeros(3, 16, 4, 4, dtype=torch.float64), 3, "cpu")
-    assert raw.dtype == torch.int64 and raw.shape == (16,) and wire.HEADER_LEN * 8 == HEADER_BYTES
-    head = wire.decode(raw, sender_name="server")
-    assert head == wire.Header(GRADIENT, 2, 1, 7, torch.float64, (3, 16, 4, 4), 3)
-    wire.check(
-        head,
-        wire.Expect(GRADIENT, 2, 1, 7, tail=(16, 4, 4), max_batch=3),
-        sender_name="server",
-        cut_name="conv2",
-    )
-
-
-@pytest.mark.parametrize(
-    "fields, match",
-    [
-        ({"magic": 0x1234}, r"message from client is not a nopeek header \(magic/version 0x1234"),
-        ({"version": 2}, r"not a nopeek header \(magic/version 0x4e4f5045/2\)"),
-        ({"kind": 99}, "message from client has an unknown kind code 99"),
-        ({"dtype": 0}, "message from client has an unknown dtype code 0"),
-        ({"dtype": 99}, "unknown dtype code 99"),
-        ({"ndim": 7}, r"has 7 dims \(at most 6\)"),
-        ({"ndim": -1}, r"has -1 dims"),
-        ({"d0": -3}, r"negative size in its shape \(-3, 16, 4, 4\)"),
-        ({"n_ids": -1}, "negative size .* or id count -1"),
-    ],
-)
-def test_decode_refuses_a_malformed_header(fields, match):
-    with pytest.raises(ChannelError, match=match):
-        wire.decode(_raw(**fields), sender_name="client")
-
-
-@pytest.mark.parametrize(
-    "fields, want, match",
-    [
-        # a huge shape: (10**12, 32, 4, 4) float32 would be 2 PB; refused on the tail
-        (_shape(10**12, 32, 4, 4) | {"n_ids": 10**12}, ACT, r"field shape is \(1000000000000, 32"),
-        (_shape(10**12, 16, 4, 4) | {"n_ids": 10**12}, ACT, r"batch of 1000000000000, .* 1\.\.64"),
-        (_shape(0, 16, 4, 4) | {"n_ids": 0}, ACT, r"batch of 0, expected 1\.\.64"),
-        (_shape(3, 16, 4), ACT, r"field shape is \(3, 16, 4\), expected \(N, 16, 4, 4\)"),
-        (_shape(3, 16, 4, 4, 1), ACT, r"field shape is \(3, 16, 4, 4, 1\)"),
-        ({"dtype": wire.DTYPE_CODES[torch.int64]}, ACT, "field dtype is torch.int64"),
-        ({"dtype": wire.DTYPE_CODES[torch.uint8]}, ACT, "field dtype is torch.uint8"),
-        (
-            {"dtype": wire.DTYPE_CODES[torch.float64]},
-            wire.Expect(
-                ACTIVATION, 0, 0, 5, tail=(16, 4, 4), max_batch=64, dtypes=(torch.float32,)
-            ),
-            "field dtype is torch.float64",
-        ),
-        ({"n_ids": 2}, ACT, r"field n_ids is 2, expected one per row \(3\)"),
-        (
-            {"kind": wire.KIND_CODES[GRADIENT]},
-            ACT,
-            "expected an activation at cut 'conv2', got grad",
-        ),
-        ({"step": 6}, ACT, "field cut/sender/step is 0/0/6, expected 0/0/5"),
-        ({"sender": 2}, ACT, "field cut/sender/step is 0/2/5"),
-        ({"cut": 1}, ACT, "field cut/sender/step is 1/0/5"),
-    ],
-)
-def test_check_refuses_what_the_schedule_does_not_expect(fields, want, match):
-    head = wire.decode(_raw(**fields), sender_name="client")
-    with pytest.raises(ChannelError, match="message from client: " + ".*" + match):
-        wire.check(head, want, sender_name="client", cut_name="conv2")
-
-
-def test_check_bounds_weights_and_texts():
-    flat = wire.decode(wire.encode(WEIGHTS, 0, 1, 3, torch.zeros(99), 0, "cpu"), sender_name="c")
-    with pytest.raises(ChannelError, match=r"field shape is \(99,\), expected \(100,\)"):
-        wire.check(flat, wire.Expect(WEIGHTS, 0, 1, 3, flat=100), sender_name="c", cut_name="x")
-    wire.check(flat, wire.Expect(WEIGHTS, 0, 1, 3, flat=99), sender_name="c", cut_name="x")
-    text = wire.Expect(wire.STATS, -1, 1, 0, dtypes=(torch.uint8,))
-    big = torch.zeros(wire.MAX_TEXT + 1, dtype=torch.uint8)
-    head = wire.decode(wire.encode(wire.STATS, -1, 1, 0, big, 0, "cpu"), sender_name="c")
-    with pytest.raises(ChannelError, match=f"expected at most {wire.MAX_TEXT} bytes"):
-        wire.check(head, text, sender_name="c", cut_name="-")
-    square = torch.zeros(4, 4, dtype=torch.uint8)
-    head = wire.decode(wire.encode(wire.STATS, -1, 1, 0, square, 0, "cpu"), sender_name="c")
-    with pytest.raises(ChannelError, match=r"field shape is \(4, 4\)"):
-        wire.check(head, text, sender_name="c", cut_name="-")
-    head = wire.decode(wire.encode(wire.STATS, -1, 1, 0, big[:10], 0, "cpu"), sender_name="c")
-    wire.check(head, text, sender_name="c", cut_name="-")
-
-
-def test_encode_refuses_what_the_header_cannot_describe():
-    with pytest.raises(ChannelError, match="cannot send a 7-d tensor; at most 6 dims"):
-        wire.encode(ACTIVATION, 0, 0, 0, torch.zeros([1] * 7), 0, "cpu")
-    with pytest.raises(ChannelError, match="cannot send dtype torch.complex64"):
-        wire.encode(ACTIVATION, 0, 0, 0, torch.zeros(2, dtype=torch.complex64), 0, "cpu")
-
-
-def test_no_pickled_objects_in_the_runtime_source():
-    """The runtime never uses torch.distributed's pickling calls (the children also make them
-    raise, see ``DRIVER``)."""
-    import ast
-
-    import nopeek.runtime as runtime
-
-    banned = {"send_object_list", "recv_object_list", "broadcast_object_list", "gather_object"}
-    banned |= {"all_gather_object", "scatter_object_list", "pickle", "marshal", "dill"}
-    for path in Path(runtime.__file__).parent.glob("*.py"):
-        names = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Name):
-                names.add(node.id)
-            elif isinstance(node, ast.Attribute):
-                names.add(node.attr)
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                names |= {a.name.split(".")[0] for a in node.names}
-                names.add(getattr(node, "module", None))
-        assert not names & banned, f"{path.name} uses {names & banned}"
-
-
 # --- the cluster: every distributed run of this module, started at once ----------------------
-# The sender of the receiver test (a job of driver 2; the receiver is this process): a valid
-# activation and stats text through a channel, then hand-made headers alone (ARGS[1]), then an
-# error message; it writes its byte counters to ARGS[2] and stays until the receiver gave up.
-SENDER = """
-import datetime, json, torch, torch.distributed as dist
-from nopeek.channel import Message
-from nopeek.runtime.distributed import TorchDistributedChannel
-port, headers, out = ARGS
-dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=2,
-                        timeout=datetime.timedelta(seconds=600))
-try:
-    ch = TorchDistributedChannel(me="client", ranks={"client": 0, "server": 1}, cuts=["conv2"],
-                                 expect=lambda kind, cut, sender: ((16, 4, 4), None),
-                                 max_batch=64, timeout=60)
-    z = torch.arange(4 * 16 * 16, dtype=torch.float32).reshape(4, 16, 4, 4)
-    ch.post(Message("activation", "conv2", "client", "server", 0, z, torch.tensor([7, 1, 5, 3])))
-    ch.send_text("stats", "server", json.dumps({"steps": [[0, 4, [0.5]]]}))
-    counts = [ch.header_bytes, ch.payload_bytes]
-    for values in headers:
-        dist.isend(torch.tensor(values, dtype=torch.int64), dst=1).wait()
-    ch.send_text("error", "server", "client: boom")  # what broadcast_error sends
-    counts += [ch.header_bytes, ch.payload_bytes]
-    open(out, "w").write(json.dumps(counts))
-    try:  # stay until the receiver gave up waiting (gloo then closes the pair)
-        dist.irecv(torch.zeros(1), src=1).wait(timeout=datetime.timedelta(seconds=60))
-    except RuntimeError:
-        pass
-finally:
-    dist.destroy_process_group()
-"""
 BAD_HEADERS = {  # what the sender sends, headers alone -> what the receiver must say
     "huge batch": (
         _raw(step=1, n_ids=10**12, **_shape(10**12, 16, 4, 4)),  # 1 PB of float32 announced
@@ -387,79 +135,6 @@ BAD_HEADERS = {  # what the sender sends, headers alone -> what the receiver mus
         r"message from client: field shape is \(1000000000000, 32, 4, 4\), expected \(N, 16",
     ),
 }
-
-
-class _Cluster:
-    """The runs' folders (``root / <run> / <party>``), the in-process references (``root /
-    <run>.ref``) and each job's result."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.logs = root, root / "logs"
-        self.signalled: dict[str, float] = {}  # case -> when its client was killed / stopped
-        self.drivers: list[_Child] = []
-        self.torchrun: _Child | None = None
-        self.sender_port = _port()
-
-    def job(self, name: str, rank: int) -> dict:
-        """Exit status, seconds, when it ended (``time.time()``), what it sent, its stderr."""
-        result = json.loads((self.logs / f"{name}.{rank}.json").read_text())
-        return result | {"err": (self.logs / f"{name}.{rank}.err").read_text()}
-
-    def ok(self, name: str, world: int) -> None:
-        for rank in range(world):
-            job = self.job(name, rank)
-            assert job["code"] == 0, f"{name} rank {rank} failed:\n{job['err']}"
-
-
-def _back_to_epoch_one(party_dir: Path) -> None:
-    """What a party killed after its first epoch has: the epoch-1 checkpoint only."""
-    for name in ("metrics.json", "observations.pt", "checkpoint.pt"):
-        (party_dir / name).unlink(missing_ok=True)
-    (party_dir / "checkpoint.prev.pt").rename(party_dir / "checkpoint.pt")
-
-
-def _resume_state(root: Path) -> None:
-    """From the finished vanilla run: both parties back at epoch 1 (resume-both); the client
-    finished (epoch 2, and epoch 1 kept) but the server back at epoch 1 (resume-skew)."""
-    for run in ("resume-both", "resume-skew"):
-        shutil.copytree(root / "vanilla", root / run)
-        _back_to_epoch_one(root / run / "server")
-    _back_to_epoch_one(root / "resume-both" / "client")
-
-
-# case -> (the driver whose last job is its client, the signal once that wrote a checkpoint)
-SIGNALLED = {"killed": (1, signal.SIGKILL), "stalled": (0, signal.SIGSTOP)}
-
-
-def _watch(cluster: _Cluster, stop: threading.Event) -> None:
-    """SIGKILL / SIGSTOP the driver running a client right after its first checkpoint; the
-    stopped one is killed once its server gave up."""
-    todo = dict(SIGNALLED)
-    deadline = time.monotonic() + WAIT
-    while not stop.is_set() and time.monotonic() < deadline:
-        for case, (driver, sig) in list(todo.items()):
-            if (cluster.root / case / "client" / "checkpoint.pt").is_file():
-                cluster.drivers[driver].proc.send_signal(sig)
-                cluster.signalled[case] = time.time()
-                del todo[case]
-        if "stalled" in cluster.signalled and (cluster.logs / "stalled.1.json").is_file():
-            cluster.drivers[SIGNALLED["stalled"][0]].kill()
-            if not todo:
-                return
-        time.sleep(0.01)
-
-
-def _wait_for(cluster: _Cluster, paths: list[Path]) -> None:
-    """Until every file in ``paths`` exists; fails if a driver ended unasked or time is up."""
-    deadline = time.monotonic() + WAIT
-    while not all(p.is_file() for p in paths):
-        signalled = {SIGNALLED[case][0] for case in cluster.signalled}
-        for i, driver in enumerate(cluster.drivers):
-            if i not in signalled and driver.proc.poll() is not None:
-                missing = [p.name for p in paths if not p.is_file()]
-                pytest.fail(f"driver{i} ended before writing {missing}:\n{driver.err}")
-        assert time.monotonic() < deadline, f"no {paths} within {WAIT} s"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
