@@ -34,6 +34,23 @@ DRAIN_LIMIT = 64 * 2**20  # bytes of a peer's in-flight message a failing party 
 ExpectFn = Callable[[str, str, str], tuple[tuple[int, ...] | None, int | None]]
 
 
+def _left(deadline: float) -> datetime.timedelta:
+    """The time until ``deadline`` (at least 10 ms: a zero timeout means none to gloo)."""
+    return datetime.timedelta(seconds=max(deadline - time.monotonic(), 0.01))
+
+
+def _body(header: wire.Header) -> list[tuple[tuple[int, ...], torch.dtype]]:
+    """The parts that follow ``header`` on the wire: its tensor, then its ids if any."""
+    parts = [(header.shape, header.dtype)]
+    if header.n_ids:
+        parts.append(((header.n_ids,), torch.int64))
+    return parts
+
+
+def _fits(body: list[tuple[tuple[int, ...], torch.dtype]]) -> bool:
+    return sum(math.prod(shape) * dtype.itemsize for shape, dtype in body) <= DRAIN_LIMIT
+
+
 class TorchDistributedChannel(Channel):
     """Messages between this party (``me``) and its peers, by rank (``ranks``: party -> rank).
 
@@ -63,6 +80,9 @@ class TorchDistributedChannel(Channel):
         self.header_bytes = 0
         self.payload_bytes = 0
         self.text_bytes_received = (0, 0)  # (wire, payload) of the stats texts received
+        # per peer: the parts of a message whose header was read but not its body (None: a
+        # header that did not decode); what broadcast_error must read first to drain it
+        self._unread: dict[str, list[tuple[tuple[int, ...], torch.dtype]] | None] = {}
 
     # --- sending -------------------------------------------------------------------------------
     def post(self, msg: Message) -> None:
@@ -107,54 +127,56 @@ class TorchDistributedChannel(Channel):
     def broadcast_error(self, text: str) -> None:
         """Best effort: tell every peer why this party stops (a short grace, errors ignored).
 
-        A peer may itself be blocked sending to this party (a gloo send completes only when
-        received), and would never get to read the error. So while the error waits to be read,
-        a thread reads and drops what that peer sends (bounded by :data:`DRAIN_LIMIT`), which
-        frees the peer to read the error next. (gloo closes a pair whose wait times out, so
-        both waits are plain deadlines, never polls.)
+        The error is posted to every peer at once, under one deadline: gloo closes *every* pair
+        of a process when one wait times out, so no wait may end before all peers had the whole
+        grace. A peer may itself be blocked sending to this party (a gloo send completes only
+        when received) and would never read the error; so on the CPU a thread per peer reads
+        and drops what that peer sends meanwhile (the rest of a message whose header this party
+        already read first; at most :data:`DRAIN_LIMIT` bytes a message), which frees the peer
+        to read the error next. NCCL allows no second thread on a communicator: there the
+        error is only posted.
         """
         data = torch.frombuffer(bytearray(text.encode()[: wire.MAX_TEXT]), dtype=torch.uint8)
-        for peer in self.ranks:
-            if peer != self.me:
-                with contextlib.suppress(PeerError, ChannelError, RuntimeError):
-                    self._tell(peer, data)
-
-    def _tell(self, peer: str, data: Tensor) -> None:
-        rank, me = self.ranks[peer], self.ranks[self.me]
-        header = wire.encode(wire.ERROR, -1, me, 0, data, 0, self.device)
-        parts = [header, data.to(self.device)]
         deadline = time.monotonic() + ERROR_GRACE_S
-        sends = [dist.isend(t, dst=rank) for t in parts]
-        drain = threading.Thread(target=self._drain, args=(peer, deadline), daemon=True)
-        drain.start()
-        try:
-            for work in sends:
-                work.wait(timeout=datetime.timedelta(seconds=ERROR_GRACE_S))
-            self.header_bytes += wire.HEADER_LEN * 8
-            self.payload_bytes += len(data)
-        finally:
-            drain.join(timeout=ERROR_GRACE_S + 1.0)
+        peers = [p for p in self.ranks if p != self.me]
+        posted: dict[str, list] = {}
+        for peer in peers:
+            header = wire.encode(wire.ERROR, -1, self.ranks[self.me], 0, data, 0, self.device)
+            with contextlib.suppress(RuntimeError):
+                parts = [header, data.to(self.device)]
+                posted[peer] = [(t, dist.isend(t, dst=self.ranks[peer])) for t in parts]
+        drains = []
+        if self.device.type == "cpu":
+            for peer in peers:
+                drains.append(threading.Thread(target=self._drain, args=(peer, deadline)))
+                drains[-1].daemon = True
+                drains[-1].start()
+        for works in posted.values():
+            with contextlib.suppress(RuntimeError):
+                for _, work in works:
+                    work.wait(timeout=_left(deadline))
+                self.header_bytes += wire.HEADER_LEN * 8
+                self.payload_bytes += len(data)
+        for drain in drains:
+            drain.join(timeout=_left(deadline).total_seconds() + 1.0)
 
     def _drain(self, peer: str, deadline: float) -> None:
         """Read and drop ``peer``'s messages until it closes the pair or ``deadline`` passes."""
         rank = self.ranks[peer]
 
-        def receive(shape, dtype) -> Tensor:
+        def receive(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
             t = torch.empty(shape, dtype=dtype, device=self.device)
-            left = max(deadline - time.monotonic(), 0.01)
-            dist.irecv(t, src=rank).wait(timeout=datetime.timedelta(seconds=left))
+            dist.irecv(t, src=rank).wait(timeout=_left(deadline))
             return t
 
-        with contextlib.suppress(RuntimeError, ChannelError):
-            while time.monotonic() < deadline:
-                head = wire.decode(receive((wire.HEADER_LEN,), torch.int64), sender_name=peer)
-                body = [(head.shape, head.dtype)]
-                if head.n_ids:
-                    body.append(((head.n_ids,), torch.int64))
-                if sum(math.prod(shape) * dtype.itemsize for shape, dtype in body) > DRAIN_LIMIT:
-                    return
+        body = self._unread.pop(peer, [])
+        # best effort on the way out: whatever goes wrong here ends the draining, quietly
+        with contextlib.suppress(Exception):
+            while body is not None and _fits(body) and time.monotonic() < deadline:
                 for shape, dtype in body:
                     receive(shape, dtype)
+                raw = receive((wire.HEADER_LEN,), torch.int64)
+                body = _body(wire.decode(raw, sender_name=peer))
 
     def _send(self, parts: list[Tensor], dst: int, what: str) -> None:
         """Post a message's parts together (header first: pairs deliver in order), then wait:
@@ -180,6 +202,7 @@ class TorchDistributedChannel(Channel):
             ids = torch.empty(header.n_ids, dtype=torch.int64, device=self.device)
             parts.append(ids)
         self._recv(parts, sender, f"the {kind} at cut {cut!r}")
+        self._unread.pop(sender, None)
         ids = ids.cpu() if ids is not None else None
         msg = Message(kind, cut, sender, receiver, header.step, tensor, ids)
         self.log.record(msg)
@@ -201,7 +224,9 @@ class TorchDistributedChannel(Channel):
     def _header(self, sender: str, what: str) -> wire.Header:
         raw = torch.empty(wire.HEADER_LEN, dtype=torch.int64, device=self.device)
         self._recv([raw], sender, what)
+        self._unread[sender] = None  # a body of unknown size, until the header decodes
         header = wire.decode(raw, sender_name=sender)
+        self._unread[sender] = _body(header)
         if header.kind == wire.ERROR:
             if (
                 header.dtype != torch.uint8
@@ -215,6 +240,7 @@ class TorchDistributedChannel(Channel):
     def _text(self, header: wire.Header, sender: str) -> str:
         data = torch.empty(header.shape, dtype=torch.uint8, device=self.device)
         self._recv([data], sender, "a text message")
+        self._unread.pop(sender, None)
         return bytes(data.cpu().tolist()).decode(errors="replace")
 
     def _recv(self, parts: list[Tensor], sender: str, what: str) -> None:

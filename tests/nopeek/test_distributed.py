@@ -165,6 +165,11 @@ def cluster(children, tmp_path_factory) -> _Cluster:
     for name, (extra, world) in TOPOLOGIES.items():
         for rank in range(world):
             job(rank, name, rank, world, *extra)
+    for rank in range(3):  # a 3-party run whose first client diverges
+        diverge = ["--lr", "1e20", "--alpha", "1"] if rank == 0 else []
+        job(rank, "vertical-error", rank, 3, *TOPOLOGIES["vertical"][0], *diverge)
+    for rank, batch in ((0, "32"), (1, "16")):  # the server refuses the client's first header
+        job(rank, "mismatch", rank, 2, "--batch-size", batch)
     for rank in (0, 1):
         jobs[rank].append({"wait_for": str(c.root / "go"), "timeout": WAIT})
         job(rank, "resume-both", rank, 2, "--resume")
@@ -332,6 +337,27 @@ def test_an_error_in_the_server_reaches_a_sending_client(cluster):
     assert client["code"] == server["code"] == 2
     assert _one_line(server["err"]).startswith("error: training diverged at epoch 1, step 2")
     assert _one_line(client["err"]).startswith("error: server stopped: server: training diverged")
+
+
+def test_a_refused_header_ends_both_parties_with_the_reason(cluster):
+    """The server refuses a header whose body (an activation of 32 rows) it never reads; it
+    reads and drops that body before it tells the client why, so neither party aborts."""
+    client, server = cluster.job("mismatch", 0), cluster.job("mismatch", 1)
+    assert client["code"] == server["code"] == 2
+    why = "message from client: field shape has a batch of 32, expected 1..16"
+    assert _one_line(server["err"]).startswith(f"error: {why}")
+    assert _one_line(client["err"]).startswith(f"error: server stopped: server: {why}")
+
+
+def test_every_party_of_a_three_party_run_learns_why_it_stopped(cluster):
+    """client0 diverges: the server reads its error and passes it on to client1, which never
+    talks to client0 (a wait that ran into --timeout would say "gave up")."""
+    codes = [cluster.job("vertical-error", r)["code"] for r in range(3)]
+    assert codes == [2, 2, 2]
+    errors = [_one_line(cluster.job("vertical-error", r)["err"]) for r in range(3)]
+    assert errors[0].startswith("error: training diverged at epoch 1")
+    assert errors[2].startswith("error: client0 stopped: client0: training diverged")
+    assert errors[1].startswith("error: server stopped: server: client0 stopped: client0:")
 
 
 def test_the_survivor_of_a_dead_peer_keeps_its_checkpoint_for_resume(cluster):
