@@ -19,6 +19,7 @@ from nopeek.config import SEED_MAX, TrainConfig
 from nopeek.data import Dataset
 from nopeek.errors import CheckpointError, ConfigError, ThreatModelError
 from nopeek.models import split
+from nopeek.models.packing import Layout, Packed, packed
 from nopeek.rundir import RunDir
 from nopeek.schema import brief
 from nopeek.seeding import stream_seed
@@ -188,7 +189,11 @@ def fresh(target: Target, seed: int, part: int):
     def build() -> nn.Module:
         model, topology = build_run(cfg, target.full)
         if target.topology.name in ("vanilla", "multi-hop", "u-shaped"):
-            return split(model, [target.cut])[part]
+            parts = split(model, [target.cut])
+            layout = _layout_at(topology, target.cut)  # a cut a skip crosses travels packed
+            if layout is not None:
+                parts = [packed(parts[0], None, layout), packed(parts[1], layout, None)]
+            return parts[part]
         other = replace(
             target, topology=topology, segments={n.name: n.module for n in topology.nodes}
         )
@@ -203,6 +208,14 @@ def fresh(target: Target, seed: int, part: int):
         return dst.module
 
     return build
+
+
+def _layout_at(topology: Topology, cut: str) -> Layout | None:
+    """How the messages at ``cut`` are packed, if several tensors cross it."""
+    for node in topology.nodes:
+        if node.cut == cut and isinstance(node.module, Packed) and node.module.gives:
+            return node.module.gives
+    return None
 
 
 def _fresh_client(target: Target) -> nn.Module:

@@ -37,14 +37,14 @@ from nopeek.attacks._client_file import FrozenSegment, load_activations, load_cl
 from nopeek.attacks._scoring import check_ids, score, truth, write_result
 from nopeek.attacks.base import LABEL, Attack, AttackInputs, check_options
 from nopeek.attacks.harness import AttackResult, _first_ids, _query
-from nopeek.attacks.known_pairs import split_known
+from nopeek.attacks.known_pairs import set_aside_aux
 from nopeek.attacks.registry import ATTACKS
 from nopeek.config import check_seed
 from nopeek.data import Dataset, Split
 from nopeek.distance import distance_correlation
 from nopeek.errors import ConfigError, CutShapeError, ThreatModelError
 from nopeek.io import atomic_write_bytes
-from nopeek.models.packing import Layout
+from nopeek.models.packing import Layout, Packed
 from nopeek.observe import Observed
 from nopeek.rundir import RunDir
 from nopeek.schema import brief
@@ -139,8 +139,20 @@ def _own_aux(material: AuditInputs) -> bool:
 
 
 def _copy(segment: nn.Module) -> nn.Module:
+    if isinstance(segment, Packed):
+        return Packed(_copy(segment.segment), takes=segment.takes, gives=segment.gives)
     own = getattr(segment, "copy", None)
     return own() if callable(own) else copy.deepcopy(segment)
+
+
+def one_tensor(segment: nn.Module, victims: Dataset) -> nn.Module:
+    """``segment``, packed (:mod:`nopeek.models.packing`) if it returns several tensors (a skip
+    crosses its cut), so that every attack sees one tensor, as training sends it."""
+    with torch.no_grad():
+        out = segment(victims.test.x[:2])
+    if isinstance(out, (tuple, list)):
+        return Packed(segment, gives=Layout.of(out, "client-model output"))
+    return segment
 
 
 def _grant(attack: Attack, material: AuditInputs, seed: int) -> AttackInputs:
@@ -151,8 +163,8 @@ def _grant(attack: Attack, material: AuditInputs, seed: int) -> AttackInputs:
         inputs.activations = material.recorded
     if tm.aux_data:
         inputs.aux = aux if tm.aux_labels else Split(aux.x, torch.full_like(aux.y, -1), aux.ids)
-    if tm.aux_activations:  # known pairs: the recorded messages of the attacker's own samples
-        inputs.activations, inputs.aux_activations = split_known(inputs.activations, aux.ids)
+        if _own_aux(material):  # the attacker's samples are never its victims
+            set_aside_aux(inputs, aux.ids, pairs=tm.aux_activations)
     if tm.client_weights:
         inputs.client_segment = _copy(material.segment)
     if tm.query_client:
@@ -230,8 +242,10 @@ def audit(
         _refuse(attack, material.segment is not None, _own_aux(material))
         chosen.append(attack)
     _check_material(material)
-    if material.recorded is None:
+    if material.recorded is None:  # (a segment that fails on the victims is one line here)
         material = replace(material, recorded=record(material.segment, material.victims.test))
+    if material.segment is not None:
+        material = replace(material, segment=one_tensor(material.segment, material.victims))
     truth_set = _scoring_set(material.victims, material.aux)
     leakage = measure_dcor(material.recorded, truth_set)
     target = RunDir(out, "audit")

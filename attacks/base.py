@@ -40,6 +40,10 @@ class ThreatModel:
     # Known pairs: what crossed the wire for the attacker's own aux samples (matched by id)
     aux_activations: bool = False
 
+    def __post_init__(self) -> None:
+        if self.aux_activations and not (self.aux_data and self.activations):
+            raise ValueError("aux_activations (known pairs) needs aux_data and activations")
+
     def describe(self) -> str:
         """A short, stable string for ``threat_model`` in the attack's JSON."""
         granted = [name for name, value in vars(self).items() if value]

@@ -29,7 +29,7 @@ from nopeek.attacks.base import (
     Reconstruction,
     check_options,
 )
-from nopeek.attacks.known_pairs import split_known
+from nopeek.attacks.known_pairs import set_aside_aux
 from nopeek.attacks.registry import ATTACKS
 from nopeek.config import TrainConfig, check_seed
 from nopeek.data import Dataset, Split, stratified_take
@@ -212,8 +212,7 @@ def _grant(
         inputs.gradients = _get(obs, run, "backward", "train")
     if tm.aux_data:
         inputs.aux = _aux(ds, aux, seed, tm.aux_labels)
-    if tm.aux_activations:  # known pairs: the observed messages of the attacker's own samples
-        inputs.activations, inputs.aux_activations = split_known(inputs.activations, inputs.aux.ids)
+        set_aside_aux(inputs, ds.aux.ids, pairs=tm.aux_activations)  # never its own samples
     if tm.client_weights or tm.query_client:
         load_weights(run)
         head = client_segment(run)  # raw inputs -> cut, sharing the loaded weights

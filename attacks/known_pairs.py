@@ -41,6 +41,24 @@ def split_known(observed: Observed, aux_ids: Tensor) -> tuple[Observed, Observed
     return parts[0], parts[1]
 
 
+def set_aside_aux(inputs: AttackInputs, aux_split_ids: Tensor, *, pairs: bool) -> None:
+    """The attacker's own samples are never its victims: drop the observed rows of samples of
+    the aux split (``aux_split_ids``, the whole split) from ``inputs.activations``. With
+    ``pairs`` (the threat model grants known pairs) those of the attacker's ``inputs.aux``
+    become ``inputs.aux_activations``. Observations of the victims alone are left as they are.
+    """
+    if inputs.activations is None:
+        return
+    inputs.activations, own = split_known(inputs.activations, aux_split_ids)
+    if len(inputs.activations.ids) == 0:
+        raise ThreatModelError(
+            "every observed sample is one of the attacker's own aux samples, so there is no "
+            "victim to attack; serve the test split too (`nopeek infer --split test,aux`)"
+        )
+    if pairs:
+        inputs.aux_activations = split_known(own, inputs.need("aux").ids)[1]
+
+
 @ATTACKS.decorator("known-pairs")
 class KnownPairs(InverseNetwork):
     """Learn ``activation -> input`` from known (input, activation) pairs; decode the victims.
@@ -61,6 +79,7 @@ class KnownPairs(InverseNetwork):
         aux, seen = inputs.need("aux"), inputs.need("aux_activations")
         position = {int(i): k for k, i in enumerate(aux.ids.tolist())}
         rows = [k for k, i in enumerate(seen.ids.tolist()) if int(i) in position]
+        rows.sort(key=lambda k: position[int(seen.ids[k])])  # in the order of the aux data
         if len(rows) < 2:
             raise ThreatModelError(
                 f"known-pairs needs the recorded activations of at least 2 of the attacker's "

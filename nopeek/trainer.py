@@ -90,7 +90,8 @@ def build_topology(config: TrainConfig, dataset: Dataset, model: nn.Sequential) 
     """The topology ``config`` names, over ``model`` (the seeded whole model) and ``dataset``."""
     ctx = config.build_context(dataset, _make_model(config))
     topology = TOPOLOGIES.get(config.topology)(model, config.cuts, ctx)
-    return pack_crossings(topology, tuple(dataset.input_shape))  # cuts a skip crosses
+    x = dataset.train.x  # its shape and dtype only: the dry run packs cuts a skip crosses
+    return pack_crossings(topology, tuple(dataset.input_shape), x.dtype)
 
 
 def build_run(config: TrainConfig, dataset: Dataset) -> tuple[nn.Sequential, Topology]:

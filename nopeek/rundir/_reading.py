@@ -63,6 +63,8 @@ class Reading:
         """
         folder = cls(path, kind, fix=fix)
         if not folder.path.is_dir():
+            if fix:
+                raise ConfigError(f"no {kind} folder at {folder.path}; {fix}")
             missing = _MISSING.get(kind, "no nopeek {kind} folder at {path}; check the path")
             raise ConfigError(missing.format(path=folder.path, kind=kind))
         found = kind_of(folder.path)

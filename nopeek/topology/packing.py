@@ -67,16 +67,19 @@ def _carries_several(topology: Topology, node: Node) -> bool:
     return module is not None and len(sends(module)) > 1
 
 
-def pack_crossings(topology: Topology, input_shape: tuple[int, ...]) -> Topology:
+def pack_crossings(
+    topology: Topology, input_shape: tuple[int, ...], dtype: torch.dtype = torch.float32
+) -> Topology:
     """``topology`` with every cut that carries several tensors packed into one message.
 
-    ``input_shape``: one sample's shape. Raises a one-line :class:`CutError` where a node that
-    merges several inputs (a vertical fusion) would read such a cut.
+    ``input_shape``, ``dtype``: one sample's shape and the inputs' dtype. Raises a one-line
+    :class:`CutError` where a node that merges several inputs (a vertical fusion) would read
+    such a cut.
     """
     producers = [n for n in topology.nodes if n.cut and _carries_several(topology, n)]
     if not producers:
         return topology
-    outs = dry_run(topology, torch.zeros(2, *input_shape))
+    outs = dry_run(topology, torch.zeros(2, *input_shape, dtype=dtype))
     layouts = {n.name: Layout.of(outs[n.name], n.cut) for n in producers}
     for node in topology.nodes:
         read = [s for s in node.inputs if s in layouts]

@@ -257,3 +257,19 @@ def test_pt2_with_a_pickled_non_tensor_payload_is_refused_before_loading(exporte
     _rewrite(exported["root"] / "client.pt2", tmp_path / "evil.pt2", edit)
     with pytest.raises(CheckpointError, match="pickled payload that is not plain tensors"):
         load_client_model(tmp_path / "evil.pt2")
+
+
+def test_audit_attacks_a_segment_that_sends_several_tensors(tmp_path):
+    from nopeek.attacks.audit import AuditInputs, audit
+    from nopeek.models import split
+    from tests.nopeek._factory import make
+
+    torch.manual_seed(0)
+    client, _ = split(make((1, 8, 8), 10).eval(), "block.conv1")
+    ds = load_dataset("digits", seed=0)
+    material = AuditInputs(client, None, ds, ds.aux)
+    results = audit(
+        material, ["white-box", "inverse-network"], tmp_path / "a", steps=2, n_samples=4
+    )
+    assert [r.attack for r in results] == ["white-box", "inverse-network"]
+    assert all(r.ssim is not None for r in results)

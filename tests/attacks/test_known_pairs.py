@@ -14,6 +14,7 @@ import torch
 
 from nopeek.attacks.known_pairs import split_known
 from nopeek.cli.main import main
+from nopeek.data import load_dataset
 from nopeek.observe import Observed
 
 FAST = ["--dataset", "digits", "--epochs", "2", "--max-train", "200", "--quiet"]
@@ -38,9 +39,15 @@ def test_known_pairs_equals_the_inverse_network_on_the_same_pairs(served, capsys
     inverse = json.loads((run / "attacks" / "inverse-network.json").read_text())
     assert pairs["threat_model"] == "activations+aux_data+aux_activations"
     assert pairs["settings"]["aux_size"] == inverse["settings"]["aux_size"] > 0
-    # the victims are the served test rows only: the aux rows became the known pairs
-    assert pairs["n_samples"] == inverse["n_samples"] - pairs["settings"]["aux_size"]
-    assert pairs["ssim"] == pytest.approx(inverse["ssim"], abs=0.02)
+    # the victims are the served test rows only, for both: the attacker's own aux samples
+    # are the known pairs (or the queries), never victims
+    served = torch.load(observations, weights_only=True)
+    ids = next(v["ids"] for k, v in served.items() if "forward" in k)
+    test = load_dataset("digits", seed=0).test.ids
+    assert pairs["n_samples"] == inverse["n_samples"] == int(torch.isin(ids, test).sum())
+    # the same pairs in the same order from the same seed: the same decoder
+    for key in ("ssim", "psnr", "mse", "dcor_reconstruction"):
+        assert pairs[key] == pytest.approx(inverse[key], rel=1e-6), key
     assert pairs["ssim"] > pairs["baseline_ssim"]
 
 

@@ -157,3 +157,19 @@ def test_clients_taking_turns_relay_packed_segments(monkeypatch, tmp_path, topol
     obs = torch.load(out / "observations.pt", weights_only=True)
     shapes = {tuple(v["tensor"].shape[1:]) for k, v in obs.items() if "forward" in k}
     assert shapes == {(16, 8, 8)}  # the skip and conv1's output, along the channels
+
+
+def test_every_attack_runs_on_a_packed_cut(monkeypatch, tmp_path):
+    """Fresh copies (unsplit, grad-match) and query answers see the packed message too."""
+    from nopeek.attacks import ATTACKS, run_attack
+
+    monkeypatch.chdir(ROOT)
+    run = tmp_path / "run"
+    args = ["train", "--model", FACTORY, "--cut", "block.conv1", "--one-vs-rest", "0"]
+    fast = ["--epochs", "1", "--max-train", "60", "--dcor-samples", "16", "--quiet"]
+    assert main([*args, *fast, "--out", str(run)]) == 0
+    for name in ATTACKS.names():
+        if ATTACKS.get(name).threat_model.aux_activations:
+            continue  # needs served aux traffic: tests/attacks/test_known_pairs.py
+        result = run_attack(run, name, steps=2, n_samples=4, write=False)
+        assert result.ssim is not None or result.leak is not None, name
