@@ -328,6 +328,23 @@ def run_attack(
     return result
 
 
+def _check_served_from(observations: Path, config: TrainConfig) -> None:
+    """Refuse traffic that ``nopeek infer --dataset OTHER`` served: its sample ids number the
+    rows of that other data set, so scoring them against the run's samples would be wrong."""
+    served = observations.parent / "inference.json"
+    if not served.is_file():
+        return
+    meta = RunDir(observations.parent, "inference").read_json("inference.json")
+    data = meta.get("data") if isinstance(meta, dict) else None
+    own = config.dataset
+    if isinstance(data, str) and data != own and not data.startswith(f"{own}:"):
+        raise ThreatModelError(
+            f"{observations} was served from --dataset {data}, not from the run's {own}; its "
+            "sample ids do not name the run's samples, so nothing can score the attack: serve "
+            "a split of the run's data (`nopeek infer --split test`)"
+        )
+
+
 def _prepare(
     run_dir: Path,
     name: str,
@@ -348,6 +365,7 @@ def _prepare(
     if observations is None:
         obs = folder.observations()
     elif Path(observations).is_file():
+        _check_served_from(Path(observations), config)
         obs = Observations.load(observations)
     else:
         raise ThreatModelError(

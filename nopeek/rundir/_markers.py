@@ -116,3 +116,8 @@ def is_empty(path: Path) -> bool:
         return True
     marker_tmp = [p for p in path.iterdir() if TEMP_NAME.match(p.name) and MARKER in p.name]
     return all(p.name == MARKER or p in marker_tmp for p in path.iterdir())
+
+
+def article(word: str) -> str:
+    """``word`` with its indefinite article: "a run", "an inference", "an audit"."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"

@@ -69,11 +69,12 @@ class Reading:
             raise ConfigError(missing.format(path=folder.path, kind=kind))
         found = kind_of(folder.path)
         if found is not None and found != kind:
-            hint = f"pass a {kind} folder"
+            hint = f"pass {_markers.article(kind)} folder"
             if (found, kind) == ("sweep", "run"):
                 hint = f"pass one of its runs ({folder.path / cls.RUNS}/<setting>-seed<k>)"
             raise ConfigError(
-                f"{folder.path} is a nopeek {found} folder, not a {kind} folder; {hint}"
+                f"{folder.path} is a nopeek {found} folder, not {_markers.article(kind)} folder; "
+                f"{hint}"
             )
         return folder
 

@@ -11,7 +11,15 @@ from pathlib import Path
 
 from nopeek._io import output_error
 from nopeek.errors import ConfigError, OutputError
-from nopeek.rundir._markers import KINDS, MARKER, check_out, is_empty, kind_of, write_marker
+from nopeek.rundir._markers import (
+    KINDS,
+    MARKER,
+    article,
+    check_out,
+    is_empty,
+    kind_of,
+    write_marker,
+)
 from nopeek.rundir._reading import Reading
 from nopeek.rundir._staging import clean_stale, recover_siblings, remove_tree, swap
 
@@ -70,7 +78,8 @@ class RunDir(Reading):
                 f"another {self.flag} or empty it yourself"
             )
         return OutputError(
-            f"{self.flag} {self.path} is a nopeek {found} folder, not a {self.kind} folder; "
+            f"{self.flag} {self.path} is a nopeek {found} folder, not {article(self.kind)} "
+            "folder; "
             f"choose another {self.flag}"
         )
 

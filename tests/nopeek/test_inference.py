@@ -121,4 +121,23 @@ def test_cli_writes_an_inference_folder(runs, tmp_path, capsys):
     assert main(["infer", "--run", str(runs["vanilla"]), "--out", str(out)]) == 2
     assert "--overwrite" in _err(capsys)
     assert main(["infer", "--run", str(runs["vanilla"]), "--out", str(runs["relay"])]) == 2
-    assert "is a nopeek run folder, not a inference folder" in _err(capsys)
+    assert "is a nopeek run folder, not an inference folder" in _err(capsys)
+
+
+def test_traffic_served_from_another_data_set_is_not_attacked(runs, tmp_path, capsys):
+    """Its ids number the other set's rows: scoring them against the run's would be wrong."""
+    import numpy as np
+
+    from nopeek.data import load_dataset
+
+    ds = load_dataset("digits", seed=0)
+    other = tmp_path / "other.npz"
+    np.savez(other, x=(1 - ds.test.x).numpy(), y=ds.test.y.numpy())  # the same shape, classes
+    out = tmp_path / "inf"
+    argv = ["infer", "--run", str(runs["vanilla"]), "--dataset", f"npz:{other}", "--out", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    attack = ["attack", "--run", str(runs["vanilla"]), "--attack", "inverse-network"]
+    assert main([*attack, "--observations", str(out / "observations.pt")]) == 2
+    err = _err(capsys)
+    assert f"was served from --dataset npz:{other}, not from the run's digits" in err
