@@ -67,16 +67,40 @@ class InferenceResult:
         return dict(self.metrics)
 
 
+def party_folders(run_dir: Path) -> dict[str, Path]:
+    """A distributed run's folders by party (``OUT/<party>/`` holding a ``config.json``), or
+    ``{}`` for a run trained in one process."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or (run_dir / RunDir.CONFIG).is_file():
+        return {}
+    found = sorted(d for d in run_dir.iterdir() if d.is_dir() and (d / RunDir.CONFIG).is_file())
+    return {d.name: d for d in found}
+
+
 def load_run_config(run_dir: Path) -> TrainConfig:
-    """The finished run's config; a missing folder, config or checkpoint is one line."""
-    folder = RunDir.open(run_dir, "run")
-    config = folder.config()
-    if not folder.checkpoint_path.is_file():
-        raise CheckpointError(
-            f"{run_dir} has no {RunDir.CHECKPOINT} to serve predictions from; train the run "
-            f"to the end first (`nopeek train --out {run_dir}`)"
-        )
-    return config
+    """The finished run's config; a missing folder, config or checkpoint is one line.
+
+    A distributed run (``OUT/<party>/`` folders, gathered in one place) has one config per
+    party; they must agree.
+    """
+    folders = party_folders(run_dir) or {"": Path(run_dir)}
+    configs = {}
+    for party, path in folders.items():
+        folder = RunDir.open(path, "run")
+        configs[party] = folder.config()
+        if not folder.checkpoint_path.is_file():
+            raise CheckpointError(
+                f"{path} has no {RunDir.CHECKPOINT} to serve predictions from; train the run "
+                f"to the end first (`nopeek train --out {run_dir}`)"
+            )
+    first, *others = configs.items()
+    for party, config in others:
+        if config.to_dict() != first[1].to_dict():
+            raise ConfigError(
+                f"the parties of {run_dir} were trained with different flags ({first[0]} and "
+                f"{party}); gather the folders of one distributed run"
+            )
+    return first[1]
 
 
 def _samples(config: TrainConfig, dataset: Dataset, split: str, spec: str | None) -> Split:
@@ -152,12 +176,27 @@ def serve(config: TrainConfig, dataset: Dataset, run_dir: Path):
         parties=runtime.parties,
         device=device,
     )
-    state = RunDir(run_dir, "run").load_checkpoint()
     # segments (relay clients: only what they held), optimizers, hook states; the checkpoint's
     # training wire log goes to a throw-away log
-    _checkpoint.restore(
-        state, SimpleNamespace(parties=runtime.parties, hooks=runtime.hooks, wire=WireLog())
-    )
+    folders = party_folders(run_dir)
+    if not folders:
+        state = RunDir(run_dir, "run").load_checkpoint()
+        _checkpoint.restore(
+            state, SimpleNamespace(parties=runtime.parties, hooks=runtime.hooks, wire=WireLog())
+        )
+    missing = [p for p in topology.parties if folders and p not in folders]
+    if missing:
+        raise CheckpointError(
+            f"the distributed run {run_dir} has no folder for {', '.join(missing)}; gather "
+            "every party's OUT/<party>/ folder of the run into it"
+        )
+    for name in topology.parties if folders else ():  # each party from its own checkpoint
+        party = runtime.parties[name]
+        state = RunDir(folders[name], "run").load_checkpoint()
+        hooks = list({id(h): h for h in party.hooks}.values())
+        _checkpoint.restore(
+            state, SimpleNamespace(parties={name: party}, hooks=hooks, wire=WireLog())
+        )
     return runtime, strategy, wire, device
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -442,3 +443,28 @@ def test_receiver_rejects_bad_headers_before_allocating(cluster, monkeypatch):
     assert payload == z.numel() * 4 + 4 * 8 + len(text.encode())
     # the hand-made headers went around the channel; the error message went through it
     assert (header_after, payload_after) == (3 * HEADER_BYTES, payload + len("client: boom"))
+
+
+@pytest.mark.parametrize("name", list(TOPOLOGIES))
+def test_inference_serves_a_gathered_distributed_run(cluster, name):
+    """Every party's folder gathered in one place serves the same predictions as the
+    in-process run, each party's segments and hook states from its own checkpoint."""
+    from nopeek.inference import infer
+
+    cluster.ok(name, TOPOLOGIES[name][1])
+    served = infer(cluster.root / name)
+    reference = infer(cluster.root / f"{name}.ref")
+    for key in reference.logits:
+        assert torch.equal(served.logits[key], reference.logits[key]), key
+    want = _metrics(_label_dir(cluster.root / name) / "metrics.json")["test_accuracy"]
+    assert served.metrics["accuracy"] == pytest.approx(want, abs=1e-6)
+
+
+def test_inference_names_a_missing_party_folder(cluster, tmp_path):
+    from nopeek.errors import CheckpointError
+    from nopeek.inference import infer
+
+    cluster.ok("vanilla", 2)
+    shutil.copytree(cluster.root / "vanilla" / "client", tmp_path / "run" / "client")
+    with pytest.raises(CheckpointError, match=r"has no folder for server; gather every party's"):
+        infer(tmp_path / "run")
