@@ -5,7 +5,7 @@ builder only walks the folder of a top-level package), so this test walks the sy
 every module of the four folders (function-level and ``TYPE_CHECKING`` imports included) and
 checks each ``nopeek`` import against the allowed arrows:
 
-- nothing imports the CLI (``nopeek.cli``) but the CLI itself and the launcher ``nopeek.party``;
+- nothing imports the CLI (``nopeek.cli``) but the CLI itself;
 - ``nopeek.eval`` may import attacks, defenses and the core;
 - ``nopeek.attacks`` and ``nopeek.defenses`` import only the core (what an attack needs of a
   defense is passed in, e.g. ``run_attack(..., sender=nopeek.defenses.run_sender)``);
@@ -24,7 +24,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"nopeek": "nopeek", "attacks": "nopeek.attacks", "defenses": "nopeek.defenses"}
 FOLDERS["eval"] = "nopeek.eval"
-LAUNCHERS = {"nopeek.party"}  # `python -m nopeek.party`: a CLI entry living in the core folder
 # (importer, private module) crossings still to move to a public home, each with its issue
 PENDING: set[tuple[str, str]] = set()
 ALLOWED = {
@@ -49,9 +48,9 @@ def _modules() -> dict[str, Path]:
 
 
 def layer(module: str) -> str:
-    """``nopeek.attacks.harness`` -> ``attacks``; the launcher counts as the CLI."""
+    """``nopeek.attacks.harness`` -> ``attacks``."""
     parts = module.split(".")
-    if module in LAUNCHERS or parts[:2] == ["nopeek", "cli"]:
+    if parts[:2] == ["nopeek", "cli"]:
         return "cli"
     if len(parts) > 1 and parts[1] in ("attacks", "defenses", "eval"):
         return parts[1]
@@ -113,7 +112,7 @@ def test_the_walk_sees_every_package_and_resolves_imports():
     found = {m for _, m in imports("nopeek.attacks.harness", known["nopeek.attacks.harness"])}
     assert "nopeek.attacks.registry.ATTACKS" in found
     assert _target("nopeek.attacks.registry.ATTACKS", known) == "nopeek.attacks.registry"
-    assert [layer(m) for m in ("nopeek.party", "nopeek.cli.main", "nopeek.eval.sweep")] == [
+    assert [layer(m) for m in ("nopeek.cli.party", "nopeek.cli.main", "nopeek.eval.sweep")] == [
         "cli",
         "cli",
         "eval",
@@ -127,7 +126,7 @@ def test_the_walk_sees_every_package_and_resolves_imports():
         ("nopeek.attacks.harness", "nopeek.defenses.spec", True),
         ("nopeek.trainer", "nopeek.attacks", True),
         ("nopeek.eval.sweep", "nopeek.defenses", False),
-        ("nopeek.party", "nopeek.cli.party", False),
+        ("nopeek.cli.party", "nopeek.cli.main", False),
     ],
 )
 def test_the_rule_catches_upward_and_sideways_imports(module, target, broken):

@@ -53,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_handler(args: argparse.Namespace) -> int:
-    """Run ``args.handler``: user errors are one line and exit 2 (shared by ``nopeek.party``)."""
+    """Run ``args.handler``: user errors are one line and exit 2 (shared by the torchrun entry
+    ``python -m nopeek.cli.party``)."""
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
     )

@@ -5,7 +5,7 @@ Start one process per party, each with the same train flags::
     nopeek party --role client:0 --rank 0 --world-size 2 --master-addr A --master-port P --out D
     nopeek party --role server   --rank 1 --world-size 2 --master-addr A --master-port P --out D
 
-or all of them on one host with ``torchrun --nproc-per-node 2 -m nopeek.party --out D ...``
+or all of them on one host with ``torchrun --nproc-per-node 2 -m nopeek.cli.party --out D ...``
 (ranks and the meeting point from torchrun's environment). Rank r runs the topology's r-th
 party; each writes ``D/<party>/``, and the party holding the labels writes ``metrics.json``.
 """
@@ -88,10 +88,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m nopeek.party`` (torchrun): ranks from the environment, same train flags."""
+    """``python -m nopeek.cli.party`` (torchrun): ranks from the environment, same train flags."""
     from nopeek.cli.main import _Parser, run_handler
 
-    parser = _Parser(prog="nopeek.party", description=__doc__.splitlines()[0], argument_default=S)
+    parser = _Parser(
+        prog="nopeek.cli.party", description=__doc__.splitlines()[0], argument_default=S
+    )
     _add_party_args(parser, env=True)
     parser.add_argument("-v", "--verbose", action="store_true", default=False)
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    """Every ``nopeek train`` flag (also taken by ``nopeek party`` and ``nopeek.party``)."""
+    """Every ``nopeek train`` flag (also taken by ``nopeek party`` and ``nopeek.cli.party``)."""
     d = TrainConfig()
     p.add_argument(
         "--dataset",

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch.distributed as dist
 
 WAIT = 300  # seconds any child may run before the test fails (and kills it)
 
@@ -169,6 +170,40 @@ class _Cluster:
         for rank in range(world):
             job = self.job(name, rank)
             assert job["code"] == 0, f"{name} rank {rank} failed:\n{job['err']}"
+
+
+class _Plan:
+    """What each of three drivers runs, in order: ``nopeek party`` jobs, waits and code."""
+
+    def __init__(self, cluster: _Cluster, flags: list[str]) -> None:
+        self.c, self.flags = cluster, flags
+        self.ports: dict[str, int] = {}
+        self.jobs: list[list[dict]] = [[], [], []]
+
+    def job(self, driver: int, name: str, rank: int, world: int, *extra, timeout=120) -> None:
+        """Rank ``rank`` of run ``name`` (its own port, ``root/name``) on ``driver``."""
+        port = self.ports.setdefault(name, _port())
+        argv = ["party", "--rank", rank, "--world-size", world, "--master-port", port]
+        argv += ["--out", self.c.root / name, "--timeout", timeout, *self.flags, *extra]
+        log = self.c.logs / f"{name}.{rank}"
+        entry = {"argv": list(map(str, argv)), "log": f"{log}.json", "err": f"{log}.err"}
+        self.jobs[driver].append(entry)
+
+    def wait_for(self, driver: int, name: str, rank: int) -> None:
+        path = str(self.c.logs / f"{name}.{rank}.json")
+        self.jobs[driver].append({"wait_for": path, "timeout": WAIT})
+
+    def start(self, children: list[_Child]) -> None:
+        """Start the drivers, and ``torchrun`` with two ranks of the plain run."""
+        c = self.c
+        for d, mine in enumerate(self.jobs):
+            c.drivers.append(_Child(["-c", DRIVER, json.dumps(mine)], c.logs, f"driver{d}"))
+            children.append(c.drivers[-1])
+        if dist.is_available() and dist.is_gloo_available():
+            args = ["-m", "torch.distributed.run", "--nproc-per-node", 2, "--master-port"]
+            args += [_port(), "-m", "nopeek.cli.party", "--out", c.root / "torchrun"]
+            c.torchrun = _Child([*args, "--timeout", 120, *self.flags], c.logs, "torchrun")
+            children.append(c.torchrun)
 
 
 def _back_to_epoch_one(party_dir: Path) -> None:

@@ -22,3 +22,24 @@ def _raw(**fields) -> torch.Tensor:
 
 def _shape(*dims: int) -> dict:
     return {"ndim": len(dims)} | {f"d{i}": d for i, d in enumerate(dims)}
+
+
+# what the distributed receiver test's sender sends, headers alone -> what the receiver says
+BAD_HEADERS = {
+    "huge batch": (
+        _raw(step=1, n_ids=10**12, **_shape(10**12, 16, 4, 4)),  # 1 PB of float32 announced
+        r"message from client: field shape has a batch of 1000000000000, expected 1\.\.64",
+    ),
+    "wrong dtype": (
+        _raw(step=2, dtype=wire.DTYPE_CODES[torch.uint8]),
+        r"message from client: field dtype is torch\.uint8",
+    ),
+    "ids": (
+        _raw(step=3, n_ids=4),
+        r"message from client: field n_ids is 4, expected one per row \(3\)",
+    ),
+    "huge shape": (
+        _raw(step=4, n_ids=10**12, **_shape(10**12, 32, 4, 4)),
+        r"message from client: field shape is \(1000000000000, 32, 4, 4\), expected \(N, 16",
+    ),
+}

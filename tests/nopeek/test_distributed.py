@@ -35,18 +35,25 @@ from nopeek.cli.main import main
 from nopeek.errors import ChannelError
 from nopeek.runtime import wire
 from tests.nopeek._cluster import (
-    DRIVER,
     SENDER,
     SIGNALLED,
     WAIT,
     _Child,
     _Cluster,
-    _port,
+    _Plan,
     _resume_state,
     _wait_for,
     _watch,
 )
-from tests.nopeek._wire_helpers import HEADER_BYTES, _raw, _shape
+from tests.nopeek._run_checks import (
+    _label_dir,
+    _load,
+    _metrics,
+    _one_line,
+    _same_metrics,
+    _same_weights,
+)
+from tests.nopeek._wire_helpers import BAD_HEADERS, HEADER_BYTES
 
 FLAGS = ["--dataset", "digits", "--epochs", "2", "--max-train", "200", "--dcor-samples", "32"]
 FLAGS += ["--record-samples", "16", "--device", "cpu", "--quiet"]
@@ -59,7 +66,6 @@ TOPOLOGIES = {  # name -> (extra flags, number of parties); the 3-party ones run
     "skip-cut": (["--model", "module:tests.nopeek._factory:make", "--cut", "block.conv1"], 2),
     "u-shaped": (["--topology", "u-shaped", "--cut", "conv2,fc1", "--alpha", "1"], 2),
 }
-NOT_COMPARED = {"train_seconds", "wire_bytes_total", "payload_bytes_total"}
 LONG = ["--epochs", "6"]  # runs that get killed or stopped after their first checkpoint
 STALL_TIMEOUT = 10
 
@@ -73,74 +79,13 @@ def children():
         child.kill()
 
 
-def _metrics(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-def _same_metrics(got: dict, want: dict) -> None:
-    """Equal for every key but timings and the distributed byte totals; floats bitwise (their
-    shortest repr is equal exactly when the bits are, NaN included)."""
-    keep = lambda m: {k: v for k, v in m.items() if k not in NOT_COMPARED}  # noqa: E731
-    assert json.dumps(keep(got), sort_keys=True) == json.dumps(keep(want), sort_keys=True)
-
-
-def _bits(t: torch.Tensor):
-    return t.dtype, tuple(t.shape), t.detach().contiguous().numpy().tobytes()
-
-
-def _load(path: Path) -> dict:
-    return torch.load(path, weights_only=True)
-
-
-def _same_weights(run: Path, reference: Path, parties: list[str]) -> None:
-    """Each party's own checkpoint holds only its own segments, bit-equal to the reference's."""
-    want = _load(reference / "checkpoint.pt")
-    for party in parties:
-        got = _load(run / party / "checkpoint.pt")
-        assert set(got["parties"]) == {party}, f"{party}'s checkpoint holds other parties"
-        assert got["epoch"] == want["epoch"] == EPOCHS
-        assert len(got["parties"][party]) == len(want["parties"][party])
-        for mine, theirs in zip(got["parties"][party], want["parties"][party]):
-            assert mine.keys() == theirs.keys()
-            for key in theirs:
-                assert _bits(mine[key]) == _bits(theirs[key]), f"{party} {key}"
-
-
-def _label_dir(run: Path) -> Path:
-    (found,) = [p for p in run.iterdir() if (p / "metrics.json").is_file()]
-    return found
-
-
-def _one_line(err: str) -> str:
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err.strip()
-
-
 # --- the cluster: every distributed run of this module, started at once ----------------------
-BAD_HEADERS = {  # what the sender sends, headers alone -> what the receiver must say
-    "huge batch": (
-        _raw(step=1, n_ids=10**12, **_shape(10**12, 16, 4, 4)),  # 1 PB of float32 announced
-        r"message from client: field shape has a batch of 1000000000000, expected 1\.\.64",
-    ),
-    "wrong dtype": (
-        _raw(step=2, dtype=wire.DTYPE_CODES[torch.uint8]),
-        r"message from client: field dtype is torch\.uint8",
-    ),
-    "ids": (
-        _raw(step=3, n_ids=4),
-        r"message from client: field n_ids is 4, expected one per row \(3\)",
-    ),
-    "huge shape": (
-        _raw(step=4, n_ids=10**12, **_shape(10**12, 32, 4, 4)),
-        r"message from client: field shape is \(1000000000000, 32, 4, 4\), expected \(N, 16",
-    ),
-}
 
 
 @pytest.fixture(scope="module")
 def cluster(children, tmp_path_factory) -> _Cluster:
-    """Three drivers (one a rank) run: the four topologies; --resume from constructed states;
+    """Three drivers (one a rank) run: the five topologies; a refused header and a 3-party
+    failure; --resume from constructed states;
     a client whose training diverges and one that makes the server's loss NaN; a party alone
     (each rank); a server whose client gets SIGKILLed, and one whose client gets SIGSTOPped
     after its first checkpoint (those clients are the last jobs of drivers 1 and 0); the
@@ -148,21 +93,8 @@ def cluster(children, tmp_path_factory) -> _Cluster:
     references meanwhile."""
     c = _Cluster(tmp_path_factory.mktemp("distributed"))
     c.logs.mkdir()
-    ports: dict[str, int] = {}
-    jobs: list[list[dict]] = [[], [], []]
-
-    def job(driver: int, name: str, rank: int, world: int, *extra, timeout=120) -> None:
-        port = ports.setdefault(name, _port())
-        argv = ["party", "--rank", rank, "--world-size", world, "--master-port", port]
-        argv += ["--out", c.root / name, "--timeout", timeout, *FLAGS, *extra]
-        log = c.logs / f"{name}.{rank}"
-        jobs[driver].append(
-            {"argv": list(map(str, argv)), "log": f"{log}.json", "err": f"{log}.err"}
-        )
-
-    def wait_for(driver: int, name: str, rank: int) -> None:
-        jobs[driver].append({"wait_for": str(c.logs / f"{name}.{rank}.json"), "timeout": WAIT})
-
+    plan = _Plan(c, FLAGS)
+    job, wait_for = plan.job, plan.wait_for
     for name, (extra, world) in TOPOLOGIES.items():
         for rank in range(world):
             job(rank, name, rank, world, *extra)
@@ -172,7 +104,7 @@ def cluster(children, tmp_path_factory) -> _Cluster:
     for rank, batch in ((0, "32"), (1, "16")):  # the server refuses the client's first header
         job(rank, "mismatch", rank, 2, "--batch-size", batch)
     for rank in (0, 1):
-        jobs[rank].append({"wait_for": str(c.root / "go"), "timeout": WAIT})
+        plan.jobs[rank].append({"wait_for": str(c.root / "go"), "timeout": WAIT})
         job(rank, "resume-both", rank, 2, "--resume")
         job(rank, "resume-skew", rank, 2, "--resume")
         diverge = ["--lr", "1e20"] if rank == 0 else []  # the client only
@@ -189,15 +121,8 @@ def cluster(children, tmp_path_factory) -> _Cluster:
     headers = [h.tolist() for h, _ in BAD_HEADERS.values()]
     args = [c.sender_port, headers, str(c.logs / "sender-counts.json")]
     log = c.logs / "sender.0"
-    jobs[2].append({"exec": SENDER, "args": args, "log": f"{log}.json", "err": f"{log}.err"})
-    for d, mine in enumerate(jobs):
-        c.drivers.append(_Child(["-c", DRIVER, json.dumps(mine)], c.logs, f"driver{d}"))
-        children.append(c.drivers[-1])
-    if dist.is_available() and dist.is_gloo_available():
-        args = ["-m", "torch.distributed.run", "--nproc-per-node", 2, "--master-port", _port()]
-        args += ["-m", "nopeek.party", "--out", c.root / "torchrun", "--timeout", 120, *FLAGS]
-        c.torchrun = _Child(args, c.logs, "torchrun")
-        children.append(c.torchrun)
+    plan.jobs[2].append({"exec": SENDER, "args": args, "log": f"{log}.json", "err": f"{log}.err"})
+    plan.start(children)
     stop = threading.Event()
     watcher = threading.Thread(target=_watch, args=(c, stop), daemon=True)
     watcher.start()
@@ -207,7 +132,7 @@ def cluster(children, tmp_path_factory) -> _Cluster:
         _wait_for(c, [c.logs / "vanilla.0.json", c.logs / "vanilla.1.json"])
         _resume_state(c.root)
         (c.root / "go").touch()
-        ends = [j["log"] for mine in jobs for j in mine if "log" in j and "exec" not in j]
+        ends = [j["log"] for mine in plan.jobs for j in mine if "log" in j and "exec" not in j]
         _wait_for(c, [Path(p) for p in ends if not p.endswith(("stalled.0.json", "killed.0.json"))])
         watcher.join(timeout=WAIT)
     finally:
@@ -269,7 +194,7 @@ def test_wire_bytes_are_payload_plus_headers(cluster, name):
 
 
 def test_torchrun_equals_in_process(cluster):
-    """``torchrun --nproc-per-node 2 -m nopeek.party``: ranks from torchrun's environment."""
+    """``torchrun --nproc-per-node 2 -m nopeek.cli.party``: ranks from torchrun's environment."""
     if cluster.torchrun is None:
         pytest.skip("torch.distributed with gloo is not available here")
     cluster.torchrun.ok()
