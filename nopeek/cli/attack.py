@@ -5,6 +5,17 @@ from __future__ import annotations
 import argparse
 
 
+def add_budget_args(p: argparse.ArgumentParser) -> None:
+    """``--steps`` and ``--n-samples``: how hard an attack tries, on how many victims."""
+    p.add_argument("--steps", type=int, help="optimisation steps (default: per attack)")
+    p.add_argument(
+        "--n-samples",
+        type=int,
+        dest="n_samples",
+        help="victims to attack, smallest ids first (default: per attack)",
+    )
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "attack",
@@ -18,18 +29,12 @@ def add_parser(sub) -> None:
         required=True,
         help="white-box | inverse-network | unsplit | norm | direction | grad-match | ...",
     )
-    p.add_argument("--steps", type=int, help="optimisation steps (default: per attack)")
+    add_budget_args(p)
     p.add_argument(
         "--aux-size",
         type=int,
         dest="aux_size",
         help="auxiliary samples the attacker holds (default: the whole aux split)",
-    )
-    p.add_argument(
-        "--n-samples",
-        type=int,
-        dest="n_samples",
-        help="victims to attack, smallest ids first (default: per attack)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="the attack's seed, 0 to 2**31 - 1 (default 0)"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nopeek.cli.attack import add_budget_args
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -37,13 +39,7 @@ def add_parser(sub) -> None:
         "white-box:tv=0,inverse-network:width=32",
     )
     p.add_argument("--out", required=True, help="folder to write the audit into")
-    p.add_argument("--steps", type=int, help="optimisation steps (default: per attack)")
-    p.add_argument(
-        "--n-samples",
-        type=int,
-        dest="n_samples",
-        help="victims to attack, smallest ids first (default: per attack)",
-    )
+    add_budget_args(p)
     p.add_argument(
         "--seed", type=int, default=0, help="splits and attack seed, 0 to 2**31 - 1 (default 0)"
     )
