@@ -7,30 +7,92 @@ The public API::
     result.metrics["test_accuracy"], result.metrics["dcor_test"]
 """
 
-from nopeek.channel import Channel, InProcessChannel, WireLog, WireRecord
-from nopeek.config import TrainConfig
-from nopeek.data import DATASETS, Dataset, Split, load_dataset
-from nopeek.distance import distance_correlation, u_distance_correlation_sqr
-from nopeek.engine import SplitEngine
-from nopeek.errors import (
-    ChannelError,
-    CheckpointError,
-    ConfigError,
-    CutError,
-    CutShapeError,
-    DataError,
-    NopeekError,
-    PeerError,
-    ThreatModelError,
-)
-from nopeek.hooks import CutHook, PartyState, TrainContext
-from nopeek.models import MODELS, build_model, cut_names, split
-from nopeek.observe import Observations, Observed
-from nopeek.regularizers import NoPeekLoss, nopeek_penalty
-from nopeek.topology import TOPOLOGIES, Node, Objective, Topology
-from nopeek.trainer import TrainResult, train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names below, for type checkers and IDEs; imported lazily at run time
+    from nopeek.channel import Channel, InProcessChannel, WireLog, WireRecord
+    from nopeek.config import TrainConfig
+    from nopeek.data import DATASETS, Dataset, Split, load_dataset
+    from nopeek.distance import distance_correlation, u_distance_correlation_sqr
+    from nopeek.engine import SplitEngine
+    from nopeek.errors import (
+        ChannelError,
+        CheckpointError,
+        ConfigError,
+        CutError,
+        CutShapeError,
+        DataError,
+        NopeekError,
+        PeerError,
+        ThreatModelError,
+    )
+    from nopeek.hooks import CutHook, PartyState, TrainContext
+    from nopeek.models import MODELS, build_model, cut_names, split
+    from nopeek.observe import Observations, Observed
+    from nopeek.regularizers import NoPeekLoss, nopeek_penalty
+    from nopeek.topology import TOPOLOGIES, Node, Objective, Topology
+    from nopeek.trainer import TrainResult, train
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it. Imported on first use (PEP 562), so that
+# ``import nopeek`` (and so ``nopeek --help``) does not pay for torch until it is needed.
+_LAZY = {
+    "Channel": "nopeek.channel",
+    "ChannelError": "nopeek.errors",
+    "CheckpointError": "nopeek.errors",
+    "ConfigError": "nopeek.errors",
+    "CutError": "nopeek.errors",
+    "CutHook": "nopeek.hooks",
+    "CutShapeError": "nopeek.errors",
+    "DATASETS": "nopeek.data",
+    "DataError": "nopeek.errors",
+    "Dataset": "nopeek.data",
+    "InProcessChannel": "nopeek.channel",
+    "MODELS": "nopeek.models",
+    "NoPeekLoss": "nopeek.regularizers",
+    "Node": "nopeek.topology",
+    "NopeekError": "nopeek.errors",
+    "Objective": "nopeek.topology",
+    "Observations": "nopeek.observe",
+    "Observed": "nopeek.observe",
+    "PartyState": "nopeek.hooks",
+    "PeerError": "nopeek.errors",
+    "Split": "nopeek.data",
+    "SplitEngine": "nopeek.engine",
+    "TOPOLOGIES": "nopeek.topology",
+    "ThreatModelError": "nopeek.errors",
+    "Topology": "nopeek.topology",
+    "TrainConfig": "nopeek.config",
+    "TrainContext": "nopeek.hooks",
+    "TrainResult": "nopeek.trainer",
+    "WireLog": "nopeek.channel",
+    "WireRecord": "nopeek.channel",
+    "build_model": "nopeek.models",
+    "cut_names": "nopeek.models",
+    "distance_correlation": "nopeek.distance",
+    "load_dataset": "nopeek.data",
+    "nopeek_penalty": "nopeek.regularizers",
+    "split": "nopeek.models",
+    "train": "nopeek.trainer",
+    "u_distance_correlation_sqr": "nopeek.distance",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nopeek' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "DATASETS",

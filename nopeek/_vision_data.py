@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.datasets as tvd
 from torch import Tensor
 
 from nopeek.errors import DataError
@@ -159,6 +158,8 @@ def read_vision(name: str, data_root: str | Path | None, download: bool) -> Visi
     """Read torchvision's train and test sets of ``name`` (a key of ``VISION_SPECS``)."""
     spec = VISION_SPECS[name]
     root = _check_root(name, spec, data_root, download)
+    import torchvision.datasets as tvd  # on use: importing torchvision costs about a second
+
     cls = getattr(tvd, spec.cls_name)
     try:
         train = cls(str(root), train=True, download=download)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nopeek.cli.commands import summary
+
 
 def add_budget_args(p: argparse.ArgumentParser) -> None:
     """``--steps`` and ``--n-samples``: how hard an attack tries, on how many victims."""
@@ -19,7 +21,7 @@ def add_budget_args(p: argparse.ArgumentParser) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "attack",
-        help="attack a finished run (reconstruct inputs or infer labels from the cut)",
+        help=summary("attack"),
         description="Run an attack on what crossed the cut of a finished run; writes "
         "RUN/attacks/<attack>.json (and a PNG of reconstructions for images).",
     )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from nopeek.cli.attack import add_budget_args
+from nopeek.cli.commands import summary
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "audit",
-        help="audit your own exported client segment (what do its activations reveal?)",
+        help=summary("audit"),
         description="Record what an exported client segment sends for the victims, run "
         "reconstruction attacks under their threat models and write OUT/attacks/<attack>.json "
         "(+ .png) and OUT/report.md. The victims are the test split of --victims; the attacker "

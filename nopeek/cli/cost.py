@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 
+from nopeek.cli.commands import summary
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "cost",
-        help="split vs federated learning: client TFLOPs and GB per epoch (formulas, measured)",
+        help=summary("cost"),
         description="Per-client computation (TFLOPs) and communication (GB) per epoch of "
         "large-batch synchronous SGD, FedAvg and split learning with and without client weight "
         "sharing, from the formulas of Singh et al. 2019 on FLOPs measured on the model "

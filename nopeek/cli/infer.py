@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from nopeek.cli.commands import summary
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "infer",
-        help="predict with a trained run through the channel (split inference)",
+        help=summary("infer"),
         description="Run samples through the trained parties of RUN, every cut through the "
         "channel (phase inference); writes predictions.csv, observations.pt (what the server "
         "saw, for `nopeek attack --observations`) and inference.json to --out.",

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
+from nopeek.cli.commands import COMMANDS
 from nopeek.errors import NopeekError
 
 
@@ -17,38 +19,43 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from nopeek.cli import models, train
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``nopeek`` parser. With ``only``, just that subcommand's module is imported (and its
+    full parser built); the others are listed by name and summary alone, so that ``nopeek
+    --help`` imports no torch.
+
+    >>> build_parser(only="models").parse_args(["models"]).command
+    'models'
+    """
+    from nopeek import __version__
 
     parser = _Parser(
         prog="nopeek",
         description="Measure and reduce how much raw data leaks through split learning.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--version", action="version", version=f"nopeek {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (train, models):
-        module.add_parser(sub)
-    for name in ("attack", "sweep", "report", "tune", "party", "cost", "infer", "audit", "match"):
-        _add_optional(sub, name)
+    for name, command in COMMANDS.items():
+        if only is None or name == only:
+            importlib.import_module(command.module).add_parser(sub)
+        else:
+            sub.add_parser(name, help=command.summary)
     return parser
 
 
-def _add_optional(sub, name: str) -> None:
-    """Subcommands from the attacks/eval packages register themselves if installed."""
-    import importlib
-
-    try:
-        module = importlib.import_module(f"nopeek.cli.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"nopeek.cli.{name}":
-            raise
-        return
-    module.add_parser(sub)
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not a top-level flag)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user error)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_chosen_command(argv) or "")
     return run_handler(parser.parse_args(argv))
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from nopeek.cli.commands import summary
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "match",
-        help="ExpertMatcher: match a client's hidden representations to a server-side expert",
+        help=summary("match"),
         description="The server fits one expert and one autoencoder per domain; the client "
         "sends only its samples' hidden representations; each goes to the expert whose "
         "autoencoder reconstructs it best. Writes match.json to --out.",

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import torch
 
+from nopeek.cli.commands import summary
 from nopeek.errors import ConfigError
 from nopeek.models import MODELS, build_model, cut_info
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("models", help="list models and their cut names")
+    p = sub.add_parser("models", help=summary("models"))
     p.add_argument(
         "--model",
         help="list the valid cuts of this model (a built-in name, torchvision:<name> or "

@@ -16,6 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from nopeek.cli.commands import summary
 from nopeek.config import TrainConfig
 from nopeek.runtime.launch import DEFAULT_TIMEOUT, PartyLaunch
 
@@ -44,7 +45,7 @@ def _add_party_args(p: argparse.ArgumentParser, *, env: bool) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "party",
-        help="run one party of a distributed run over torch.distributed",
+        help=summary("party"),
         description=__doc__.splitlines()[0],
         argument_default=S,
     )

@@ -6,11 +6,13 @@ import argparse
 import time
 from pathlib import Path
 
+from nopeek.cli.commands import summary
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "report",
-        help="write report.md/.html: frontier, curves, reconstructions, report card",
+        help=summary("report"),
         description="Write OUT/report.md, OUT/report.html, OUT/report.json and OUT/figures/ for "
         "the given sweeps (one section each). Without --sweep, first run the default sweeps on "
         "the bundled digits data into OUT/sweeps/ (finished runs are reused). OUT must be new, "

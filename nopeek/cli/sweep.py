@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from nopeek.cli.commands import summary
 from nopeek.config import TrainConfig
 from nopeek.eval.settings import make_settings, parse_attacks, parse_floats, parse_ints
 
@@ -69,7 +70,7 @@ def attack_options(args: argparse.Namespace) -> dict[str, int | None]:
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "sweep",
-        help="train and attack one run per setting x seed; write results.csv",
+        help=summary("sweep"),
         description="Train one run per (alpha x --defense option) x seed, run every --attack on "
         "each, and write OUT/results.csv and OUT/results.json (one row per run x attack). "
         "Finished runs in OUT are reused. The undefended setting (alpha 0, no defense) is "

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from nopeek.cli.commands import summary
 from nopeek.config import TrainConfig
 from nopeek.errors import CheckpointError
-from nopeek.rundir import RunDir
-from nopeek.trainer import train
 
 S = argparse.SUPPRESS
 
@@ -15,7 +14,7 @@ S = argparse.SUPPRESS
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train a split model and measure leakage at the cut",
+        help=summary("train"),
         description="Train a split model; writes config.json, metrics.json, checkpoint.pt and "
         "observations.pt (what crossed the cut, for attacks) to --out.",
         argument_default=S,
@@ -188,6 +187,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {k: v for k, v in vars(args).items() if k not in _RUN_FLAGS}
     if not args.resume:
         return TrainConfig(**given)
+    from nopeek.rundir import RunDir
+
     saved = RunDir(args.out, "run", fix="train anew with --overwrite").config()
     for key, value in given.items():
         if getattr(saved, key) != value:
@@ -199,7 +200,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    config = config_from_args(args)  # a bad flag is refused before the heavy imports
+
+    from nopeek.trainer import train
+
     result = train(
         config,
         args.out,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from nopeek.cli.commands import summary
 from nopeek.cli.sweep import add_base_args, attack_options, base_config
 from nopeek.eval.settings import parse_attacks, parse_ints
 
@@ -14,7 +15,7 @@ LABEL_ATTACKS = "norm,direction"
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "tune",
-        help="find the most accurate defense setting within a leakage budget",
+        help=summary("tune"),
         description="Search NoPeek's alpha, cut noise and (for label budgets) label-gradient "
         "noise, alone and combined, by bisection on each one's strength; report the most "
         "accurate setting whose mean leakage over --seeds, under the strongest of the "

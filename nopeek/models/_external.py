@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from nopeek.errors import ConfigError
@@ -176,6 +175,8 @@ def torchvision_model(
             )
         kwargs["image_size"] = shape[1]
     try:
+        import torchvision  # on use: importing it costs about a second
+
         model = torchvision.models.get_model(name, **kwargs)
     except (ValueError, TypeError, AssertionError) as exc:
         raise ConfigError(f"cannot build {what} for {shape} ({first_line(exc)})") from None
@@ -202,6 +203,8 @@ def _torchvision_spec(rest: str) -> ModelSpec:
             raise ConfigError(
                 f"weights file {weights} does not exist; pass the path of a saved state dict"
             )
+    import torchvision
+
     names = torchvision.models.list_models(module=torchvision.models)
     if name not in names:
         close = difflib.get_close_matches(name, names, n=4) or ["resnet18", "vgg11", "densenet121"]

@@ -11,7 +11,6 @@ import math
 from collections import OrderedDict
 
 from torch import nn
-from torchvision.models import resnet18
 
 from nopeek.errors import ConfigError
 from nopeek.models._registry import MODELS, ModelSpec
@@ -84,6 +83,8 @@ def cifar_resnet18(input_shape: tuple[int, ...], n_classes: int) -> nn.Sequentia
     see 32x32, 16x16, 8x8 and 4x4 feature maps. Cuts: stem (64x32x32), layer1 (64x32x32),
     layer2 (128x16x16), layer3 (256x8x8), layer4 (512x4x4); head = pool + linear.
     """
+    from torchvision.models import resnet18  # torchvision on use: it costs a second to import
+
     net = resnet18(num_classes=n_classes)
     stem = nn.Sequential(
         nn.Conv2d(input_shape[0], 64, 3, stride=1, padding=1, bias=False), net.bn1, net.relu
