@@ -19,6 +19,11 @@ def add_parser(sub) -> None:
         "observations.pt (what crossed the cut, for attacks) to --out.",
         argument_default=S,
     )
+    p.add_argument(
+        "--config",
+        help="start from the fields of a TOML file (keys: the config.json fields) or of a run's "
+        "config.json (replays that run); flags given here override it",
+    )
     add_train_args(p)
     p.set_defaults(handler=run)
 
@@ -182,9 +187,26 @@ def add_topology_args(p: argparse.ArgumentParser) -> None:
 _RUN_FLAGS = {"out", "overwrite", "resume", "quiet", "handler", "command", "verbose"}
 
 
+def given_fields(args: argparse.Namespace, exclude: frozenset[str] = frozenset()) -> dict:
+    """The config fields the user set: those of ``--config FILE`` overridden by the flags given
+    (the parser leaves out every flag not given; ``exclude``: other flags that are no field);
+    each ``--defense`` value may join specs with ``+`` as in ``nopeek sweep`` (``none``: no
+    defense)."""
+    from nopeek.config import read_config_file, with_flags
+
+    flags = {k: v for k, v in vars(args).items() if k not in _RUN_FLAGS | {"config"} | exclude}
+    config = getattr(args, "config", None)
+    given = with_flags(read_config_file(config), flags) if config else flags
+    if given.get("defenses"):
+        from nopeek.defenses import parse_defense_option
+
+        given["defenses"] = [s for value in given["defenses"] for s in parse_defense_option(value)]
+    return given
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The config for a new run, or the saved one (checked against given flags) on --resume."""
-    given = {k: v for k, v in vars(args).items() if k not in _RUN_FLAGS}
+    given = given_fields(args)
     if not args.resume:
         return TrainConfig(**given)
     from nopeek.rundir import RunDir
@@ -200,7 +222,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)  # a bad flag is refused before the heavy imports
+    config = config_from_args(args)
+    config.validate()  # a bad value is refused before the data sets and the runtime are imported
 
     from nopeek.trainer import train
 
