@@ -135,7 +135,12 @@ def check(header: Header, want: Expect, *, sender_name: str, cut_name: str) -> N
             raise ChannelError(
                 f"{who}: field n_ids is {header.n_ids}, expected one per row ({header.shape[0]})"
             )
-    elif want.flat is not None and header.shape != (want.flat,):
+        return
+    if header.n_ids:  # only a batch (activations, gradients) carries sample ids
+        raise ChannelError(
+            f"{who}: field n_ids is {header.n_ids}, expected 0 for a {header.kind} message"
+        )
+    if want.flat is not None and header.shape != (want.flat,):
         raise ChannelError(f"{who}: field shape is {header.shape}, expected ({want.flat},)")
     elif want.flat is None and (len(header.shape) != 1 or header.numel > MAX_TEXT):
         raise ChannelError(

@@ -103,6 +103,18 @@ def test_check_bounds_weights_and_texts():
     wire.check(head, text, sender_name="c", cut_name="-")
 
 
+@pytest.mark.parametrize("kind", [WEIGHTS, wire.STATS])
+def test_check_refuses_ids_on_a_message_without_a_batch(kind):
+    """A weights or stats header announcing 13 billion sample ids is refused before the ids'
+    100 GB buffer is allocated (only activations and gradients carry ids)."""
+    dtype = torch.uint8 if kind == wire.STATS else torch.float32
+    tensor = torch.zeros(10, dtype=dtype)
+    head = wire.decode(wire.encode(kind, 0, 1, 3, tensor, 13_000_000_000, "cpu"), sender_name="c")
+    want = wire.Expect(kind, 0, 1, 3, flat=10 if kind == WEIGHTS else None, dtypes=(dtype,))
+    with pytest.raises(ChannelError, match=f"n_ids is 13000000000, expected 0 for a {kind}"):
+        wire.check(head, want, sender_name="c", cut_name="x")
+
+
 def test_encode_refuses_what_the_header_cannot_describe():
     with pytest.raises(ChannelError, match="cannot send a 7-d tensor; at most 6 dims"):
         wire.encode(ACTIVATION, 0, 0, 0, torch.zeros([1] * 7), 0, "cpu")
