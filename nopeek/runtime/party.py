@@ -147,12 +147,14 @@ class Party:
         roots += self.roots.pop(node_name, [])
         for receiver in self._receivers(node_name, active):
             sent = self.sent.pop((step, node_name))
-            grad = self.channel.recv(
-                sender=receiver,
-                receiver=self.name,
-                kind=GRADIENT,
-                cut=self._topo.cut_of(node_name),
-                step=step,
+            grad = self._received(
+                self.channel.recv(
+                    sender=receiver,
+                    receiver=self.name,
+                    kind=GRADIENT,
+                    cut=self._topo.cut_of(node_name),
+                    step=step,
+                )
             ).tensor
             roots.append((sent, grad.to(sent.dtype)))
         todo = [(t, g) for t, g in roots if t.requires_grad]
@@ -195,10 +197,30 @@ class Party:
                 cut=self._topo.cut_of(src),
                 step=step,
             )
-            z = msg.tensor
+            z = self._received(msg).tensor
         leaf = z.requires_grad_(train)
         self.leaves[src] = leaf
         return leaf
+
+    def _received(self, msg: Message) -> Message:
+        """``msg``, once its sample ids are those of this party's own batch: a receiver never
+        pairs a peer's activation or gradient with other samples (its labels, its inputs)."""
+        mine = self.view.get("ids")
+        if msg.ids is None or mine is None or torch.equal(msg.ids.cpu(), mine.cpu()):
+            return msg
+        theirs, ours = msg.ids.tolist(), mine.tolist()
+        where = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), None)
+        if where is None:
+            detail = f"{len(theirs)} samples where this party's batch has {len(ours)}"
+        else:
+            detail = (
+                f"sample {theirs[where]} at row {where} where this party's batch has {ours[where]}"
+            )
+        raise ChannelError(
+            f"{msg.sender}'s {msg.kind} at cut {msg.cut!r} (step {msg.step}) carries {detail}: "
+            "the parties pair different samples; start every party with the same --seed, data "
+            "and --batch-size"
+        )
 
     def _losses(self, node_name: str, out: Tensor, train: bool) -> None:
         for obj in self.objectives:

@@ -103,6 +103,8 @@ def cluster(children, tmp_path_factory) -> _Cluster:
         job(rank, "vertical-error", rank, 3, *TOPOLOGIES["vertical"][0], *diverge)
     for rank, batch in ((0, "32"), (1, "16")):  # the server refuses the client's first header
         job(rank, "mismatch", rank, 2, "--batch-size", batch)
+    for rank in (0, 1):  # the parties shuffle with different seeds: other samples in a batch
+        job(rank, "seed-mismatch", rank, 2, "--seed", str(rank))
     for rank in (0, 1):
         plan.jobs[rank].append({"wait_for": str(c.root / "go"), "timeout": WAIT})
         job(rank, "resume-both", rank, 2, "--resume")
@@ -272,6 +274,20 @@ def test_a_refused_header_ends_both_parties_with_the_reason(cluster):
     assert client["code"] == server["code"] == 2
     why = "message from client: field shape has a batch of 32, expected 1..16"
     assert _one_line(server["err"]).startswith(f"error: {why}")
+    assert _one_line(client["err"]).startswith(f"error: server stopped: server: {why}")
+
+
+def test_parties_with_other_seeds_stop_at_the_first_batch_naming_the_samples(cluster):
+    """Client --seed 0, server --seed 1: the server's labels belong to other samples than the
+    activation it received; it says so instead of training on mispaired labels."""
+    client, server = cluster.job("seed-mismatch", 0), cluster.job("seed-mismatch", 1)
+    assert client["code"] == server["code"] == 2
+    why = "client's activation at cut 'conv2' (step 0) carries sample "
+    assert _one_line(server["err"]).startswith(f"error: {why}")
+    assert (
+        "the parties pair different samples; start every party with the same --seed"
+        in (server["err"])
+    )
     assert _one_line(client["err"]).startswith(f"error: server stopped: server: {why}")
 
 
