@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from nopeek import _checkpoint
+from nopeek._epoch_log import check_tensorboard
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, check_finite
 from nopeek.errors import CheckpointError, ConfigError
@@ -28,6 +29,7 @@ from nopeek.models import MODELS, build_model
 from nopeek.plugins import build_hooks
 from nopeek.rundir import MARKER, RunDir
 from nopeek.runner import Runner, TrainResult  # noqa: F401 (TrainResult: public here)
+from nopeek.runtime.handshake import agree, fingerprint
 from nopeek.runtime.launch import PartyLaunch, common_epoch, make_channel
 from nopeek.seeding import seeded
 from nopeek.shapes import check_shapes
@@ -112,6 +114,7 @@ def train(
     model: nn.Sequential | None = None,
     dataset: Dataset | None = None,
     launch: PartyLaunch | None = None,
+    tensorboard: str | Path | None = None,
 ) -> TrainResult:
     """Train a split model as ``config`` says; write the run to ``out`` (if given).
 
@@ -123,7 +126,11 @@ def train(
     With ``launch`` (:class:`~nopeek.runtime.launch.PartyLaunch`) this process runs one party of
     a distributed run: it writes ``out/<party>/`` (its config, checkpoint, observations; the
     label party also ``metrics.json``), and gives the same numbers as the in-process run.
+
+    While it trains, a run appends one row per epoch to ``out/metrics.csv``; ``tensorboard``
+    names a folder for TensorBoard scalars (needs ``pip install 'nopeek[tensorboard]'``).
     """
+    tensorboard = _tensorboard_dir(tensorboard, launch)
     if launch is not None:
         return _train_party(config, out, launch, resume=resume, overwrite=overwrite, quiet=quiet)
     config.validate()
@@ -147,8 +154,24 @@ def train(
             "(train anew with --overwrite)"
         )
     model.to(device)
-    runner = Runner(config, dataset, topology, hooks, device, quiet=quiet)
+    runner = Runner(config, dataset, topology, hooks, device, quiet=quiet, tensorboard=tensorboard)
     return _run_in(run_dir, out, runner, state, model, resume=resume, overwrite=overwrite)
+
+
+def _tensorboard_dir(folder: str | Path | None, launch: PartyLaunch | None) -> Path | None:
+    """The TensorBoard folder, checked before anything runs (one line if it cannot be used)."""
+    if folder is None:
+        return None
+    if launch is not None:
+        raise ConfigError(
+            "--tensorboard is for in-process runs; a distributed run's label party writes the "
+            "same curves to metrics.csv"
+        )
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--tensorboard {folder} is a file; give a folder")
+    check_tensorboard()
+    return folder
 
 
 def _run_in(
@@ -201,11 +224,13 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
     launch.join(me, device, [p for p in topology.parties if p != me])
     runner = None
     try:
-        if state is not None:
-            state = _checkpoint.load_epoch(out, config, common_epoch(state["epoch"]))
         runner = Runner(
             config, dataset, topology, hooks, device, quiet=quiet, local=[me], make_channel=make
         )
+        settings = fingerprint(config.to_dict(), resume=resume)
+        agree(runner.runtime.channel, me, topology.label_parties[0], topology.parties, settings)
+        if state is not None:
+            state = _checkpoint.load_epoch(out, config, common_epoch(state["epoch"]))
         return _run_in(
             run_dir, out, runner, state, model, resume=resume, overwrite=overwrite,
             keep=_has_checkpoint,

@@ -216,7 +216,7 @@ def _back_to_epoch_one(party_dir: Path) -> None:
 def _resume_state(root: Path) -> None:
     """From the finished vanilla run: both parties back at epoch 1 (resume-both); the client
     finished (epoch 2, and epoch 1 kept) but the server back at epoch 1 (resume-skew)."""
-    for run in ("resume-both", "resume-skew"):
+    for run in ("resume-both", "resume-skew", "resume-vs-overwrite"):
         shutil.copytree(root / "vanilla", root / run)
         _back_to_epoch_one(root / run / "server")
     _back_to_epoch_one(root / "resume-both" / "client")

@@ -66,6 +66,14 @@ TOPOLOGIES = {  # name -> (extra flags, number of parties); the 3-party ones run
     "skip-cut": (["--model", "module:tests.nopeek._factory:make", "--cut", "block.conv1"], 2),
     "u-shaped": (["--topology", "u-shaped", "--cut", "conv2,fc1", "--alpha", "1"], 2),
 }
+# case -> (client flags, server flags): parties that disagree on what they run
+DISAGREE = {
+    "seed-mismatch": (["--seed", "0"], ["--seed", "1"]),
+    "alpha-mismatch": (["--alpha", "0"], ["--alpha", "3"]),
+    "defense-mismatch": ([], ["--defense", "cut-noise:gaussian,sigma=0.5,clip=1"]),
+    "epochs-mismatch": (["--epochs", "2"], ["--epochs", "3"]),
+    "mismatch": (["--batch-size", "32"], ["--batch-size", "16"]),
+}
 LONG = ["--epochs", "6"]  # runs that get killed or stopped after their first checkpoint
 STALL_TIMEOUT = 10
 
@@ -99,16 +107,16 @@ def cluster(children, tmp_path_factory) -> _Cluster:
         for rank in range(world):
             job(rank, name, rank, world, *extra)
     for rank in range(3):  # a 3-party run whose first client diverges
-        diverge = ["--lr", "1e20", "--alpha", "1"] if rank == 0 else []
-        job(rank, "vertical-error", rank, 3, *TOPOLOGIES["vertical"][0], *diverge)
-    for rank, batch in ((0, "32"), (1, "16")):  # the server refuses the client's first header
-        job(rank, "mismatch", rank, 2, "--batch-size", batch)
-    for rank in (0, 1):  # the parties shuffle with different seeds: other samples in a batch
-        job(rank, "seed-mismatch", rank, 2, "--seed", str(rank))
+        diverge = ["--lr", "1e20"] if rank == 0 else []  # lr is each party's own setting
+        job(rank, "vertical-error", rank, 3, *TOPOLOGIES["vertical"][0], "--alpha", "1", *diverge)
+    for case, flags in DISAGREE.items():  # the label party refuses to start, naming the field
+        for rank in (0, 1):
+            job(rank, case, rank, 2, *flags[rank])
     for rank in (0, 1):
         plan.jobs[rank].append({"wait_for": str(c.root / "go"), "timeout": WAIT})
         job(rank, "resume-both", rank, 2, "--resume")
         job(rank, "resume-skew", rank, 2, "--resume")
+        job(rank, "resume-vs-overwrite", rank, 2, ["--resume", "--overwrite"][rank])
         diverge = ["--lr", "1e20"] if rank == 0 else []  # the client only
         job(rank, "client-error", rank, 2, "--alpha", "1", *diverge)  # NoPeek: inf activations
         job(rank, "server-error", rank, 2, *diverge)  # the server's loss becomes NaN
@@ -180,8 +188,9 @@ def test_wire_bytes_are_payload_plus_headers(cluster, name):
     assert m["wire_bytes_total"] == on_wire
     headers = sum(head for log in sends.values() for *_, head in log)
     mine = [r for p in parties for r in records[p] if r[8] == p]  # each message once: its sender
-    # + one loss message an epoch and party, and the final stats
-    assert headers == len(mine) + (world - 1) * (EPOCHS + 1)
+    # + one loss message an epoch and party, and the final stats; the start-up handshake: each
+    # peer's settings to the label party and its answer
+    assert headers == len(mine) + (world - 1) * (EPOCHS + 1) + 2 * (world - 1)
     assert m["wire_bytes_total"] == m["payload_bytes_total"] + HEADER_BYTES * headers
     tensors = sum(r[7] for r in mine)
     ids = sum(8 * r[5][0] for r in mine if r[10] in (ACTIVATION, GRADIENT))
@@ -267,28 +276,29 @@ def test_an_error_in_the_server_reaches_a_sending_client(cluster):
     assert _one_line(client["err"]).startswith("error: server stopped: server: training diverged")
 
 
-def test_a_refused_header_ends_both_parties_with_the_reason(cluster):
-    """The server refuses a header whose body (an activation of 32 rows) it never reads; it
-    reads and drops that body before it tells the client why, so neither party aborts."""
-    client, server = cluster.job("mismatch", 0), cluster.job("mismatch", 1)
+@pytest.mark.parametrize(
+    "case, field",
+    [
+        ("seed-mismatch", "seed (client 0, server 1)"),
+        ("alpha-mismatch", "alpha (client 0.0, server 3.0)"),
+        ("defense-mismatch", "defenses (client [], server [cut-noise:gaussian,sigma=0.5,clip=1])"),
+        ("epochs-mismatch", "epochs (client 2, server 3)"),
+        ("mismatch", "batch_size (client 32, server 16)"),
+        ("resume-vs-overwrite", "start (client resume, server fresh)"),
+    ],
+)
+def test_parties_that_disagree_stop_before_training_naming_the_field(cluster, case, field):
+    """The label party compares every party's settings before the first tensor and stops
+    all of them with one line naming each differing field and both values (before, a seed
+    mismatch trained on mispaired labels and exited 0)."""
+    client, server = cluster.job(case, 0), cluster.job(case, 1)
     assert client["code"] == server["code"] == 2
-    why = "message from client: field shape has a batch of 32, expected 1..16"
+    why = "the parties' settings differ: "
     assert _one_line(server["err"]).startswith(f"error: {why}")
+    assert field in _one_line(server["err"])
     assert _one_line(client["err"]).startswith(f"error: server stopped: server: {why}")
-
-
-def test_parties_with_other_seeds_stop_at_the_first_batch_naming_the_samples(cluster):
-    """Client --seed 0, server --seed 1: the server's labels belong to other samples than the
-    activation it received; it says so instead of training on mispaired labels."""
-    client, server = cluster.job("seed-mismatch", 0), cluster.job("seed-mismatch", 1)
-    assert client["code"] == server["code"] == 2
-    why = "client's activation at cut 'conv2' (step 0) carries sample "
-    assert _one_line(server["err"]).startswith(f"error: {why}")
-    assert (
-        "the parties pair different samples; start every party with the same --seed"
-        in (server["err"])
-    )
-    assert _one_line(client["err"]).startswith(f"error: server stopped: server: {why}")
+    assert field in _one_line(client["err"])
+    assert not (cluster.root / case / "server" / "metrics.json").exists()
 
 
 def test_every_party_of_a_three_party_run_learns_why_it_stopped(cluster):
