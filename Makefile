@@ -23,6 +23,8 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest tests
 	bash scripts/wheel_smoke.sh $(VENV)
+	site=$$(mktemp -d) && $(BIN)/mkdocs build --strict --quiet --site-dir $$site; \
+	status=$$?; rm -rf $$site; exit $$status
 
 lint format:
 	$(BIN)/ruff check --fix .
