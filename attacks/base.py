@@ -9,9 +9,9 @@ reconstruction or label scores against the data set by sample id.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -48,6 +48,24 @@ class ThreatModel:
         """A short, stable string for ``threat_model`` in the attack's JSON."""
         granted = [name for name, value in vars(self).items() if value]
         return "+".join(granted) or "nothing"
+
+
+@dataclass(frozen=True)
+class Known:
+    """What an attacker knows of the attacked system besides its threat model's grants: the
+    shapes it sees and the defenses' *mechanism* (Kerckhoffs), never their secrets (noise
+    draws, the defender's weights).
+
+    ``fresh_noise``: the client's messages carry noise drawn afresh for every message (so an
+    aux sample queried twice gets two answers); ``defender_widths``: decoder kind (``conv`` /
+    ``mlp``) -> width of the data party's own simulated attacker (the adversarial defense
+    trained the client against it); empty when the run has none.
+    """
+
+    cut_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    fresh_noise: bool = False
+    defender_widths: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,6 +143,17 @@ class Attack:
     kind: str = RECONSTRUCTION
     threat_model: ThreatModel = ThreatModel()
     option_keys: tuple[str, ...] = ()
+    search_space: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
+    """The attack's strength knobs for ``--strongest`` (:mod:`nopeek.attacks.search`): knob ->
+    candidate values, the first being what the attack does by default. A knob is an option key
+    or a budget key of :func:`~nopeek.attacks.run_attack` (``steps``, ``aux_size``); empty: the
+    attack runs as a family of one (its defaults) over several seeds."""
+
+    @classmethod
+    def family(cls, known: Known) -> dict[str, tuple[Any, ...]]:
+        """The knobs and candidates to search on a run the attacker ``known``s about (the
+        defense's mechanism, Kerckhoffs): :attr:`search_space` unless an attack adapts it."""
+        return dict(cls.search_space)
 
     def run(self, inputs: AttackInputs) -> Reconstruction | LabelScores:
         raise NotImplementedError

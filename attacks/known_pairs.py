@@ -64,7 +64,12 @@ class KnownPairs(InverseNetwork):
     """Learn ``activation -> input`` from known (input, activation) pairs; decode the victims.
 
     ``aux`` holds the attacker's inputs and ``aux_activations`` what crossed the wire for them
-    (matched by id); ``activations`` are the victims. Options as for the inverse network.
+    (matched by id); ``activations`` are the victims. Options as for the inverse network, but
+    ``repeats``: it cannot query, so it has one message per known pair (noisy as sent).
+
+    Knowledge assumed: the victims' messages, and the attacker's own aux inputs with what
+    crossed the wire for them; no queries, no weights; the defenses' mechanism only (its
+    ``--strongest`` family builds decoders wider than an adversarial defender's own).
 
     >>> from nopeek.attacks import ATTACKS
     >>> ATTACKS.get("known-pairs").threat_model.describe()
@@ -73,9 +78,12 @@ class KnownPairs(InverseNetwork):
 
     name = "known-pairs"
     threat_model = ThreatModel(activations=True, aux_data=True, aux_activations=True)
-    option_keys = InverseNetwork.option_keys
+    option_keys = tuple(k for k in InverseNetwork.option_keys if k != "repeats")
 
-    def pairs(self, inputs: AttackInputs) -> tuple[Tensor, Tensor]:
+    def repeats(self, inputs: AttackInputs) -> int:
+        return 1  # no queries: what crossed the wire once for each known pair
+
+    def pairs(self, inputs: AttackInputs, repeats: int = 1) -> tuple[Tensor, Tensor]:
         aux, seen = inputs.need("aux"), inputs.need("aux_activations")
         position = {int(i): k for k, i in enumerate(aux.ids.tolist())}
         rows = [k for k, i in enumerate(seen.ids.tolist()) if int(i) in position]

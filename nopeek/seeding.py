@@ -207,6 +207,25 @@ STREAMS: dict[str, Stream] = {
         "legacy: the seed itself",
         _identity,
     ),
+    "attack.inversion-restart": Stream(
+        "attacks.whitebox, attacks.unsplit: the random starting guess of restart ``restart`` "
+        "(restart 0 starts from grey)",
+        ("restart",),
+        "derive_seed(seed, 'attack.inversion-restart', restart)",
+        _default("attack.inversion-restart"),
+    ),
+    "attack.unsplit.clone-restart": Stream(
+        "attacks.unsplit: the clone's re-initialised weights for restart ``restart``",
+        ("restart",),
+        "derive_seed(seed, 'attack.unsplit.clone-restart', restart)",
+        _default("attack.unsplit.clone-restart"),
+    ),
+    "attack.search.sample": Stream(
+        "attacks.search: the configurations drawn from an attack family's grid",
+        (),
+        "derive_seed(seed, 'attack.search.sample')",
+        _default("attack.search.sample"),
+    ),
     "attack.direction.reference": Stream(
         "attacks.label direction: the random reference gradient of reference=example",
         (),

@@ -1,0 +1,458 @@
+"""The strongest attacker, searched for: each attack as a family over its strength knobs.
+
+A leakage number is a lower bound set by its attacker, so a verdict is the worst case over an
+attack *family*: the attack at every configuration of its knobs that a budget allows, over
+several attack seeds. An attack declares its knobs and their candidate values on its class
+(:attr:`~nopeek.attacks.Attack.search_space`, adapted to the attacked run by
+:meth:`~nopeek.attacks.Attack.family`: what the attacker knows of the defense's mechanism,
+Kerckhoffs); this module names no attack.
+
+The search (:func:`strongest`) is successive halving (Jamieson & Talwalkar 2016) over a seeded
+sample of the grid:
+
+1. draw ``budget`` distinct configurations: the family's first candidates (the attack's
+   defaults) and ``budget - 1`` more, uniformly without replacement, from a generator seeded by
+   the attack seed;
+2. rung ``r`` of ``R`` runs every configuration still in at ``eta ** -(R - 1 - r)`` of its steps,
+   then keeps the best ``1 / eta`` by ``leak`` (at least one; ties by draw order);
+3. the last rung runs the survivor at its full steps over ``seeds`` attack seeds (seed, seed + 1,
+   ...); the first configuration (the defaults) always runs once at full steps too, so the
+   verdict is never below what ``nopeek attack`` reports at default strength.
+
+``budget`` counts the configurations at the first rung (``--attack-budget``); the attack runs
+``budget + budget // eta + ... + seeds`` times, plus one when the defaults did not win.
+
+The verdict (:class:`Strongest`) is the worst case, the largest ``leak`` of every attack run of
+the search, with the configuration, seed and steps that reached it, and the survivor's leak over
+its seeds: mean, a t-based 95 % confidence interval, max. It is written atomically to
+``RUN/attacks/<attack>.strongest.json`` with every member's result.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nopeek.attacks.base import Attack, Known, check_options
+from nopeek.attacks.harness import AttackResult, Sender, _prepare, run_attack
+from nopeek.attacks.registry import ATTACKS
+from nopeek.config import SEED_MAX, TrainConfig, check_seed
+from nopeek.errors import ConfigError
+from nopeek.io import atomic_write_json
+from nopeek.rundir import RunDir
+from nopeek.seeding import numpy_rng
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET = 4
+"""Configurations at the first rung by default: 4, 2, then 1 over :data:`DEFAULT_SEEDS` seeds."""
+DEFAULT_SEEDS = 3
+ETA = 2
+BUDGET_KNOBS = ("steps", "aux_size")  # knobs that are run_attack's arguments, not options
+# (run config) -> decoder kind -> width of the data party's own simulated decoder
+DefenderDecoders = Callable[[TrainConfig], Mapping[str, int]]
+
+
+def leak_of(result: AttackResult) -> float:
+    """The normalised leak in [0, 1] that the search ranks by (0 = the blind mean-image guess,
+    1 = exact): SSIM above the baseline's, scaled as :mod:`nopeek.eval.score` scales it."""
+    if result.ssim is None or result.baseline_ssim is None:
+        raise ConfigError(
+            f"{result.attack} gave no SSIM (tabular data), so the search has no leak to rank "
+            "by; run it without --strongest"
+        )
+    base = result.baseline_ssim
+    return 0.0 if base >= 1.0 else min(1.0, max(0.0, (result.ssim - base) / (1.0 - base)))
+
+
+def check_budget(budget: Any) -> int:
+    """``--attack-budget``: a whole number >= 1 (configurations at the first rung).
+
+    >>> check_budget(4)
+    4
+    >>> check_budget(0)
+    Traceback (most recent call last):
+    ...
+    nopeek.errors.ConfigError: --attack-budget must be a whole number >= 1 (configurations \
+at the first rung), got 0
+    """
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigError(
+            "--attack-budget must be a whole number >= 1 (configurations at the first rung), "
+            f"got {budget!r}"
+        )
+    return budget
+
+
+# --- the scheduler: a pure function of a score -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rung: ``size`` configurations run at ``fraction`` of their steps."""
+
+    fraction: float
+    size: int
+
+
+def rungs(n: int, eta: int = ETA) -> list[Rung]:
+    """The rungs of successive halving for ``n`` configurations: sizes ``n``, ``n // eta``, ...
+    down to 1, the last at full steps and each earlier one at ``1 / eta`` of the next.
+
+    >>> [(r.fraction, r.size) for r in rungs(4)]
+    [(0.25, 4), (0.5, 2), (1.0, 1)]
+    >>> [(r.fraction, r.size) for r in rungs(1)]
+    [(1.0, 1)]
+    """
+    if n < 1 or eta < 2:
+        raise ConfigError(f"successive halving needs n >= 1 and eta >= 2, got {n}, {eta}")
+    sizes = [n]
+    while sizes[-1] > 1:
+        sizes.append(max(1, sizes[-1] // eta))
+    last = len(sizes) - 1
+    return [Rung(float(eta) ** -(last - r), size) for r, size in enumerate(sizes)]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One evaluation: configuration ``config`` (its index) at ``rung``, ``fraction`` of its
+    steps, with attack seed ``seed``, scoring ``score``."""
+
+    config: int
+    rung: int
+    fraction: float
+    seed: int
+    score: float
+
+
+def successive_halving(
+    n: int,
+    objective: Callable[[int, float, int], float],
+    *,
+    eta: int = ETA,
+    seeds: Sequence[int] = (0,),
+) -> list[Trial]:
+    """Successive halving of configurations ``0 .. n - 1`` by ``objective(config, fraction,
+    seed)`` (higher is better): every rung but the last runs at ``seeds[0]`` and keeps the
+    best ``rungs(n, eta)[r + 1].size`` (ties: the lower index); the last rung runs its one
+    survivor over every seed. Returns every trial in order; the last ones are the survivor's.
+
+    >>> trials = successive_halving(4, lambda c, f, s: c * f, seeds=(0, 1))
+    >>> [(t.config, t.fraction, t.seed) for t in trials]  # doctest: +NORMALIZE_WHITESPACE
+    [(0, 0.25, 0), (1, 0.25, 0), (2, 0.25, 0), (3, 0.25, 0), (3, 0.5, 0), (2, 0.5, 0),
+     (3, 1.0, 0), (3, 1.0, 1)]
+    """
+    if not seeds:
+        raise ConfigError("successive halving needs at least one seed")
+    schedule = rungs(n, eta)
+    alive, trials = list(range(n)), []
+    for r, rung in enumerate(schedule):
+        last = r == len(schedule) - 1
+        scores = {}
+        for config in alive:
+            for seed in seeds if last else seeds[:1]:
+                score = float(objective(config, rung.fraction, seed))
+                trials.append(Trial(config, r, rung.fraction, seed, score))
+                scores.setdefault(config, score)
+        if not last:
+            ranked = sorted(alive, key=lambda c: (-scores[c], c))
+            alive = ranked[: schedule[r + 1].size]
+    return trials
+
+
+# --- the family's configurations ---------------------------------------------------------------
+
+
+def sample_configs(space: Mapping[str, Sequence[Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` distinct configurations of the grid ``space`` (knob -> candidates): the first
+    candidates first, then ones drawn uniformly without replacement with a generator seeded by
+    ``seed`` (fewer when the grid is smaller).
+
+    >>> sample_configs({"w": (32, 64), "tv": (0.0,)}, 5, 0)
+    [{'w': 32, 'tv': 0.0}, {'w': 64, 'tv': 0.0}]
+    """
+    knobs = list(space)
+    sizes = [len(space[k]) for k in knobs]
+    if any(s == 0 for s in sizes):
+        raise ConfigError(f"knob {knobs[sizes.index(0)]!r} of the search space has no candidate")
+    total = math.prod(sizes)
+    picks = [0]
+    if n > 1 and total > 1:
+        rng = numpy_rng(seed, "attack.search.sample")
+        drawn = rng.choice(total - 1, size=min(n, total) - 1, replace=False) + 1
+        picks += [int(i) for i in drawn]
+    configs = []
+    for flat in picks:
+        config = {}
+        for knob, size in zip(reversed(knobs), reversed(sizes)):
+            flat, digit = divmod(flat, size)
+            config[knob] = space[knob][digit]
+        configs.append({k: config[k] for k in knobs})
+    return configs
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """The t-based confidence interval of the mean of ``values`` (None for fewer than two).
+
+    >>> [round(v, 3) for v in t_interval([0.4, 0.5, 0.6])]
+    [0.252, 0.748]
+    """
+    if len(values) < 2:
+        return None
+    from scipy import stats
+
+    n, mean = len(values), sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return mean - half, mean + half
+
+
+# --- the search on a run ----------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    """One attack run of the search: its configuration, rung (``None``: the defaults' extra
+    full-strength run), fraction and number of steps, seed, leak and full result."""
+
+    config: dict[str, Any]
+    rung: int | None
+    fraction: float
+    steps: int | None
+    seed: int
+    leak: float
+    result: AttackResult = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        head = {k: getattr(self, k) for k in ("config", "rung", "fraction", "steps", "seed")}
+        return head | {"leak": self.leak, "result": self.result.to_json()}
+
+
+@dataclass
+class Strongest:
+    """The family search of one attack on one run (module docstring); ``leak`` is the worst
+    case, reached by ``worst``; ``winner`` is the survivor of successive halving, with its
+    leak over ``seeds``: ``mean``, ``ci95`` (None for one seed) and ``max``."""
+
+    attack: str
+    run: str
+    cut: str
+    party: str
+    threat_model: str
+    known: Known
+    budget: int
+    eta: int
+    seeds: list[int]
+    space: dict[str, tuple[Any, ...]]
+    members: list[Member]
+    winner: dict[str, Any]
+    seconds: float = 0.0
+    path: Path | None = None
+
+    @property
+    def worst(self) -> Member:
+        return max(self.members, key=lambda m: m.leak)  # first of equals: draw order
+
+    @property
+    def leak(self) -> float:
+        return self.worst.leak
+
+    def winner_leaks(self) -> list[float]:
+        final = max(m.rung for m in self.members if m.rung is not None)
+        return [m.leak for m in self.members if m.rung == final]
+
+    def to_json(self) -> dict[str, Any]:
+        leaks = self.winner_leaks()
+        worst = self.worst
+        known = {
+            "cut_shape": list(self.known.cut_shape),
+            "input_shape": list(self.known.input_shape),
+            "fresh_noise": self.known.fresh_noise,
+            "defender_widths": dict(self.known.defender_widths),
+        }
+        return {
+            "attack": self.attack,
+            "run": self.run,
+            "cut": self.cut,
+            "party": self.party,
+            "threat_model": self.threat_model,
+            "known": known,
+            "budget": self.budget,
+            "eta": self.eta,
+            "seeds": self.seeds,
+            "runs": len(self.members),
+            "seconds": self.seconds,
+            "space": {k: list(v) for k, v in self.space.items()},
+            "leak": self.leak,
+            "worst": {k: v for k, v in worst.to_json().items() if k != "result"}
+            | {k: worst.result.to_json().get(k) for k in ("ssim", "baseline_ssim", "mse")},
+            "winner": {
+                "config": self.winner,
+                "leaks": leaks,
+                "mean": sum(leaks) / len(leaks),
+                "ci95": t_interval(leaks),
+                "max": max(leaks),
+            },
+            "members": [m.to_json() for m in self.members],
+        }
+
+
+def _stem(name: str, cut: str, first_cut: str, party: str | None) -> str:
+    """The file stem ``nopeek attack`` writes the attack's result under (``name@cut@party``)."""
+    stem = name if cut == first_cut else f"{name}@{cut}"
+    return stem + (f"@{party}" if party is not None else "")
+
+
+def known_about(
+    run_dir: Path,
+    name: str,
+    *,
+    cut: str | None = None,
+    party: str | None = None,
+    observations: str | Path | None = None,
+    sender: Sender | None = None,
+    defender_decoders: DefenderDecoders | None = None,
+) -> tuple[Attack, Known, str, str]:
+    """What the attacker of ``name`` knows of the run (:class:`~nopeek.attacks.base.Known`),
+    its attack object, the attacked cut and the file stem of its results.
+
+    Fresh noise is found by sending the same message twice through ``sender`` (the deployed
+    client's defenses); ``defender_decoders(config)`` names the client's own simulated
+    decoders (:func:`nopeek.defenses.knowledge.simulated_decoders`).
+    """
+    attack, run, inputs = _prepare(
+        run_dir, name, cut, party, 0, None, 1, observations, sender=sender
+    )
+    seen = next(
+        o for o in (inputs.activations, inputs.gradients, inputs.sent_activations) if o is not None
+    )
+    cut_shape = tuple(seen.tensor.shape[1:])
+    fresh = False
+    if run.config.defenses and sender is not None:
+        send, probe = sender(run.config, run.cut, 0), torch.ones((2, *cut_shape))
+        fresh = not torch.equal(send(probe), send(probe))
+    widths = dict(defender_decoders(run.config)) if defender_decoders is not None else {}
+    known = Known(cut_shape, tuple(inputs.input_shape), fresh, widths)
+    stem = _stem(name, run.cut, run.topology.edges()[0].cut, party)
+    return attack, known, run.cut, stem
+
+
+def strongest(
+    run_dir: str | Path,
+    name: str,
+    *,
+    budget: int = DEFAULT_BUDGET,
+    seed: int = 0,
+    seeds: int = DEFAULT_SEEDS,
+    eta: int = ETA,
+    pinned: Mapping[str, Any] | None = None,
+    n_samples: int | None = None,
+    cut: str | None = None,
+    party: str | None = None,
+    observations: str | Path | None = None,
+    sender: Sender | None = None,
+    defender_decoders: DefenderDecoders | None = None,
+    write: bool = True,
+) -> Strongest:
+    """Search the family of attack ``name`` on the run in ``run_dir`` (module docstring).
+
+    ``pinned`` fixes knobs (``{"width": 64}``) and passes other options to every member;
+    ``steps`` / ``aux_size`` there pin those budget knobs. ``n_samples``, ``cut``, ``party``,
+    ``observations`` and ``sender`` are :func:`~nopeek.attacks.run_attack`'s.
+    ``defender_decoders`` (the defense-side knowledge, e.g.
+    :func:`nopeek.defenses.knowledge.simulated_decoders`) lets a decoder family build only
+    decoders wider than the client's own simulated attacker. With ``write``, the result goes
+    to ``run_dir/attacks/<stem>.strongest.json``.
+    """
+    started = time.perf_counter()
+    check_budget(budget)
+    check_seed(seed, what="--seed")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"the search needs seeds >= 1 attack seeds, got {seeds!r}")
+    pinned = dict(pinned or {})
+    check_options(ATTACKS.get(name), pinned, shared=BUDGET_KNOBS)
+    run_dir = Path(run_dir)
+    attack, known, at_cut, stem = known_about(
+        run_dir,
+        name,
+        cut=cut,
+        party=party,
+        observations=observations,
+        sender=sender,
+        defender_decoders=defender_decoders,
+    )
+    space = attack.family(known) | {k: (v,) for k, v in pinned.items()}
+    configs = sample_configs(space, budget, seed)
+    if len(configs) < budget:
+        log.info("%s: the grid has %d configurations, fewer than --attack-budget %d",
+                 name, len(configs), budget)  # fmt: skip
+    run_seeds = [(seed + k) % (SEED_MAX + 1) for k in range(seeds)]
+    members: list[Member] = []
+    full = getattr(attack, "default_steps", None)
+
+    def objective(i: int, fraction: float, attack_seed: int) -> float:
+        config = configs[i]
+        steps = config.get("steps", full)
+        steps = None if steps is None else max(1, round(int(steps) * fraction))
+        options = {k: v for k, v in config.items() if k not in BUDGET_KNOBS}
+        result = run_attack(
+            run_dir,
+            name,
+            steps=steps,
+            aux_size=config.get("aux_size"),
+            n_samples=n_samples,
+            seed=attack_seed,
+            cut=cut,
+            party=party,
+            options=options,
+            write=False,
+            observations=observations,
+            sender=sender,
+        )
+        result.output = None  # keep the numbers, not every reconstruction
+        members.append(Member(config, None, fraction, steps, attack_seed, leak_of(result), result))
+        log.info("%s %s at %.3g of its steps, seed %d: leak %.4f",
+                 name, config, fraction, attack_seed, members[-1].leak)  # fmt: skip
+        return members[-1].leak
+
+    trials = successive_halving(len(configs), objective, eta=eta, seeds=run_seeds)
+    for member, trial in zip(members, trials, strict=True):
+        member.rung = trial.rung
+    winner = trials[-1].config
+    if winner != 0:  # the defaults at full strength: never below `nopeek attack`
+        objective(0, 1.0, run_seeds[0])
+    result = Strongest(
+        attack=name,
+        run=str(run_dir),
+        cut=at_cut,
+        party=members[0].result.party,
+        threat_model=attack.threat_model.describe(),
+        known=known,
+        budget=budget,
+        eta=eta,
+        seeds=run_seeds,
+        space={k: tuple(v) for k, v in space.items()},
+        members=members,
+        winner=configs[winner],
+        seconds=time.perf_counter() - started,
+    )
+    if write:
+        path = run_dir / RunDir.ATTACKS / f"{stem}.strongest.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, result.to_json())
+        result.path = path
+    return result
+
+
+def worst_of(results: Sequence[Strongest]) -> Strongest:
+    """The verdict over several attacks' searches: the one with the largest worst case."""
+    if not results:
+        raise ConfigError("no attack was searched; name one with --attack")
+    return max(results, key=lambda r: r.leak)
