@@ -31,7 +31,6 @@ its seeds: mean, a t-based 95 % confidence interval, max. It is written atomical
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,20 +40,19 @@ from typing import Any
 import torch
 
 from nopeek.attacks.base import Attack, Known, check_options
+from nopeek.attacks.halving import ETA, sample_configs, successive_halving, t_interval
 from nopeek.attacks.harness import AttackResult, Sender, _prepare, run_attack
 from nopeek.attacks.registry import ATTACKS
 from nopeek.config import SEED_MAX, TrainConfig, check_seed
 from nopeek.errors import ConfigError
 from nopeek.io import atomic_write_json
 from nopeek.rundir import RunDir
-from nopeek.seeding import numpy_rng
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUDGET = 4
 """Configurations at the first rung by default: 4, 2, then 1 over :data:`DEFAULT_SEEDS` seeds."""
 DEFAULT_SEEDS = 3
-ETA = 2
 BUDGET_KNOBS = ("steps", "aux_size")  # knobs that are run_attack's arguments, not options
 # (run config) -> decoder kind -> width of the data party's own simulated decoder
 DefenderDecoders = Callable[[TrainConfig], Mapping[str, int]]
@@ -89,129 +87,6 @@ at the first rung), got 0
             f"got {budget!r}"
         )
     return budget
-
-
-# --- the scheduler: a pure function of a score -----------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rung:
-    """One rung: ``size`` configurations run at ``fraction`` of their steps."""
-
-    fraction: float
-    size: int
-
-
-def rungs(n: int, eta: int = ETA) -> list[Rung]:
-    """The rungs of successive halving for ``n`` configurations: sizes ``n``, ``n // eta``, ...
-    down to 1, the last at full steps and each earlier one at ``1 / eta`` of the next.
-
-    >>> [(r.fraction, r.size) for r in rungs(4)]
-    [(0.25, 4), (0.5, 2), (1.0, 1)]
-    >>> [(r.fraction, r.size) for r in rungs(1)]
-    [(1.0, 1)]
-    """
-    if n < 1 or eta < 2:
-        raise ConfigError(f"successive halving needs n >= 1 and eta >= 2, got {n}, {eta}")
-    sizes = [n]
-    while sizes[-1] > 1:
-        sizes.append(max(1, sizes[-1] // eta))
-    last = len(sizes) - 1
-    return [Rung(float(eta) ** -(last - r), size) for r, size in enumerate(sizes)]
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One evaluation: configuration ``config`` (its index) at ``rung``, ``fraction`` of its
-    steps, with attack seed ``seed``, scoring ``score``."""
-
-    config: int
-    rung: int
-    fraction: float
-    seed: int
-    score: float
-
-
-def successive_halving(
-    n: int,
-    objective: Callable[[int, float, int], float],
-    *,
-    eta: int = ETA,
-    seeds: Sequence[int] = (0,),
-) -> list[Trial]:
-    """Successive halving of configurations ``0 .. n - 1`` by ``objective(config, fraction,
-    seed)`` (higher is better): every rung but the last runs at ``seeds[0]`` and keeps the
-    best ``rungs(n, eta)[r + 1].size`` (ties: the lower index); the last rung runs its one
-    survivor over every seed. Returns every trial in order; the last ones are the survivor's.
-
-    >>> trials = successive_halving(4, lambda c, f, s: c * f, seeds=(0, 1))
-    >>> [(t.config, t.fraction, t.seed) for t in trials]  # doctest: +NORMALIZE_WHITESPACE
-    [(0, 0.25, 0), (1, 0.25, 0), (2, 0.25, 0), (3, 0.25, 0), (3, 0.5, 0), (2, 0.5, 0),
-     (3, 1.0, 0), (3, 1.0, 1)]
-    """
-    if not seeds:
-        raise ConfigError("successive halving needs at least one seed")
-    schedule = rungs(n, eta)
-    alive, trials = list(range(n)), []
-    for r, rung in enumerate(schedule):
-        last = r == len(schedule) - 1
-        scores = {}
-        for config in alive:
-            for seed in seeds if last else seeds[:1]:
-                score = float(objective(config, rung.fraction, seed))
-                trials.append(Trial(config, r, rung.fraction, seed, score))
-                scores.setdefault(config, score)
-        if not last:
-            ranked = sorted(alive, key=lambda c: (-scores[c], c))
-            alive = ranked[: schedule[r + 1].size]
-    return trials
-
-
-# --- the family's configurations ---------------------------------------------------------------
-
-
-def sample_configs(space: Mapping[str, Sequence[Any]], n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` distinct configurations of the grid ``space`` (knob -> candidates): the first
-    candidates first, then ones drawn uniformly without replacement with a generator seeded by
-    ``seed`` (fewer when the grid is smaller).
-
-    >>> sample_configs({"w": (32, 64), "tv": (0.0,)}, 5, 0)
-    [{'w': 32, 'tv': 0.0}, {'w': 64, 'tv': 0.0}]
-    """
-    knobs = list(space)
-    sizes = [len(space[k]) for k in knobs]
-    if any(s == 0 for s in sizes):
-        raise ConfigError(f"knob {knobs[sizes.index(0)]!r} of the search space has no candidate")
-    total = math.prod(sizes)
-    picks = [0]
-    if n > 1 and total > 1:
-        rng = numpy_rng(seed, "attack.search.sample")
-        drawn = rng.choice(total - 1, size=min(n, total) - 1, replace=False) + 1
-        picks += [int(i) for i in drawn]
-    configs = []
-    for flat in picks:
-        config = {}
-        for knob, size in zip(reversed(knobs), reversed(sizes)):
-            flat, digit = divmod(flat, size)
-            config[knob] = space[knob][digit]
-        configs.append({k: config[k] for k in knobs})
-    return configs
-
-
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
-    """The t-based confidence interval of the mean of ``values`` (None for fewer than two).
-
-    >>> [round(v, 3) for v in t_interval([0.4, 0.5, 0.6])]
-    [0.252, 0.748]
-    """
-    if len(values) < 2:
-        return None
-    from scipy import stats
-
-    n, mean = len(values), sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return mean - half, mean + half
 
 
 # --- the search on a run ----------------------------------------------------------------------
@@ -396,30 +271,12 @@ def strongest(
     run_seeds = [(seed + k) % (SEED_MAX + 1) for k in range(seeds)]
     members: list[Member] = []
     full = getattr(attack, "default_steps", None)
+    where = dict(n_samples=n_samples, cut=cut, party=party, observations=observations)
 
     def objective(i: int, fraction: float, attack_seed: int) -> float:
-        config = configs[i]
-        steps = config.get("steps", full)
-        steps = None if steps is None else max(1, round(int(steps) * fraction))
-        options = {k: v for k, v in config.items() if k not in BUDGET_KNOBS}
-        result = run_attack(
-            run_dir,
-            name,
-            steps=steps,
-            aux_size=config.get("aux_size"),
-            n_samples=n_samples,
-            seed=attack_seed,
-            cut=cut,
-            party=party,
-            options=options,
-            write=False,
-            observations=observations,
-            sender=sender,
+        members.append(
+            _member(run_dir, name, configs[i], fraction, full, attack_seed, where, sender)
         )
-        result.output = None  # keep the numbers, not every reconstruction
-        members.append(Member(config, None, fraction, steps, attack_seed, leak_of(result), result))
-        log.info("%s %s at %.3g of its steps, seed %d: leak %.4f",
-                 name, config, fraction, attack_seed, members[-1].leak)  # fmt: skip
         return members[-1].leak
 
     trials = successive_halving(len(configs), objective, eta=eta, seeds=run_seeds)
@@ -444,11 +301,44 @@ def strongest(
         seconds=time.perf_counter() - started,
     )
     if write:
-        path = run_dir / RunDir.ATTACKS / f"{stem}.strongest.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, result.to_json())
-        result.path = path
+        result.path = run_dir / RunDir.ATTACKS / f"{stem}.strongest.json"
+        result.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(result.path, result.to_json())
     return result
+
+
+def _member(
+    run_dir: Path,
+    name: str,
+    config: dict[str, Any],
+    fraction: float,
+    full: int | None,
+    seed: int,
+    where: dict[str, Any],
+    sender: Sender | None,
+) -> Member:
+    """Attack ``name`` at ``config`` with ``fraction`` of its steps (``full`` unless the config
+    sets them), seed ``seed``, on the edge and victims of ``where`` (run_attack's keywords)."""
+    steps = config.get("steps", full)
+    steps = None if steps is None else max(1, round(int(steps) * fraction))
+    options = {k: v for k, v in config.items() if k not in BUDGET_KNOBS}
+    result = run_attack(
+        run_dir,
+        name,
+        steps=steps,
+        aux_size=config.get("aux_size"),
+        seed=seed,
+        options=options,
+        write=False,
+        sender=sender,
+        **where,
+    )
+    result.output = None  # keep the numbers, not every reconstruction
+    member = Member(config, None, fraction, steps, seed, leak_of(result), result)
+    log.info(
+        "%s %s at %.3g of its steps, seed %d: leak %.4f", name, config, fraction, seed, member.leak
+    )
+    return member
 
 
 def worst_of(results: Sequence[Strongest]) -> Strongest:
