@@ -9,9 +9,12 @@ import torch
 from torch import Tensor
 
 from nopeek.attacks.base import AttackInputs, LabelScores, Reconstruction
+from nopeek.attacks.leak import Columns
 from nopeek.attacks.metrics import (
     baseline_reconstruction,
+    label_chance,
     label_leak,
+    label_leak_of,
     label_report,
     reconstruction_report,
 )
@@ -42,25 +45,46 @@ def truth(dataset: Dataset, ids: Tensor) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def score(output: Reconstruction | LabelScores, dataset: Dataset) -> dict[str, Any]:
-    """Metrics of ``output`` against the ground truth of the samples it names.
+def columns_of(dataset: Dataset) -> Columns | None:
+    """How tabular scoring reads ``dataset``'s features (None for images): its standardization,
+    and ranges and categorical levels from the training rows (from every other row where there
+    are none, as in an audit)."""
+    if dataset.kind == "image":
+        return None
+    parts = [dataset.train] if len(dataset.train) else [dataset.test, dataset.aux]
+    rows = torch.cat([p.x for p in parts])
+    return Columns.of(rows, mean=dataset.feature_mean, std=dataset.feature_std)
 
-    Label attacks: :func:`~nopeek.attacks.metrics.label_report` (``auc`` as the attack names
-    the classes, per epoch) plus :func:`~nopeek.attacks.metrics.label_leak` (the folded leak,
-    its orientation, per epoch and at its worst epoch).
+
+def score(
+    output: Reconstruction | LabelScores, dataset: Dataset, *, seed: int = 0
+) -> dict[str, Any]:
+    """Metrics of ``output`` against the ground truth of the samples it names, with ``leak``.
+
+    Reconstructions: :func:`~nopeek.attacks.metrics.reconstruction_report` against the mean of
+    the aux inputs. Label attacks: :func:`~nopeek.attacks.metrics.label_report` (``auc`` as
+    the attack names the classes, per epoch), :func:`~nopeek.attacks.metrics.label_leak` (the
+    folded AUCs, per epoch and at the worst epoch), the chance baseline
+    ``chance_auc_folded_max`` (:func:`~nopeek.attacks.metrics.label_chance`, its permutations
+    drawn from ``seed``) and ``leak`` between the two.
     """
     if isinstance(output, LabelScores):
         ys = {e: truth(dataset, ids)[1] for e, ids in output.ids.items()}
         perm = bool(output.extra.get("classes_up_to_permutation", False))
-        report = label_report(
-            ys, output.scores, output.predicted, n_classes=dataset.n_classes, up_to_permutation=perm
+        kw = {"n_classes": dataset.n_classes, "up_to_permutation": perm}
+        report = label_report(ys, output.scores, output.predicted, **kw)
+        folded = label_leak(report["auc_per_epoch"], report["epochs"], binary=kw["n_classes"] == 2)
+        chance = label_chance(
+            ys, output.scores, output.ids, seed=seed, predicted=output.predicted, **kw
         )
-        binary = dataset.n_classes == 2
-        return report | label_leak(report["auc_per_epoch"], report["epochs"], binary=binary)
+        leak = label_leak_of(folded["auc_folded_max"], chance)
+        return report | folded | {"chance_auc_folded_max": chance, "leak": leak}
     x = truth(dataset, output.ids)[0]
     baseline = baseline_reconstruction(dataset.aux.x, len(x))
     x_hat = output.x_hat.detach().float().cpu()
-    report = reconstruction_report(x, x_hat, baseline, data_range=dataset.data_range)
+    report = reconstruction_report(
+        x, x_hat, baseline, data_range=dataset.data_range, columns=columns_of(dataset)
+    )
     return {**report, "n_samples": len(x)}
 
 

@@ -52,6 +52,7 @@ from torch import Tensor
 
 from nopeek.attacks import _fsha_nets as nets
 from nopeek.attacks import metrics
+from nopeek.attacks._scoring import columns_of
 from nopeek.attacks.plots import save_grid, save_reconstruction_grid
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, Split
@@ -298,7 +299,9 @@ def _score(
     baseline = metrics.baseline_reconstruction(aux_x, len(x))
     report = {
         "n_samples": len(x),
-        **metrics.reconstruction_report(x, x_hat, baseline, data_range=r),
+        **metrics.reconstruction_report(
+            x, x_hat, baseline, data_range=r, columns=columns_of(dataset)
+        ),
         "steps": [int(s["step"]) for s in snapshots],
         "mse_per_step": mse_curve,
         "ssim_per_step": ssim_curve,

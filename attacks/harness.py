@@ -45,8 +45,12 @@ _RECORDED = {"activations": ("forward", "inference"), "gradients": ("backward", 
 _RECORDED["sent_activations"] = ("forward", "train")
 _METRICS = ("ssim", "psnr", "mse")
 _RECON_KEYS = (*_METRICS, *(f"baseline_{m}" for m in _METRICS), "dcor_reconstruction", "data_range")
-_LABEL_KEYS = ("auc", "auc_per_epoch", "epochs", "leak", "leak_orientation", "leak_per_epoch")
-_LABEL_KEYS += ("leak_max", "leak_max_epoch")
+_TABULAR_KEYS = ("r2", "r2_per_feature", "rows_within_tolerance", "baseline_rows_within_tolerance")
+_TABULAR_KEYS += ("categorical_exact", "baseline_categorical_exact", "categorical_columns")
+_TABULAR_KEYS += ("tolerance",)
+_LABEL_KEYS = ("auc", "auc_per_epoch", "epochs", "auc_folded", "auc_orientation")
+_LABEL_KEYS += ("auc_folded_per_epoch", "auc_folded_max", "auc_folded_max_epoch")
+_LABEL_KEYS += ("chance_auc_folded_max",)
 # (run config, attacked cut, attack seed) -> what the client's defenses do to a sent activation
 Sender = Callable[[TrainConfig, str, int], Callable[[Tensor], Tensor]]
 
@@ -55,13 +59,18 @@ Sender = Callable[[TrainConfig, str, int], Callable[[Tensor], Tensor]]
 class AttackResult:
     """One attack's outcome on one run; :meth:`to_json` is what ``attacks/<name>.json`` holds.
 
+    Every result has ``leak`` in [0, 1]: 0 = no better than a blind guess, 1 = exact
+    (:mod:`nopeek.attacks.leak`; None only for a label attack whose AUC is undefined).
     Reconstruction attacks fill ``ssim`` ... ``data_range`` (``ssim`` is ``None`` for tabular
-    data); label attacks fill ``auc`` (final epoch, as the attack names the classes),
-    ``auc_per_epoch``, the leak ``max(auc, 1 - auc)`` (``leak``, final epoch) with the
-    ``leak_orientation`` it implies (``"as named"`` or ``"flipped"``), ``leak_per_epoch``, the
-    worst epoch ``leak_max`` / ``leak_max_epoch`` and, when the attack makes hard guesses,
-    ``accuracy`` (final epoch). ``output`` keeps the raw :class:`Reconstruction` or
-    :class:`LabelScores` (not written to JSON).
+    data) and, on tabular data, ``r2`` ... ``tolerance`` (:func:`~nopeek.attacks.leak.
+    tabular_report`, in the data's original units). Label attacks fill ``auc`` (final epoch, as
+    the attack names the classes), ``auc_per_epoch``, the folded ``max(auc, 1 - auc)``
+    (``auc_folded``, final epoch) with the ``auc_orientation`` it implies (``"as named"`` or
+    ``"flipped"``), ``auc_folded_per_epoch``, the worst epoch ``auc_folded_max`` /
+    ``auc_folded_max_epoch``, what the same scores reach against permuted labels
+    (``chance_auc_folded_max``) and, when the attack makes hard guesses, ``accuracy`` (final
+    epoch). ``output`` keeps the raw :class:`Reconstruction` or :class:`LabelScores` (not
+    written to JSON).
     """
 
     attack: str
@@ -83,23 +92,34 @@ class AttackResult:
     baseline_mse: float | None = None
     dcor_reconstruction: float | None = None
     data_range: float | None = None
+    leak: float | None = None
+    r2: float | None = None
+    r2_per_feature: list[float | None] | None = None
+    rows_within_tolerance: float | None = None
+    baseline_rows_within_tolerance: float | None = None
+    categorical_exact: float | None = None
+    baseline_categorical_exact: float | None = None
+    categorical_columns: int | None = None
+    tolerance: float | None = None
     auc: float | None = None
     auc_per_epoch: list[float | None] | None = None
     epochs: list[int] | None = None
-    leak: float | None = None
-    leak_orientation: str | None = None
-    leak_per_epoch: list[float | None] | None = None
-    leak_max: float | None = None
-    leak_max_epoch: int | None = None
+    auc_folded: float | None = None
+    auc_orientation: str | None = None
+    auc_folded_per_epoch: list[float | None] | None = None
+    auc_folded_max: float | None = None
+    auc_folded_max_epoch: int | None = None
+    chance_auc_folded_max: float | None = None
     accuracy: float | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     output: Reconstruction | LabelScores | None = field(default=None, repr=False)
     path: Path | None = field(default=None, repr=False)  # the JSON written, if any
 
     def to_json(self) -> dict[str, Any]:
-        """Flat JSON: the shared keys plus this kind's metric keys (``None`` -> null)."""
+        """Flat JSON: the shared keys (``leak`` among them) plus this kind's metric keys
+        (``None`` -> null; the tabular keys only for tabular reconstructions)."""
         shared = ("attack", "kind", "threat_model", "n_samples", "cut", "party", "receiver")
-        shared += ("run", "seed", "steps")
+        shared += ("run", "seed", "steps", "leak")
         out = {k: getattr(self, k) for k in shared}
         if self.aux_size is not None:
             out["aux_size"] = self.aux_size
@@ -109,6 +129,8 @@ class AttackResult:
                 out["accuracy"] = self.accuracy
         else:
             out |= {k: getattr(self, k) for k in _RECON_KEYS}
+            if self.tolerance is not None:
+                out |= {k: getattr(self, k) for k in _TABULAR_KEYS}
         keep = {k: v for k, v in self.settings.items() if isinstance(v, (bool, int, float, str))}
         out["settings"] = {k: None if v != v else v for k, v in keep.items()}  # NaN -> null
         return out
@@ -318,7 +340,7 @@ def run_attack(
         aux_size=len(inputs.aux) if inputs.aux is not None else None,
         settings=dict(output.extra),
         output=output,
-        **score(output, run.dataset),
+        **score(output, run.dataset, seed=seed),
     )
     if write:
         stem = name if run.cut == run.topology.edges()[0].cut else f"{name}@{run.cut}"

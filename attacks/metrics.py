@@ -7,19 +7,24 @@ features for standardized tabular data); PSNR and SSIM are relative to it.
 
 A number only means something next to the trivial baseline: :func:`baseline_reconstruction`
 "reconstructs" every sample as the mean of the attacker's auxiliary data, which needs no access
-to the cut at all. :func:`reconstruction_report` gives both side by side.
+to the cut at all. :func:`reconstruction_report` gives both side by side, and the normalised
+``leak`` between them (:mod:`nopeek.attacks.leak`). A label attack's blind baseline is its own
+scores against permuted labels (:func:`label_chance`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from nopeek.attacks.leak import TOLERANCE, Columns, normalised, ssim_leak, tabular_report
 from nopeek.distance import distance_correlation
 from nopeek.errors import ConfigError
+from nopeek.seeding import numpy_rng
 
 PSNR_CAP_DB = 100.0  # PSNR of an exact reconstruction is infinite; JSON has no inf
 SSIM_K = 0.01, 0.03  # the usual SSIM stabilising constants (Wang et al. 2004)
@@ -136,15 +141,39 @@ def _finite(value: float | None) -> float | None:
 
 
 def reconstruction_report(
-    x: Tensor, x_hat: Tensor, baseline: Tensor, *, data_range: float
-) -> dict[str, float | None]:
-    """Metrics of ``x_hat`` and of the ``baseline`` against ``x``, plus dCor(x, x_hat).
+    x: Tensor,
+    x_hat: Tensor,
+    baseline: Tensor,
+    *,
+    data_range: float,
+    columns: Columns | None = None,
+    tolerance: float = TOLERANCE,
+) -> dict[str, Any]:
+    """Metrics of ``x_hat`` and of the ``baseline`` against ``x``, plus dCor(x, x_hat) and the
+    normalised ``leak`` (:mod:`nopeek.attacks.leak`).
 
     All (N, *input_shape). Keys: ssim, psnr, mse, baseline_ssim, baseline_psnr, baseline_mse,
-    dcor_reconstruction (biased dCor in float64, as the trainer's ``dcor_test``), data_range.
-    SSIM entries are ``None`` for tabular data.
+    dcor_reconstruction (biased dCor in float64, as the trainer's ``dcor_test``), data_range,
+    leak. Images (N, C, H, W): ``leak`` from SSIM against the baseline's
+    (:func:`~nopeek.attacks.leak.ssim_leak`). Tabular rows: SSIM entries are ``None``; PSNR
+    and MSE are in the units the model takes; ``columns`` (the features' standardization,
+    ranges and levels, :class:`~nopeek.attacks.leak.Columns`) is required and adds the keys of
+    :func:`~nopeek.attacks.leak.tabular_report` (R2, rows within ``tolerance``, categorical
+    cells recovered), with its ``leak``.
+
+    >>> x = torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    >>> out = reconstruction_report(x, x, x.mean(0).expand(3, 2), data_range=5.0,
+    ...                             columns=Columns.of(x))
+    >>> out["leak"], out["r2"], out["rows_within_tolerance"]
+    (1.0, 1.0, 1.0)
     """
-    out: dict[str, float | None] = {}
+    image = x.dim() == 4
+    if not image and columns is None:
+        raise ConfigError(
+            "scoring tabular rows needs their columns: pass columns=Columns.of(training rows, "
+            "mean=..., std=...) (nopeek.attacks._scoring.columns_of(dataset))"
+        )
+    out: dict[str, Any] = {}
     for prefix, guess in (("", x_hat), ("baseline_", baseline)):
         out[f"{prefix}ssim"] = _finite(ssim(x, guess, data_range=data_range))
         out[f"{prefix}psnr"] = _finite(psnr(x, guess, data_range=data_range))
@@ -155,6 +184,10 @@ def reconstruction_report(
     else:
         out["dcor_reconstruction"] = None
     out["data_range"] = float(data_range)
+    if image:
+        out["leak"] = ssim_leak(out["ssim"], out["baseline_ssim"])
+    else:
+        out |= tabular_report(x, x_hat, baseline, columns, tolerance=tolerance)
     return out
 
 
@@ -205,30 +238,94 @@ def fold_auc(auc: float) -> float:
 
 
 def label_leak(aucs: list[float | None], epochs: list[int], *, binary: bool = True) -> dict:
-    """The leak of a label attack from its AUCs per epoch (``aucs[k]`` at ``epochs[k]``).
+    """The folded AUCs of a label attack from its AUCs per epoch (``aucs[k]`` at ``epochs[k]``).
 
-    Keys: ``leak`` (final epoch, :func:`fold_auc` of ``auc``), ``leak_orientation`` (``"as
-    named"`` when the attack's naming is the better one, AUC >= 0.5, else ``"flipped"``),
-    ``leak_per_epoch``, and the worst epoch an attacker could pick: ``leak_max`` and its
-    ``leak_max_epoch`` (the earliest of ties). An undefined AUC (one class) stays ``None``.
-    Multi-class AUCs are not folded (``binary=False``): their classes were already matched to
-    the truth (:func:`align_classes`), and a one-vs-rest average has no single flip.
+    Keys: ``auc_folded`` (final epoch, :func:`fold_auc` of ``auc``), ``auc_orientation``
+    (``"as named"`` when the attack's naming is the better one, AUC >= 0.5, else
+    ``"flipped"``), ``auc_folded_per_epoch``, and the worst epoch an attacker could pick:
+    ``auc_folded_max`` and its ``auc_folded_max_epoch`` (the earliest of ties). An undefined
+    AUC (one class) stays ``None``. Multi-class AUCs are not folded (``binary=False``): their
+    classes were already matched to the truth (:func:`align_classes`), and a one-vs-rest
+    average has no single flip. The normalised ``leak`` sets ``auc_folded_max`` against
+    :func:`label_chance`.
 
     >>> out = label_leak([0.6, 0.1, 0.3], [0, 1, 2])
-    >>> out["leak"], out["leak_orientation"], out["leak_max"], out["leak_max_epoch"]
-    (0.7, 'flipped', 0.9, 1)
+    >>> out["auc_folded"], out["auc_orientation"], out["auc_folded_max"]
+    (0.7, 'flipped', 0.9)
+    >>> out["auc_folded_max_epoch"]
+    1
     """
     per = [None if a is None else (fold_auc(a) if binary else float(a)) for a in aucs]
     last = aucs[-1] if aucs else None
     known = [(v, -k) for k, v in enumerate(per) if v is not None]
     worst = max(known, default=None)
     return {
-        "leak": per[-1] if per else None,
-        "leak_orientation": None if last is None else _orientation(last, binary),
-        "leak_per_epoch": per,
-        "leak_max": None if worst is None else worst[0],
-        "leak_max_epoch": None if worst is None else int(epochs[-worst[1]]),
+        "auc_folded": per[-1] if per else None,
+        "auc_orientation": None if last is None else _orientation(last, binary),
+        "auc_folded_per_epoch": per,
+        "auc_folded_max": None if worst is None else worst[0],
+        "auc_folded_max_epoch": None if worst is None else int(epochs[-worst[1]]),
     }
+
+
+CHANCE_PERMUTATIONS = 20
+"""Label permutations :func:`label_chance` averages over."""
+
+
+def label_chance(
+    y: dict[int, Tensor],
+    scores: dict[int, Tensor],
+    ids: dict[int, Tensor],
+    *,
+    n_classes: int,
+    seed: int,
+    predicted: dict[int, Tensor] | None = None,
+    up_to_permutation: bool = False,
+    permutations: int = CHANCE_PERMUTATIONS,
+) -> float | None:
+    """The worst-epoch folded AUC the attack's own scores reach against permuted labels.
+
+    A label attack's blind baseline: the labels are shuffled among the attacked samples (one
+    permutation of the sample ids, the same in every epoch, so scores that stay alike from
+    epoch to epoch keep doing so), every epoch is scored as :func:`label_report` and
+    :func:`label_leak` score the truth, and the worst epoch's ``auc_folded_max`` is averaged
+    over ``permutations`` permutations drawn from the stream ``attack.label-chance`` of
+    ``seed``. Picking the worst of many epochs lifts chance above 0.5 (about 0.64 for 30
+    epochs of a few hundred samples); ``leak`` is measured above this. ``None`` when no
+    permutation gives an AUC (one class). Arguments as :func:`label_report`, plus ``ids[e]``
+    (M_e,), the sample ids of epoch ``e``.
+    """
+    epochs = sorted(y)
+    every = torch.cat([ids[e].detach().cpu().long() for e in epochs])
+    labels = torch.cat([y[e] for e in epochs])
+    unique = torch.unique(every)  # sorted; a sample's label is the same in every epoch
+    label_of = torch.empty(len(unique), dtype=labels.dtype)
+    label_of[torch.searchsorted(unique, every)] = labels
+    where = {e: torch.searchsorted(unique, ids[e].detach().cpu().long()) for e in epochs}
+    rng = numpy_rng(seed, "attack.label-chance")
+    worst = []
+    for _ in range(permutations):
+        shuffled = label_of[torch.from_numpy(rng.permutation(len(unique)))]
+        y_perm = {e: shuffled[where[e]] for e in epochs}
+        report = label_report(
+            y_perm, scores, predicted, n_classes=n_classes, up_to_permutation=up_to_permutation
+        )
+        folded = label_leak(report["auc_per_epoch"], epochs, binary=n_classes == 2)
+        if folded["auc_folded_max"] is not None:
+            worst.append(folded["auc_folded_max"])
+    return sum(worst) / len(worst) if worst else None
+
+
+def label_leak_of(auc_folded_max: float | None, chance: float | None) -> float | None:
+    """``clip((auc_folded_max - chance) / (1 - chance), 0, 1)``: a label attack's ``leak``
+    (:func:`~nopeek.attacks.leak.normalised`); None when either is undefined (one class).
+
+    >>> round(label_leak_of(0.82, 0.64), 6), label_leak_of(0.6, 0.64)
+    (0.5, 0.0)
+    """
+    if auc_folded_max is None or chance is None:
+        return None
+    return normalised(auc_folded_max, chance)
 
 
 def _orientation(auc: float, binary: bool) -> str:

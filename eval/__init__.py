@@ -14,8 +14,8 @@ from nopeek.eval.report import write_report
 from nopeek.eval.results import read_results
 from nopeek.eval.score import (
     LABEL_AUC_THRESHOLD,
+    LEAK_THRESHOLD,
     SSIM_THRESHOLD,
-    label_leakage,
     reconstruction_leakage,
     symmetric_auc,
     tradeoff_score,
@@ -28,6 +28,7 @@ from nopeek.eval.tune import KNOBS, Budget, Knob, TuneResult, tune
 __all__ = [
     "KNOBS",
     "LABEL_AUC_THRESHOLD",
+    "LEAK_THRESHOLD",
     "SSIM_THRESHOLD",
     "Budget",
     "Knob",
@@ -37,7 +38,6 @@ __all__ = [
     "SweepSpec",
     "TuneResult",
     "frontier_order",
-    "label_leakage",
     "load_spec",
     "make_settings",
     "pareto_mask",

@@ -49,6 +49,22 @@ def n_classes(config: TrainConfig) -> int:
     return ds.n_classes
 
 
+def data_kind(config: TrainConfig) -> str:
+    """``"image"`` or ``"tabular"``: what ``config``'s data set holds (a data file's header or
+    listing is read; a bundled set is loaded, torchvision sets are images)."""
+    from nopeek._vision_data import VISION_SPECS
+    from nopeek.user_data import describe
+
+    user = describe(config.dataset, target=config.target, image_size=config.image_size)
+    if user is not None:
+        return user.kind
+    if config.dataset in VISION_SPECS:
+        return "image"
+    from nopeek.data import load_dataset
+
+    return load_dataset(config.dataset, seed=config.seed, data_root=config.data_root).kind
+
+
 def check_attacks_fit(base: TrainConfig, attacks: Sequence[str]) -> None:
     """Unknown attacks or options, duplicates and binary-only label attacks on a multi-class task
     fail here.

@@ -8,10 +8,12 @@ Columns, in order:
   ``cut``, ``alpha``, ``seed``, ``defenses`` joined by ``+``, ...);
 - every training metric of ``metrics.json`` under its own name (``test_accuracy``,
   ``dcor_test``, ``train_seconds``, ``epsilon_cut`` where a defense reports it, ...);
-- ``attack`` and then every key of the attack's JSON under its own name (``ssim``, ``psnr``,
-  ``baseline_ssim``, ``dcor_reconstruction``, ``auc``, ``auc_per_epoch``, ``threat_model``,
-  ``n_samples``...); a key that a config or training-metric column already uses (``cut``) is
-  written ``attack_<key>``.
+- ``attack`` and then every key of the attack's JSON under its own name: ``leak`` (every
+  attack and modality: 0 = a blind guess, 1 = exact, see :mod:`nopeek.attacks.leak`; the one
+  column summaries, the report card and tune read), ``ssim``, ``psnr``, ``baseline_ssim``,
+  ``r2``, ``rows_within_tolerance``, ``dcor_reconstruction``, ``auc``, ``auc_folded_max``,
+  ``chance_auc_folded_max``, ``threat_model``, ``n_samples``...; a key that a config or
+  training-metric column already uses (``cut``) is written ``attack_<key>``.
 
 A run swept without attacks gets one row with an empty ``attack``. In the CSV, lists are
 JSON-encoded and missing values are empty cells; results.json holds the same rows as a JSON list
@@ -50,7 +52,7 @@ ROW_FIELDS = {
     "attack": (S.is_str, "a string"),
 }
 METRIC_FIELDS = ("dcor_test", "epsilon_cut", "epsilon_dpsgd")
-ATTACK_FIELDS = ("ssim", "baseline_ssim", "auc")
+ATTACK_FIELDS = ("leak", "ssim", "baseline_ssim", "auc", "auc_folded_max", "r2")
 
 
 def _numbers(data: Any, keys: tuple[str, ...], *, where: str, fix: str) -> None:

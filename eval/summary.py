@@ -1,13 +1,13 @@
-"""Aggregate result rows per setting: mean and spread over seeds, leakage, trade-off score.
+"""Aggregate result rows per setting: mean and spread over seeds, leak, trade-off score.
 
-Per run, the *strongest* attack counts: ``best_ssim`` is the highest SSIM over the
-reconstruction attacks, ``label_auc`` the highest label leak over the label attacks, and
-``leakage`` the highest normalised leakage over all attacks (see :mod:`nopeek.eval.score`).
-A label attack's leak is its worst epoch, the one an attacker watching training could pick:
-``leak_max`` = the largest ``max(auc, 1 - auc)`` over the epochs (:func:`label_leak`; rows
-written before the harness reported ``leak_max`` fall back to ``auc_per_epoch``, then ``auc``).
-Means and sample standard deviations (``ddof=1``) are then taken over
-the seeds of a setting; the trade-off score uses the means.
+Per run, the *strongest* attack counts: ``leakage`` is the highest ``leak`` over all the attacks
+run (every result row carries ``leak`` in [0, 1], 0 = a blind guess, 1 = exact, whatever the
+modality: :mod:`nopeek.attacks.leak`); budgets, the report card and tune read it. Two
+modality-specific numbers stay for the figures and the ``--max-ssim`` / ``--max-label-auc``
+budgets: ``best_ssim``, the highest SSIM over the image reconstruction attacks, and
+``label_auc``, the highest worst-epoch folded AUC over the label attacks (``auc_folded_max``,
+:func:`label_leak`). Means and sample standard deviations (``ddof=1``) are then taken over the
+seeds of a setting; the trade-off score uses the means.
 """
 
 from __future__ import annotations
@@ -49,15 +49,19 @@ class Stat:
 
 
 def label_leak(row: dict[str, Any]) -> float | None:
-    """The worst-epoch leak of one label attack's result row (None when it has no AUC).
+    """The worst-epoch folded AUC of one label attack's result row (None without an AUC).
+
+    ``auc_folded_max`` (rows of older releases: ``leak_max``, else the folded
+    ``auc_per_epoch``, else the folded ``auc``).
 
     >>> label_leak({"auc": 0.3, "auc_per_epoch": [0.95, 0.3]})
     0.95
-    >>> label_leak({"auc": 0.1, "leak_max": 0.9})
+    >>> label_leak({"auc": 0.1, "auc_folded_max": 0.9})
     0.9
     """
-    if row.get("leak_max") is not None:
-        return float(row["leak_max"])
+    for key in ("auc_folded_max", "leak_max"):
+        if row.get(key) is not None:
+            return float(row[key])
     per = [a for a in (row.get("auc_per_epoch") or []) if a is not None]
     if per:
         return max(S.symmetric_auc(a) for a in per)
@@ -76,18 +80,25 @@ class RunSummary:
     attacks: dict[str, dict[str, Any]]
 
     def recon(self) -> dict[str, dict[str, Any]]:
+        """The image reconstruction attacks (rows with an SSIM)."""
         return {a: r for a, r in self.attacks.items() if r.get("ssim") is not None}
 
     def labels(self) -> dict[str, dict[str, Any]]:
         return {a: r for a, r in self.attacks.items() if r.get("auc") is not None}
 
     def attack_value(self, name: str) -> float | None:
-        """The headline number of one attack: SSIM, or the label leak at its worst epoch
-        (:func:`label_leak`; None for neither, e.g. a reconstruction of tabular data)."""
+        """The headline number of one attack: its ``leak`` (None for a label attack whose AUC
+        is undefined)."""
+        return self._leak(name)
+
+    def _leak(self, name: str) -> float | None:
         row = self.attacks[name]
-        if row.get("ssim") is not None:
-            return row["ssim"]
-        return label_leak(row)
+        if "leak" not in row:
+            raise ConfigError(
+                f"the {name} result of run {self.run} has no 'leak' (an older nopeek wrote it); "
+                f"delete {self.run}/attacks/{name}.json and rerun the sweep to attack it again"
+            )
+        return None if row["leak"] is None else float(row["leak"])
 
     def best_ssim(self) -> float | None:
         return max((r["ssim"] for r in self.recon().values()), default=None)
@@ -96,10 +107,9 @@ class RunSummary:
         return max((label_leak(r) for r in self.labels().values()), default=None)
 
     def leakage(self) -> float | None:
-        recon = self.recon().values()
-        rec = [S.reconstruction_leakage(r["ssim"], r["baseline_ssim"]) for r in recon]
-        lab = [S.label_leakage(label_leak(r)) for r in self.labels().values()]
-        return max(rec + lab, default=None)
+        """The highest ``leak`` over the run's attacks (the strongest attack)."""
+        leaks = [self._leak(a) for a in self.attacks]
+        return max((v for v in leaks if v is not None), default=None)
 
 
 @dataclass
@@ -116,13 +126,18 @@ class SettingSummary:
     attacks: dict[str, Stat]
     best_ssim: Stat | None
     label_auc: Stat | None
-    leakage: Stat | None
+    leakage: Stat | None  # the runs' worst ``leak`` over the attacks
     score: float | None = None
     extra: dict[str, Stat] = field(default_factory=dict)
 
     @property
     def undefended(self) -> bool:
         return self.alpha == 0 and not self.defenses
+
+    def metric(self, attack: str, key: str) -> Stat | None:
+        """Mean and spread over seeds of one attack's result field ``key`` (None if absent)."""
+        values = [r.attacks[attack].get(key) for r in self.runs if attack in r.attacks]
+        return Stat.of([v for v in values if isinstance(v, (int, float))])
 
 
 def group_runs(rows: list[dict[str, Any]]) -> list[RunSummary]:
@@ -181,27 +196,75 @@ def reference(summaries: list[SettingSummary]) -> SettingSummary | None:
 def meets(
     s: SettingSummary,
     *,
-    max_ssim: float | None = S.SSIM_THRESHOLD,
-    max_label_auc: float | None = S.LABEL_AUC_THRESHOLD,
+    max_leak: float | None = S.LEAK_THRESHOLD,
+    max_ssim: float | None = None,
+    max_label_auc: float | None = None,
+    max_accuracy_drop: float | None = None,
+    reference_accuracy: float | None = None,
 ) -> bool:
-    """Whether the mean leakage over seeds is within the budget (None = no limit).
+    """Whether the means over seeds are within the budget (None = no limit).
 
-    SSIM must be strictly below ``max_ssim`` (He et al.'s "unrecognisable"), the label leak
-    (worst epoch, folded: :func:`label_leak`) at most ``max_label_auc``.
+    The strongest attack's ``leak`` at most ``max_leak``; SSIM strictly below ``max_ssim``
+    (He et al.'s "unrecognisable", images); the worst-epoch folded label AUC
+    (:func:`label_leak`) at most ``max_label_auc``; the accuracy at most ``max_accuracy_drop``
+    percentage points below ``reference_accuracy`` (the undefended run's).
     """
-    if max_ssim is not None and s.best_ssim is not None and not s.best_ssim.mean < max_ssim:
-        return False
-    return not (
-        max_label_auc is not None and s.label_auc is not None and s.label_auc.mean > max_label_auc
+    return not budget_misses(
+        s,
+        max_leak=max_leak,
+        max_ssim=max_ssim,
+        max_label_auc=max_label_auc,
+        max_accuracy_drop=max_accuracy_drop,
+        reference_accuracy=reference_accuracy,
     )
+
+
+def accuracy_drop(s: SettingSummary, reference_accuracy: float) -> float:
+    """Percentage points of mean test accuracy ``s`` loses against ``reference_accuracy``."""
+    return 100.0 * (reference_accuracy - s.accuracy.mean)
+
+
+def budget_misses(
+    s: SettingSummary,
+    *,
+    max_leak: float | None = S.LEAK_THRESHOLD,
+    max_ssim: float | None = None,
+    max_label_auc: float | None = None,
+    max_accuracy_drop: float | None = None,
+    reference_accuracy: float | None = None,
+) -> dict[str, float]:
+    """What ``s`` misses of the budget of :func:`meets` and by how much (empty: it meets it).
+
+    Keys ``leak``, ``ssim``, ``label_auc`` (their excess over the limit; SSIM counts its
+    equality as a miss of 0) and ``accuracy_drop`` (points above the allowed drop).
+    """
+    misses: dict[str, float] = {}
+    limits = (("leak", s.leakage, max_leak), ("label_auc", s.label_auc, max_label_auc))
+    for key, stat, limit in limits:
+        if limit is not None and stat is not None and stat.mean > limit:
+            misses[key] = stat.mean - limit
+    if max_ssim is not None and s.best_ssim is not None and not s.best_ssim.mean < max_ssim:
+        misses["ssim"] = s.best_ssim.mean - max_ssim
+    if max_accuracy_drop is not None and reference_accuracy is not None:
+        drop = accuracy_drop(s, reference_accuracy)
+        if drop > max_accuracy_drop:
+            misses["accuracy_drop"] = drop - max_accuracy_drop
+    return misses
 
 
 def recommend(
     summaries: list[SettingSummary],
     *,
-    max_ssim: float | None = S.SSIM_THRESHOLD,
-    max_label_auc: float | None = S.LABEL_AUC_THRESHOLD,
+    max_leak: float | None = S.LEAK_THRESHOLD,
+    max_ssim: float | None = None,
+    max_label_auc: float | None = None,
+    max_accuracy_drop: float | None = None,
 ) -> SettingSummary | None:
-    """The most accurate setting within the budget, or None when no setting meets it."""
-    ok = [s for s in summaries if meets(s, max_ssim=max_ssim, max_label_auc=max_label_auc)]
+    """The most accurate setting within the budget of :func:`meets`, or None when no setting
+    meets it (the accuracy drop is measured against the undefended setting, if swept)."""
+    ref = reference(summaries)
+    budget = {"max_leak": max_leak, "max_ssim": max_ssim, "max_label_auc": max_label_auc}
+    budget |= {"max_accuracy_drop": max_accuracy_drop}
+    budget |= {"reference_accuracy": None if ref is None else ref.accuracy.mean}
+    ok = [s for s in summaries if meets(s, **budget)]
     return max(ok, key=lambda s: s.accuracy.mean, default=None)

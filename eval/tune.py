@@ -13,11 +13,15 @@ stronger:
    knob that dropped out), bisecting ``t`` in (0, 1] the same way; weaker parts together may
    pass with better accuracy than one strong part alone.
 4. Answer: among every evaluated setting that meets the budget, the most accurate (mean over
-   seeds); none if no evaluated setting does.
+   seeds); none if no evaluated setting does, and then the closest one and what it misses.
 
-"Meets the budget" is judged on the mean over seeds of the strongest attack's leakage
-(:func:`nopeek.eval.summary.meets`); for label attacks that is the leak ``max(AUC, 1 - AUC)`` at
-the worst epoch of training (``leak_max``), not the final epoch's AUC.
+"Meets the budget" is judged on the means over seeds (:func:`nopeek.eval.summary.meets`): the
+strongest attack's ``leak`` (0 = a blind guess, 1 = exact, in the data's own terms, any data
+set: ``--max-leak``), its SSIM (images only: ``--max-ssim``) or the label attacks' folded AUC
+at the worst epoch (``--max-label-auc``), and the accuracy lost against the undefended setting
+(``--max-accuracy-drop``, 5 points by default). The bisection follows the leakage limits alone
+(they fall as a defense gets stronger); the accuracy limit then rules out the settings that
+cost too much.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nopeek.errors import ConfigError
+from nopeek.eval import score as S
 from nopeek.eval.settings import Setting
-from nopeek.eval.summary import SettingSummary
+from nopeek.eval.summary import SettingSummary, accuracy_drop, budget_misses
 from nopeek.eval.sweep import SweepSpec
 from nopeek.io import atomic_write_json
 
@@ -75,15 +80,28 @@ def combine(parts: Sequence[tuple[Knob, float]]) -> Setting:
 
 @dataclass
 class TuneResult:
-    """The answer (``best`` None when nothing meets the budget) and every evaluated setting."""
+    """The answer (``best`` None when nothing meets the budget) and every evaluated setting.
+
+    ``misses`` (filled by :meth:`Budget.judge`): what each setting misses of the budget, and
+    by how much (:func:`~nopeek.eval.summary.budget_misses`); ``reference_accuracy``: the
+    undefended setting's mean accuracy."""
 
     best: SettingSummary | None
     evaluated: dict[Setting, SettingSummary]
     passing: dict[Setting, bool]
     knob_best: dict[str, float | None] = field(default_factory=dict)
+    misses: dict[Setting, dict[str, float]] = field(default_factory=dict)
+    reference_accuracy: float | None = None
 
     def candidates(self) -> list[tuple[Setting, SettingSummary, bool]]:
         return [(s, v, self.passing[s]) for s, v in self.evaluated.items()]
+
+    def closest(self) -> Setting | None:
+        """The setting that misses the budget by the least (:meth:`Budget.shortfall`), when
+        none meets it; None when one does (or none was judged)."""
+        if self.best is not None or not self.misses:
+            return None
+        return min(self.misses, key=lambda s: Budget.shortfall(self.misses[s]))
 
 
 def search(
@@ -182,26 +200,89 @@ def parse_knobs(text: str) -> list[Knob]:
     return knobs
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Budget:
-    """Leakage limits (None = no limit): SSIM strictly below; the label leak, max(AUC, 1 - AUC)
-    at the worst epoch (``leak_max``, :func:`nopeek.eval.summary.label_leak`), at most."""
+    """What tune may return (None = no limit), judged on means over seeds: the strongest
+    attack's ``leak`` at most ``max_leak`` (any data set); SSIM strictly below ``max_ssim``
+    (images only); the label attacks' worst-epoch folded AUC (``auc_folded_max``,
+    :func:`nopeek.eval.summary.label_leak`) at most ``max_label_auc``; and test accuracy at most
+    ``max_accuracy_drop`` percentage points below the undefended setting's."""
 
+    max_leak: float | None = None
     max_ssim: float | None = None
     max_label_auc: float | None = None
+    max_accuracy_drop: float | None = S.ACCURACY_DROP_POINTS
 
     def __post_init__(self) -> None:
-        if self.max_ssim is None and self.max_label_auc is None:
-            raise ConfigError("give a budget: --max-ssim (e.g. 0.3) and/or --max-label-auc (0.6)")
+        if self.max_leak is None and self.max_ssim is None and self.max_label_auc is None:
+            raise ConfigError(
+                "give a budget: --max-leak (e.g. 0.2, any data), --max-ssim (0.3, images) "
+                "and/or --max-label-auc (0.6)"
+            )
+        if self.max_leak is not None and not 0 <= self.max_leak < 1:
+            raise ConfigError(f"--max-leak must be in [0, 1), got {self.max_leak}")
         if self.max_ssim is not None and not 0 < self.max_ssim <= 1:
             raise ConfigError(f"--max-ssim must be in (0, 1], got {self.max_ssim}")
         if self.max_label_auc is not None and not 0.5 <= self.max_label_auc <= 1:
             raise ConfigError(f"--max-label-auc must be in [0.5, 1], got {self.max_label_auc}")
+        drop = self.max_accuracy_drop
+        if drop is not None and not 0 <= drop <= 100:
+            raise ConfigError(f"--max-accuracy-drop is in percentage points 0..100, got {drop}")
 
-    def ok(self, summary: SettingSummary) -> bool:
-        from nopeek.eval.summary import meets
+    def check_data(self, kind: str, dataset: str) -> None:
+        """Refuse an image-only limit on data of another ``kind`` (one line naming the fix)."""
+        if self.max_ssim is not None and kind != "image":
+            raise ConfigError(
+                f"--max-ssim measures images, but {dataset} holds {kind} rows; budget its leak "
+                "with --max-leak (e.g. --max-leak 0.2) instead"
+            )
 
-        return meets(summary, max_ssim=self.max_ssim, max_label_auc=self.max_label_auc)
+    def _limits(self) -> dict[str, float | None]:
+        return {"max_leak": self.max_leak, "max_ssim": self.max_ssim}
+
+    def misses(
+        self, summary: SettingSummary, reference_accuracy: float | None = None
+    ) -> dict[str, float]:
+        """What ``summary`` misses of this budget, by how much (empty: it meets it); the
+        accuracy drop only counts given the undefended ``reference_accuracy``."""
+        return budget_misses(
+            summary,
+            **self._limits(),
+            max_label_auc=self.max_label_auc,
+            max_accuracy_drop=self.max_accuracy_drop,
+            reference_accuracy=reference_accuracy,
+        )
+
+    def ok(self, summary: SettingSummary, reference_accuracy: float | None = None) -> bool:
+        return not self.misses(summary, reference_accuracy)
+
+    @staticmethod
+    def shortfall(misses: dict[str, float]) -> float:
+        """One number for how far a setting misses: the leakage excesses (in their own units,
+        0..1) plus the accuracy excess in points / 100.
+
+        >>> round(Budget.shortfall({"leak": 0.1, "accuracy_drop": 2.0}), 6)
+        0.12
+        """
+        return sum(v / 100 if k == "accuracy_drop" else v for k, v in misses.items())
+
+    def judge(self, result: TuneResult) -> TuneResult:
+        """``result`` with every setting judged on the whole budget, the accuracy drop against
+        its undefended setting included, and the most accurate setting that meets it as
+        ``best``."""
+        undefended = result.evaluated.get(Setting())
+        ref = None if undefended is None else undefended.accuracy.mean
+        misses = {s: self.misses(v, ref) for s, v in result.evaluated.items()}
+        passing = {s: not m for s, m in misses.items()}
+        ok = [s for s in result.evaluated if passing[s]]
+        best = max(ok, key=lambda s: result.evaluated[s].accuracy.mean, default=None)
+        return replace(
+            result,
+            best=None if best is None else result.evaluated[best],
+            passing=passing,
+            misses=misses,
+            reference_accuracy=ref,
+        )
 
 
 def tune(
@@ -217,10 +298,14 @@ def tune(
     """Search ``knobs`` for the most accurate setting within ``budget`` (module docstring).
 
     Every evaluated setting is a run of the sweep in ``out`` (``spec``'s settings are ignored),
-    so ``nopeek report --sweep OUT`` shows the search; ``OUT/tune.json`` holds the answer.
+    so ``nopeek report --sweep OUT`` shows the search; ``OUT/tune.json`` holds the answer. An
+    image-only limit on other data is refused before anything runs.
     """
+    from nopeek.eval._compat import data_kind
     from nopeek.eval.summary import summarize
     from nopeek.eval.sweep import run_sweep
+
+    budget.check_data(data_kind(spec.base), spec.base.dataset)
 
     done: list[Setting] = []
 
@@ -230,17 +315,20 @@ def tune(
         by_slug = {s.setting: s for s in summarize(run_sweep(sweep, out, jobs=jobs, quiet=quiet))}
         return {s: by_slug[s.slug] for s in new}
 
-    result = search(knobs, evaluate, budget.ok, iterations=iterations)
+    leakage_only = replace(budget, max_accuracy_drop=None)  # monotone in a knob's strength
+    result = budget.judge(search(knobs, evaluate, leakage_only.ok, iterations=iterations))
     atomic_write_json(Path(out) / "tune.json", tune_json(result, budget, spec))
     return result
 
 
 def tune_json(result: TuneResult, budget: Budget, spec: SweepSpec) -> dict:
-    """The answer and every candidate, flat (what ``OUT/tune.json`` holds)."""
+    """The answer and every candidate, flat (what ``OUT/tune.json`` holds); with no answer,
+    ``closest`` names the setting that missed by the least and its ``misses``."""
 
     def mean(stat):
         return None if stat is None else stat.mean
 
+    ref = result.reference_accuracy
     cands = [
         {
             "setting": s.slug,
@@ -248,19 +336,29 @@ def tune_json(result: TuneResult, budget: Budget, spec: SweepSpec) -> dict:
             "alpha": s.alpha,
             "defenses": list(s.defenses),
             "accuracy": v.accuracy.mean,
+            "accuracy_drop": None if ref is None else accuracy_drop(v, ref),
+            "leak": mean(v.leakage),
             "best_ssim": mean(v.best_ssim),
             "label_auc": mean(v.label_auc),
             "meets_budget": ok,
+            "misses": result.misses.get(s, {}),
         }  # fmt: skip
         for s, v, ok in result.candidates()
     ]
+    closest = result.closest()
     return {
+        "max_leak": budget.max_leak,
         "max_ssim": budget.max_ssim,
         "max_label_auc": budget.max_label_auc,
+        "max_accuracy_drop": budget.max_accuracy_drop,
+        "reference_accuracy": ref,
         "attacks": list(spec.attacks),
         "seeds": list(spec.seeds),
         "best": None if result.best is None else result.best.setting,
         "best_label": None if result.best is None else result.best.label,
+        "closest": None if closest is None else closest.slug,
+        "closest_label": None if closest is None else closest.label,
+        "closest_misses": None if closest is None else result.misses[closest],
         "knob_best": result.knob_best,
         "candidates": cands,
     }

@@ -77,6 +77,20 @@ class Dataset:
     kind: str  # "image" or "tabular"
     data_range: float  # max - min of a valid input (1.0 for images); tabular: range of train x
     class_names: tuple[str, ...]
+    # tabular: the train-fitted standardization, x = (raw - feature_mean) / feature_std, (D,)
+    # each; None where the features are as the file holds them (images, audited segments)
+    feature_mean: Tensor | None = None
+    feature_std: Tensor | None = None
+
+    def original_units(self, x: Tensor) -> Tensor:
+        """Rows ``x`` (N, *input_shape) as the model takes them -> the data's own units.
+
+        Undoes the standardization (``x * feature_std + feature_mean``, float64); ``x``
+        unchanged (as float64) where none was applied.
+        """
+        if self.feature_mean is None or self.feature_std is None:
+            return x.double()
+        return x.double() * self.feature_std.double() + self.feature_mean.double()
 
 
 Loader = Callable[..., Dataset]  # (*, seed, data_root, download, max_train) -> Dataset
@@ -163,6 +177,7 @@ def _finish(
     if max_train is not None and max_train < len(train):
         taken = stratified_take(train.y, max_train, stream_seed(seed, "data.max-train"))[0]
         train = train.subset(taken)
+    mean = std = None
     if kind == "tabular":
         mean = train.x.mean(dim=0)
         std = train.x.std(dim=0, correction=0)
@@ -179,6 +194,8 @@ def _finish(
         kind=kind,
         data_range=data_range,
         class_names=class_names,
+        feature_mean=mean,
+        feature_std=std,
     )
 
 

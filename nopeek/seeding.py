@@ -244,6 +244,13 @@ STREAMS: dict[str, Stream] = {
         "legacy: seed * 7919 + 104729",
         lambda seed: seed * CLONE_MUL + CLONE_OFFSET,
     ),
+    "attack.label-chance": Stream(
+        "attacks.metrics.label_chance: the label permutations of a label attack's chance "
+        "baseline (one generator for all of them)",
+        (),
+        "derive_seed(seed, 'attack.label-chance')",
+        _default("attack.label-chance"),
+    ),
     # --- defenses (purpose: the defense class's number; party_index: the party it runs at) ---
     "defense.noise": Stream(
         "defenses.base: noise stream i of a defense at a party (cut noise: 0 train, 1 inference; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from nopeek.cli._fmt import metric, number
 from nopeek.cli.commands import summary
 
 
@@ -56,23 +57,40 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def _summary(m: dict) -> str:
+def result_summary(m: dict) -> str:
+    """The result's metrics, each after its name (:mod:`nopeek.cli._fmt`), ``leak`` first."""
+    parts = [metric("leak", m.get("leak"))]
     if m["kind"] == "label":
         if m["auc"] is None:
-            line = "leak n/a (one class only)"
-        else:
-            line = f"leak {m['leak']:.4g} (auc {m['auc']:.4g} {m['leak_orientation']})"
-        if m.get("leak_max") is not None and len(m.get("epochs") or []) > 1:
-            n = len(m["epochs"])
-            line += f"  worst: leak {m['leak_max']:.4g} at epoch {m['leak_max_epoch'] + 1} of {n}"
-        return line + (f"  accuracy {m['accuracy']:.4g}" if "accuracy" in m else "")
-    parts = [
-        f"{k} {m[k]:.4g} (baseline {m['baseline_' + k]:.4g})"
+            return "leak n/a (one class only)"
+        parts.append(f"{metric('auc', m['auc'])} ({m['auc_orientation']})")
+        worst = metric("auc_folded_max", m["auc_folded_max"])
+        if len(m.get("epochs") or []) > 1:
+            worst += f" at epoch {m['auc_folded_max_epoch'] + 1} of {len(m['epochs'])}"
+        parts.append(f"{worst} (chance {number(m['chance_auc_folded_max'])})")
+        if "accuracy" in m:
+            parts.append(metric("accuracy", m["accuracy"]))
+        return "  ".join(parts)
+    parts += [
+        f"{metric(k, m[k])} (baseline {number(m['baseline_' + k])})"
         for k in ("ssim", "psnr", "mse")
         if m[k] is not None
     ]
+    if m.get("r2") is not None:
+        parts.append(metric("r2", m["r2"]))
+    if m.get("tolerance") is not None:
+        within = f"rows_within_{100 * m['tolerance']:g}%"
+        parts.append(
+            f"{metric(within, m['rows_within_tolerance'])} "
+            f"(baseline {number(m['baseline_rows_within_tolerance'])})"
+        )
+    if m.get("categorical_exact") is not None:
+        parts.append(
+            f"{metric('categorical_exact', m['categorical_exact'])} "
+            f"(baseline {number(m['baseline_categorical_exact'])})"
+        )
     if m["dcor_reconstruction"] is not None:
-        parts.append(f"dcor_reconstruction {m['dcor_reconstruction']:.4g}")
+        parts.append(metric("dcor_reconstruction", m["dcor_reconstruction"]))
     return "  ".join(parts)
 
 
@@ -95,6 +113,6 @@ def run(args: argparse.Namespace) -> int:
     m = result.to_json()
     print(
         f"{m['attack']} at cut {m['cut']} ({m['party']} -> {m['receiver']}) on "
-        f"{m['n_samples']} samples: {_summary(m)}  -> {result.path}"
+        f"{m['n_samples']} samples: {result_summary(m)}  -> {result.path}"
     )
     return 0

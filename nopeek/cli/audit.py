@@ -86,12 +86,9 @@ def run(args: argparse.Namespace) -> int:
         label=args.client_model or args.activations,
         options=options,
     )
+    from nopeek.cli.attack import result_summary
+
     for r in results:
-        parts = [
-            f"{m} {getattr(r, m):.4g} (baseline {getattr(r, 'baseline_' + m):.4g})"
-            for m in ("ssim", "psnr", "mse")
-            if getattr(r, m) is not None
-        ]
-        print(f"{r.attack} on {r.n_samples} victims: {'  '.join(parts)}  -> {r.path}")
+        print(f"{r.attack} on {r.n_samples} victims: {result_summary(r.to_json())}  -> {r.path}")
     print(f"report: {args.out}/report.md")
     return 0

@@ -234,8 +234,26 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         quiet=args.quiet,
     )
-    m = result.metrics
-    keys = ["test_accuracy", "test_auc", "dcor_test", "dcor_test_unbiased", "train_seconds"]
-    keys += [k for k in ("epsilon_cut", "epsilon_dpsgd") if k in m]
-    print("  ".join(f"{k} {m[k]:.4g}" for k in keys if k in m) + f"  -> {args.out}")
+    print(_result_line(result.metrics) + f"  -> {args.out}")
     return 0
+
+
+def _result_line(m: dict) -> str:
+    """The run's headline metrics, each after its name; ``epsilon_dpsgd`` only where its
+    guarantee holds (``dpsgd_guarantee_holds``), else why it does not.
+
+    >>> _result_line({"test_accuracy": 0.98765, "epsilon_dpsgd": 2.0,
+    ...               "dpsgd_guarantee_holds": False, "dpsgd_guarantee_voided_by": "BN"})
+    'test_accuracy 0.988  epsilon_dpsgd n/a: no DP guarantee, BN couples the samples of a batch'
+    """
+    from nopeek.cli._fmt import metric
+
+    keys = ["test_accuracy", "test_auc", "dcor_test", "dcor_test_unbiased", "train_seconds"]
+    keys.append("epsilon_cut")
+    parts = [metric(k, m[k]) for k in keys if k in m]
+    if "epsilon_dpsgd" in m and m.get("dpsgd_guarantee_holds", True):
+        parts.append(metric("epsilon_dpsgd", m["epsilon_dpsgd"]))
+    elif "epsilon_dpsgd" in m:
+        why = m.get("dpsgd_guarantee_voided_by") or "the run"
+        parts.append(f"epsilon_dpsgd n/a: no DP guarantee, {why} couples the samples of a batch")
+    return "  ".join(parts)

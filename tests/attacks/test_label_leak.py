@@ -1,4 +1,5 @@
-"""Label leakage as an attacker reads it: folded AUC, its orientation, per epoch, worst epoch."""
+"""Label leakage as an attacker reads it: folded AUC, its orientation, per epoch, worst epoch,
+and the leak above the same scores' chance level."""
 
 import json
 
@@ -9,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 from nopeek import TrainConfig, train
 from nopeek.attacks import run_attack
 from nopeek.attacks.metrics import fold_auc, label_leak, label_report
+from nopeek.cli._fmt import number
 from nopeek.cli.main import main
 
 
@@ -24,25 +26,26 @@ def test_fold_and_worst_epoch_against_sklearn():
     out = label_leak(report["auc_per_epoch"], report["epochs"])
     aucs = [roc_auc_score(y[e].numpy(), scores[e].numpy()) for e in range(3)]
     assert report["auc_per_epoch"] == pytest.approx(aucs)
-    assert out["leak_per_epoch"] == pytest.approx([max(a, 1 - a) for a in aucs])
-    assert aucs[1] == 0.0 and out["leak_per_epoch"][1] == 1.0  # total leak, named backwards
-    assert out["leak_max"] == 1.0 and out["leak_max_epoch"] == 1
-    assert out["leak"] == pytest.approx(max(aucs[2], 1 - aucs[2]))
-    assert out["leak_orientation"] == ("as named" if aucs[2] >= 0.5 else "flipped")
+    assert out["auc_folded_per_epoch"] == pytest.approx([max(a, 1 - a) for a in aucs])
+    assert aucs[1] == 0.0 and out["auc_folded_per_epoch"][1] == 1.0  # total leak, named backwards
+    assert out["auc_folded_max"] == 1.0 and out["auc_folded_max_epoch"] == 1
+    assert out["auc_folded"] == pytest.approx(max(aucs[2], 1 - aucs[2]))
+    assert out["auc_orientation"] == ("as named" if aucs[2] >= 0.5 else "flipped")
 
 
 def test_orientation_ties_none_and_multiclass():
     assert label_leak([0.3], [4]) == {
-        "leak": 0.7,
-        "leak_orientation": "flipped",
-        "leak_per_epoch": [0.7],
-        "leak_max": 0.7,
-        "leak_max_epoch": 4,
+        "auc_folded": 0.7,
+        "auc_orientation": "flipped",
+        "auc_folded_per_epoch": [0.7],
+        "auc_folded_max": 0.7,
+        "auc_folded_max_epoch": 4,
     }
     tie = label_leak([0.8, 0.2, None], [0, 1, 2])  # 0.8 and 0.2 leak alike: the earlier wins
-    assert tie["leak_max_epoch"] == 0 and tie["leak"] is None and tie["leak_orientation"] is None
+    assert tie["auc_folded_max_epoch"] == 0 and tie["auc_folded"] is None
+    assert tie["auc_orientation"] is None
     multi = label_leak([0.3, 0.6], [0, 1], binary=False)  # classes already matched: no fold
-    assert multi["leak_per_epoch"] == [0.3, 0.6] and multi["leak_orientation"] == "as named"
+    assert multi["auc_folded_per_epoch"] == [0.3, 0.6] and multi["auc_orientation"] == "as named"
     assert fold_auc(0.5) == 0.5 and fold_auc(0.0) == 1.0
 
 
@@ -58,22 +61,29 @@ def test_naming_the_classes_backwards_reads_as_the_same_leak(binary_run):
     named = run_attack(binary_run, "direction", write=False)
     backwards = run_attack(binary_run, "direction", options={"positive": "majority"}, write=False)
     assert backwards.auc == pytest.approx(1 - named.auc)
-    assert backwards.leak == pytest.approx(named.leak) and named.leak >= 0.5
-    assert {named.leak_orientation, backwards.leak_orientation} == {"as named", "flipped"}
+    assert backwards.auc_folded == pytest.approx(named.auc_folded) and named.auc_folded >= 0.5
+    assert backwards.leak == pytest.approx(named.leak)
+    assert {named.auc_orientation, backwards.auc_orientation} == {"as named", "flipped"}
     for r in (named, backwards):
         per = [max(a, 1 - a) for a in r.auc_per_epoch]
-        assert r.leak_per_epoch == pytest.approx(per)
-        assert r.leak_max == pytest.approx(max(per))
-        assert r.epochs[per.index(max(per))] == r.leak_max_epoch
-        assert r.leak == pytest.approx(per[-1])
+        assert r.auc_folded_per_epoch == pytest.approx(per)
+        assert r.auc_folded_max == pytest.approx(max(per))
+        assert r.epochs[per.index(max(per))] == r.auc_folded_max_epoch
+        assert r.auc_folded == pytest.approx(per[-1])
+        chance = r.chance_auc_folded_max
+        assert 0.5 <= chance < r.auc_folded_max
+        assert r.leak == pytest.approx((r.auc_folded_max - chance) / (1 - chance))
 
 
 def test_json_and_cli_line_report_the_leak(binary_run, capsys):
     assert main(["attack", "--run", str(binary_run), "--attack", "norm"]) == 0
     line = capsys.readouterr().out
     saved = json.loads((binary_run / "attacks" / "norm.json").read_text())
-    keys = ("auc", "leak", "leak_orientation", "leak_per_epoch", "leak_max", "leak_max_epoch")
-    assert all(k in saved for k in keys) and len(saved["leak_per_epoch"]) == 3
-    assert f"leak {saved['leak']:.4g} (auc {saved['auc']:.4g} {saved['leak_orientation']})" in line
-    epoch = saved["leak_max_epoch"] + 1
-    assert f"worst: leak {saved['leak_max']:.4g} at epoch {epoch} of 3" in line
+    keys = ("auc", "auc_folded", "auc_orientation", "auc_folded_per_epoch", "auc_folded_max")
+    keys += ("auc_folded_max_epoch", "chance_auc_folded_max", "leak")
+    assert all(k in saved for k in keys) and len(saved["auc_folded_per_epoch"]) == 3
+    assert line.count(f"leak {number(saved['leak'])}") == 1
+    assert f"auc {number(saved['auc'])} ({saved['auc_orientation']})" in line
+    epoch = saved["auc_folded_max_epoch"] + 1
+    worst = f"auc_folded_max {number(saved['auc_folded_max'])} at epoch {epoch} of 3"
+    assert f"{worst} (chance {number(saved['chance_auc_folded_max'])})" in line

@@ -9,6 +9,7 @@ from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from nopeek import distance_correlation
 from nopeek.attacks import metrics
+from nopeek.attacks.leak import Columns
 from nopeek.errors import ConfigError
 
 
@@ -69,9 +70,11 @@ def test_ssim_window_fits_small_images():
 def test_ssim_is_undefined_for_tabular_rows():
     x = torch.randn(5, 30)
     assert metrics.ssim(x, x, data_range=3.0) is None
-    report = metrics.reconstruction_report(x, x, x * 0, data_range=3.0)
+    report = metrics.reconstruction_report(x, x, x * 0, data_range=3.0, columns=Columns.of(x))
     assert report["ssim"] is None and report["baseline_ssim"] is None
-    assert report["mse"] == 0.0
+    assert report["mse"] == 0.0 and report["leak"] == 1.0 and report["r2"] == 1.0
+    with pytest.raises(ConfigError, match="columns=Columns.of"):
+        metrics.reconstruction_report(x, x, x * 0, data_range=3.0)
 
 
 def test_baseline_is_the_aux_mean_repeated():
@@ -96,6 +99,7 @@ def test_report_compares_with_the_baseline_and_dcor():
         "baseline_mse",
         "dcor_reconstruction",
         "data_range",
+        "leak",
     }
     assert report["ssim"] > report["baseline_ssim"] and report["mse"] < report["baseline_mse"]
     affine = metrics.reconstruction_report(x, x_hat, base, data_range=1.0)

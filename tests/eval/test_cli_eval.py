@@ -69,12 +69,15 @@ def test_tune_finds_the_undefended_setting_within_a_loose_budget(tmp_path, capsy
 def test_tune_says_when_nothing_meets_the_budget(tmp_path, capsys):
     args = ["tune", *TINY, *ATTACK, "--max-ssim", "0.01", "--search", "alpha=1",
             "--iterations", "0", "--out", str(tmp_path / "t")]  # fmt: skip
-    assert main(args) == 1
+    assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "no setting in the search space meets the budget" in printed
+    (line,) = [x for x in printed.splitlines() if x.startswith("no setting")]
+    assert line.startswith("no setting in the search space meets the budget; closest: ")
+    assert "above budget 0.010 by" in line
     assert "data-free guess" in printed  # 0.01 is below what a mean image scores
     result = json.loads((tmp_path / "t" / "tune.json").read_text())
-    assert result["best"] is None
+    assert result["best"] is None and result["closest"] in {"alpha0", "alpha1"}
+    assert set(result["closest_misses"]) == {"ssim"}
     assert [c["meets_budget"] for c in result["candidates"]] == [False, False]
 
 
@@ -83,6 +86,8 @@ def test_tune_says_when_nothing_meets_the_budget(tmp_path, capsys):
     [
         ([], "give a budget"),
         (["--max-ssim", "2"], "--max-ssim must be in (0, 1]"),
+        (["--max-leak", "1"], "--max-leak must be in [0, 1)"),
+        (["--max-leak", "0.2", "--max-accuracy-drop", "-1"], "percentage points"),
         (["--max-label-auc", "0.6"], "one-vs-rest"),
         (["--max-ssim", "0.3", "--search", "nope"], "unknown --search knob"),
     ],

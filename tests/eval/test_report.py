@@ -36,6 +36,12 @@ def test_report_from_a_tiny_sweep(tiny_sweep, tmp_path):
     html = (tmp_path / "rep" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(images)
     assert "<table>" in html and "undefended" in html
+    card = md.split("### Leakage report card")[1].split("### ")[0]
+    said = "can query your client model and has 360 samples of its own reconstructs your test "
+    assert said + "images at SSIM 0." in card and "(a blind guess: 0.3" in card
+    assert "costs no accuracy" in card or "points of test accuracy" in card
+    for internal in ("best_ssim", "label_auc", "undefended (undefended)", "baseline_ssim"):
+        assert internal not in card, internal
 
     # the frontier flags match the non-dominated settings computed independently from the rows
     section = json.loads((tmp_path / "rep" / "report.json").read_text())["sections"][0]
@@ -44,6 +50,9 @@ def test_report_from_a_tiny_sweep(tiny_sweep, tmp_path):
     names = [s["setting"] for s in section["settings"]]
     expected = pareto_mask([acc[n] for n in names], [ssim[n] for n in names]).tolist()
     assert [s["pareto"]["best_ssim"] for s in section["settings"]] == expected
+    leak = _by_setting(rows, lambda r: r["leak"])
+    expected = pareto_mask([acc[n] for n in names], [leak[n] for n in names]).tolist()
+    assert [s["pareto"]["leakage"] for s in section["settings"]] == expected
     for s in section["settings"]:
         assert abs(s["accuracy"]["mean"] - acc[s["setting"]]) < 1e-12
         assert abs(s["best_ssim"]["mean"] - ssim[s["setting"]]) < 1e-12

@@ -5,19 +5,25 @@ import math
 import numpy as np
 import pytest
 
+from nopeek.errors import ConfigError
 from nopeek.eval import score as S
 from nopeek.eval.results import make_rows, to_csv
 from nopeek.eval.settings import Setting, make_settings, parse_attacks, parse_defense_option
-from nopeek.eval.summary import recommend, summarize
+from nopeek.eval.summary import budget_misses, recommend, summarize
 
 
 def _rows(setting, seed, acc, ssims, auc=None):
     base = {"setting": setting.slug, "label": setting.label, "run": f"runs/{setting.slug}-{seed}",
             "alpha": setting.alpha, "defenses": "+".join(setting.defenses),
             "seed": seed}  # fmt: skip
-    attacks = {f"rec{i}": {"ssim": s, "baseline_ssim": 0.2} for i, s in enumerate(ssims)}
-    if auc is not None:
-        attacks["norm"] = {"auc": auc}
+    attacks = {
+        f"rec{i}": {"ssim": s, "baseline_ssim": 0.2, "leak": S.reconstruction_leakage(s, 0.2)}
+        for i, s in enumerate(ssims)
+    }
+    if auc is not None:  # chance 0.5: leak = 2 * (folded AUC - 0.5)
+        folded = S.symmetric_auc(auc)
+        attacks["norm"] = {"auc": auc, "auc_folded_max": folded, "chance_auc_folded_max": 0.5,
+                           "leak": 2 * (folded - 0.5)}  # fmt: skip
     return make_rows(base, {"test_accuracy": acc, "dcor_test": 0.5}, attacks)
 
 
@@ -55,15 +61,30 @@ def test_tradeoff_score_formula():
 
 def test_recommendation_is_the_most_accurate_setting_within_thresholds():
     summaries = summarize(_crafted())
-    # nopeek: SSIM 0.3 (not < 0.3); noise: SSIM 0.225, AUC 0.55 -> only noise qualifies
-    assert recommend(summaries).label == "noise:r=1"
-    assert recommend(summaries, max_ssim=0.31).label == "alpha=2"
-    assert recommend(summaries, max_ssim=0.05) is None
+    # mean leak: undefended 0.84, nopeek (0.25 + 0) / 2 = 0.125, noise (0.1 + 0.1) / 2 = 0.1
+    assert [s.leakage.mean for s in summaries] == pytest.approx([0.84375, 0.125, 0.1])
+    assert recommend(summaries).label == "alpha=2"  # leak <= 0.2 by default
+    assert recommend(summaries, max_leak=0.11).label == "noise:r=1"
+    assert recommend(summaries, max_leak=0.05) is None
+    # SSIM budgets (images): nopeek's 0.3 is not < 0.3
+    assert recommend(summaries, max_leak=None, max_ssim=0.3).label == "noise:r=1"
+    assert recommend(summaries, max_leak=None, max_ssim=0.31).label == "alpha=2"
+    # accuracy: undefended 0.97, nopeek 0.94 (3 points lost), noise 0.90 (7 points)
+    assert recommend(summaries, max_accuracy_drop=5).label == "alpha=2"
+    assert recommend(summaries, max_accuracy_drop=2) is None
+    misses = budget_misses(summaries[2], max_accuracy_drop=5, reference_accuracy=0.97)
+    assert misses == {"accuracy_drop": pytest.approx(2.0)}
+
+
+def test_a_result_without_leak_is_refused_in_one_line():
+    rows = _rows(UNDEF, 0, 0.9, [0.5])
+    del rows[0]["leak"]
+    with pytest.raises(ConfigError, match="has no 'leak'.*rerun the sweep"):
+        summarize(rows)
 
 
 def test_score_helpers():
     assert S.symmetric_auc(0.3) == 0.7
-    assert S.label_leakage(0.5) == 0.0 and S.label_leakage(0.0) == 1.0
     assert S.reconstruction_leakage(1.0, 0.3) == 1.0
     assert S.tradeoff_score(0.5, 0.9, 1.0) < S.tradeoff_score(0.9, 0.9, 1.0) < 1.0
 
