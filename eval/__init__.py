@@ -21,7 +21,7 @@ from nopeek.eval.score import (
     tradeoff_score,
 )
 from nopeek.eval.settings import Setting, make_settings, parse_attack, parse_defense_option
-from nopeek.eval.summary import SettingSummary, Stat, recommend, summarize
+from nopeek.eval.summary import SettingSummary, Stat, label_leak, recommend, summarize
 from nopeek.eval.sweep import SweepSpec, load_spec, run_sweep, run_sweeps
 from nopeek.eval.tune import KNOBS, Budget, Knob, TuneResult, tune
 
@@ -38,6 +38,7 @@ __all__ = [
     "SweepSpec",
     "TuneResult",
     "frontier_order",
+    "label_leak",
     "load_spec",
     "make_settings",
     "pareto_mask",

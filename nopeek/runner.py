@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nopeek import _checkpoint
+from nopeek._epoch_log import EpochLog
 from nopeek._io import atomic_write_json
 from nopeek.channel import InProcessChannel, WireLog
 from nopeek.config import TrainConfig
@@ -93,11 +94,13 @@ class Runner:
         quiet: bool,
         local: list[str] | None = None,
         make_channel=None,
+        tensorboard: Path | None = None,
     ) -> None:
         """``local``: the parties this process runs (default all: the in-process runtime);
-        ``make_channel(wire_log)`` builds the channel (default in-process)."""
+        ``make_channel(wire_log)`` builds the channel (default in-process); ``tensorboard``: a
+        folder for TensorBoard scalars (written by the process that writes metrics.json)."""
         self.config, self.dataset, self.topology = config, dataset, topology
-        self.device, self.quiet = device, quiet
+        self.device, self.quiet, self.tensorboard = device, quiet, tensorboard
         self.wire = WireLog(
             capture=capture_policy(
                 record_samples=config.record_samples,
@@ -166,19 +169,39 @@ class Runner:
             desc="train",
             unit="step",
         )
-        for epoch in range(start_epoch, cfg.epochs):
-            began = time.perf_counter()
-            loss = self._epoch(epoch, bar)
-            self.train_seconds += time.perf_counter() - began
-            acc = self._evaluate(self.dataset.test).get("accuracy", math.nan)
-            self.history["train_loss"].append(loss)
-            self.history["test_accuracy"].append(acc)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.3f}")
-            log.info("epoch %d: loss %.4f test accuracy %.4f", epoch + 1, loss, acc)
-            if out is not None:
-                _checkpoint.save(out, self, epoch + 1, keep_previous=self.distributed)
+        with self._epoch_log(out) as epochs:
+            for epoch in range(start_epoch, cfg.epochs):
+                began = time.perf_counter()
+                loss = self._epoch(epoch, bar)
+                self.train_seconds += time.perf_counter() - began
+                acc = self._evaluate(self.dataset.test).get("accuracy", math.nan)
+                self.history["train_loss"].append(loss)
+                self.history["test_accuracy"].append(acc)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+                log.info("epoch %d: loss %.4f test accuracy %.4f", epoch + 1, loss, acc)
+                epochs.write(epoch + 1, {k: v[-1] for k, v in self.history.items()})
+                if out is not None:
+                    _checkpoint.save(out, self, epoch + 1, keep_previous=self.distributed)
         bar.close()
         return self._finish(out, model)
+
+    @property
+    def writes_metrics(self) -> bool:
+        """Whether this process writes the run's metrics (in a distributed run: the label
+        party)."""
+        return not self.distributed or self.label_party in self.parties
+
+    def _epoch_log(self, out: Path | None) -> EpochLog:
+        """metrics.csv and TensorBoard (where this process writes the metrics), and one
+        progress line per epoch where stderr is no terminal (the bar needs one)."""
+        mine = self.writes_metrics
+        return EpochLog(
+            self.history,
+            epochs=self.config.epochs,
+            csv_path=out / RunDir.METRICS_CSV if out is not None and mine else None,
+            tensorboard=self.tensorboard if mine else None,
+            lines=not self.quiet and not sys.stderr.isatty(),
+        )
 
     def _evaluate(self, split: Split) -> dict[str, float]:
         return evaluate(

@@ -24,6 +24,13 @@ def add_parser(sub) -> None:
         help="start from the fields of a TOML file (keys: the config.json fields) or of a run's "
         "config.json (replays that run); flags given here override it",
     )
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        default=None,
+        help="also write each epoch's train_loss and test_accuracy as TensorBoard scalars to DIR "
+        "(needs pip install 'nopeek[tensorboard]'; --out/metrics.csv has them either way)",
+    )
     add_train_args(p)
     p.set_defaults(handler=run)
 
@@ -184,7 +191,7 @@ def add_topology_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-_RUN_FLAGS = {"out", "overwrite", "resume", "quiet", "handler", "command", "verbose"}
+_RUN_FLAGS = {"out", "overwrite", "resume", "quiet", "handler", "command", "verbose", "tensorboard"}
 
 
 def given_fields(args: argparse.Namespace, exclude: frozenset[str] = frozenset()) -> dict:
@@ -233,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         quiet=args.quiet,
+        tensorboard=args.tensorboard,
     )
     print(_result_line(result.metrics) + f"  -> {args.out}")
     return 0

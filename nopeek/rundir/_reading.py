@@ -42,6 +42,7 @@ class Reading:
 
     CONFIG = _markers.CONFIG
     METRICS = "metrics.json"
+    METRICS_CSV = "metrics.csv"  # one row per epoch, appended while the run trains
     CHECKPOINT = _markers.CHECKPOINT  # = nopeek._checkpoint.FILENAME
     OBSERVATIONS = "observations.pt"
     ATTACKS = "attacks"  # a folder: <stem>.json (and .png) per attack

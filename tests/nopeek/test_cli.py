@@ -27,6 +27,7 @@ def test_train_end_to_end_writes_the_documented_files(tmp_path, capsys):
         ".nopeek.json",
         "config.json",
         "metrics.json",
+        "metrics.csv",
         "checkpoint.pt",
         "observations.pt",
     }
