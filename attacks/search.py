@@ -54,20 +54,20 @@ DEFAULT_BUDGET = 4
 """Configurations at the first rung by default: 4, 2, then 1 over :data:`DEFAULT_SEEDS` seeds."""
 DEFAULT_SEEDS = 3
 BUDGET_KNOBS = ("steps", "aux_size")  # knobs that are run_attack's arguments, not options
+_HEADLINE = ("ssim", "baseline_ssim", "r2", "rows_within_tolerance", "auc_folded_max")
 # (run config) -> decoder kind -> width of the data party's own simulated decoder
 DefenderDecoders = Callable[[TrainConfig], Mapping[str, int]]
 
 
 def leak_of(result: AttackResult) -> float:
-    """The normalised leak in [0, 1] that the search ranks by (0 = the blind mean-image guess,
-    1 = exact): SSIM above the baseline's, scaled as :mod:`nopeek.eval.score` scales it."""
-    if result.ssim is None or result.baseline_ssim is None:
+    """The normalised leak in [0, 1] the search ranks by: the result's ``leak`` (0 = no better
+    than a blind guess, 1 = exact; :mod:`nopeek.attacks.leak`)."""
+    if result.leak is None:
         raise ConfigError(
-            f"{result.attack} gave no SSIM (tabular data), so the search has no leak to rank "
-            "by; run it without --strongest"
+            f"{result.attack} has no leak on {result.run} (a label attack whose AUC is undefined: "
+            "one class only), so the search has nothing to rank by; attack another cut or run"
         )
-    base = result.baseline_ssim
-    return 0.0 if base >= 1.0 else min(1.0, max(0.0, (result.ssim - base) / (1.0 - base)))
+    return float(result.leak)
 
 
 def check_budget(budget: Any) -> int:
@@ -167,7 +167,7 @@ class Strongest:
             "space": {k: list(v) for k, v in self.space.items()},
             "leak": self.leak,
             "worst": {k: v for k, v in worst.to_json().items() if k != "result"}
-            | {k: worst.result.to_json().get(k) for k in ("ssim", "baseline_ssim", "mse")},
+            | {k: v for k, v in worst.result.to_json().items() if k in _HEADLINE},
             "winner": {
                 "config": self.winner,
                 "leaks": leaks,
@@ -247,12 +247,7 @@ def strongest(
     to ``run_dir/attacks/<stem>.strongest.json``.
     """
     started = time.perf_counter()
-    check_budget(budget)
-    check_seed(seed, what="--seed")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"the search needs seeds >= 1 attack seeds, got {seeds!r}")
-    pinned = dict(pinned or {})
-    check_options(ATTACKS.get(name), pinned, shared=BUDGET_KNOBS)
+    check_search(name, budget, seed, seeds, pinned)
     run_dir = Path(run_dir)
     attack, known, at_cut, stem = known_about(
         run_dir,
@@ -263,28 +258,19 @@ def strongest(
         sender=sender,
         defender_decoders=defender_decoders,
     )
-    space = attack.family(known) | {k: (v,) for k, v in pinned.items()}
-    configs = sample_configs(space, budget, seed)
-    if len(configs) < budget:
-        log.info("%s: the grid has %d configurations, fewer than --attack-budget %d",
-                 name, len(configs), budget)  # fmt: skip
-    run_seeds = [(seed + k) % (SEED_MAX + 1) for k in range(seeds)]
-    members: list[Member] = []
-    full = getattr(attack, "default_steps", None)
     where = dict(n_samples=n_samples, cut=cut, party=party, observations=observations)
 
-    def objective(i: int, fraction: float, attack_seed: int) -> float:
-        members.append(
-            _member(run_dir, name, configs[i], fraction, full, attack_seed, where, sender)
-        )
-        return members[-1].leak
+    def runner(config: dict[str, Any], steps: int | None, attack_seed: int) -> AttackResult:
+        options = {k: v for k, v in config.items() if k not in BUDGET_KNOBS}
+        aux_size = config.get("aux_size")
+        return run_attack(
+            run_dir, name, steps=steps, aux_size=aux_size, seed=attack_seed, options=options,
+            write=False, sender=sender, **where,
+        )  # fmt: skip
 
-    trials = successive_halving(len(configs), objective, eta=eta, seeds=run_seeds)
-    for member, trial in zip(members, trials, strict=True):
-        member.rung = trial.rung
-    winner = trials[-1].config
-    if winner != 0:  # the defaults at full strength: never below `nopeek attack`
-        objective(0, 1.0, run_seeds[0])
+    members, winner, space = search(
+        attack, known, runner, budget=budget, seed=seed, seeds=seeds, eta=eta, pinned=pinned
+    )
     result = Strongest(
         attack=name,
         run=str(run_dir),
@@ -294,10 +280,10 @@ def strongest(
         known=known,
         budget=budget,
         eta=eta,
-        seeds=run_seeds,
-        space={k: tuple(v) for k, v in space.items()},
+        seeds=sorted({m.seed for m in members}),
+        space=space,
         members=members,
-        winner=configs[winner],
+        winner=winner,
         seconds=time.perf_counter() - started,
     )
     if write:
@@ -307,38 +293,64 @@ def strongest(
     return result
 
 
-def _member(
-    run_dir: Path,
-    name: str,
-    config: dict[str, Any],
-    fraction: float,
-    full: int | None,
-    seed: int,
-    where: dict[str, Any],
-    sender: Sender | None,
-) -> Member:
-    """Attack ``name`` at ``config`` with ``fraction`` of its steps (``full`` unless the config
-    sets them), seed ``seed``, on the edge and victims of ``where`` (run_attack's keywords)."""
-    steps = config.get("steps", full)
-    steps = None if steps is None else max(1, round(int(steps) * fraction))
-    options = {k: v for k, v in config.items() if k not in BUDGET_KNOBS}
-    result = run_attack(
-        run_dir,
-        name,
-        steps=steps,
-        aux_size=config.get("aux_size"),
-        seed=seed,
-        options=options,
-        write=False,
-        sender=sender,
-        **where,
-    )
-    result.output = None  # keep the numbers, not every reconstruction
-    member = Member(config, None, fraction, steps, seed, leak_of(result), result)
-    log.info(
-        "%s %s at %.3g of its steps, seed %d: leak %.4f", name, config, fraction, seed, member.leak
-    )
-    return member
+def check_search(
+    name: str, budget: Any, seed: Any, seeds: Any, pinned: Mapping[str, Any] | None
+) -> None:
+    """Refuse a bad search in one line before anything runs: the budget, the seeds, an attack
+    or pinned option the registry does not know."""
+    check_budget(budget)
+    check_seed(seed, what="--seed")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"the search needs seeds >= 1 attack seeds, got {seeds!r}")
+    check_options(ATTACKS.get(name), dict(pinned or {}), shared=BUDGET_KNOBS)
+
+
+# (config, steps, attack seed) -> the attack's scored result at that configuration
+Runner = Callable[[dict[str, Any], int | None, int], AttackResult]
+
+
+def search(
+    attack: Attack,
+    known: Known,
+    runner: Runner,
+    *,
+    budget: int = DEFAULT_BUDGET,
+    seed: int = 0,
+    seeds: int = DEFAULT_SEEDS,
+    eta: int = ETA,
+    pinned: Mapping[str, Any] | None = None,
+) -> tuple[list[Member], dict[str, Any], dict[str, tuple[Any, ...]]]:
+    """Successive halving of ``attack``'s family on what ``runner`` attacks: every member (in
+    run order, rungs set), the winning configuration and the space searched. ``pinned`` knobs
+    have one candidate. The harness-independent part of :func:`strongest` (an audit runs its
+    members on an exported segment)."""
+    space = attack.family(known) | {k: (v,) for k, v in (pinned or {}).items()}
+    configs = sample_configs(space, budget, seed)
+    if len(configs) < budget:
+        log.info("%s: the grid has %d configurations, fewer than --attack-budget %d",
+                 attack.name, len(configs), budget)  # fmt: skip
+    run_seeds = [(seed + k) % (SEED_MAX + 1) for k in range(seeds)]
+    members: list[Member] = []
+    full = getattr(attack, "default_steps", None)
+
+    def objective(i: int, fraction: float, attack_seed: int) -> float:
+        config = configs[i]
+        steps = config.get("steps", full)
+        steps = None if steps is None else max(1, round(int(steps) * fraction))
+        result = runner(config, steps, attack_seed)
+        result.output = None  # keep the numbers, not every reconstruction
+        members.append(Member(config, None, fraction, steps, attack_seed, leak_of(result), result))
+        log.info("%s %s at %.3g of its steps, seed %d: leak %.4f",
+                 attack.name, config, fraction, attack_seed, members[-1].leak)  # fmt: skip
+        return members[-1].leak
+
+    trials = successive_halving(len(configs), objective, eta=eta, seeds=run_seeds)
+    for member, trial in zip(members, trials, strict=True):
+        member.rung = trial.rung
+    winner = trials[-1].config
+    if winner != 0:  # the defaults at full strength: never below the attack at its defaults
+        objective(0, 1.0, run_seeds[0])
+    return members, configs[winner], {k: tuple(v) for k, v in space.items()}
 
 
 def worst_of(results: Sequence[Strongest]) -> Strongest:
