@@ -5,12 +5,12 @@ what crossed the wire (:func:`~nopeek.attacks._client_file.load_activations`), t
 data and the attacker's own auxiliary data, and runs reconstruction attacks under their threat
 models, as :func:`~nopeek.attacks.harness.run_attack` does on a run directory:
 
-- **victims**: the *test split* of the victims' data set spec (``digits``, ``npz:PATH``, ...),
-  split as ``nopeek train`` splits it with the same seed, so a segment trained by nopeek on that
-  spec never saw them. With ``activations`` the ids may name a sample of any split.
-- **aux**: the *aux split* of the aux spec (the attacker's own data; the same spec as the
-  victims gives the disjoint aux split). Its mean image is the baseline every score is set
-  against. Labels are withheld unless an attack's threat model grants them.
+- **victims** (:func:`load_data`): every row of a data file (``npz:PATH``, ...; any count,
+  labels optional), or the *test split* of a bundled set or of one file given as both victims
+  and aux (split as ``nopeek train`` splits it, same seed: a segment trained by nopeek on it
+  never saw them). With ``activations`` the ids may name a sample of any split.
+- **aux**: the attacker's own data: a data file whole, else the spec's *aux split*. Its mean
+  image is the baseline of every score. Labels only where a threat model grants them.
 - The segment is run on the victims under ``no_grad`` in batches, keeping sample ids; white-box
   gets a copy of it, inverse-network only query access (with the aux inputs); neither sees the
   victims' inputs. Attacks needing what an exported segment cannot give (a fresh copy of the
@@ -40,7 +40,7 @@ from nopeek.attacks.harness import AttackResult, _first_ids, _query
 from nopeek.attacks.known_pairs import set_aside_aux
 from nopeek.attacks.registry import ATTACKS
 from nopeek.config import check_seed
-from nopeek.data import Dataset, Split
+from nopeek.data import DATASETS, Dataset, Split, load_dataset
 from nopeek.distance import distance_correlation
 from nopeek.errors import ConfigError, CutShapeError, ThreatModelError
 from nopeek.io import atomic_write_bytes
@@ -48,6 +48,7 @@ from nopeek.models.packing import Layout, Packed
 from nopeek.observe import Observed
 from nopeek.rundir import RunDir
 from nopeek.schema import brief
+from nopeek.user_data import data_file_format, load_whole
 
 __all__ = [
     "AuditInputs",
@@ -55,6 +56,7 @@ __all__ = [
     "audit",
     "load_activations",
     "load_client_model",
+    "load_data",
     "record",
     "report_markdown",
 ]
@@ -65,6 +67,7 @@ _GIVEN = {"activations", "aux_data", "aux_labels", "aux_activations", "client_we
 _GIVEN |= {"query_client"}
 _NEEDS_SEGMENT = ("client_weights", "query_client")
 DCOR_SAMPLES = 1000  # victims the distance correlation is measured on
+BUDGET = ("steps", "n_samples")  # what an attack spec may set for its own attack in an audit
 
 
 @dataclass
@@ -77,6 +80,38 @@ class AuditInputs:
     recorded: Observed | None
     victims: Dataset
     aux: Split
+
+
+def load_data(
+    victims: str,
+    aux: str,
+    *,
+    seed: int = 0,
+    data_root: str | None = None,
+    target: str | None = None,
+    image_size: int | None = None,
+) -> tuple[Dataset, Split]:
+    """The victims' data set (its ``test`` split holds the victims) and the attacker's samples,
+    for the data set specs ``victims`` and ``aux``.
+
+    A data file (``npz:PATH``, ``csv:PATH``, ``imagefolder:PATH``) is read whole
+    (:func:`nopeek.user_data.load_whole`): every row is a victim, or the attacker's; any count,
+    labels optional. A bundled set, or one file given for both, is split as ``nopeek train``
+    splits it (with ``seed``): the victims are its test split, the attacker holds its aux split.
+    """
+    options = {"target": target, "image_size": image_size}
+
+    def split(spec: str) -> Dataset:
+        given = {} if spec in DATASETS else options
+        return load_dataset(spec, seed=seed, data_root=data_root, **given)
+
+    if victims == aux:
+        ds = split(victims)
+        return ds, ds.aux
+    whole = {s: data_file_format(s) is not None for s in (victims, aux)}
+    victim_set = load_whole(victims, **options) if whole[victims] else split(victims)
+    own = load_whole(aux, **options) if whole[aux] else split(aux)
+    return victim_set, own.test if whole[aux] else own.aux
 
 
 def record(segment: nn.Module, victims: Split, *, batch: int = 256) -> Observed:
@@ -226,21 +261,11 @@ def audit(
     ``n_samples`` keeps the victims with the smallest ids (default: each attack's
     ``default_samples``); ``steps`` defaults per attack; ``label`` names the audited segment in
     the JSON's ``run`` field (default: ``out``); ``options[name]`` go to attack ``name``
-    (e.g. ``{"white-box": {"tv": 0.0}}``; an undeclared key is refused).
+    (e.g. ``{"white-box": {"tv": 0.0}}``; an undeclared key is refused), except ``steps`` and
+    ``n_samples`` (:data:`BUDGET`), which override the shared ones for that attack.
     """
-    for key, value in {"steps": steps, "n-samples": n_samples}.items():
-        if value is not None and (isinstance(value, bool) or int(value) < 1):
-            raise ConfigError(f"--{key} must be an integer >= 1, got {value}")
     check_seed(seed, what="--seed")
-    if not attacks:
-        raise ConfigError(f"--attack names no attack; choose from: {', '.join(ATTACKS.names())}")
-    chosen = []
-    for name in attacks:
-        entry = ATTACKS.get(name)  # an unknown name lists the valid ones
-        attack: Attack = entry() if isinstance(entry, type) else entry
-        check_options(attack, (options or {}).get(name, {}))
-        _refuse(attack, material.segment is not None, _own_aux(material))
-        chosen.append(attack)
+    chosen = _choose(material, attacks, options or {}, {"steps": steps, "n_samples": n_samples})
     _check_material(material)
     if material.recorded is None:  # (a segment that fails on the victims is one line here)
         material = replace(material, recorded=record(material.segment, material.victims.test))
@@ -250,12 +275,11 @@ def audit(
     leakage = measure_dcor(material.recorded, truth_set)
     target = RunDir(out, "audit")
     target.plan(overwrite=overwrite)  # refuse a bad --out before the (slow) attacks run
-    given = {k: dict(v) for k, v in (options or {}).items()}
     label = label or str(out)
     results = []
-    for attack in chosen:
-        opts = given.get(attack.name, {})
-        results.append(_run_one(attack, material, truth_set, steps, n_samples, seed, label, opts))
+    for attack, opts, budget in chosen:
+        steps_n = budget["steps"], budget["n_samples"]
+        results.append(_run_one(attack, material, truth_set, *steps_n, seed, label, opts))
     with target.writing(overwrite=overwrite) as where:
         for result in results:
             write_result(where / RunDir.ATTACKS / result.attack, result, truth_set)
@@ -263,6 +287,37 @@ def audit(
         atomic_write_bytes(where / "leakage.json", (json.dumps(leakage, indent=2) + "\n").encode())
         atomic_write_bytes(where / "report.md", report_markdown(results, leakage).encode())
     return results
+
+
+def _choose(
+    material: AuditInputs,
+    names: Sequence[str],
+    options: Mapping[str, Mapping[str, Any]],
+    shared: dict[str, int | None],
+) -> list[tuple[Attack, dict[str, Any], dict[str, int | None]]]:
+    """Each attack with its own options and its budget (``steps``, ``n_samples``: its spec's,
+    else ``shared``), checked before anything runs: a known name, given once, declared
+    options, counts >= 1, and a threat model the audit can grant."""
+    if not names:
+        raise ConfigError(f"--attack names no attack; choose from: {', '.join(ATTACKS.names())}")
+    if len(set(names)) < len(names):
+        raise ConfigError(f"--attack lists an attack twice: {','.join(names)}; give each once")
+    chosen = []
+    for name in names:
+        entry = ATTACKS.get(name)  # an unknown name lists the valid ones
+        attack: Attack = entry() if isinstance(entry, type) else entry
+        given = dict(options.get(name, {}))
+        check_options(attack, given, shared=BUDGET)
+        budget = shared | {k: given.pop(k) for k in BUDGET if k in given}
+        for key, n in budget.items():
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                flag = key.replace("_", "-")
+                raise ConfigError(f"--{flag} must be an integer >= 1, got {n!r} (for {name})")
+        _refuse(attack, material.segment is not None, _own_aux(material))
+        if attack.threat_model.aux_labels and bool((material.aux.y < 0).any()):
+            raise ThreatModelError(f"{name} needs the aux labels; give --aux data with labels")
+        chosen.append((attack, given, budget))
+    return chosen
 
 
 def measure_dcor(recorded: Observed, truth_set: Dataset, limit: int = DCOR_SAMPLES) -> dict:

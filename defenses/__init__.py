@@ -33,6 +33,7 @@ from nopeek.defenses.label_gradient import (
 from nopeek.defenses.marvell import Marvell, MarvellNoise, solve_marvell, sum_kl
 from nopeek.defenses.spec import (
     DEFENSES,
+    parse_defense_option,
     parse_defenses,
     parse_spec,
     run_sender,
@@ -55,6 +56,7 @@ __all__ = [
     "clip_per_sample",
     "gaussian_cut_epsilon",
     "laplace_cut_epsilon",
+    "parse_defense_option",
     "parse_defenses",
     "parse_spec",
     "run_sender",

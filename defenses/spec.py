@@ -2,8 +2,9 @@
 
 Grammar (whitespace around items is ignored; ``-`` in keys reads as ``_``)::
 
-    spec  := name [":" item ("," item)*]
-    item  := key "=" value | value      (a bare value only first, for the positional key)
+    option := "none" | spec ("+" spec)*    (one --defense value: specs applied together)
+    spec   := name [":" item ("," item)*]
+    item   := key "=" value | value     (a bare value only first, for the positional key)
 
 A value is converted by the kind its defense declares: ``float`` (finite), ``bool``
 (``true/false/1/0/yes/no``), ``str``, or a choice ``a|b``. Examples::
@@ -19,6 +20,7 @@ Every mistake is one :class:`~nopeek.errors.ConfigError` line naming the fix.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +118,28 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise ConfigError(f"{name} option {key!r} is given twice in {spec!r}; give it once")
         options[key] = _convert(name, key, raw, cls.options[key])
     return name, options
+
+
+def parse_defense_option(text: str) -> tuple[str, ...]:
+    """One ``--defense`` value -> the specs applied together (empty for ``none``). The same on
+    every command: specs are joined by ``+``, except that a ``+`` followed by a digit stays
+    inside a value (``epsilon=1e+1``).
+
+    >>> parse_defense_option("cut-noise:gaussian,sigma=0.5+max-norm")
+    ('cut-noise:gaussian,sigma=0.5', 'max-norm')
+    >>> parse_defense_option("dp-sgd:epsilon=1e+1")
+    ('dp-sgd:epsilon=1e+1',)
+    """
+    text = text.strip()
+    if text.lower() == "none":
+        return ()
+    specs = tuple(s.strip() for s in re.split(r"\+(?![0-9])", text))
+    if not text or any(not s for s in specs):
+        raise ConfigError(
+            f"empty defense in {text!r}; write specs joined by '+', e.g. "
+            "cut-noise:gaussian,sigma=0.5+max-norm, or 'none'"
+        )
+    return specs
 
 
 def parse_defenses(

@@ -114,7 +114,9 @@ def build_cost_model(
     name: str, *, input_shape: Sequence[int], n_classes: int, device: str | torch.device = "meta"
 ) -> tuple[nn.Module, str]:
     """``(model, default cut)``: a torchvision model of :data:`TORCHVISION_MODELS` (no weights)
-    or a reference model of :data:`nopeek.models.MODELS`, built on ``device``.
+    or any model spec ``nopeek train --model`` takes (a reference model, ``torchvision:NAME``,
+    ``module:PKG.MOD:FACTORY``, resolved by :data:`nopeek.models.MODELS`), built on ``device``;
+    the default cut is "" for a spec without one.
 
     torchvision models on images smaller than 64x64 get the usual CIFAR adaptation: VGG averages
     its last 1x1 feature map into a 512-wide classifier input (not torchvision's 7x7 copy);
@@ -129,9 +131,12 @@ def build_cost_model(
     from nopeek.models import MODELS, build_model
 
     shape = tuple(int(s) for s in input_shape)
-    if name not in TORCHVISION_MODELS and name not in MODELS.names():
+    if name not in TORCHVISION_MODELS and ":" not in name and name not in MODELS.names():
         valid = ", ".join([*TORCHVISION_MODELS, *MODELS.names()])
-        raise ConfigError(f"unknown model {name!r}; choose one of: {valid}")
+        raise ConfigError(
+            f"unknown model {name!r}; choose one of: {valid}, torchvision:<name> or "
+            "module:<package.module:factory>"
+        )
     if name in TORCHVISION_MODELS and len(shape) != 3:
         raise ConfigError(
             f"model {name} takes images (C, H, W), the data have shape {shape}; pick a model "

@@ -8,8 +8,9 @@ Grammar of one ``--defense`` value (each value is a separate setting, crossed wi
     arg      := value | key "=" value
 
 ``+`` joins defenses applied together in one run (``cut-noise:sigma=0.5+max-norm``); a ``+``
-followed by a digit stays inside a value (``epsilon=1e+1``). The specs themselves are resolved
-by :func:`nopeek.defenses.parse_defenses`, exactly as ``nopeek train --defense`` does.
+followed by a digit stays inside a value (``epsilon=1e+1``). Both steps are the defenses' own
+(:func:`nopeek.defenses.parse_defense_option`, :func:`nopeek.defenses.parse_defenses`), so a
+``--defense`` value reads the same in ``nopeek train``, ``sweep`` and ``tune``.
 
 A run directory is named ``<slug>-seed<k>``: the slug spells alpha and the defenses with
 characters safe in file names (``alpha0.5_cut-noise-gaussian-sigma0.5-clip1``).
@@ -23,9 +24,11 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from nopeek.attacks.spec import parse_attack as parse_attack  # re-exported: one parser
+from nopeek.attacks.spec import parse_attacks as parse_attacks
 from nopeek.config import TrainConfig
+from nopeek.defenses.spec import parse_defense_option
 from nopeek.errors import ConfigError
 
 _MAX_SLUG = 80
@@ -75,26 +78,6 @@ class Setting:
         """``base`` with this setting's alpha and defenses and the given seed."""
         data = base.to_dict() | {"alpha": self.alpha, "defenses": list(self.defenses)}
         return TrainConfig(**(data | {"seed": seed}))
-
-
-def parse_defense_option(text: str) -> tuple[str, ...]:
-    """One ``--defense`` value -> the specs applied together (empty for ``none``).
-
-    >>> parse_defense_option("cut-noise:gaussian,sigma=0.5+max-norm")
-    ('cut-noise:gaussian,sigma=0.5', 'max-norm')
-    >>> parse_defense_option("dp-sgd:epsilon=1e+1")
-    ('dp-sgd:epsilon=1e+1',)
-    """
-    text = text.strip()
-    if text.lower() == "none":
-        return ()
-    specs = tuple(s.strip() for s in re.split(r"\+(?![0-9])", text))
-    if not text or any(not s for s in specs):
-        raise ConfigError(
-            f"empty defense in {text!r}; write specs joined by '+', e.g. "
-            "cut-noise:gaussian,sigma=0.5+max-norm, or 'none'"
-        )
-    return specs
 
 
 def parse_floats(text: str, *, what: str) -> list[float]:
@@ -147,53 +130,3 @@ def make_settings(alphas: Sequence[float], defenses: Sequence[str] = ("none",)) 
     if clash:
         raise ConfigError(f"two settings map to the run name {clash[0]!r}; write them differently")
     return settings
-
-
-def _value(text: str) -> Any:
-    """An attack option's value: int, float, true/false, or the string itself."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def parse_attack(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"inverse-network:width=32,lr=0.01"`` -> ``("inverse-network", {"width": 32, "lr": 0.01})``.
-
-    The options go to the attack (``run_attack(..., options=...)``); ``-`` in keys reads ``_``.
-
-    >>> parse_attack("white-box:tv=0.05")
-    ('white-box', {'tv': 0.05})
-    """
-    name, _, rest = spec.partition(":")
-    options: dict[str, Any] = {}
-    for item in filter(None, (i.strip() for i in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ConfigError(
-                f"attack option {item!r} in {spec!r} needs key=value, e.g. inverse-network:width=32"
-            )
-        options[key.strip().replace("-", "_")] = _value(value.strip())
-    return name.strip(), options
-
-
-def parse_attacks(values: str | Sequence[str]) -> list[str]:
-    """``--attack`` values -> attack specs. Commas separate attacks, except that an item with
-    ``=`` and no ``:`` continues the previous attack's options; ``none`` is dropped.
-
-    >>> parse_attacks("inverse-network:width=32,lr=0.01,white-box")
-    ['inverse-network:width=32,lr=0.01', 'white-box']
-    """
-    texts = [values] if isinstance(values, str) else list(values)
-    specs: list[str] = []
-    for text in texts:
-        for item in filter(None, (i.strip() for i in text.split(","))):
-            if "=" in item and ":" not in item:
-                if not specs:
-                    raise ConfigError(f"attack option {item!r} comes before any attack name")
-                specs[-1] += "," + item
-            elif item != "none":
-                specs.append(item)
-    return specs

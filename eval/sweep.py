@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nopeek import schema as S
+from nopeek.attacks.spec import BUDGET_KEYS
 from nopeek.config import TrainConfig, check_seed
 from nopeek.errors import CheckpointError, ConfigError
 from nopeek.eval.results import collect_rows, write_results
@@ -39,7 +40,7 @@ from nopeek.rundir import RunDir, kind_of, write_marker
 
 log = logging.getLogger(__name__)
 
-ATTACK_OPTIONS = ("steps", "aux_size", "n_samples")
+ATTACK_OPTIONS = BUDGET_KEYS  # the options of run_attack every attack spec may set for itself
 
 
 @dataclass

@@ -29,7 +29,8 @@ MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 class Table:
     """A file's samples, before splitting.
 
-    x: (N, *input_shape) float32 (images in [0, 1]); y: (N,) int64 in [0, len(class_names));
+    x: (N, *input_shape) float32 (images in [0, 1]); y: (N,) int64 in [0, len(class_names)),
+    or -1 in every row of a file read without labels (then ``class_names`` is empty);
     ids: (N,) int64 sample ids.
     """
 
@@ -64,8 +65,14 @@ def _classes(labels: np.ndarray, where: str) -> tuple[Tensor, tuple[str, ...]]:
 # --- npz ----------------------------------------------------------------------------------
 
 
-def read_npz(path: Path, **_: Any) -> Table:
-    """``x``, ``y`` and optional ``ids`` of an ``np.savez`` archive (never unpickled)."""
+def _unlabelled(n: int) -> tuple[Tensor, tuple[str, ...]]:
+    """Labels and class names of ``n`` samples without labels: -1 each, no classes."""
+    return torch.full((n,), -1, dtype=torch.int64), ()
+
+
+def read_npz(path: Path, *, labels: bool = True, **_: Any) -> Table:
+    """``x``, ``y`` and optional ``ids`` of an ``np.savez`` archive (never unpickled); without
+    ``labels`` (data to attack, not to train on) ``y`` may be left out."""
     fix = "save it with np.savez(PATH, x=features, y=labels) (ids=... optional)"
     if not zipfile.is_zipfile(path):
         raise DataError(f"npz:{path} is not an npz archive (a zip of .npy arrays); {fix}")
@@ -76,19 +83,20 @@ def read_npz(path: Path, **_: Any) -> Table:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         what = "holds Python objects (never unpickled)" if "pickle" in str(exc) else "is corrupt"
         raise DataError(f"npz:{path} {what} ({type(exc).__name__}); {fix}") from None
-    missing = [k for k in ("x", "y") if k not in arrays]
+    missing = [k for k in ("x", "y") if k not in arrays and (labels or k == "x")]
     if missing:
         raise DataError(
             f"npz:{path} has arrays {sorted(keys)} but no {' or '.join(map(repr, missing))}; {fix}"
         )
-    x, y = arrays["x"], arrays["y"]
-    if y.ndim != 1 or x.ndim < 1 or len(x) != len(y):
+    x, y = arrays["x"], arrays.get("y")
+    if y is not None and (y.ndim != 1 or x.ndim < 1 or len(x) != len(y)):
         raise DataError(
             f"npz:{path}: x has shape {x.shape} but y {y.shape}; give one label per row of x, "
             "y of shape (N,)"
         )
-    y_t, names = _classes(y, f"npz:{path} y")
-    ids = _npz_ids(arrays.get("ids"), len(y), path)
+    n = len(x) if x.ndim else 0  # a 0-d x is refused by _npz_x below
+    y_t, names = _classes(y, f"npz:{path} y") if y is not None else _unlabelled(n)
+    ids = _npz_ids(arrays.get("ids"), len(y_t), path)
     return Table(_npz_x(x, path), y_t, ids, "tabular" if x.ndim == 2 else "image", names)
 
 
@@ -134,9 +142,12 @@ def _npz_ids(ids: np.ndarray | None, n: int, path: Path) -> Tensor:
 # --- csv ----------------------------------------------------------------------------------
 
 
-def read_csv(path: Path, *, target: str | None, **_: Any) -> Table:
-    """A header row, then one row per sample: the ``target`` column's labels, numeric features."""
+def read_csv(path: Path, *, target: str | None, labels: bool = True, **_: Any) -> Table:
+    """A header row, then one row per sample: the ``target`` column's labels, numeric features.
+    Without ``labels`` (data to attack) and no ``target``, every column is a feature."""
     header, rows = _csv_rows(path)
+    if target is None and not labels:
+        return _unlabelled_csv(path, header, rows)
     if target is None or target not in header:
         given = "needs --target COLUMN" if target is None else f"has no column --target {target!r}"
         raise DataError(
@@ -156,6 +167,18 @@ def read_csv(path: Path, *, target: str | None, **_: Any) -> Table:
     y, names = _classes(labels, f"csv:{path} column {target!r}")
     ids = torch.arange(len(rows), dtype=torch.int64)
     return Table(torch.from_numpy(x), y, ids, "tabular", names)
+
+
+def _unlabelled_csv(path: Path, header: list[str], rows: list[tuple[int, list[str]]]) -> Table:
+    """Every column of the CSV as a numeric feature, no labels."""
+    x = np.empty((len(rows), len(header)), dtype=np.float32)
+    for i, (line, row) in enumerate(rows):
+        for j, cell in enumerate(row):
+            x[i, j] = _number(cell, path, i, line, header[j])
+    y, names = _unlabelled(len(rows))
+    return Table(
+        torch.from_numpy(x), y, torch.arange(len(rows), dtype=torch.int64), "tabular", names
+    )
 
 
 def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import types
 import typing
@@ -60,6 +61,21 @@ def _fits(value: Any, hint: Any) -> bool:
     if hint is float:
         return isinstance(value, (int, float))
     return isinstance(value, hint)
+
+
+def _typed(data: dict[str, Any], *, where: str, fix: str) -> dict[str, Any]:
+    """``data`` (known :class:`TrainConfig` fields) with each value's type checked; numbers of
+    float fields as floats. A wrong type is one line naming ``where``, the field and ``fix``."""
+    hints = typing.get_type_hints(TrainConfig)
+    values = {}
+    for name, value in data.items():
+        if not _fits(value, hints[name]):
+            shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+            raise ConfigError(
+                f"{where} field {name!r} must be {_describe(hints[name])}, got {shown}; {fix}"
+            )
+        values[name] = float(value) if hints[name] is float else value
+    return values
 
 
 DEFAULT_MODEL = {
@@ -144,19 +160,10 @@ class TrainConfig:
                 f"{where} must hold a JSON object of config fields, got {type(data).__name__}; "
                 f"{fix}"
             )
-        hints = typing.get_type_hints(cls)
-        unknown = sorted(set(data) - set(hints))
+        unknown = sorted(set(data) - set(typing.get_type_hints(cls)))
         if unknown:
             raise ConfigError(f"{where} has unknown config keys {unknown}; remove them")
-        values = {}
-        for name, value in data.items():
-            if not _fits(value, hints[name]):
-                shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
-                raise ConfigError(
-                    f"{where} field {name!r} must be {_describe(hints[name])}, got {shown}; {fix}"
-                )
-            values[name] = float(value) if hints[name] is float else value
-        config = cls(**values)
+        config = cls(**_typed(data, where=where, fix=fix))
         try:
             config.validate()
         except ConfigError as exc:
@@ -285,3 +292,83 @@ class TrainConfig:
         if user is not None and self.class_names is None:
             data["class_names"] = list(user.class_names)
         return TrainConfig(**data)
+
+
+DERIVED = {"class_names": ("dataset", "target", "image_size")}
+"""Fields :meth:`TrainConfig.resolved` fills in from others, with the fields they come from. A
+config file's value is kept (a reload checks the data still have it) unless a flag changes one of
+those fields; then it is dropped and filled in afresh from the new data."""
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The :class:`TrainConfig` fields set in a TOML file, or in a run's ``config.json`` (the
+    file ``nopeek train`` writes): ``.json`` is read as JSON, anything else as TOML.
+
+    Every key must be a field (the one-line error names the key and the valid ones), every
+    value of the field's type; a field the file leaves out keeps its default.
+
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "run.toml"
+    >>> _ = path.write_text('alpha = 2\\nepochs = 3\\n')
+    >>> read_config_file(path)
+    {'alpha': 2.0, 'epochs': 3}
+    >>> _ = path.write_text('epoch = 3\\n')
+    >>> read_config_file(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    nopeek.errors.ConfigError: ...run.toml: unknown key 'epoch'; valid keys: dataset, model, ...
+    """
+    path = Path(path).expanduser()
+    data = _parse_config_file(path)
+    valid = list(typing.get_type_hints(TrainConfig))
+    for key in data:
+        if key not in valid:
+            raise ConfigError(f"{path}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+    return _typed(data, where=str(path), fix="fix the file")
+
+
+def _parse_config_file(path: Path) -> dict[str, Any]:
+    """The key/value table of the JSON or TOML file at ``path`` (one-line errors)."""
+    if not path.is_file():
+        raise ConfigError(
+            f"--config {path}: no such file; give a .toml file or a run's config.json"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix.lower() == ".json" else _toml().loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSON and TOML errors included
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot read --config {path} ({reason}); fix the file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path} must hold a table of config fields, not a list")
+    return data
+
+
+def _toml():
+    """The stdlib TOML reader (Python >= 3.11), else the ``tomli`` backport if installed."""
+    try:
+        import tomllib
+    except ImportError:
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ConfigError(
+                "reading TOML needs Python 3.11 or the tomli package; `pip install tomli`, or "
+                "give a .json config file"
+            ) from None
+    return tomllib
+
+
+def with_flags(saved: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """A config file's fields ``saved`` overridden by the flags the user gave (``flags``); a
+    :data:`DERIVED` field is dropped when a flag changes what it comes from.
+
+    >>> with_flags({"dataset": "npz:a.npz", "class_names": ["0", "1"], "alpha": 1.0},
+    ...            {"dataset": "npz:b.npz"})
+    {'dataset': 'npz:b.npz', 'alpha': 1.0}
+    """
+    merged = saved | flags
+    for name, sources in DERIVED.items():
+        if name not in flags and any(k in flags and flags[k] != saved.get(k) for k in sources):
+            merged.pop(name, None)
+    return merged

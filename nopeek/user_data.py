@@ -15,6 +15,9 @@ images are scaled to [0, 1].
   size unless ``image_size=S`` resizes them all to SxS (and converts them to RGB if any is in
   colour). Sample ids are positions in the sorted file list.
 
+A file that is only attacked (``nopeek audit --victims``) is read whole instead
+(:func:`load_whole`): no split, no minimum class size, labels optional, features unscaled.
+
 Labels become classes 0..K-1 in sorted order (numerically when they all are integers), and the
 original labels are the class names. Every problem with a file is a one-line ``DataError`` that
 names the place and the fix, raised before anything is written.
@@ -39,6 +42,7 @@ from nopeek.data import (
     FORMATS,
     TEST_FRACTION,
     Dataset,
+    Split,
     _finish,
     _split_bundled,
     check_finite,
@@ -87,8 +91,8 @@ def describe(
     ...
     nopeek.errors.DataError: csv:no/such.csv: no such file; check the path (a relative one starts at the current folder)
     """  # noqa: E501
-    fmt, sep, path = name.partition(":")
-    if name in DATASETS or not sep or fmt not in FORMATS:
+    fmt, _, path = name.partition(":")
+    if data_file_format(name) is None:
         if name in DATASETS and (target is not None or image_size is not None):
             raise ConfigError(
                 f"--target and --image-size apply to data files (csv:PATH, imagefolder:PATH), "
@@ -105,6 +109,54 @@ def describe(
         return Described("image", (1 if mode == "L" else 3, size[1], size[0]), classes)
     table = _read(fmt, where, name, target=target, image_size=image_size)
     return Described(table.kind, tuple(table.x.shape[1:]), table.class_names)
+
+
+def data_file_format(name: str) -> str | None:
+    """The format of a data file spec ``FORMAT:PATH`` (``npz``, ``csv``, ``imagefolder``), or
+    None for anything else (a registered data set).
+
+    >>> data_file_format("npz:victims.npz"), data_file_format("digits")
+    ('npz', None)
+    """
+    fmt, sep, _ = name.partition(":")
+    return fmt if sep and name not in DATASETS and fmt in FORMATS else None
+
+
+def load_whole(name: str, *, target: str | None = None, image_size: int | None = None) -> Dataset:
+    """Every sample of the data file ``name``, unsplit: data to attack, not to train on.
+
+    The samples, in file order, are the ``test`` split of the returned data set (``train`` and
+    ``aux`` are empty). Labels are optional (an npz without ``y``, a csv without ``target``:
+    every label is -1 and there are no class names), no class needs a minimum count, and
+    features stay as the file holds them (not standardized: the file holds what the client's
+    segment takes). Bad files are refused in one line as for training.
+    """
+    fmt = data_file_format(name)
+    if fmt is None:
+        raise ConfigError(
+            f"{name!r} is not a data file; give npz:PATH, csv:PATH or imagefolder:PATH"
+        )
+    _check_options(fmt, target, image_size)
+    where = _existing(fmt, name.partition(":")[2])
+    table = _READERS[fmt](where, target=target, image_size=image_size, labels=False)
+    check_finite(table.x, what=f"{name} x")
+    _check_ids(name, table.ids)
+    if not len(table.ids):
+        raise DataError(f"{name} holds no samples; give at least one")
+    whole = Split(table.x, table.y, table.ids)
+    none = whole.subset(torch.zeros(0, dtype=torch.long))
+    spread = float(table.x.max() - table.x.min())
+    return Dataset(
+        name=name,
+        train=none,
+        test=whole,
+        aux=none,
+        input_shape=tuple(table.x.shape[1:]),
+        n_classes=len(table.class_names),
+        kind=table.kind,
+        data_range=1.0 if table.kind == "image" or spread == 0 else spread,
+        class_names=table.class_names,
+    )
 
 
 def _load(
@@ -142,14 +194,19 @@ def _read(fmt: str, where: Path, name: str, **options: Any) -> Table:
     table = _READERS[fmt](where, **options)
     check_finite(table.x, what=f"{name} x")
     _check_counts(name, table.class_names, table.y)
-    unique, repeats = torch.unique(table.ids, return_counts=True)
-    if len(unique) < len(table.ids):
+    _check_ids(name, table.ids)
+    return table
+
+
+def _check_ids(name: str, ids: Tensor) -> None:
+    """Every sample id once."""
+    unique, repeats = torch.unique(ids, return_counts=True)
+    if len(unique) < len(ids):
         first = int(unique[repeats > 1][0])
         raise DataError(
             f"{name}: sample id {first} appears {int(repeats[repeats > 1][0])} times in ids; "
             "give every sample a unique id"
         )
-    return table
 
 
 def _check_options(fmt: str, target: str | None, image_size: int | None) -> None:

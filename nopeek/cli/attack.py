@@ -29,8 +29,12 @@ def add_parser(sub) -> None:
     p.add_argument("--run", required=True, help="run directory written by `nopeek train`")
     p.add_argument(
         "--attack",
+        action="append",
+        dest="attacks",
         required=True,
-        help="white-box | inverse-network | unsplit | norm | direction | grad-match | ...",
+        help="attacks to run, comma-separated, each optionally with its own options, e.g. "
+        "white-box:tv=0,inverse-network:width=64 (repeatable; names: white-box | "
+        "inverse-network | unsplit | norm | direction | grad-match | ...)",
     )
     add_budget_args(p)
     p.add_argument(
@@ -95,24 +99,27 @@ def result_summary(m: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run every ``--attack`` in turn (all checked first), one summary line each."""
     from nopeek.attacks.harness import run_attack
+    from nopeek.attacks.spec import parse_attack_runs
     from nopeek.defenses import run_sender
 
-    result = run_attack(
-        args.run,
-        args.attack,
-        steps=args.steps,
-        aux_size=args.aux_size,
-        n_samples=args.n_samples,
-        seed=args.seed,
-        cut=args.cut,
-        party=args.party,
-        observations=args.observations,
-        sender=run_sender,
-    )
-    m = result.to_json()
-    print(
-        f"{m['attack']} at cut {m['cut']} ({m['party']} -> {m['receiver']}) on "
-        f"{m['n_samples']} samples: {result_summary(m)}  -> {result.path}"
-    )
+    shared = {"steps": args.steps, "aux_size": args.aux_size, "n_samples": args.n_samples}
+    for attack in parse_attack_runs(args.attacks):
+        result = run_attack(
+            args.run,
+            attack.name,
+            options=attack.options or None,
+            seed=args.seed,
+            cut=args.cut,
+            party=args.party,
+            observations=args.observations,
+            sender=run_sender,
+            **(shared | attack.budget),
+        )
+        m = result.to_json()
+        print(
+            f"{m['attack']} at cut {m['cut']} ({m['party']} -> {m['receiver']}) on "
+            f"{m['n_samples']} samples: {result_summary(m)}  -> {result.path}"
+        )
     return 0

@@ -14,8 +14,10 @@ def add_parser(sub) -> None:
         help=summary("audit"),
         description="Record what an exported client segment sends for the victims, run "
         "reconstruction attacks under their threat models and write OUT/attacks/<attack>.json "
-        "(+ .png) and OUT/report.md. The victims are the test split of --victims; the attacker "
-        "holds the aux split of --aux.",
+        "(+ .png) and OUT/report.md. A data file (npz:, csv:, imagefolder:) is read whole, labels "
+        "optional: every row of --victims is a victim, every row of --aux the attacker's. A "
+        "bundled set, or one file given as both, is split as `nopeek train` splits it: the "
+        "victims are its test split, the attacker holds its aux split.",
     )
     p.add_argument(
         "--client-model",
@@ -30,51 +32,55 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--victims",
         required=True,
-        help="data set spec of the victims: digits | npz:PATH | csv:PATH | imagefolder:PATH ...",
+        help="data set spec of the victims: npz:PATH (y optional) | csv:PATH (--target optional) "
+        "| imagefolder:PATH | digits ...",
     )
     p.add_argument("--aux", required=True, help="data set spec of the attacker's own data")
     p.add_argument(
         "--attack",
+        action="append",
+        dest="attacks",
         required=True,
         help="comma-separated reconstruction attacks with options, e.g. "
-        "white-box:tv=0,inverse-network:width=32",
+        "white-box:tv=0,inverse-network:width=32 (repeatable)",
     )
     p.add_argument("--out", required=True, help="folder to write the audit into")
     add_budget_args(p)
     p.add_argument(
         "--seed", type=int, default=0, help="splits and attack seed, 0 to 2**31 - 1 (default 0)"
     )
-    p.add_argument("--target", help="csv:PATH data: the label column")
+    p.add_argument("--target", help="csv:PATH data: the label column (victims: optional)")
     p.add_argument("--image-size", type=int, dest="image_size", help="imagefolder:PATH: NxN")
     p.add_argument("--data-root", dest="data_root", help="folder holding MNIST/CIFAR-10 files")
     p.add_argument("--overwrite", action="store_true", help="replace an existing audit folder")
     p.set_defaults(handler=run)
 
 
-def _load(spec: str, args: argparse.Namespace):
-    from nopeek.data import DATASETS, load_dataset
-
-    options = {} if spec in DATASETS else {"target": args.target, "image_size": args.image_size}
-    return load_dataset(spec, seed=args.seed, data_root=args.data_root, **options)
-
-
 def run(args: argparse.Namespace) -> int:
-    from nopeek.attacks.audit import AuditInputs, audit, load_activations, load_client_model
+    from nopeek.attacks.audit import (
+        BUDGET,
+        AuditInputs,
+        audit,
+        load_activations,
+        load_client_model,
+        load_data,
+    )
+    from nopeek.attacks.spec import parse_attack_runs
     from nopeek.errors import ConfigError
-    from nopeek.eval.settings import parse_attack, parse_attacks
     from nopeek.observe import Observed
 
     if args.client_model is None and args.activations is None:
         raise ConfigError("give --client-model FILE (the exported segment) or --activations FILE")
-    specs = [parse_attack(spec) for spec in parse_attacks(args.attack)]
-    names, options = [n for n, _ in specs], {n: o for n, o in specs}
+    runs = parse_attack_runs(args.attacks, budget=BUDGET)
+    names, options = [r.name for r in runs], {r.name: r.options | r.budget for r in runs}
     segment = load_client_model(args.client_model) if args.client_model else None
     recorded = None
     if args.activations:
         z, ids = load_activations(args.activations)
         zeros = ids.new_zeros(len(ids))
         recorded = Observed(z, ids, zeros, zeros.clone())
-    victims, aux = _load(args.victims, args), _load(args.aux, args).aux
+    data = {"target": args.target, "image_size": args.image_size, "data_root": args.data_root}
+    victims, aux = load_data(args.victims, args.aux, seed=args.seed, **data)
     results = audit(
         AuditInputs(segment, recorded, victims, aux),
         names,

@@ -25,8 +25,10 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--model",
-        help="vgg16 | vgg19 | resnet50 (torchvision, no weights) or a reference model "
-        "(`nopeek models`; default vgg16, with --measure digits-cnn)",
+        help="vgg16 | vgg19 | resnet50 (the papers' torchvision models, no weights) or any "
+        "`nopeek train --model`: a reference model (`nopeek models`), torchvision:<name> or "
+        "module:<package.module:factory> (these need --cut; default vgg16, with --measure "
+        "digits-cnn)",
     )
     p.add_argument(
         "--dataset",
@@ -112,6 +114,10 @@ def _compute(args: argparse.Namespace, clients: list[int]) -> int:
         return 0
     folder = _plan(args.out)
     cut = args.cut or default
+    if not cut:  # torchvision:, module: models have no default cut
+        from nopeek.models import missing_cut
+
+        raise missing_cut(name)
     prof = profile_split(model, input_shape=shape, cut=cut, name=name, default=default)
     table = cost_table(prof, dataset=dataset, p=p, clients=clients, sgd_batch=args.sgd_batch)
     print(format_table(table))

@@ -54,12 +54,12 @@ def add_parser(sub) -> None:
 
 
 _PARTY_FLAGS = {"role", "rank", "world_size", "master_addr", "master_port", "timeout"}
-_RUN_FLAGS = {"out", "overwrite", "resume", "quiet", "handler", "command", "verbose"}
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    given = {k: v for k, v in vars(args).items() if k not in _PARTY_FLAGS | _RUN_FLAGS}
-    return TrainConfig(**given)
+    from nopeek.cli.train import given_fields  # the same fields and --defense syntax as train
+
+    return TrainConfig(**given_fields(args, exclude=frozenset(_PARTY_FLAGS)))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -121,3 +121,34 @@ def test_bad_options(runs, tmp_path, capsys, extra, match):
     shutil.copytree(runs / "vanilla", run, ignore=shutil.ignore_patterns("attacks"))
     _fails_cleanly(["--run", str(run), "--attack", "inverse-network", *extra], capsys, match)
     assert not (run / "attacks").exists()
+
+
+def test_several_attacks_with_their_own_options_in_one_call(runs, tmp_path, capsys):
+    """``--attack`` reads as in sweep and audit: comma-separated specs with options, repeatable,
+    each attack's budget keys (steps=) overriding the shared flags for it alone."""
+    run = tmp_path / "copy"
+    shutil.copytree(runs / "vanilla", run, ignore=shutil.ignore_patterns("attacks"))
+    argv = ["--run", str(run), "--attack", "white-box:tv=0,steps=4", "--n-samples", "4"]
+    code, out, err = _run([*argv, "--attack", "inverse-network:width=16", "--steps", "2"], capsys)
+    assert code == 0, err
+    assert out.count("\n") == 2
+    white = json.loads((run / "attacks" / "white-box.json").read_text())
+    inverse = json.loads((run / "attacks" / "inverse-network.json").read_text())
+    assert white["steps"] == 4 and white["settings"]["tv"] == 0.0 and white["n_samples"] == 4
+    assert inverse["steps"] == 2 and inverse["settings"]["width"] == 16
+
+
+@pytest.mark.parametrize(
+    ("attack", "match"),
+    [
+        ("white-box,white-box:tv=0", "lists white-box twice"),
+        ("white-box,inverse-network:widht=8", "unknown option 'widht' for attack inverse-network"),
+        ("white-box:tv", "needs key=value"),
+        ("white-box,mind-reading", "unknown attack 'mind-reading'"),
+    ],
+)
+def test_every_attack_spec_is_checked_before_any_runs(runs, tmp_path, capsys, attack, match):
+    run = tmp_path / "copy"
+    shutil.copytree(runs / "vanilla", run, ignore=shutil.ignore_patterns("attacks"))
+    _fails_cleanly(["--run", str(run), "--attack", attack], capsys, match)
+    assert not (run / "attacks").exists()

@@ -273,3 +273,56 @@ def test_audit_attacks_a_segment_that_sends_several_tensors(tmp_path):
     )
     assert [r.attack for r in results] == ["white-box", "inverse-network"]
     assert all(r.ssim is not None for r in results)
+
+
+def _victims_npz(path, ds, n: int = 64, *, labels: bool = True):
+    """``n`` digits test rows as a victims file; with labels, class 2 has just 3 of them."""
+    x, y = ds.test.x[:n], ds.test.y[:n].clone()
+    y[y == 2] = 0
+    y[:3] = 2  # far too few to split: a victims file is attacked, never split
+    arrays = {"x": x.numpy()} | ({"y": y.numpy()} if labels else {})
+    np.savez(path, **arrays)
+    return f"npz:{path}", x
+
+
+@pytest.mark.parametrize("labels", [True, False])
+def test_a_small_victims_file_is_attacked_whole(exported, tmp_path, capsys, labels):
+    """64 victims with a 3-sample class (or no labels at all), aux from another file: every row
+    is a victim, the aux file is the attacker's whole, neither is split."""
+    ds = exported["ds"]
+    victims, x = _victims_npz(tmp_path / "victims.npz", ds, labels=labels)
+    np.savez(tmp_path / "aux.npz", x=ds.aux.x.numpy())  # the attacker's own, unlabelled
+    out = tmp_path / "audit"
+    argv = ["audit", "--client-model", str(exported["root"] / "client.pt2"), "--victims", victims]
+    argv += ["--aux", f"npz:{tmp_path / 'aux.npz'}", "--attack", "white-box:tv=0,n_samples=8"]
+    assert main([*argv, "--steps", "200", "--out", str(out)]) == 0, capsys.readouterr().err
+    white = json.loads((out / "attacks" / "white-box.json").read_text())
+    assert white["n_samples"] == 8 and white["ssim"] > 0.9
+    assert json.loads((out / "leakage.json").read_text())["n"] == len(x)  # every row recorded
+    # the baseline: the mean of the whole aux file, against the victims with ids 0..7 (rows)
+    baseline_mse = float(((x[:8] - ds.aux.x.mean(0, keepdim=True)) ** 2).mean())
+    assert white["baseline_mse"] == pytest.approx(baseline_mse, rel=1e-5)
+
+
+def test_whole_files_keep_their_checks(exported, tmp_path, capsys):
+    ds = exported["ds"]
+    victims, _ = _victims_npz(tmp_path / "victims.npz", ds)
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 1, 8, 8), "float32"))
+    np.savez(tmp_path / "nan.npz", x=np.full((4, 1, 8, 8), np.nan, "float32"))
+    np.savez(tmp_path / "noxy.npz", z=np.zeros(3))
+    pt2, out = str(exported["root"] / "client.pt2"), tmp_path / "out"
+    cases = [
+        (f"npz:{tmp_path / 'empty.npz'}", "holds no samples"),
+        (f"npz:{tmp_path / 'nan.npz'}", "NaN"),
+        (f"npz:{tmp_path / 'noxy.npz'}", "but no 'x'"),
+    ]
+    for spec, message in cases:
+        argv = ["audit", "--client-model", pt2, "--victims", spec, "--aux", victims]
+        assert main([*argv, "--attack", "white-box", "--out", str(out)]) == 2, message
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+        assert not out.exists()
+    # one file as both victims and aux is still split (the attacker's part is its aux split)
+    argv = ["audit", "--client-model", pt2, "--victims", victims, "--aux", victims]
+    assert main([*argv, "--attack", "white-box", "--out", str(out)]) == 2
+    assert "too few to split" in capsys.readouterr().err

@@ -174,6 +174,15 @@ def test_cli_prints_the_table_and_writes_cost_json(tmp_path, capsys):
     assert math.isclose(sl["flops_per_client"], 100 * record["profile"]["flops_client"])
 
 
+def test_cli_takes_every_model_spec_train_takes(capsys):
+    """``--model`` reads as in ``nopeek train``: torchvision:NAME (and module:...) cut at a module
+    path, profiled exactly like a reference model."""
+    argv = ["cost", "--model", "torchvision:resnet18", "--cut", "layer1", "--clients", "10"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "torchvision:resnet18 on cifar10" in text and "cut layer1 (64x8x8" in text
+
+
 def test_cli_measure_and_list_cuts(capsys):
     argv = ["cost", "--measure", "--clients", "3", "--max-epochs", "1", "--max-train", "60"]
     assert main(argv) == 0
@@ -188,6 +197,8 @@ def test_cli_measure_and_list_cuts(capsys):
     ("argv", "match"),
     [
         (["--model", "nope"], r"unknown model 'nope'; choose one of: vgg16, vgg19, resnet50"),
+        (["--model", "torchvision:resnet18"], r"has no default cut; pass --cut, e.g. .*layer1"),
+        (["--model", "torchvision:nonet", "--cut", "a"], r"unknown torchvision .* 'nonet'"),
         (["--cut", "features.99"], r"unknown cut 'features.99' for vgg16; .* --list-cuts"),
         (["--clients", "0"], r"--clients must be integers >= 1 .* got 0"),
         (["--clients", "100,-5"], r"--clients must be integers >= 1"),
