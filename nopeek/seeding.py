@@ -151,6 +151,13 @@ STREAMS: dict[str, Stream] = {
         "derive_seed(seed, 'segment', index) (tag kept from before this table)",
         _default("segment"),
     ),
+    "topology.init": Stream(
+        "nopeek.trainer.build_topology: layers a topology adds itself (vertical's adapter from "
+        "the merged cuts to the top)",
+        (),
+        "derive_seed(seed, 'topology.init')",
+        _default("topology.init"),
+    ),
     "batches": Stream(
         "nopeek.strategies.batches: the batch order of one client in one epoch (trainer, FedAvg)",
         ("epoch", "client"),

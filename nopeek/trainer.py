@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from nopeek import _checkpoint
@@ -29,8 +28,8 @@ from nopeek.models import MODELS, build_model
 from nopeek.plugins import build_hooks
 from nopeek.rundir import MARKER, RunDir
 from nopeek.runner import Runner, TrainResult  # noqa: F401 (TrainResult: public here)
-from nopeek.runtime.handshake import agree, fingerprint
-from nopeek.runtime.launch import PartyLaunch, common_epoch, make_channel
+from nopeek.runtime.handshake import agree, fingerprint, prove
+from nopeek.runtime.launch import PartyLaunch
 from nopeek.seeding import seeded
 from nopeek.shapes import check_shapes
 from nopeek.strategies import first_nodes
@@ -91,7 +90,8 @@ def _make_model(config: TrainConfig):
 def build_topology(config: TrainConfig, dataset: Dataset, model: nn.Sequential) -> Topology:
     """The topology ``config`` names, over ``model`` (the seeded whole model) and ``dataset``."""
     ctx = config.build_context(dataset, _make_model(config))
-    topology = TOPOLOGIES.get(config.topology)(model, config.cuts, ctx)
+    with seeded(config.seed, "topology.init"):  # a layer the topology adds (vertical's adapter)
+        topology = TOPOLOGIES.get(config.topology)(model, config.cuts, ctx)
     x = dataset.train.x  # its shape and dtype only: the dry run packs cuts a skip crosses
     return pack_crossings(topology, tuple(dataset.input_shape), x.dtype)
 
@@ -218,8 +218,8 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
     run_dir = _prepare_out(out, resume=resume, overwrite=overwrite)
     state = _checkpoint.load(out, config) if resume else None
     model.to(device)
-    make = make_channel(
-        topology, me, launch, x=dataset.train.x, max_batch=config.batch_size, device=device
+    make = launch.channel(
+        topology, me, x=dataset.train.x, max_batch=config.batch_size, device=device
     )
     launch.join(me, device, [p for p in topology.parties if p != me])
     runner = None
@@ -228,9 +228,13 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
             config, dataset, topology, hooks, device, quiet=quiet, local=[me], make_channel=make
         )
         settings = fingerprint(config.to_dict(), resume=resume)
-        agree(runner.runtime.channel, me, topology.label_parties[0], topology.parties, settings)
+        label, parties = topology.label_parties[0], topology.parties
+        if launch.secret is not None:
+            prove(runner.runtime.channel, me, label, parties, launch.secret)
+        epoch = state["epoch"] if state is not None else 0
+        common = agree(runner.runtime.channel, me, label, parties, settings, epoch=epoch)
         if state is not None:
-            state = _checkpoint.load_epoch(out, config, common_epoch(state["epoch"]))
+            state = _checkpoint.load_epoch(out, config, common)
         return _run_in(
             run_dir, out, runner, state, model, resume=resume, overwrite=overwrite,
             keep=_has_checkpoint,
@@ -240,4 +244,4 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
             runner.runtime.channel.broadcast_error(f"{me}: {str(exc).splitlines()[0][:300]}")
         raise
     finally:
-        dist.destroy_process_group()
+        launch.close(runner.runtime.channel if runner is not None else None)

@@ -38,7 +38,10 @@ COMMANDS: dict[str, Command] = {
         "nopeek.cli.tune", "find the most accurate defense setting within a leakage budget"
     ),
     "party": Command(
-        "nopeek.cli.party", "run one party of a distributed run over torch.distributed"
+        "nopeek.cli.party", "run one party of a distributed run (torch.distributed or gRPC + TLS)"
+    ),
+    "certs": Command(
+        "nopeek.cli.certs", "make a job CA and one certificate per party (gRPC + mutual TLS)"
     ),
     "cost": Command(
         "nopeek.cli.cost",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from nopeek.cli.commands import summary
 from nopeek.config import TrainConfig
@@ -23,22 +24,35 @@ from nopeek.runtime.launch import DEFAULT_TIMEOUT, PartyLaunch
 S = argparse.SUPPRESS
 
 
-def _add_party_args(p: argparse.ArgumentParser, *, env: bool) -> None:
+def _add_party_args(p: argparse.ArgumentParser) -> None:
     from nopeek.cli.train import add_train_args
 
     add_train_args(p)
-    need = not env
     p.add_argument("--role", default=None, help="server | client:<i> (checked against the rank)")
-    p.add_argument("--rank", type=int, required=need, default=None, help="this party's rank")
+    p.add_argument("--rank", type=int, default=None, help="torch: this party's rank")
     p.add_argument(
-        "--world-size", type=int, dest="world_size", required=need, default=None,
-        help="number of parties",
+        "--world-size", type=int, dest="world_size", default=None,
+        help="torch: number of parties",
     )  # fmt: skip
     p.add_argument("--master-addr", dest="master_addr", default="127.0.0.1", help="meeting host")
     p.add_argument("--master-port", dest="master_port", type=int, default=29500, help="its port")
     p.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT,
         help=f"seconds every receive waits for a peer (default {DEFAULT_TIMEOUT:g})",
+    )  # fmt: skip
+    p.add_argument(
+        "--transport", choices=("torch", "grpc"), default="torch",
+        help="torch: torch.distributed, for a trusted network only (gloo, NCCL); grpc: gRPC with "
+        "mutual TLS between institutions (needs --peers, --ca, --cert, --key)",
+    )  # fmt: skip
+    p.add_argument("--peers", default=None, help="grpc: party=host:port for every party")
+    p.add_argument("--ca", default=None, help="grpc: the job CA's certificate (PEM)")
+    p.add_argument("--cert", default=None, help="grpc: this party's certificate; names its role")
+    p.add_argument("--key", default=None, help="grpc: this party's private key (PEM)")
+    p.add_argument(
+        "--job-secret-file", dest="job_secret_file", default=None,
+        help="a file holding the job's shared secret (or set NOPEEK_JOB_SECRET): every party "
+        "proves it holds it before anything is sent",
     )  # fmt: skip
 
 
@@ -49,11 +63,12 @@ def add_parser(sub) -> None:
         description=__doc__.splitlines()[0],
         argument_default=S,
     )
-    _add_party_args(p, env=False)
+    _add_party_args(p)
     p.set_defaults(handler=run)
 
 
 _PARTY_FLAGS = {"role", "rank", "world_size", "master_addr", "master_port", "timeout"}
+_PARTY_FLAGS |= {"transport", "peers", "ca", "cert", "key", "job_secret_file"}
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
@@ -62,22 +77,62 @@ def _config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**given_fields(args, exclude=frozenset(_PARTY_FLAGS)))
 
 
+def _launch(args: argparse.Namespace):
+    """This process's place in the run: torch.distributed ranks, or gRPC peers and identity."""
+    if args.transport == "grpc":
+        from nopeek.errors import ConfigError
+        from nopeek.runtime.grpc_channel import Identity
+        from nopeek.runtime.grpc_launch import GrpcLaunch, parse_peers
+
+        missing = [f"--{k}" for k in ("peers", "ca", "cert", "key") if getattr(args, k) is None]
+        if missing:
+            raise ConfigError(f"--transport grpc needs {', '.join(missing)}")
+        identity = Identity.read(args.ca, args.cert, args.key)
+        return GrpcLaunch(parse_peers(args.peers), identity, args.timeout, _secret(args))
+    if args.rank is None or args.world_size is None:
+        return PartyLaunch.from_env(timeout=args.timeout, role=args.role, secret=_secret(args))
+    return PartyLaunch(
+        args.rank, args.world_size, args.master_addr, args.master_port, args.timeout, args.role,
+        _secret(args),
+    )  # fmt: skip
+
+
+def _secret(args: argparse.Namespace) -> bytes | None:
+    """The job secret from --job-secret-file or NOPEEK_JOB_SECRET (never from a flag's value:
+    a command line is visible to every user of the host)."""
+    import os
+
+    from nopeek.errors import ConfigError
+
+    if args.job_secret_file is not None:
+        try:
+            secret = Path(args.job_secret_file).read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read --job-secret-file {args.job_secret_file} ({exc.strerror})"
+            ) from None
+    else:
+        secret = os.environ.get("NOPEEK_JOB_SECRET", "").encode().strip()
+        if not secret:
+            return None
+    if len(secret) < 16:
+        raise ConfigError(
+            "the job secret must have at least 16 characters; make one with e.g. "
+            "python -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+    return secret
+
+
 def run(args: argparse.Namespace) -> int:
     from nopeek.trainer import train
 
-    if args.rank is None or args.world_size is None:
-        launch = PartyLaunch.from_env(timeout=args.timeout, role=args.role)
-    else:
-        launch = PartyLaunch(
-            args.rank, args.world_size, args.master_addr, args.master_port, args.timeout, args.role
-        )
     result = train(
         _config(args),
         args.out,
         resume=args.resume,
         overwrite=args.overwrite,
         quiet=args.quiet,
-        launch=launch,
+        launch=_launch(args),
     )
     m = result.metrics
     if m is None:
@@ -95,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(
         prog="nopeek.cli.party", description=__doc__.splitlines()[0], argument_default=S
     )
-    _add_party_args(parser, env=True)
+    _add_party_args(parser)
     parser.add_argument("-v", "--verbose", action="store_true", default=False)
     args = parser.parse_args(argv)
     args.handler = run

@@ -1,4 +1,12 @@
-"""The start-up handshake of a distributed run: the parties agree on what they run.
+"""The start-up handshake of a distributed run: the parties prove who they are and agree on
+what they run.
+
+On a trusted network (torch.distributed, whose rendezvous accepts any process that reaches the
+master port) a job secret shared out of band is the proof: :func:`prove` is a mutual HMAC
+challenge between each party and the label party, before anything else is sent. A peer first
+checks the label party's answer to its own random challenge, so it never sends a tensor, an id
+or its settings to a process that does not hold the secret. (Over gRPC the parties' certificates
+are the proof, see :mod:`nopeek.runtime.grpc_channel`.)
 
 Before the first tensor crosses, every party sends the label party the fingerprint of its
 settings (:func:`fingerprint`: every :class:`~nopeek.config.TrainConfig` field that must be the
@@ -13,7 +21,10 @@ client never applied. The fingerprints travel as JSON text (``stats`` messages),
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 from typing import Any
 
 from nopeek.errors import ChannelError, ConfigError
@@ -50,24 +61,34 @@ def differences(mine: dict[str, Any], theirs: dict[str, Any], *, me: str, peer: 
     ]
 
 
-def agree(channel, me: str, label_party: str, parties: list[str], mine: dict[str, Any]) -> None:
+def agree(
+    channel, me: str, label_party: str, parties: list[str], mine: dict[str, Any], *, epoch: int = 0
+) -> int:
     """Exchange fingerprints over ``channel`` (a distributed channel with ``send_text`` and
-    ``recv_text``); returns once every party agreed, else raises one line (the label party a
-    :class:`ConfigError` naming every difference; a peer the label party's error)."""
+    ``recv_text``); returns, once every party agreed, the last epoch every party has a
+    checkpoint of (the minimum of each party's ``epoch``: where a resumed run restarts). Any
+    difference raises one line (the label party a :class:`ConfigError` naming every difference;
+    a peer the label party's error)."""
     if me != label_party:
-        channel.send_text(wire.STATS, label_party, json.dumps(mine))
+        channel.send_text(wire.STATS, label_party, json.dumps({"settings": mine, "epoch": epoch}))
         verdict = channel.recv_text(label_party)
-        if verdict != {"agreed": True}:
+        if not (isinstance(verdict, dict) and verdict.get("agreed") is True):
             raise ChannelError(f"{label_party} answered the handshake with {verdict!r}")
-        return
-    diffs = []
+        return _epoch(verdict.get("epoch"), label_party)
+    diffs, common = [], epoch
     for peer in parties:
         if peer == me:
             continue
         theirs = channel.recv_text(peer)
-        if not isinstance(theirs, dict):
+        if isinstance(theirs, dict) and "nonce" in theirs:
+            raise ConfigError(
+                f"{peer} asks for the job secret, which this party was not given; give every "
+                "party the same --job-secret-file"
+            )
+        if not (isinstance(theirs, dict) and isinstance(theirs.get("settings"), dict)):
             raise ChannelError(f"{peer} sent a handshake that is not a JSON object of settings")
-        diffs += differences(mine, theirs, me=me, peer=peer)
+        diffs += differences(mine, theirs["settings"], me=me, peer=peer)
+        common = min(common, _epoch(theirs.get("epoch"), peer))
     if diffs:
         raise ConfigError(
             f"the parties' settings differ: {'; '.join(diffs)}; start every party with the same "
@@ -75,4 +96,60 @@ def agree(channel, me: str, label_party: str, parties: list[str], mine: dict[str
         )
     for peer in parties:
         if peer != me:
-            channel.send_text(wire.STATS, peer, json.dumps({"agreed": True}))
+            channel.send_text(wire.STATS, peer, json.dumps({"agreed": True, "epoch": common}))
+    return common
+
+
+def _epoch(value: Any, peer: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ChannelError(f"{peer} sent a handshake whose checkpoint epoch is {value!r}")
+    return value
+
+
+def _mac(secret: bytes, sender: str, receiver: str, nonce: str) -> str:
+    return hmac.new(secret, f"{sender}>{receiver}|{nonce}".encode(), hashlib.sha256).hexdigest()
+
+
+def prove(channel, me: str, label_party: str, parties: list[str], secret: bytes) -> None:
+    """Mutual HMAC-SHA256 challenge over ``channel`` between the label party and every other
+    party, keyed by the job ``secret``; a party that cannot prove it is one line (and the peer
+    that doubted the label party sends it nothing more).
+
+    Each side's proof covers its own name, the other's and the other's fresh random nonce, so a
+    proof can be neither replayed nor reflected.
+    """
+    if me != label_party:
+        nonce = secrets.token_hex(16)
+        channel.send_text(wire.STATS, label_party, json.dumps({"nonce": nonce}))
+        answer = channel.recv_text(label_party)
+        want = _mac(secret, label_party, me, nonce)
+        if not (isinstance(answer, dict) and hmac.compare_digest(str(answer.get("proof")), want)):
+            raise ChannelError(
+                f"{label_party} could not prove the job secret; this party sent it nothing but a "
+                "random challenge. Is another process on its address? Give every party the same "
+                "--job-secret-file"
+            )
+        theirs = str(answer.get("nonce", ""))
+        channel.send_text(
+            wire.STATS, label_party, json.dumps({"proof": _mac(secret, me, label_party, theirs)})
+        )
+        return
+    for peer in parties:
+        if peer == me:
+            continue
+        challenge = channel.recv_text(peer)
+        if not (isinstance(challenge, dict) and isinstance(challenge.get("nonce"), str)):
+            raise ConfigError(
+                f"{peer} did not answer the job-secret challenge; give every party the same "
+                "--job-secret-file"
+            )
+        nonce = secrets.token_hex(16)
+        proof = _mac(secret, me, peer, challenge["nonce"])
+        channel.send_text(wire.STATS, peer, json.dumps({"nonce": nonce, "proof": proof}))
+        answer = channel.recv_text(peer)
+        want = _mac(secret, peer, me, nonce)
+        if not (isinstance(answer, dict) and hmac.compare_digest(str(answer.get("proof")), want)):
+            raise ConfigError(
+                f"{peer} could not prove the job secret; give every party the same "
+                "--job-secret-file"
+            )

@@ -42,9 +42,12 @@ class PartyLaunch:
     master_port: int = 29500
     timeout: float = DEFAULT_TIMEOUT
     role: str | None = None
+    secret: bytes | None = None  # the job secret every party proves (handshake.prove)
 
     @classmethod
-    def from_env(cls, *, timeout: float = DEFAULT_TIMEOUT, role: str | None = None) -> PartyLaunch:
+    def from_env(
+        cls, *, timeout: float = DEFAULT_TIMEOUT, role: str | None = None, secret=None
+    ) -> PartyLaunch:
         """From the variables ``torchrun`` sets (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
         try:
             return cls(
@@ -54,6 +57,7 @@ class PartyLaunch:
                 int(os.environ.get("MASTER_PORT", "29500")),
                 timeout,
                 role,
+                secret,
             )
         except (KeyError, ValueError) as exc:
             raise ConfigError(
@@ -81,6 +85,14 @@ class PartyLaunch:
                 f"follow the parties' order: {', '.join(f'{i}={p}' for i, p in enumerate(parties))}"
             )
         return me
+
+    def channel(self, topology: Topology, me: str, *, x: torch.Tensor, max_batch: int, device):
+        """``wire_log -> TorchDistributedChannel`` for party ``me`` (see :func:`make_channel`)."""
+        return make_channel(topology, me, self, x=x, max_batch=max_batch, device=device)
+
+    def close(self, channel) -> None:
+        """Leave the process group (``channel`` is unused: the group is the transport)."""
+        dist.destroy_process_group()
 
     def join(self, me: str, device: torch.device, peers: list[str] | None = None) -> None:
         """Meet the other parties (gloo, or NCCL when this party trains on CUDA)."""
@@ -143,37 +155,54 @@ def cut_shapes(topology: Topology, x: torch.Tensor) -> dict[str, tuple[int, ...]
     return {n: tuple(t.shape[1:]) for n, t in outs.items() if isinstance(t, torch.Tensor)}
 
 
-def make_channel(
-    topology: Topology, me: str, launch: PartyLaunch, *, x: torch.Tensor, max_batch: int, device
-):
-    """``wire_log -> TorchDistributedChannel`` for party ``me``, knowing what every message at
-    every cut should look like (shapes from :func:`cut_shapes`, weights sizes from the
-    architecture)."""
+@dataclass(frozen=True)
+class Schedule:
+    """What every message of a run looks like, known to every party before the first one:
+    ``ranks`` (party -> index in headers), ``cuts`` (numbered in headers), and ``expect(kind,
+    cut, sender)``: the shape apart from the batch (activations, gradients) or the flat size
+    (weights)."""
+
+    ranks: dict[str, int]
+    cuts: list[str]
+    tails: dict[tuple[str, str], tuple[int, ...]]
+    sizes: dict[str, int]
+
+    def expect(self, kind: str, cut: str, sender: str):
+        if kind == WEIGHTS:
+            return None, self.sizes[cut]
+        return self.tails[(cut, sender)], None
+
+
+def schedule(topology: Topology, x: torch.Tensor) -> Schedule:
+    """The :class:`Schedule` of ``topology`` (shapes from :func:`cut_shapes` on two samples of
+    ``x``, weights sizes from the architecture)."""
     shapes = cut_shapes(topology, x[:2])
-    by_cut = {}
+    tails = {}
     for edge in topology.edges():
-        by_cut.setdefault((edge.cut, edge.sender), shapes[edge.src])
-        by_cut.setdefault((edge.cut, edge.receiver), shapes[edge.src])
+        tails.setdefault((edge.cut, edge.sender), shapes[edge.src])
+        tails.setdefault((edge.cut, edge.receiver), shapes[edge.src])
     sizes = {}
     for node in topology.nodes:
         if node.cut is not None and (node.module is not None or node.name in topology.factories):
             module: nn.Module = node.module or topology.factories[node.name]()
             sizes.setdefault(topology.cut_of(node.name), flatten_state(module).numel())
-
-    def expect(kind: str, cut: str, sender: str):
-        if kind == WEIGHTS:
-            return None, sizes[cut]
-        return by_cut[(cut, sender)], None
-
     ranks = {p: i for i, p in enumerate(topology.parties)}
-    cuts = sorted({e.cut for e in topology.edges()})
+    return Schedule(ranks, sorted({e.cut for e in topology.edges()}), tails, sizes)
+
+
+def make_channel(
+    topology: Topology, me: str, launch: PartyLaunch, *, x: torch.Tensor, max_batch: int, device
+):
+    """``wire_log -> TorchDistributedChannel`` for party ``me``, knowing what every message at
+    every cut should look like (:func:`schedule`)."""
+    plan = schedule(topology, x)
 
     def build(log):
         return TorchDistributedChannel(
             me=me,
-            ranks=ranks,
-            cuts=cuts,
-            expect=expect,
+            ranks=plan.ranks,
+            cuts=plan.cuts,
+            expect=plan.expect,
             max_batch=max_batch,
             timeout=launch.timeout,
             device=device,
@@ -181,10 +210,3 @@ def make_channel(
         )
 
     return build
-
-
-def common_epoch(epoch: int) -> int:
-    """The last epoch every party has a checkpoint of (min over the parties)."""
-    t = torch.tensor([epoch], dtype=torch.int64)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return int(t.item())

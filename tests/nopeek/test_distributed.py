@@ -60,6 +60,11 @@ FLAGS += ["--record-samples", "16", "--device", "cpu", "--quiet"]
 EPOCHS = 2
 TOPOLOGIES = {  # name -> (extra flags, number of parties); the 3-party ones run first
     "vertical": (["--topology", "vertical", "--clients", "2"], 3),
+    # tabular: the clients' concatenated cuts meet the top through an adapter layer (seeded)
+    "vertical-tabular": (
+        ["--topology", "vertical", "--clients", "2", "--dataset", "breast-cancer"],
+        3,
+    ),
     "many-clients": (["--topology", "many-clients", "--clients", "2"], 3),
     "vanilla": ([], 2),
     # a user's module cut inside its residual block: both tensors crossing travel in one message

@@ -52,23 +52,28 @@ class _Wire:
         return self.inbox[sender].pop(0)
 
 
+def _hi(settings: dict, epoch: int) -> dict:
+    return {"settings": dict(settings), "epoch": epoch}
+
+
 def test_the_label_party_refuses_any_difference_and_answers_agreement_otherwise():
     mine = fingerprint(TrainConfig().to_dict(), resume=False)
     other = dict(mine) | {"alpha": 3.0}
-    wire = _Wire({"client0": [dict(mine)], "client1": [other]})
+    wire = _Wire({"client0": [_hi(mine, 2)], "client1": [_hi(other, 2)]})
     with pytest.raises(ConfigError, match=r"differ: alpha \(client1 3.0, server 0.0\); start"):
         agree(wire, "server", "server", ["client0", "client1", "server"], mine)
     assert wire.sent == []  # nobody is told "agreed"
-    wire = _Wire({"client0": [dict(mine)], "client1": [dict(mine)]})
-    agree(wire, "server", "server", ["client0", "client1", "server"], mine)
-    assert wire.sent == [("client0", {"agreed": True}), ("client1", {"agreed": True})]
+    wire = _Wire({"client0": [_hi(mine, 2)], "client1": [_hi(mine, 1)]})
+    assert agree(wire, "server", "server", ["client0", "client1", "server"], mine, epoch=2) == 1
+    answer = {"agreed": True, "epoch": 1}  # the last epoch every party has a checkpoint of
+    assert wire.sent == [("client0", answer), ("client1", answer)]
 
 
 def test_a_peer_sends_its_fingerprint_and_waits_for_the_verdict():
     mine = fingerprint(TrainConfig().to_dict(), resume=False)
-    wire = _Wire({"server": [{"agreed": True}]})
-    agree(wire, "client", "server", ["client", "server"], mine)
-    assert wire.sent == [("server", mine)]
+    wire = _Wire({"server": [{"agreed": True, "epoch": 0}]})
+    assert agree(wire, "client", "server", ["client", "server"], mine, epoch=3) == 0
+    assert wire.sent == [("server", _hi(mine, 3))]
     with pytest.raises(ChannelError, match="answered the handshake with"):
         agree(_Wire({"server": [["not", "a verdict"]]}), "client", "server", ["c", "server"], mine)
 

@@ -1,0 +1,372 @@
+"""The cross-institution channel: gRPC with mutual TLS, each party's role bound to its certificate.
+
+:class:`GrpcChannel` has the interface of
+:class:`~nopeek.runtime.distributed.TorchDistributedChannel` and carries the same bytes: a
+message is the validated :mod:`~nopeek.runtime.wire` header (16 int64), then the tensor's bytes,
+then (activations, gradients) the batch's sample ids; ``stats`` and ``error`` messages carry
+UTF-8 JSON text. No pickled object crosses.
+
+Each party serves one RPC (``/nopeek.Wire/Deliver``, raw bytes in, empty bytes out) on its own
+address and calls its peers' servers. Both ends authenticate with certificates signed by the
+job's CA (``grpc.ssl_server_credentials(..., require_client_auth=True)``): the caller checks that
+the server's certificate names the role it dials (its subject alternative name), and the server
+files every incoming message under the role named in the *caller's* certificate (its common
+name), never under what the message claims. A process without a certificate for a role can
+therefore neither receive that role's messages nor send as it. Messages from a peer wait in a
+bounded queue of their own until the schedule asks for them; the receiver checks the header
+against what it expects (kind, cut, sender, step, dtype, shape, size bound) before it builds
+any tensor, and gRPC's own ``max_receive_message_length`` bounds what the transport accepts.
+
+What TLS does not hide: who talks to whom, when, and how many bytes (traffic analysis).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nopeek.channel import ACTIVATION, GRADIENT, Channel, Message, WireLog, check_message
+from nopeek.errors import ChannelError, ConfigError, PeerError
+from nopeek.runtime import wire
+
+METHOD = "/nopeek.Wire/Deliver"
+HEADER_BYTES = wire.HEADER_LEN * 8
+QUEUE_BOUND = 64  # messages a peer may have in flight to this party (the schedule needs 2)
+ERROR_GRACE_S = 3.0
+HELLO = "hello"  # the text a party sends each peer once both can talk: proves the pair works
+
+# (kind, cut, sender) -> (tail shape or None, flat size or None): what the topology sends there
+ExpectFn = Callable[[str, str, str], tuple[tuple[int, ...] | None, int | None]]
+
+
+def _grpc():
+    # gRPC's core logs failed TLS handshakes to fd 2 on its own threads; the one-line error
+    # this channel raises says it (with -v, nopeek's logging shows more)
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    try:
+        import grpc
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "the gRPC transport needs grpcio; install it with pip install 'nopeek[deploy]'"
+        ) from None
+    return grpc
+
+
+@dataclass(frozen=True)
+class Identity:
+    """This party's TLS material: the job's CA certificate, its own certificate and key (PEM)."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+    @classmethod
+    def read(cls, ca: str | Path, cert: str | Path, key: str | Path) -> Identity:
+        """Read the three PEM files; a missing or unreadable one is one line naming it."""
+        parts = []
+        for what, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
+            try:
+                parts.append(Path(path).read_bytes())
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read {what} {path} ({exc.strerror}); make certificates with "
+                    "`nopeek certs` or pass your own PKI's PEM files"
+                ) from None
+        return cls(*parts)
+
+    def role(self) -> str:
+        """The role this certificate names (its subject's common name)."""
+        from nopeek.runtime.certs import common_name
+
+        return common_name(self.cert)
+
+
+class _Inbox:
+    """Per-sender bounded queues of raw messages, filled by the gRPC server's threads."""
+
+    def __init__(self, peers: list[str]) -> None:
+        self.queues = {p: queue.Queue(maxsize=QUEUE_BOUND) for p in peers}
+
+    def deliver(self, request: bytes, context) -> bytes:
+        grpc = _grpc()
+        sender = _caller_role(context)
+        box = self.queues.get(sender)
+        if box is None:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{sender!r} is no party of this job")
+        try:
+            box.put(request, timeout=30.0)
+        except queue.Full:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many messages in flight")
+        return b""
+
+
+def _caller_role(context) -> str:
+    """The common name of the caller's verified certificate ('' when there is none)."""
+    names = context.auth_context().get("x509_common_name", [])
+    return names[0].decode() if names else ""
+
+
+class GrpcChannel(Channel):
+    """Messages between this party (``me``) and its peers over gRPC + mutual TLS.
+
+    ``addresses``: party -> ``host:port`` (this party listens on its own); ``identity``: its TLS
+    material; ``ranks`` numbers the parties in the headers, as on torch.distributed; ``cuts``,
+    ``expect``, ``max_batch`` and ``timeout`` as for
+    :class:`~nopeek.runtime.distributed.TorchDistributedChannel`.
+    """
+
+    def __init__(
+        self,
+        *,
+        me: str,
+        ranks: dict[str, int],
+        addresses: dict[str, str],
+        identity: Identity,
+        cuts: list[str],
+        expect: ExpectFn,
+        max_batch: int,
+        max_message: int,
+        timeout: float,
+        log: WireLog | None = None,
+    ) -> None:
+        super().__init__(log)
+        self.me, self.ranks, self.addresses = me, dict(ranks), dict(addresses)
+        self.cut_ids = {c: i for i, c in enumerate(cuts)}
+        self.expect, self.max_batch, self.timeout = expect, max_batch, timeout
+        self.max_message = max_message
+        self.header_bytes = 0
+        self.payload_bytes = 0
+        self.text_bytes_received = (0, 0)
+        self.peers = [p for p in ranks if p != me]
+        self._identity = identity
+        self._inbox = _Inbox(self.peers)
+        self._server = None
+        self._stubs: dict[str, Any] = {}
+        self._channels: list[Any] = []
+
+    # --- connecting ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Serve this party's address, dial every peer, and exchange a hello with each within
+        ``timeout``: a peer that is not there, or whose certificate does not prove its role, is
+        one line naming it."""
+        grpc = _grpc()
+        limits = [
+            ("grpc.max_receive_message_length", self.max_message),
+            ("grpc.max_send_message_length", self.max_message),
+        ]
+        creds = grpc.ssl_server_credentials(
+            [(self._identity.key, self._identity.cert)],
+            root_certificates=self._identity.ca,
+            require_client_auth=True,
+        )
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=limits)
+        handler = grpc.unary_unary_rpc_method_handler(self._inbox.deliver)
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("nopeek.Wire", {"Deliver": handler})]
+        )
+        address = self.addresses[self.me]
+        try:
+            server.add_secure_port(address, creds)
+        except RuntimeError:
+            raise PeerError(
+                f"{self.me} cannot listen on {address}; is another process using that port?"
+            ) from None
+        server.start()
+        self._server = server
+        client = grpc.ssl_channel_credentials(
+            root_certificates=self._identity.ca,
+            private_key=self._identity.key,
+            certificate_chain=self._identity.cert,
+        )
+        for peer in self.peers:
+            options = [*limits, ("grpc.ssl_target_name_override", peer)]
+            channel = grpc.secure_channel(self.addresses[peer], client, options=options)
+            self._channels.append(channel)
+            self._stubs[peer] = channel.unary_unary(METHOD)
+        for peer in self.peers:
+            self.send_text(wire.STATS, peer, json.dumps({HELLO: self.me}))
+        for peer in self.peers:
+            if self.recv_text(peer) != {HELLO: peer}:
+                raise ChannelError(f"{peer} answered the hello with something else")
+
+    def close(self) -> None:
+        """Stop serving and hang up (after a short grace for messages still being read)."""
+        for channel in self._channels:
+            channel.close()
+        if self._server is not None:
+            self._server.stop(grace=1.0).wait()
+
+    # --- sending -------------------------------------------------------------------------------
+    def post(self, msg: Message) -> None:
+        check_message(msg)
+        self.log.record(msg)
+        self._deliver(msg)
+
+    def _deliver(self, msg: Message) -> None:
+        ids = msg.ids if msg.kind in (ACTIVATION, GRADIENT) and msg.ids is not None else None
+        n_ids = 0 if ids is None else len(ids)
+        header = wire.encode(
+            msg.kind, self.cut_ids[msg.cut], self.ranks[self.me], msg.step, msg.tensor, n_ids, "cpu"
+        )
+        parts = [header, msg.tensor.detach().cpu().contiguous()]
+        if ids is not None:
+            parts.append(ids.to(torch.int64).cpu().contiguous())
+        article = "an" if msg.kind[0] in "aeiou" else "a"
+        self._call(msg.receiver, parts, f"sending {article} {msg.kind} at cut {msg.cut!r}")
+        self.header_bytes += HEADER_BYTES
+        self.payload_bytes += msg.tensor.numel() * msg.tensor.element_size() + 8 * n_ids
+
+    def send_text(self, kind: str, receiver: str, text: str, *, step: int = 0) -> None:
+        """Send UTF-8 text (``stats`` JSON or an ``error``) to ``receiver``."""
+        raw = text.encode()
+        if kind == wire.ERROR:
+            raw = raw[: wire.MAX_TEXT]
+        elif len(raw) > wire.MAX_TEXT:
+            raise ChannelError(
+                f"{self.me}'s {kind} message has {len(raw)} bytes, over the {wire.MAX_TEXT} a "
+                "receiver accepts; train with fewer steps per epoch (a larger --batch-size)"
+            )
+        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0)
+        data = data.to(torch.uint8)
+        header = wire.encode(kind, -1, self.ranks[self.me], step, data, 0, "cpu")
+        self._call(receiver, [header, data], f"sending {kind}")
+        self.header_bytes += HEADER_BYTES
+        self.payload_bytes += len(raw)
+
+    def broadcast_error(self, text: str) -> None:
+        """Best effort: tell every peer why this party stops (a short deadline, errors ignored)."""
+        raw = text.encode()[: wire.MAX_TEXT]
+        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0)
+        header = wire.encode(wire.ERROR, -1, self.ranks[self.me], 0, data.to(torch.uint8), 0, "cpu")
+        blob = _join([header, data.to(torch.uint8)])
+        calls = []
+        for peer in self.peers:
+            stub = self._stubs.get(peer)
+            if stub is not None:
+                with contextlib.suppress(Exception):
+                    calls.append(stub.future(blob, timeout=ERROR_GRACE_S))
+        for call in calls:
+            with contextlib.suppress(Exception):
+                call.result()
+
+    def _call(self, peer: str, parts: list[Tensor], what: str) -> None:
+        grpc = _grpc()
+        blob = _join(parts)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                self._stubs[peer](blob, timeout=max(deadline - time.monotonic(), 0.01))
+                return
+            except grpc.RpcError as exc:
+                code = exc.code()
+                # a peer still starting up: retry until the deadline, like a rendezvous
+                if code == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline - 0.2:
+                    time.sleep(0.2)
+                    continue
+                raise PeerError(self._why(peer, what, exc)) from None
+
+    def _why(self, peer: str, what: str, exc) -> str:
+        grpc = _grpc()
+        code, detail = exc.code(), (exc.details() or "").splitlines()[0][:200]
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            reason = f"timed out after at most {self.timeout:g} s"
+        elif code == grpc.StatusCode.UNAVAILABLE:
+            reason = (
+                f"could not reach it at {self.addresses[peer]} with mutual TLS ({detail}): it is "
+                "not running there, or its certificate is not the job CA's for that role"
+            )
+        else:
+            reason = f"{code.name.lower()}: {detail}"
+        return f"{self.me} gave up on {peer} {what}: {reason}"
+
+    # --- receiving -----------------------------------------------------------------------------
+    def recv(
+        self, *, sender: str, receiver: str, kind: str, cut: str, step: int | None = None
+    ) -> Message:
+        article = "an" if kind[0] in "aeiou" else "a"
+        header, body = self._next(sender, f"{article} {kind} at cut {cut!r} (step {step})")
+        tail, flat = self.expect(kind, cut, sender)
+        want = wire.Expect(
+            kind, self.cut_ids[cut], self.ranks[sender], step if step is not None else header.step,
+            tail=tail, flat=flat, max_batch=self.max_batch,
+        )  # fmt: skip
+        wire.check(header, want, sender_name=sender, cut_name=cut)
+        sizes = [header.numel * header.dtype.itemsize, 8 * header.n_ids]
+        _check_length(body, sum(sizes), sender)
+        tensor = _tensor(body[: sizes[0]], header.dtype, header.shape)
+        ids = _tensor(body[sizes[0] :], torch.int64, (header.n_ids,)) if header.n_ids else None
+        msg = Message(kind, cut, sender, receiver, header.step, tensor, ids)
+        self.log.record(msg)
+        return msg
+
+    def recv_text(self, sender: str, kind: str = wire.STATS) -> Any:
+        """Receive a ``stats`` message from ``sender``: parsed JSON (data only, never code)."""
+        header, body = self._next(sender, f"its {kind}")
+        want = wire.Expect(kind, -1, self.ranks[sender], header.step, dtypes=(torch.uint8,))
+        wire.check(header, want, sender_name=sender, cut_name="-")
+        _check_length(body, header.numel, sender)
+        got_wire, got_payload = self.text_bytes_received
+        self.text_bytes_received = (got_wire + HEADER_BYTES + len(body), got_payload + len(body))
+        return json.loads(body.decode(errors="replace"))
+
+    def _next(self, sender: str, what: str) -> tuple[wire.Header, bytes]:
+        """The next message from ``sender`` as (decoded header, body bytes); a peer's error is a
+        :class:`PeerError` carrying its words."""
+        try:
+            blob = self._inbox.queues[sender].get(timeout=self.timeout)
+        except queue.Empty:
+            raise PeerError(
+                f"{self.me} gave up on {sender} waiting for {what}: timed out after at most "
+                f"{self.timeout:g} s; check that {sender} is running with the same flags (or "
+                "raise --timeout)"
+            ) from None
+        if len(blob) < HEADER_BYTES:
+            raise ChannelError(f"message from {sender} is shorter than a header")
+        raw = torch.frombuffer(bytearray(blob[:HEADER_BYTES]), dtype=torch.int64)
+        header = wire.decode(raw, sender_name=sender)
+        body = blob[HEADER_BYTES:]
+        if header.kind == wire.ERROR:
+            if header.dtype != torch.uint8 or len(header.shape) != 1:
+                raise ChannelError(f"message from {sender}: a malformed error message")
+            raise PeerError(f"{sender} stopped: {body[: wire.MAX_TEXT].decode(errors='replace')}")
+        return header, body
+
+
+def _join(parts: list[Tensor]) -> bytes:
+    return b"".join(t.contiguous().view(torch.uint8).numpy().tobytes() for t in parts)
+
+
+def _check_length(body: bytes, want: int, sender: str) -> None:
+    if len(body) != want:
+        raise ChannelError(
+            f"message from {sender}: its body has {len(body)} bytes, its header announces {want}"
+        )
+
+
+def _tensor(raw: bytes, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
+    if not raw:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)
+
+
+def max_message_bytes(max_batch: int, tails: list[int], flats: list[int]) -> int:
+    """The largest message the schedule can send: a header, the biggest activation, gradient or
+    weights vector (float64 at most) with its ids, or a text; gRPC refuses anything larger.
+
+    >>> max_message_bytes(64, [128], [1000]) >= 16 * 8 + 64 * 128 * 8 + 64 * 8
+    True
+    """
+    batch = max(max_batch * (t * 8 + 8) for t in tails) if tails else 0
+    flat = max(flats) * 8 if flats else 0
+    return HEADER_BYTES + max(batch, flat, wire.MAX_TEXT) + 1024

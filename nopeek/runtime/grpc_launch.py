@@ -1,0 +1,108 @@
+"""Joining a run between institutions: gRPC with mutual TLS (see :mod:`.grpc_channel`).
+
+A :class:`GrpcLaunch` names where every party listens (``addresses``: party -> ``host:port``) and
+this party's TLS material (the job CA's certificate, its own certificate and key). The party a
+process runs is the role its certificate names, not a flag: a process can only take a role the
+job's CA certified it for. :func:`nopeek.trainer.train` with ``launch=GrpcLaunch(...)`` runs that
+party exactly as over torch.distributed (same schedule, same headers, same numbers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from nopeek.errors import ConfigError
+from nopeek.runtime.grpc_channel import GrpcChannel, Identity, max_message_bytes
+from nopeek.runtime.launch import DEFAULT_TIMEOUT, schedule
+from nopeek.topology import Topology
+
+
+def parse_peers(text: str) -> dict[str, str]:
+    """``client=10.0.0.4:7000,server=10.0.0.5:7000`` -> {party: address}.
+
+    >>> parse_peers("client=127.0.0.1:7001,server=127.0.0.1:7002")
+    {'client': '127.0.0.1:7001', 'server': '127.0.0.1:7002'}
+    """
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        party, sep, address = item.partition("=")
+        host, colon, port = address.rpartition(":")
+        if not sep or not colon or not host or not port.isdigit():
+            raise ConfigError(
+                f"--peers entry {item!r} is not party=host:port; pass e.g. "
+                "client=10.0.0.4:7000,server=10.0.0.5:7000"
+            )
+        out[party] = address
+    return out
+
+
+@dataclass(frozen=True)
+class GrpcLaunch:
+    """This process's place in a gRPC run: every party's address and its own TLS identity."""
+
+    addresses: dict[str, str]
+    identity: Identity
+    timeout: float = DEFAULT_TIMEOUT
+    secret: bytes | None = None  # optional on top of the certificates (handshake.prove)
+
+    def party(self, topology: Topology) -> str:
+        """The role this process's certificate names; refuses one the topology has not, or
+        addresses that do not cover every party."""
+        me = self.identity.role()
+        parties = topology.parties
+        if me not in parties:
+            raise ConfigError(
+                f"--cert names role {me!r}, which --topology {topology.name} does not have "
+                f"({', '.join(parties)}); use the certificate made for this party's role"
+            )
+        missing = [p for p in parties if p not in self.addresses]
+        extra = [p for p in self.addresses if p not in parties]
+        if missing or extra:
+            raise ConfigError(
+                f"--peers must give an address for each party ({', '.join(parties)}); "
+                + (f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(extra)}")
+            )
+        if not self.timeout > 0:
+            raise ConfigError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        return me
+
+    def join(self, me: str, device: torch.device, peers: list[str] | None = None) -> None:
+        """Nothing to meet first: the channel dials its peers when it starts."""
+        if device.type != "cpu":
+            raise ConfigError("the gRPC transport carries CPU tensors; train with --device cpu")
+
+    def channel(self, topology: Topology, me: str, *, x: torch.Tensor, max_batch: int, device):
+        """``wire_log -> GrpcChannel`` for party ``me``, started (peers dialled, hellos
+        exchanged) before it is returned."""
+        plan = schedule(topology, x)
+        tails = [int(torch.Size(t).numel()) for t in plan.tails.values()]
+        limit = max_message_bytes(max_batch, tails, list(plan.sizes.values()))
+
+        def build(log):
+            channel = GrpcChannel(
+                me=me,
+                ranks=plan.ranks,
+                addresses=self.addresses,
+                identity=self.identity,
+                cuts=plan.cuts,
+                expect=plan.expect,
+                max_batch=max_batch,
+                max_message=limit,
+                timeout=self.timeout,
+                log=log,
+            )
+            try:
+                channel.start()
+            except BaseException:
+                channel.close()
+                raise
+            return channel
+
+        return build
+
+    def close(self, channel) -> None:
+        """Stop this party's server and hang up."""
+        if channel is not None:
+            channel.close()
