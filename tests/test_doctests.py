@@ -1,4 +1,4 @@
-"""Run the ``>>>`` examples in every module of the installed package (by its import name)."""
+"""Run the ``>>>`` examples in every module of the installed package, every subpackage level\nincluded (by its import name)."""
 
 import doctest
 import importlib
@@ -14,7 +14,8 @@ def _modules() -> list[str]:
     for pkg in ("nopeek", "nopeek.attacks", "nopeek.defenses", "nopeek.eval"):
         mod = importlib.import_module(pkg)
         names.append(pkg)
-        names += [f"{pkg}.{m.name}" for m in pkgutil.iter_modules(mod.__path__)]
+        # every level: nopeek.runtime.*, nopeek.topology.*, nopeek.models.*, ...
+        names += [m.name for m in pkgutil.walk_packages(mod.__path__, prefix=f"{pkg}.")]
     return sorted(set(names) - {"nopeek.cli.main"})
 
 
