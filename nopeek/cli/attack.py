@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nopeek.cli._fmt import metric, number
+from nopeek.cli._strongest import add_strongest_args, run_strongest
 from nopeek.cli.commands import summary
 
 
@@ -58,6 +59,7 @@ def add_parser(sub) -> None:
         help="attack this observations file instead of RUN/observations.pt (e.g. the one "
         "`nopeek infer` wrote while serving)",
     )
+    add_strongest_args(p)
     p.set_defaults(handler=run)
 
 
@@ -104,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     from nopeek.attacks.spec import parse_attack_runs
     from nopeek.defenses import run_sender
 
+    if args.strongest or args.attack_budget is not None:
+        return run_strongest(args, parse_attack_runs(args.attacks))
     shared = {"steps": args.steps, "aux_size": args.aux_size, "n_samples": args.n_samples}
     for attack in parse_attack_runs(args.attacks):
         result = run_attack(
