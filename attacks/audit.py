@@ -376,7 +376,8 @@ def report_markdown(
     results: Sequence[AttackResult], leakage: Mapping[str, Any] | None = None
 ) -> str:
     """The distance correlation of what crossed with the victims' inputs, then a table: each
-    attack's SSIM, PSNR and MSE next to the mean-image baseline's."""
+    attack's ``leak`` (0 = the blind guess, 1 = exact), SSIM, PSNR and MSE next to the
+    mean-image baseline's and, for tabular rows, R2 and the rows within tolerance."""
     lines = ["# nopeek audit", ""]
     if leakage:
         lines += [
@@ -389,11 +390,14 @@ def report_markdown(
         "Reconstructions of the victims from what the client segment sends, scored against "
         "the victims' inputs; the baseline is the mean aux image (it needs no access to the cut).",
         "",
-        "| attack | threat model | victims | SSIM (baseline) | PSNR (baseline) | MSE (baseline) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| attack | threat model | victims | leak | SSIM (baseline) | PSNR (baseline) | "
+        "MSE (baseline) | R² | rows within tolerance (baseline) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        cells = [f"{_fmt(getattr(r, m))} ({_fmt(getattr(r, 'baseline_' + m))})"
-                 for m in ("ssim", "psnr", "mse")]  # fmt: skip
+        cells = [_fmt(r.leak)]
+        cells += [f"{_fmt(getattr(r, m))} ({_fmt(getattr(r, 'baseline_' + m))})"
+                  for m in ("ssim", "psnr", "mse", "rows_within_tolerance")]  # fmt: skip
+        cells.insert(4, _fmt(r.r2))
         lines.append(f"| {r.attack} | {r.threat_model} | {r.n_samples} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"

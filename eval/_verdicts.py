@@ -95,7 +95,7 @@ def verdict(s: SettingSummary, attack: str, limit: float) -> str:
         exact = _mean(s, attack, "categorical_exact")
         if exact is not None:
             blind = _pct(_mean(s, attack, "baseline_categorical_exact"))
-            what += f", and {_pct(exact)} of its categorical values exactly (blind: {blind})"
+            what += f", and {_pct(exact)} of your categorical values exactly (blind: {blind})"
     else:
         what = (f"infers your training labels with AUC "
                 f"{_num(_mean(s, attack, 'auc_folded_max'))} at its best epoch (chance for as "

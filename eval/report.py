@@ -82,18 +82,20 @@ def report_card(summaries: list[SettingSummary], *, limit: float = S.LEAK_THRESH
     accuracy cost, a table of each attack's leak marked against ``limit``, and each attack's
     verdict as a sentence (:func:`nopeek.eval._verdicts.verdict`)."""
     ref = next((s for s in summaries if s.undefended), None)
-    rec = recommend(summaries, max_leak=limit)
+    rec = _recommend(summaries, limit)
+    drop = f"{S.ACCURACY_DROP_POINTS:g} points"
     blocks: list[Block] = []
     if rec is None:
         rec = max(summaries, key=lambda s: s.score if s.score is not None else -1.0)
-        blocks.append(("p", f"**No swept setting keeps every attack's leak at or below {limit}**; "
-                       f"the card shows the best-scoring setting, **{rec.label}**, instead. "
+        blocks.append(("p", f"**No swept setting keeps every attack's leak at or below {limit} "
+                       f"within {drop} of the accuracy without a defense**; the card shows the "
+                       f"best-scoring setting, **{rec.label}**, instead. "
                        + V.accuracy_cost(rec, ref)))  # fmt: skip
     else:
         blocks.append(("p", f"Recommended setting: **{rec.label}**, the most accurate setting "
                        f"whose leak stays at or below {limit} under every attack (0 = no better "
-                       "than a blind guess, 1 = exact recovery). "
-                       + V.accuracy_cost(rec, ref)))  # fmt: skip
+                       f"than a blind guess, 1 = exact recovery) and that loses at most {drop} "
+                       "of accuracy. " + V.accuracy_cost(rec, ref)))  # fmt: skip
     shown = [] if ref is None else [(ref, "without a defense")]
     if rec is not ref:
         shown.append((rec, f"with {rec.label}"))
@@ -110,6 +112,11 @@ def report_card(summaries: list[SettingSummary], *, limit: float = S.LEAK_THRESH
         if sentences:
             blocks += [("p", f"**{name[0].upper()}{name[1:]}:**"), ("list", sentences)]
     return blocks
+
+
+def _recommend(summaries: list[SettingSummary], limit: float = S.LEAK_THRESHOLD):
+    """What the card recommends: as ``nopeek tune`` would, by default (leak, accuracy drop)."""
+    return recommend(summaries, max_leak=limit, max_accuracy_drop=S.ACCURACY_DROP_POINTS)
 
 
 def _verdict(stat: Stat | None, limit: float, kind: str) -> str:
@@ -169,7 +176,7 @@ def _section_json(sweep, spec, summaries, pareto, trends) -> dict[str, Any]:
     def stat(st: Stat | None):
         return None if st is None else {"mean": st.mean, "std": st.std, "n": st.n}
 
-    rec = recommend(summaries)
+    rec = _recommend(summaries)
     settings = [
         {
             "setting": s.setting,

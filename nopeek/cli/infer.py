@@ -32,13 +32,14 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nopeek.cli._fmt import metric
     from nopeek.inference import infer
 
     result = infer(
         args.run, split=args.split, dataset=args.dataset, out=args.out, overwrite=args.overwrite
     )
     m = result.metrics
-    acc = f" accuracy {m['accuracy']:.4g}" if "accuracy" in m else ""
+    acc = f" {metric('accuracy', m['accuracy'])}" if "accuracy" in m else ""
     print(
         f"{m['n_samples']} predictions of {m['data']}{acc}; {m['messages']} messages, "
         f"{m['bytes_client_to_server']} bytes client -> server -> {result.out}"

@@ -29,15 +29,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nopeek.cli._fmt import metric, number
     from nopeek.eval.expertmatcher import run_match
 
     experts = [e.strip() for e in args.experts.split(",") if e.strip()]
     m = run_match(experts, args.client_data, seed=args.seed, out=args.out, overwrite=args.overwrite)
     print(
-        f"{m['n_samples']} samples of {m['client_data']}: assignment accuracy "
-        f"{m['assignment_accuracy']:.4g} (batch -> {m['batch_expert']}), accuracy "
-        f"{m['accuracy']:.4g} (oracle {m['oracle_accuracy']:.4g}), {m['bytes_sent']} bytes sent, "
-        f"raw inputs sent: {m['raw_inputs_sent']}; attack ssim {m['attack_ssim']:.4g} "
-        f"(baseline {m['attack_baseline_ssim']:.4g}) -> {args.out}"
+        f"{m['n_samples']} samples of {m['client_data']}: "
+        f"{metric('assignment accuracy', m['assignment_accuracy'])} (batch -> "
+        f"{m['batch_expert']}), {metric('accuracy', m['accuracy'])} (oracle "
+        f"{number(m['oracle_accuracy'])}), {m['bytes_sent']} bytes sent, raw inputs sent: "
+        f"{m['raw_inputs_sent']}; attack {metric('ssim', m['attack_ssim'])} (baseline "
+        f"{number(m['attack_baseline_ssim'])}) -> {args.out}"
     )
     return 0

@@ -139,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"party done -> {result.run_dir}")
     else:
         keys = ["test_accuracy", "dcor_test", "wire_bytes_total", "payload_bytes_total"]
-        print("  ".join(f"{k} {m[k]:.6g}" for k in keys if k in m) + f"  -> {result.run_dir}")
+        from nopeek.cli._fmt import metric
+
+        print("  ".join(metric(k, m[k]) for k in keys if k in m) + f"  -> {result.run_dir}")
     return 0
 
 

@@ -128,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(summaries) -> None:
-    """One line per setting: accuracy, dCor and each attack's headline number."""
+    """One line per setting: accuracy, dCor and each attack's leak (mean ± std over seeds)."""
     for s in summaries:
-        attacks = "  ".join(f"{a} {st.fmt()}" for a, st in s.attacks.items())
-        dcor = s.dcor.fmt() if s.dcor else "—"
+        attacks = "  ".join(f"{a} leak {st.fmt()}" for a, st in s.attacks.items())
+        dcor = s.dcor.fmt() if s.dcor else "n/a"
         print(f"{s.label:<40} accuracy {s.accuracy.fmt()}  dcor {dcor}  {attacks}")

@@ -112,6 +112,12 @@ def _mean(name: str, stat) -> str:
     return metric(name, None if stat is None else stat.mean)
 
 
+def _leaks(s) -> str:
+    """``leak 0.930  ssim 0.870``: the leak, and SSIM and label AUC where measured."""
+    shown = [("leak", s.leakage), ("ssim", s.best_ssim), ("label_auc", s.label_auc)]
+    return "  ".join(_mean(k, v) for k, v in shown if k == "leak" or v is not None)
+
+
 def _limits(budget) -> str:
     limits = []
     if budget.max_leak is not None:
@@ -150,9 +156,8 @@ def print_result(result, budget) -> None:
     ref = result.reference_accuracy
     for setting, s, ok in result.candidates():
         drop = "" if ref is None else f"  accuracy_drop {100 * (ref - s.accuracy.mean):.1f} points"
-        print(f"{setting.label}: {_mean('accuracy', s.accuracy)}{drop}  "
-              f"{_mean('leak', s.leakage)}  {_mean('ssim', s.best_ssim)}  "
-              f"{_mean('label_auc', s.label_auc)}  meets: {'yes' if ok else 'no'}")  # fmt: skip
+        print(f"{setting.label}: {_mean('accuracy', s.accuracy)}{drop}  {_leaks(s)}  "
+              f"meets: {'yes' if ok else 'no'}")  # fmt: skip
     if result.best is None:
         closest = result.closest()
         near = ""
@@ -169,5 +174,4 @@ def print_result(result, budget) -> None:
         return
     b = result.best
     cost = "" if ref is None else f"  accuracy_drop {100 * (ref - b.accuracy.mean):.1f} points"
-    print(f"best: {b.label}  accuracy {b.accuracy.fmt()}{cost}  {_mean('leak', b.leakage)}  "
-          f"{_mean('ssim', b.best_ssim)}  {_mean('label_auc', b.label_auc)}")  # fmt: skip
+    print(f"best: {b.label}  accuracy {b.accuracy.fmt()}{cost}  {_leaks(b)}")
