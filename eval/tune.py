@@ -14,6 +14,10 @@ stronger:
    pass with better accuracy than one strong part alone.
 4. Answer: among every evaluated setting that meets the budget, the most accurate (mean over
    seeds); none if no evaluated setting does, and then the closest one and what it misses.
+5. Certify it (:mod:`nopeek.eval.certify`): re-attack every seed's run of the answer with the
+   full family search of every attack; the worst case over runs, attacks and their families
+   must stay within the budget (its margin is reported). One that fails is not the answer: the
+   next most accurate passing setting is re-attacked, and so on (none if every one fails).
 
 "Meets the budget" is judged on the means over seeds (:func:`nopeek.eval.summary.meets`): the
 strongest attack's ``leak`` (0 = a blind guess, 1 = exact, in the data's own terms, any data
@@ -32,6 +36,7 @@ from pathlib import Path
 
 from nopeek.errors import ConfigError
 from nopeek.eval import score as S
+from nopeek.eval.certify import Certificate, Searcher, certify_best, default_searcher
 from nopeek.eval.settings import Setting
 from nopeek.eval.summary import SettingSummary, accuracy_drop, budget_misses
 from nopeek.eval.sweep import SweepSpec
@@ -92,6 +97,13 @@ class TuneResult:
     knob_best: dict[str, float | None] = field(default_factory=dict)
     misses: dict[Setting, dict[str, float]] = field(default_factory=dict)
     reference_accuracy: float | None = None
+    certificates: dict[Setting, Certificate] = field(default_factory=dict)
+
+    @property
+    def certificate(self) -> Certificate | None:
+        """The answer's re-attack at full strength (:mod:`nopeek.eval.certify`)."""
+        best = None if self.best is None else self.best.setting
+        return next((c for s, c in self.certificates.items() if s.slug == best), None)
 
     def candidates(self) -> list[tuple[Setting, SettingSummary, bool]]:
         return [(s, v, self.passing[s]) for s, v in self.evaluated.items()]
@@ -294,18 +306,28 @@ def tune(
     iterations: int = 3,
     jobs: int = 1,
     quiet: bool = False,
+    attack_budget: int | None = None,
+    searcher: Searcher | None = None,
 ) -> TuneResult:
     """Search ``knobs`` for the most accurate setting within ``budget`` (module docstring).
 
     Every evaluated setting is a run of the sweep in ``out`` (``spec``'s settings are ignored),
     so ``nopeek report --sweep OUT`` shows the search; ``OUT/tune.json`` holds the answer. An
-    image-only limit on other data is refused before anything runs.
+    image-only limit on other data is refused before anything runs. The answer is certified
+    by re-attacking it at full strength (:func:`nopeek.eval.certify.certify_best`: the family
+    search of every attack, ``attack_budget`` configurations each, on every seed's run, or
+    ``searcher``); one that fails gives way to the next most accurate.
     """
     from nopeek.eval._compat import data_kind
     from nopeek.eval.summary import summarize
     from nopeek.eval.sweep import run_sweep
 
     budget.check_data(data_kind(spec.base), spec.base.dataset)
+    if attack_budget is not None:
+        from nopeek.attacks.search import check_budget
+
+        check_budget(attack_budget)  # refused before anything trains
+    searcher = searcher or default_searcher(spec, attack_budget)
 
     done: list[Setting] = []
 
@@ -317,6 +339,7 @@ def tune(
 
     leakage_only = replace(budget, max_accuracy_drop=None)  # monotone in a knob's strength
     result = budget.judge(search(knobs, evaluate, leakage_only.ok, iterations=iterations))
+    result = certify_best(result, spec, out, budget, searcher)
     atomic_write_json(Path(out) / "tune.json", tune_json(result, budget, spec))
     return result
 
@@ -346,6 +369,11 @@ def tune_json(result: TuneResult, budget: Budget, spec: SweepSpec) -> dict:
         for s, v, ok in result.candidates()
     ]
     closest = result.closest()
+    certs = result.certificates
+    for cand, (s, _, _) in zip(cands, result.candidates(), strict=True):
+        cand["certified"] = certs[s].certified if s in certs else None
+        cand["margin"] = certs[s].margin if s in certs else None
+    cert = result.certificate
     return {
         "max_leak": budget.max_leak,
         "max_ssim": budget.max_ssim,
@@ -360,5 +388,8 @@ def tune_json(result: TuneResult, budget: Budget, spec: SweepSpec) -> dict:
         "closest_label": None if closest is None else closest.label,
         "closest_misses": None if closest is None else result.misses[closest],
         "knob_best": result.knob_best,
+        "certificate": None if cert is None else cert.to_json(),
+        "margin": None if cert is None else cert.margin,
+        "certifications": [c.to_json() for c in certs.values()],
         "candidates": cands,
     }

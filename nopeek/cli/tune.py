@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nopeek.cli._fmt import metric, number
+from nopeek.cli._strongest import attack_budget
 from nopeek.cli.commands import summary
 from nopeek.cli.sweep import add_base_args, attack_options, base_config
 from nopeek.eval.settings import parse_attacks, parse_ints
@@ -67,6 +68,14 @@ def add_parser(sub) -> None:
         "e.g. alpha=4,adversarial=2",
     )
     p.add_argument("--iterations", type=int, default=3, help="bisection rounds (default 3)")
+    p.add_argument(
+        "--attack-budget",
+        type=attack_budget,
+        dest="attack_budget",
+        help="the answer is certified only after every seed's run of it is re-attacked with "
+        "each attack's full family search (as `nopeek attack --strongest`); this many "
+        "configurations at its first rung (default 4)",
+    )
     p.add_argument("--out", default="tunes/latest", help="tune directory (default tunes/latest)")
     p.set_defaults(handler=run)
 
@@ -103,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         jobs=args.jobs,
         quiet=args.quiet,
+        attack_budget=args.attack_budget,
     )
     print_result(result, budget)
     return 0
@@ -158,6 +168,12 @@ def print_result(result, budget) -> None:
         drop = "" if ref is None else f"  accuracy_drop {100 * (ref - s.accuracy.mean):.1f} points"
         print(f"{setting.label}: {_mean('accuracy', s.accuracy)}{drop}  {_leaks(s)}  "
               f"meets: {'yes' if ok else 'no'}")  # fmt: skip
+    _print_certificates(result)
+    if result.best is None and result.certificates:
+        print("no setting holds under the full re-attack: every one that met the budget with "
+              "the screening attacks was broken by a searched attacker (see above); try "
+              "stronger values or a looser budget")  # fmt: skip
+        return
     if result.best is None:
         closest = result.closest()
         near = ""
@@ -174,4 +190,17 @@ def print_result(result, budget) -> None:
         return
     b = result.best
     cost = "" if ref is None else f"  accuracy_drop {100 * (ref - b.accuracy.mean):.1f} points"
-    print(f"best: {b.label}  accuracy {b.accuracy.fmt()}{cost}  {_leaks(b)}")
+    cert = result.certificate
+    print(f"best: {b.label}  accuracy {b.accuracy.fmt()}{cost}  {_leaks(b)}  certified: "
+          f"searched worst {metric('leak', cert.leak)}, margin {number(cert.margin)}")  # fmt: skip
+
+
+def _print_certificates(result) -> None:
+    """One line per setting re-attacked at full strength: its searched worst case, by whom."""
+    for cert in result.certificates.values():
+        w = cert.worst
+        config = ",".join(f"{k}={v}" for k, v in w["config"].items() if v is not None)
+        verdict = "certified" if cert.certified else "NOT certified"
+        print(f"re-attack {cert.setting.label}: searched worst {metric('leak', cert.leak)} by "
+              f"{w['attack']} at {config or 'defaults'} (run seed {w['seed']}, attack seed "
+              f"{w['attack_seed']}); margin {number(cert.margin)}: {verdict}")  # fmt: skip

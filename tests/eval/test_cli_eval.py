@@ -59,11 +59,16 @@ def test_sweep_user_errors_are_one_line(args, message, tmp_path, capsys):
 
 def test_tune_finds_the_undefended_setting_within_a_loose_budget(tmp_path, capsys):
     out = tmp_path / "t"
-    assert main(["tune", *TINY, *ATTACK, "--max-ssim", "0.999", "--out", str(out)]) == 0
+    certify = ["--steps", "10", "--attack-budget", "1"]  # the re-attack, kept tiny here
+    assert main(["tune", *TINY, *ATTACK, *certify, "--max-ssim", "0.999", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "best: undefended" in printed
+    assert "best: undefended" in printed and "re-attack undefended: searched worst" in printed
     result = json.loads((out / "tune.json").read_text())
     assert result["best"] == "alpha0" and len(result["candidates"]) == 1
+    cert = result["certificate"]
+    assert cert["certified"] and result["margin"] == cert["margin"] == 0.999 - cert["ssim"]
+    assert result["candidates"][0]["certified"] is True
+    assert (out / "runs" / "alpha0-seed0" / "attacks" / "inverse-network.strongest.json").is_file()
 
 
 def test_tune_says_when_nothing_meets_the_budget(tmp_path, capsys):
