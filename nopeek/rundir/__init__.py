@@ -18,7 +18,10 @@ Folders written before the marker existed are recognised by their layout (see
   new renamed in, old deleted). On any failure, interrupts included, the old folder stays as it
   was and the staging folder is removed; one left by a kill is removed on the next attempt.
 
-One writer per folder at a time: two commands writing the same ``--out`` at once may clash.
+One writer per folder at a time: :meth:`RunDir.writing` holds a lock (``fcntl.flock`` on
+``.<name>.nopeek-lock`` in the parent) from before it decides how to write until the folder is
+complete; a second command writing the same ``--out`` meanwhile is refused in one line naming
+the holder's pid.
 
 The same :class:`RunDir` reads a finished folder back (the trainer's resume, the attack
 harness, inference, sweeps, results and reports all go through it): :meth:`RunDir.open`, then
@@ -27,7 +30,8 @@ one method per file (``config()``, ``metrics()``, ``load_checkpoint()``, ``obser
 class (``RunDir.CONFIG``, ...) and every failure one line naming the file and the fix.
 
 The package: ``_markers`` (recognising and checking), ``_staging`` (swaps and clean-up),
-``_writing`` (:class:`RunDir`'s writing side), ``_reading`` (its reading side).
+``_lock`` (one writer at a time), ``_writing`` (:class:`RunDir`'s writing side), ``_reading``
+(its reading side).
 
 >>> import tempfile
 >>> from pathlib import Path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from nopeek._io import output_error
 from nopeek.errors import ConfigError, OutputError
+from nopeek.rundir._lock import locked
 from nopeek.rundir._markers import (
     KINDS,
     MARKER,
@@ -49,9 +50,17 @@ class RunDir(Reading):
 
         ``resume`` wins over ``overwrite``; ``reuse`` (sweeps, reports) continues an existing
         folder of this kind in place. Without either, an existing folder is refused. Also puts
-        back a folder that a kill left set aside in the middle of a replacement.
+        back a folder that a kill left set aside in the middle of a replacement. A folder that
+        another process is writing is refused (its staging folder is not a leftover).
         """
         check_out(self.path, flag=self.flag)
+        if not self.path.parent.is_dir():  # nothing there yet: no writer, no leftovers
+            return self._decide(resume=resume, overwrite=overwrite, reuse=reuse)
+        with locked(self.path, flag=self.flag):
+            return self._decide(resume=resume, overwrite=overwrite, reuse=reuse)
+
+    def _decide(self, *, resume: bool, overwrite: bool, reuse: bool) -> str:
+        """:meth:`plan`'s decision, made while no other process writes the folder."""
         recover_siblings(self.path)
         if resume:
             return "resume"
@@ -110,21 +119,29 @@ class RunDir(Reading):
         On leaving, a staged folder is swapped in; on an error, a fresh folder is removed
         unless ``keep(path)`` says it holds finished work worth keeping (a sweep's runs).
         """
-        mode = self.plan(resume=resume, overwrite=overwrite, reuse=reuse)
-        if mode == "overwrite":
-            with self._staged() as staging:
-                yield staging
-        elif mode == "fresh":
-            with self._fresh(keep) as path:
-                yield path
-        else:
-            clean_stale(self.path)
-            if not (self.path / MARKER).is_file():
-                write_marker(self.path, self.kind)  # a folder from before markers
-            yield self.path
+        self.plan(resume=resume, overwrite=overwrite, reuse=reuse)  # refusals before any mkdir
+        parents = _make_parents(self.path)  # the lock lives in the parent
+        try:
+            with locked(self.path, flag=self.flag):  # one writer at a time, then decide anew
+                mode = self._decide(resume=resume, overwrite=overwrite, reuse=reuse)
+                if mode == "overwrite":
+                    with self._staged() as staging:
+                        yield staging
+                elif mode == "fresh":
+                    with self._fresh(keep) as path:
+                        yield path
+                else:
+                    clean_stale(self.path)
+                    if not (self.path / MARKER).is_file():
+                        write_marker(self.path, self.kind)  # a folder from before markers
+                    yield self.path
+        except BaseException:
+            _remove_empty(parents)
+            raise
 
     @contextmanager
     def _fresh(self, keep: Callable[[Path], bool] | None) -> Iterator[Path]:
+        # the parents exist by now (writing made them for the lock): this creates the folder
         created = []  # the folders this call creates, outermost first
         missing = Path(os.path.abspath(self.path))
         while not missing.exists():
@@ -183,3 +200,32 @@ class RunDir(Reading):
         except BaseException:
             remove_tree(staging)
             raise
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing parents of ``path``; the ones this call created, outermost first.
+    A parent made meanwhile by another process (the parties of a distributed run create
+    ``out/`` together) is fine."""
+    created = []
+    missing = Path(os.path.abspath(path)).parent
+    while not missing.exists():
+        created.insert(0, missing)
+        missing = missing.parent
+    for folder in created:
+        try:
+            folder.mkdir()
+        except FileExistsError as exc:
+            if not folder.is_dir():
+                raise output_error(exc, folder) from None
+        except OSError as exc:
+            raise output_error(exc, folder) from None
+    return created
+
+
+def _remove_empty(parents: list[Path]) -> None:
+    """Remove the parents a failed write created, innermost first, while they are empty."""
+    for parent in reversed(parents):
+        try:
+            parent.rmdir()
+        except OSError:
+            break

@@ -154,6 +154,32 @@ def test_a_fresh_folder_that_holds_finished_work_is_kept(tmp_path):
     assert (out / "done").is_file()
 
 
+def test_one_writer_at_a_time_the_second_is_refused_naming_the_first(tmp_path):
+    """The lock is held from before the plan until the folder is complete; a second writer of
+    the same folder (overwrite or fresh) is refused naming the holder's pid, and the lock file
+    goes with the holder. Two real processes: tests/nopeek/test_process_faults.py."""
+    out = tmp_path / "runs" / "run"
+    _finished_run(out)
+    lock = out.parent / ".run.nopeek-lock"
+    busy = rf"^--out {out} is being written by another nopeek process \(pid {os.getpid()}\)"
+    with RunDir(out, "run").writing(overwrite=True) as where:
+        (where / "metrics.json").write_text("first")
+        assert lock.read_text() == f"{os.getpid()}\n"
+        for mode in ({"overwrite": True}, {"resume": True}):
+            with pytest.raises(OutputError, match=busy), RunDir(out, "run").writing(**mode):
+                pass
+        other = RunDir(tmp_path / "runs" / "other", "run")
+        with other.writing() as beside:  # another folder of the same parent: its own lock
+            (beside / "metrics.json").write_text("x")
+    assert (out / "metrics.json").read_text() == "first"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["other", "run"]  # no lock left
+    lock.write_text("12345\n")  # what a killed writer leaves: the kernel released its lock
+    _finished_run(tmp_path / "runs" / "x")
+    with RunDir(out, "run").writing(overwrite=True) as where:
+        (where / "metrics.json").write_text("second")
+    assert (out / "metrics.json").read_text() == "second" and not lock.exists()
+
+
 # ---------------------------------------------------------------- overwrite
 
 
