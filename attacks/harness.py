@@ -31,6 +31,8 @@ from nopeek.attacks.base import (
 )
 from nopeek.attacks.known_pairs import set_aside_aux
 from nopeek.attacks.registry import ATTACKS
+from nopeek.channel import ACTIVATION
+from nopeek.compress import by_kind
 from nopeek.config import TrainConfig, check_seed
 from nopeek.data import Dataset, Split, stratified_take
 from nopeek.errors import ConfigError, ThreatModelError
@@ -203,9 +205,23 @@ def _query(segment: nn.Module, batch: int = 512) -> Callable[[Tensor], Tensor]:
 def _as_sent(run: Target, query: Callable[[Tensor], Tensor], seed: int, sender: Sender | None):
     """A query returns what the client would *send*: its forward defenses (clipping, noise at
     inference) applied, as the deployed client would; the attacker's noise is freshly seeded.
+    What the run compresses forward is compressed too, and decoded, as the receiver sees it
+    (without the stream's error-feedback residual, which depends on the batches before).
 
     ``sender`` builds that transform from the run's config (attacks do not import defenses);
     without one, a defended run's queries are refused rather than answered undefended."""
+    codec = by_kind(run.config.compress).get(ACTIVATION)
+    if codec is not None:
+        return _compressed(_as_sent_defended(run, query, seed, sender), codec)
+    return _as_sent_defended(run, query, seed, sender)
+
+
+def _compressed(query: Callable[[Tensor], Tensor], codec) -> Callable[[Tensor], Tensor]:
+    return lambda x: codec.roundtrip(query(x))
+
+
+def _as_sent_defended(run: Target, query, seed: int, sender: Sender | None):
+    """The query through the client's forward defenses (see :func:`_as_sent`)."""
     if not run.config.defenses:
         return query
     if sender is None:

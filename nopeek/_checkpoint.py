@@ -1,8 +1,9 @@
 """Per-epoch checkpoints of a split training run, and exact resume.
 
-A checkpoint holds every party's segments and optimizer, the hooks' state (noise generators,
-accountants), the wire log so far and the training history. It is saved atomically and loaded
-with ``weights_only=True`` (plain tensors and containers only, no pickled code).
+A checkpoint holds every party's segments and optimizer, its compressors' state (error-feedback
+residuals, random-k generators), the hooks' state (noise generators, accountants), the wire log
+so far and the training history. It is saved atomically and loaded with ``weights_only=True``
+(plain tensors and containers only, no pickled code).
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def save(
             n: p.optimizer.state_dict() for n, p in runner.parties.items() if p.optimizer
         },
         "hooks": [h.state_dict() for h in runner.hooks],
+        "compressors": {
+            n: {k: c.state_dict() for k, c in p.compress.items()} for n, p in runner.parties.items()
+        },
         "history": runner.history,
         "train_seconds": runner.train_seconds,
         "wire_records": [astuple(r) for r in runner.wire.records],
@@ -169,6 +173,9 @@ def restore(state: dict, runner: Any) -> int:
                 party.optimizer.load_state_dict(state["optimizers"][name])
         for hook, hs in zip(runner.hooks, state["hooks"], strict=True):
             hook.load_state_dict(hs)
+        for name, party in runner.parties.items():
+            for kind, cs in state.get("compressors", {}).get(name, {}).items():
+                party.compress[kind].load_state_dict(cs)
     except (KeyError, RuntimeError, ValueError) as exc:
         raise CheckpointError(
             f"checkpoint does not fit this model ({S.brief(exc)}); train anew with --overwrite"

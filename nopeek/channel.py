@@ -9,9 +9,14 @@ names what it expects (sender, kind, cut, step) and gets exactly that message or
 :class:`~nopeek.errors.ChannelError`; it re-attaches the tensor (``requires_grad_``) so autograd
 never flows across a cut except through the explicit gradient message going the other way.
 
-The wire log counts bytes for every message and keeps tensors only when a capture policy asks
-for them (bounded memory); captured tensors carry the sample ids of their batch so attacks,
-ground truth and metrics stay aligned.
+A compressed message (see :mod:`nopeek.compress`) carries its encoded payload as ``tensor`` (a
+flat ``uint8`` tensor) and in ``packed`` how it decodes (the compressor, the decoded shape and
+dtype); :meth:`Message.value` is what the receiver uses.
+
+The wire log counts bytes for every message (a compressed one: its payload) and keeps tensors
+only when a capture policy asks for them (bounded memory); captured tensors are what the
+receiver saw (decoded) and carry the sample ids of their batch so attacks, ground truth and
+metrics stay aligned.
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
 from nopeek.errors import ChannelError
+
+if TYPE_CHECKING:
+    from nopeek.compress import Packed
 
 FORWARD = "forward"
 BACKWARD = "backward"
@@ -42,7 +51,8 @@ class Message:
 
     ``tensor``: (N, ...) for activations and gradients (N = len(ids)); a flat (P,) vector of a
     segment's state for weights. ``step`` numbers the sender's schedule position, so the
-    receiver can check it got the message it expects.
+    receiver can check it got the message it expects. ``packed``: set on a compressed message,
+    whose ``tensor`` is then the payload (B,) uint8 that ``packed`` decodes.
     """
 
     kind: str
@@ -52,10 +62,15 @@ class Message:
     step: int
     tensor: Tensor
     ids: Tensor | None = None
+    packed: Packed | None = None
 
     @property
     def direction(self) -> str:
         return KINDS[self.kind]
+
+    def value(self) -> Tensor:
+        """The tensor the message stands for: ``tensor``, decoded if it is compressed."""
+        return self.tensor if self.packed is None else self.packed.decode(self.tensor)
 
 
 @dataclass(frozen=True)
@@ -73,11 +88,13 @@ class WireRecord:
     sender: str = ""
     receiver: str = ""
     kind: str = ""
+    codec: str = ""  # the compressor's spec ("" uncompressed); shape and dtype are decoded ones
 
 
 @dataclass
 class Capture:
-    """A recorded message: its metadata, a copy of the tensor, and the batch's sample ids."""
+    """A recorded message: its metadata, a copy of the tensor as the receiver uses it (decoded),
+    and the batch's sample ids."""
 
     record: WireRecord
     tensor: Tensor  # (N, ...) on CPU
@@ -112,25 +129,27 @@ class WireLog:
             self.step = step
 
     def record(self, msg: Message) -> None:
-        """Log one message (and keep its tensor if the capture policy asks for it)."""
-        tensor = msg.tensor
+        """Log one message (and keep its tensor, decoded, if the capture policy asks for it)."""
+        tensor, packed = msg.tensor, msg.packed
         rec = WireRecord(
             cut=msg.cut,
             direction=msg.direction,
             phase=self.phase,
             epoch=self.epoch,
             step=self.step,
-            shape=tuple(tensor.shape),
-            dtype=str(tensor.dtype).removeprefix("torch."),
+            shape=tuple(tensor.shape) if packed is None else tuple(packed.shape),
+            dtype=str(tensor.dtype if packed is None else packed.dtype).removeprefix("torch."),
             nbytes=tensor.numel() * tensor.element_size(),
             sender=msg.sender,
             receiver=msg.receiver,
             kind=msg.kind,
+            codec="" if packed is None else packed.codec.spec(),
         )
         self.records.append(rec)
         if self.capture is not None and msg.kind != WEIGHTS and self.capture(rec):
             kept_ids = None if msg.ids is None else msg.ids.detach().cpu().clone()
-            self.captures.append(Capture(rec, tensor.detach().cpu().clone(), kept_ids))
+            seen = msg.value().detach().cpu().clone()
+            self.captures.append(Capture(rec, seen, kept_ids))
 
     def bytes_by(self, *, direction: str, phase: str = "train") -> dict[int, int]:
         """Bytes sent in ``direction`` during ``phase``, per epoch: ``{epoch: bytes}``."""
@@ -152,7 +171,8 @@ class WireLog:
 
 
 def check_message(msg: Message) -> None:
-    """Refuse malformed messages: unknown kind, or a tensor still carrying autograd history."""
+    """Refuse malformed messages: unknown kind, a tensor still carrying autograd history, or a
+    compressed payload whose length is not its compressor's for the decoded shape."""
     if msg.kind not in KINDS:
         raise ChannelError(f"message kind must be one of {sorted(KINDS)}, got {msg.kind!r}")
     if msg.tensor.requires_grad or msg.tensor.grad_fn is not None:
@@ -160,6 +180,8 @@ def check_message(msg: Message) -> None:
             f"{msg.kind} sent by {msg.sender} across cut {msg.cut!r} carries autograd history; "
             "send tensor.detach()"
         )
+    if msg.packed is not None:
+        msg.packed.codec.check_length(msg.tensor, msg.packed.shape, msg.packed.dtype)
 
 
 class Channel(ABC):
@@ -190,7 +212,7 @@ class Channel(ABC):
         kind = ACTIVATION if direction == FORWARD else GRADIENT
         ends = ("a", "b") if direction == FORWARD else ("b", "a")
         self.post(Message(kind, cut, *ends, self.log.step, tensor, ids))
-        return self.recv(sender=ends[0], receiver=ends[1], kind=kind, cut=cut).tensor
+        return self.recv(sender=ends[0], receiver=ends[1], kind=kind, cut=cut).value()
 
     @abstractmethod
     def _deliver(self, msg: Message) -> None:
@@ -214,15 +236,8 @@ class InProcessChannel(Channel):
         self._queues: dict[tuple[str, str], deque[Message]] = defaultdict(deque)
 
     def _deliver(self, msg: Message) -> None:
-        copy = Message(
-            msg.kind,
-            msg.cut,
-            msg.sender,
-            msg.receiver,
-            msg.step,
-            msg.tensor.clone(),
-            None if msg.ids is None else msg.ids.clone(),
-        )
+        ids = None if msg.ids is None else msg.ids.clone()
+        copy = replace(msg, tensor=msg.tensor.clone(), ids=ids)
         self._queues[(msg.sender, msg.receiver)].append(copy)
 
     def recv(

@@ -93,7 +93,9 @@ class TrainConfig:
 
     ``cut`` is one cut name or several separated by commas (multi-hop / u-shaped); empty means
     the model's default cut. ``defenses`` holds defense specs as given on the command line
-    (resolved by :mod:`nopeek.defenses`); ``malicious_server`` names an active attack.
+    (resolved by :mod:`nopeek.defenses`); ``malicious_server`` names an active attack;
+    ``compress`` the compressors at the cut (``forward=topk:0.1,backward=int8``, see
+    :mod:`nopeek.compress.spec`; None: messages go uncompressed).
     """
 
     dataset: str = "digits"
@@ -116,6 +118,7 @@ class TrainConfig:
     defenses: list[str] = field(default_factory=list)
     delta: float = 1e-5
     malicious_server: str | None = None
+    compress: str | None = None
     # multi-party configurations (see nopeek.topology): ignored by topologies that do not use them
     clients: int = 2
     merge: str = "concat"
@@ -222,6 +225,10 @@ class TrainConfig:
         if self.max_train is not None and self.max_train < 2:
             raise ConfigError(f"max_train must be >= 2, got {self.max_train}")
         check_seed(self.seed, what="seed")
+        if self.compress is not None:
+            from nopeek.compress import parse_compress
+
+            parse_compress(self.compress)
 
     def _validate_topology(self) -> None:
         from nopeek.topology import MERGES, TOPOLOGIES, parse_tasks
@@ -289,6 +296,10 @@ class TrainConfig:
         if self.topology == "multi-hop" and "," not in cut:
             raise ConfigError("multi-hop needs two or more cuts; pass e.g. --cut conv1,fc1")
         data = self.to_dict() | {"model": model, "cut": cut, "defenses": list(self.defenses)}
+        if self.compress is not None:
+            from nopeek.compress import canonical
+
+            data["compress"] = canonical(self.compress) or None
         if user is not None and self.class_names is None:
             data["class_names"] = list(user.class_names)
         return TrainConfig(**data)

@@ -31,6 +31,7 @@ from torch import Tensor
 from nopeek import _checkpoint
 from nopeek._io import atomic_write_bytes, atomic_write_json
 from nopeek.channel import InProcessChannel, WireLog
+from nopeek.compress import for_party
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, Split, load_dataset
 from nopeek.errors import CheckpointError, ConfigError, DataError
@@ -166,7 +167,10 @@ def serve(config: TrainConfig, dataset: Dataset, run_dir: Path):
     strategy = STRATEGIES.get(topology.strategy)(
         topology, dataset.train, non_iid=config.non_iid, seed=config.seed
     )
-    runtime = InProcessRuntime(topology, InProcessChannel(wire), hooks=bound, lr=config.lr)
+    compress = {p: for_party(config.compress, seed=config.seed, party=p) for p in topology.parties}
+    runtime = InProcessRuntime(
+        topology, InProcessChannel(wire), hooks=bound, lr=config.lr, compress=compress
+    )
     _setup_hooks(
         bound,
         config=config,

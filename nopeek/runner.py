@@ -23,6 +23,7 @@ from nopeek import _checkpoint
 from nopeek._epoch_log import EpochLog
 from nopeek._io import atomic_write_json
 from nopeek.channel import InProcessChannel, WireLog
+from nopeek.compress import for_party
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, Split
 from nopeek.errors import DataError, TrainingError
@@ -115,6 +116,10 @@ class Runner:
         if local is not None:
             bound = {p: h for p, h in bound.items() if p in local}
         channel = make_channel(self.wire) if make_channel else InProcessChannel(self.wire)
+        compress = {
+            p: for_party(config.compress, seed=config.seed, party=p)
+            for p in (local or topology.parties)
+        }
         self.runtime = InProcessRuntime(
             topology,
             channel,
@@ -122,6 +127,7 @@ class Runner:
             penalties=_penalties(topology, config.alpha),
             lr=config.lr,
             local=local,
+            compress=compress,
         )
         self.label_party = topology.label_parties[0]
         self.distributed = local is not None and set(local) != set(topology.parties)
@@ -278,6 +284,7 @@ class Runner:
             "alpha": cfg.alpha,
             "seed": cfg.seed,
             "epochs": cfg.epochs,
+            "train_samples": len(ds.train),
             **{f"test_{k}": v for k, v in test.items()},
             **leak,
             **wire_bytes(self.wire, self.topology, epochs=cfg.epochs),

@@ -279,6 +279,14 @@ STREAMS: dict[str, Stream] = {
         "legacy: SeedSequence([seed, 0x0A77AC]), 63 bits",
         lambda seed: _words63(seed, SENDER_TAG),
     ),
+    # --- compressors at the cut ----------------------------------------------------------
+    "compress.random-k": Stream(
+        "nopeek.compress.sparse.RandomK: the coordinates a party keeps of the messages it sends "
+        "(``kind``: activation or gradient)",
+        ("party", "kind"),
+        "derive_seed(seed, 'compress.random-k', party, kind)",
+        _default("compress.random-k"),
+    ),
     # --- eval: ExpertMatcher --------------------------------------------------------------
     "expertmatcher.domain-noise": Stream(
         "eval.expertmatcher: the noise of a noisy domain's split (0 train, 1 test, 2 aux)",

@@ -23,6 +23,7 @@ from nopeek._epoch_log import check_tensorboard
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, check_finite
 from nopeek.errors import CheckpointError, ConfigError
+from nopeek.compress import by_kind
 from nopeek.hooks import CutHook
 from nopeek.models import MODELS, build_model
 from nopeek.plugins import build_hooks
@@ -219,7 +220,12 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
     state = _checkpoint.load(out, config) if resume else None
     model.to(device)
     make = launch.channel(
-        topology, me, x=dataset.train.x, max_batch=config.batch_size, device=device
+        topology,
+        me,
+        x=dataset.train.x,
+        max_batch=config.batch_size,
+        device=device,
+        codecs=by_kind(config.compress),
     )
     launch.join(me, device, [p for p in topology.parties if p != me])
     runner = None

@@ -119,6 +119,12 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         help="defense spec, repeatable, e.g. cut-noise:gaussian,sigma=0.5,clip=1",
     )
     p.add_argument(
+        "--compress",
+        help="compress what crosses the cut, per direction: forward=SPEC,backward=SPEC (or one "
+        "SPEC for both); SPEC: topk:RATIO[,feedback=false] | randk:RATIO | int8 | int4 | fp16 | "
+        "bf16, e.g. forward=topk:0.1,backward=int8 (default: uncompressed)",
+    )
+    p.add_argument(
         "--delta", type=float, help=f"delta for (epsilon, delta)-DP accounting (default {d.delta})"
     )
     p.add_argument(

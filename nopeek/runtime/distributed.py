@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from nopeek.channel import ACTIVATION, GRADIENT, Channel, Message, WireLog, check_message
+from nopeek.compress import Packed
 from nopeek.errors import ChannelError, PeerError
 from nopeek.runtime import wire
 
@@ -39,9 +40,15 @@ def _left(deadline: float) -> datetime.timedelta:
     return datetime.timedelta(seconds=max(deadline - time.monotonic(), 0.01))
 
 
-def _body(header: wire.Header) -> list[tuple[tuple[int, ...], torch.dtype]]:
-    """The parts that follow ``header`` on the wire: its tensor, then its ids if any."""
+def _body(header: wire.Header, codecs=None) -> list[tuple[tuple[int, ...], torch.dtype]] | None:
+    """The parts that follow ``header`` on the wire: its tensor (a compressed message: its
+    payload, by ``codecs``: tag -> compressor), then its ids if any; None for an unknown tag."""
     parts = [(header.shape, header.dtype)]
+    if header.codec:
+        codec = (codecs or {}).get(header.codec)
+        if codec is None:
+            return None
+        parts = [((codec.nbytes(header.shape, header.dtype),), torch.uint8)]
     if header.n_ids:
         parts.append(((header.n_ids,), torch.int64))
     return parts
@@ -56,7 +63,9 @@ class TorchDistributedChannel(Channel):
 
     ``cuts`` numbers the cut names (every party has the same list); ``expect`` says the shape
     each (kind, cut, sender) carries; ``max_batch`` bounds the batch of activations and
-    gradients; ``timeout`` is every receive's deadline in seconds.
+    gradients; ``timeout`` is every receive's deadline in seconds; ``codecs`` (message kind ->
+    :class:`~nopeek.compress.Compressor`, from the run's ``--compress``) decode what arrives
+    compressed.
     """
 
     def __init__(
@@ -70,8 +79,11 @@ class TorchDistributedChannel(Channel):
         timeout: float,
         device: torch.device | None = None,
         log: WireLog | None = None,
+        codecs: dict | None = None,
     ) -> None:
         super().__init__(log)
+        self.codecs = dict(codecs or {})
+        self._by_tag = {c.tag: c for c in self.codecs.values()}
         self.me, self.ranks = me, dict(ranks)
         self.names = {r: p for p, r in self.ranks.items()}
         self.cut_ids = {c: i for i, c in enumerate(cuts)}
@@ -95,8 +107,9 @@ class TorchDistributedChannel(Channel):
         ids = msg.ids if msg.kind in (ACTIVATION, GRADIENT) and msg.ids is not None else None
         n_ids = 0 if ids is None else len(ids)
         cut = self.cut_ids[msg.cut]
+        me = self.ranks[self.me]
         header = wire.encode(
-            msg.kind, cut, self.ranks[self.me], msg.step, msg.tensor, n_ids, self.device
+            msg.kind, cut, me, msg.step, msg.tensor, n_ids, self.device, packed=msg.packed
         )
         article = "an" if msg.kind[0] in "aeiou" else "a"
         what = f"sending {article} {msg.kind} at cut {msg.cut!r} (step {msg.step})"
@@ -176,7 +189,7 @@ class TorchDistributedChannel(Channel):
                 for shape, dtype in body:
                     receive(shape, dtype)
                 raw = receive((wire.HEADER_LEN,), torch.int64)
-                body = _body(wire.decode(raw, sender_name=peer))
+                body = _body(wire.decode(raw, sender_name=peer), self._by_tag)
 
     def _send(self, parts: list[Tensor], dst: int, what: str) -> None:
         """Post a message's parts together (header first: pairs deliver in order), then wait:
@@ -191,12 +204,14 @@ class TorchDistributedChannel(Channel):
         article = "an" if kind[0] in "aeiou" else "a"
         header = self._header(sender, f"{article} {kind} at cut {cut!r} (step {step})")
         tail, flat = self.expect(kind, cut, sender)
+        codec = self.codecs.get(kind)
         want = wire.Expect(
             kind, self.cut_ids[cut], self.ranks[sender], step if step is not None else header.step,
-            tail=tail, flat=flat, max_batch=self.max_batch,
+            tail=tail, flat=flat, max_batch=self.max_batch, codec=codec.tag if codec else 0,
         )  # fmt: skip
         wire.check(header, want, sender_name=sender, cut_name=cut)
-        tensor = torch.empty(header.shape, dtype=header.dtype, device=self.device)
+        (shape, dtype), *_ = _body(header, self._by_tag)
+        tensor = torch.empty(shape, dtype=dtype, device=self.device)
         parts, ids = [tensor], None
         if header.n_ids:
             ids = torch.empty(header.n_ids, dtype=torch.int64, device=self.device)
@@ -204,7 +219,8 @@ class TorchDistributedChannel(Channel):
         self._recv(parts, sender, f"the {kind} at cut {cut!r}")
         self._unread.pop(sender, None)
         ids = ids.cpu() if ids is not None else None
-        msg = Message(kind, cut, sender, receiver, header.step, tensor, ids)
+        packed = Packed(codec, header.shape, header.dtype) if codec else None
+        msg = Message(kind, cut, sender, receiver, header.step, tensor, ids, packed)
         self.log.record(msg)
         return msg
 
@@ -226,7 +242,7 @@ class TorchDistributedChannel(Channel):
         self._recv([raw], sender, what)
         self._unread[sender] = None  # a body of unknown size, until the header decodes
         header = wire.decode(raw, sender_name=sender)
-        self._unread[sender] = _body(header)
+        self._unread[sender] = _body(header, self._by_tag)
         if header.kind == wire.ERROR:
             if (
                 header.dtype != torch.uint8

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from nopeek.channel import ACTIVATION, GRADIENT, Channel, Message, WireLog, check_message
+from nopeek.compress import Packed
 from nopeek.errors import ChannelError, ConfigError, PeerError
 from nopeek.runtime import wire
 
@@ -122,7 +123,7 @@ class GrpcChannel(Channel):
 
     ``addresses``: party -> ``host:port`` (this party listens on its own); ``identity``: its TLS
     material; ``ranks`` numbers the parties in the headers, as on torch.distributed; ``cuts``,
-    ``expect``, ``max_batch`` and ``timeout`` as for
+    ``expect``, ``max_batch``, ``timeout`` and ``codecs`` as for
     :class:`~nopeek.runtime.distributed.TorchDistributedChannel`.
     """
 
@@ -139,8 +140,10 @@ class GrpcChannel(Channel):
         max_message: int,
         timeout: float,
         log: WireLog | None = None,
+        codecs: dict | None = None,
     ) -> None:
         super().__init__(log)
+        self.codecs = dict(codecs or {})
         self.me, self.ranks, self.addresses = me, dict(ranks), dict(addresses)
         self.cut_ids = {c: i for i, c in enumerate(cuts)}
         self.expect, self.max_batch, self.timeout = expect, max_batch, timeout
@@ -216,8 +219,9 @@ class GrpcChannel(Channel):
     def _deliver(self, msg: Message) -> None:
         ids = msg.ids if msg.kind in (ACTIVATION, GRADIENT) and msg.ids is not None else None
         n_ids = 0 if ids is None else len(ids)
+        cut, me = self.cut_ids[msg.cut], self.ranks[self.me]
         header = wire.encode(
-            msg.kind, self.cut_ids[msg.cut], self.ranks[self.me], msg.step, msg.tensor, n_ids, "cpu"
+            msg.kind, cut, me, msg.step, msg.tensor, n_ids, "cpu", packed=msg.packed
         )
         parts = [header, msg.tensor.detach().cpu().contiguous()]
         if ids is not None:
@@ -297,16 +301,24 @@ class GrpcChannel(Channel):
         article = "an" if kind[0] in "aeiou" else "a"
         header, body = self._next(sender, f"{article} {kind} at cut {cut!r} (step {step})")
         tail, flat = self.expect(kind, cut, sender)
+        codec = self.codecs.get(kind)
         want = wire.Expect(
             kind, self.cut_ids[cut], self.ranks[sender], step if step is not None else header.step,
-            tail=tail, flat=flat, max_batch=self.max_batch,
+            tail=tail, flat=flat, max_batch=self.max_batch, codec=codec.tag if codec else 0,
         )  # fmt: skip
         wire.check(header, want, sender_name=sender, cut_name=cut)
-        sizes = [header.numel * header.dtype.itemsize, 8 * header.n_ids]
+        if codec is None:
+            sizes = [header.numel * header.dtype.itemsize, 8 * header.n_ids]
+        else:  # a compressed message: its payload, as long as the compressor says
+            sizes = [codec.nbytes(header.shape, header.dtype), 8 * header.n_ids]
         _check_length(body, sum(sizes), sender)
-        tensor = _tensor(body[: sizes[0]], header.dtype, header.shape)
+        if codec is None:
+            tensor, packed = _tensor(body[: sizes[0]], header.dtype, header.shape), None
+        else:
+            tensor = _tensor(body[: sizes[0]], torch.uint8, (sizes[0],))
+            packed = Packed(codec, header.shape, header.dtype)
         ids = _tensor(body[sizes[0] :], torch.int64, (header.n_ids,)) if header.n_ids else None
-        msg = Message(kind, cut, sender, receiver, header.step, tensor, ids)
+        msg = Message(kind, cut, sender, receiver, header.step, tensor, ids, packed)
         self.log.record(msg)
         return msg
 

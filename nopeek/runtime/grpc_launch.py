@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from nopeek.errors import ConfigError
-from nopeek.runtime.grpc_channel import GrpcChannel, Identity, max_message_bytes
+from nopeek.runtime.grpc_channel import GrpcChannel, Identity, _grpc, max_message_bytes
 from nopeek.runtime.launch import DEFAULT_TIMEOUT, schedule
 from nopeek.topology import Topology
 
@@ -47,6 +47,9 @@ class GrpcLaunch:
     timeout: float = DEFAULT_TIMEOUT
     secret: bytes | None = None  # optional on top of the certificates (handshake.prove)
 
+    def __post_init__(self) -> None:
+        _grpc()  # without grpcio: one line naming the extra, before any data set is loaded
+
     def party(self, topology: Topology) -> str:
         """The role this process's certificate names; refuses one the topology has not, or
         addresses that do not cover every party."""
@@ -73,9 +76,11 @@ class GrpcLaunch:
         if device.type != "cpu":
             raise ConfigError("the gRPC transport carries CPU tensors; train with --device cpu")
 
-    def channel(self, topology: Topology, me: str, *, x: torch.Tensor, max_batch: int, device):
+    def channel(
+        self, topology: Topology, me: str, *, x: torch.Tensor, max_batch: int, device, codecs=None
+    ):
         """``wire_log -> GrpcChannel`` for party ``me``, started (peers dialled, hellos
-        exchanged) before it is returned."""
+        exchanged) before it is returned; ``codecs`` decode compressed messages."""
         plan = schedule(topology, x)
         tails = [int(torch.Size(t).numel()) for t in plan.tails.values()]
         limit = max_message_bytes(max_batch, tails, list(plan.sizes.values()))
@@ -92,6 +97,7 @@ class GrpcLaunch:
                 max_message=limit,
                 timeout=self.timeout,
                 log=log,
+                codecs=codecs,
             )
             try:
                 channel.start()

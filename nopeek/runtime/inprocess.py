@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from nopeek.channel import Channel, InProcessChannel
+from nopeek.compress import Compressor
 from nopeek.errors import ChannelError
 from nopeek.hooks import CutHook
 from nopeek.runtime.party import Party, Penalty
@@ -36,7 +37,8 @@ class InProcessRuntime:
 
     ``hooks`` maps a party to its hooks (defenses, malicious behaviour); a plain sequence gives
     every party the same hooks (the two-party shorthand). ``penalties`` maps a node to a
-    penalty on its output, computed by the node's party (NoPeek).
+    penalty on its output, computed by the node's party (NoPeek). ``compress`` maps a party to
+    its own compressors by message kind (:func:`nopeek.compress.for_party`).
 
     >>> from nopeek.models import build_model
     >>> from nopeek.topology import vanilla
@@ -56,6 +58,7 @@ class InProcessRuntime:
         penalties: dict[str, Penalty] | None = None,
         lr: float = 1e-3,
         local: Sequence[str] | None = None,
+        compress: dict[str, dict[str, Compressor]] | None = None,
     ) -> None:
         self.topology = topology
         self.local = list(local) if local is not None else list(topology.parties)
@@ -70,6 +73,7 @@ class InProcessRuntime:
                 hooks=by_party.get(p, []),
                 penalties={n: f for n, f in penalties.items() if topology.node(n).party == p},
                 lr=lr,
+                compress=(compress or {}).get(p),
             )
             for p in self.local
         }

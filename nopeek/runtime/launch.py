@@ -86,9 +86,13 @@ class PartyLaunch:
             )
         return me
 
-    def channel(self, topology: Topology, me: str, *, x: torch.Tensor, max_batch: int, device):
+    def channel(
+        self, topology: Topology, me: str, *, x: torch.Tensor, max_batch: int, device, codecs=None
+    ):
         """``wire_log -> TorchDistributedChannel`` for party ``me`` (see :func:`make_channel`)."""
-        return make_channel(topology, me, self, x=x, max_batch=max_batch, device=device)
+        return make_channel(
+            topology, me, self, x=x, max_batch=max_batch, device=device, codecs=codecs
+        )
 
     def close(self, channel) -> None:
         """Leave the process group (``channel`` is unused: the group is the transport)."""
@@ -191,10 +195,18 @@ def schedule(topology: Topology, x: torch.Tensor) -> Schedule:
 
 
 def make_channel(
-    topology: Topology, me: str, launch: PartyLaunch, *, x: torch.Tensor, max_batch: int, device
+    topology: Topology,
+    me: str,
+    launch: PartyLaunch,
+    *,
+    x: torch.Tensor,
+    max_batch: int,
+    device,
+    codecs=None,
 ):
     """``wire_log -> TorchDistributedChannel`` for party ``me``, knowing what every message at
-    every cut should look like (:func:`schedule`)."""
+    every cut should look like (:func:`schedule`) and how compressed ones decode (``codecs``:
+    message kind -> compressor, :func:`nopeek.compress.by_kind`)."""
     plan = schedule(topology, x)
 
     def build(log):
@@ -207,6 +219,7 @@ def make_channel(
             timeout=launch.timeout,
             device=device,
             log=log,
+            codecs=codecs,
         )
 
     return build

@@ -14,6 +14,12 @@ that reads it (after the party's forward hooks: clipping, noise). Its backward r
 gradients for what it sent, backpropagates its own losses with them, and sends each input
 leaf's gradient back to the party it came from (after the party's backward hooks: label-gradient
 defenses, or a malicious server's substitution).
+
+A party's compressors (``compress``: message kind -> :class:`~nopeek.compress.Compressor`) act
+last, between its hooks and its channel: the message posted carries the compressed payload, and
+a receiving party decodes every message before it uses it (:meth:`Message.value`). The gradient
+that comes back for a compressed activation is applied to the activation as it was before
+compression (a straight-through estimate).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nopeek.channel import ACTIVATION, GRADIENT, WEIGHTS, Channel, Message
+from nopeek.compress import Compressor, Packed
 from nopeek.errors import ChannelError
 from nopeek.hooks import CutHook
 from nopeek.topology import DATA_PREFIX, Node, Topology
@@ -52,10 +59,12 @@ class Party:
         hooks: list[CutHook] | None = None,
         penalties: dict[str, Penalty] | None = None,
         lr: float = 1e-3,
+        compress: dict[str, Compressor] | None = None,
     ) -> None:
         self.name = name
         self.channel = channel
         self.hooks = list(hooks or [])
+        self.compress = dict(compress or {})  # message kind -> this party's own compressor
         self.penalties = {k: v for k, v in (penalties or {}).items()}
         self.lr = lr
         self.criterion = nn.CrossEntropyLoss()
@@ -135,7 +144,7 @@ class Party:
                 z = hook.forward(self._topo.cut_of(node_name), z, training=train)
             if train and k == 0:
                 self._hook_penalties(node_name, z)
-            self._post(ACTIVATION, node_name, receiver, step, z.detach())
+            self._post(ACTIVATION, node_name, receiver, step, z.detach(), training=train)
             if train:
                 self.sent[(step, node_name)] = z
 
@@ -155,7 +164,7 @@ class Party:
                     cut=self._topo.cut_of(node_name),
                     step=step,
                 )
-            ).tensor
+            ).value()
             roots.append((sent, grad.to(sent.dtype)))
         todo = [(t, g) for t, g in roots if t.requires_grad]
         if todo:
@@ -197,7 +206,7 @@ class Party:
                 cut=self._topo.cut_of(src),
                 step=step,
             )
-            z = self._received(msg).tensor
+            z = self._received(msg).value()
         leaf = z.requires_grad_(train)
         self.leaves[src] = leaf
         return leaf
@@ -288,12 +297,19 @@ class Party:
         labels = next((self.view[o.labels] for o in self.objectives), None)
         for hook in self.hooks:
             grad = hook.backward(cut, grad, activation=leaf.detach(), labels=labels)
-        self._post(GRADIENT, src, src_party, step, grad.detach())
+        self._post(GRADIENT, src, src_party, step, grad.detach(), training=True)
 
-    def _post(self, kind: str, node_name: str, receiver: str, step: int, tensor: Tensor) -> None:
+    def _post(
+        self, kind: str, node_name: str, receiver: str, step: int, tensor: Tensor, *, training
+    ) -> None:
+        """Post ``tensor`` (compressed, if this party compresses ``kind`` messages)."""
         cut = self._topo.cut_of(node_name) if kind != WEIGHTS else node_name
         ids = self.view.get("ids")
-        self.channel.post(Message(kind, cut, self.name, receiver, step, tensor, ids))
+        codec, packed = self.compress.get(kind), None
+        if codec is not None:
+            packed = Packed(codec, tuple(tensor.shape), tensor.dtype)
+            tensor = codec.compress(tensor, stream=f"{cut}>{receiver}", training=training)
+        self.channel.post(Message(kind, cut, self.name, receiver, step, tensor, ids, packed))
 
     # --- weights (relay, federated averaging) -------------------------------------------------
     def send_weights(self, node_name: str, receiver: str, *, step: int, release: bool) -> None:

@@ -4,14 +4,22 @@ Every message on a :class:`~nopeek.runtime.distributed.TorchDistributedChannel` 
 :data:`HEADER_LEN` int64 values followed by the tensor and, for activations and gradients, the
 batch's sample ids (int64). The header says what follows::
 
-    [magic, version, kind, cut, sender rank, step, dtype, ndim, d0 .. d5, n_ids, reserved]
+    [magic, version, kind, cut, sender rank, step, dtype, ndim, d0 .. d5, n_ids, codec]
 
 The receiver checks the header against what it :class:`Expect` s at that point of the schedule
 (kind, cut, sender, step, allowed dtype, the shape apart from the batch dimension, a size
-bound) and only then allocates the buffers; anything else is a one-line
-:class:`~nopeek.errors.ChannelError` naming the sender and the field. No pickled object ever
-crosses: two more kinds carry UTF-8 JSON text as bytes (``stats``: counters gathered at the end;
-``error``: a peer's last words), which the receiver parses as data, never as code.
+bound, the compressor) and only then allocates the buffers; anything else is a one-line
+:class:`~nopeek.errors.ChannelError` naming the sender and the field.
+
+A compressed message (:mod:`nopeek.compress`) has the same header with the *decoded* dtype and
+shape, and in ``codec`` its compressor's tag (0: uncompressed); its body is the compressor's
+payload, ``uint8`` of exactly the length the compressor computes from that shape, so it is
+bounded by what the schedule expects. A receiver whose own compressor for that kind of message
+has another tag refuses it before it allocates anything.
+
+No pickled object ever crosses: two more kinds carry UTF-8 JSON text as bytes (``stats``:
+counters gathered at the end; ``error``: a peer's last words), which the receiver parses as
+data, never as code.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import torch
 from torch import Tensor
 
 from nopeek.channel import ACTIVATION, GRADIENT, WEIGHTS
+from nopeek.compress import family
 from nopeek.errors import ChannelError
 
 MAGIC = 0x4E4F5045  # "NOPE"
@@ -51,6 +60,7 @@ class Header:
     dtype: torch.dtype
     shape: tuple[int, ...]
     n_ids: int
+    codec: int = 0
 
     @property
     def numel(self) -> int:
@@ -70,19 +80,24 @@ class Expect:
     flat: int | None = None
     max_batch: int = 0
     dtypes: tuple[torch.dtype, ...] = FLOATS
+    codec: int = 0  # the tag of the receiver's compressor for this message (0: none)
 
 
 def encode(
-    kind: str, cut: int, sender: int, step: int, tensor: Tensor, n_ids: int, device
+    kind: str, cut: int, sender: int, step: int, tensor: Tensor, n_ids: int, device, packed=None
 ) -> Tensor:
-    """The header (HEADER_LEN,) int64 for ``tensor``."""
-    if tensor.dim() > MAX_DIMS:
-        raise ChannelError(f"cannot send a {tensor.dim()}-d tensor; at most {MAX_DIMS} dims")
-    if tensor.dtype not in DTYPE_CODES:
-        raise ChannelError(f"cannot send dtype {tensor.dtype}; use one of {list(DTYPE_CODES)}")
-    dims = list(tensor.shape) + [0] * (MAX_DIMS - tensor.dim())
+    """The header (HEADER_LEN,) int64 for ``tensor``, or for the compressed message whose
+    payload it is (``packed``: a :class:`~nopeek.compress.Packed`)."""
+    shape = tuple(tensor.shape) if packed is None else tuple(packed.shape)
+    dtype = tensor.dtype if packed is None else packed.dtype
+    if len(shape) > MAX_DIMS:
+        raise ChannelError(f"cannot send a {len(shape)}-d tensor; at most {MAX_DIMS} dims")
+    if dtype not in DTYPE_CODES:
+        raise ChannelError(f"cannot send dtype {dtype}; use one of {list(DTYPE_CODES)}")
+    dims = list(shape) + [0] * (MAX_DIMS - len(shape))
+    codec = 0 if packed is None else packed.codec.tag
     values = [MAGIC, VERSION, KIND_CODES[kind], cut, sender, step]
-    values += [DTYPE_CODES[tensor.dtype], tensor.dim(), *dims, n_ids, 0]
+    values += [DTYPE_CODES[dtype], len(shape), *dims, n_ids, codec]
     return torch.tensor(values, dtype=torch.int64, device=device)
 
 
@@ -102,7 +117,7 @@ def decode(raw: Tensor, *, sender_name: str) -> Header:
     shape = tuple(v[8 : 8 + ndim])
     if any(d < 0 for d in shape) or v[14] < 0:
         raise ChannelError(f"{who} has a negative size in its shape {shape} or id count {v[14]}")
-    return Header(KIND_NAMES[v[2]], v[3], v[4], v[5], DTYPES[v[6]], shape, v[14])
+    return Header(KIND_NAMES[v[2]], v[3], v[4], v[5], DTYPES[v[6]], shape, v[14], v[15])
 
 
 def check(header: Header, want: Expect, *, sender_name: str, cut_name: str) -> None:
@@ -121,6 +136,11 @@ def check(header: Header, want: Expect, *, sender_name: str, cut_name: str) -> N
         )
     if header.dtype not in want.dtypes:
         raise ChannelError(f"{who}: field dtype is {header.dtype}, expected one of {want.dtypes}")
+    if header.codec != want.codec:
+        raise ChannelError(
+            f"{who}: field codec is {_codec(header.codec)}, expected {_codec(want.codec)} at cut "
+            f"{cut_name!r} (start every party with the same --compress)"
+        )
     if want.tail is not None:
         if len(header.shape) != len(want.tail) + 1 or header.shape[1:] != want.tail:
             raise ChannelError(
@@ -146,3 +166,8 @@ def check(header: Header, want: Expect, *, sender_name: str, cut_name: str) -> N
         raise ChannelError(
             f"{who}: field shape is {header.shape}, expected at most {MAX_TEXT} bytes"
         )
+
+
+def _codec(tag: int) -> str:
+    """A compressor tag as an error message names it: its family and the tag in hex."""
+    return "none (uncompressed)" if tag == 0 else f"{family(tag)} (tag {tag:#x})"
