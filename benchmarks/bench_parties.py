@@ -43,9 +43,15 @@ def _runtime(topology: str, clients: int = 1) -> tuple[InProcessRuntime, object,
     return runtime, strategy, ds
 
 
+_EPOCHS: dict[int, int] = {}  # id(runtime) -> the epoch it last ran
+
+
 def _epoch(runtime, strategy, *, probe: Callable[[], None] | None = None) -> float:
+    """One training epoch; epochs are numbered per runtime as the trainer numbers them (a relay
+    epoch after the first starts where the last one ended: with the last client's weights)."""
+    epoch = _EPOCHS[id(runtime)] = _EPOCHS.get(id(runtime), -1) + 1
     began = time.perf_counter()
-    for step in strategy.epoch(runtime, 64, 0):
+    for step in strategy.epoch(runtime, 64, epoch):
         for p in step.parties:
             runtime.parties[p].zero_grad()
         runtime.step(step.batch, train=True, nodes=step.nodes)
