@@ -52,7 +52,7 @@ def n_classes(config: TrainConfig) -> int:
 def data_kind(config: TrainConfig) -> str:
     """``"image"`` or ``"tabular"``: what ``config``'s data set holds (a data file's header or
     listing is read; a bundled set is loaded, torchvision sets are images)."""
-    from nopeek._vision_data import VISION_SPECS
+    from nopeek.data import VISION_SPECS
     from nopeek.user_data import describe
 
     user = describe(config.dataset, target=config.target, image_size=config.image_size)

@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs; imported lazil
     from nopeek.config import TrainConfig
     from nopeek.data import DATASETS, Dataset, Split, load_dataset
     from nopeek.distance import distance_correlation, u_distance_correlation_sqr
-    from nopeek.engine import SplitEngine
     from nopeek.errors import (
         ChannelError,
         CheckpointError,
@@ -62,7 +61,6 @@ _LAZY = {
     "PartyState": "nopeek.hooks",
     "PeerError": "nopeek.errors",
     "Split": "nopeek.data",
-    "SplitEngine": "nopeek.engine",
     "TOPOLOGIES": "nopeek.topology",
     "ThreatModelError": "nopeek.errors",
     "Topology": "nopeek.topology",
@@ -117,7 +115,6 @@ __all__ = [
     "PartyState",
     "PeerError",
     "Split",
-    "SplitEngine",
     "ThreatModelError",
     "Topology",
     "TrainConfig",

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nopeek._io import atomic_write_bytes, output_error
+from nopeek.io import atomic_write_bytes, output_error
 from nopeek.errors import ConfigError
 
 TENSORBOARD_EXTRA = "pip install 'nopeek[tensorboard]'"

@@ -74,7 +74,7 @@ class VisionArrays:
 
 def _one_line(err: BaseException) -> str:
     """``Type: first line of the message``, cut at a word boundary (about 160 characters)."""
-    from nopeek._schema import brief
+    from nopeek.schema import brief
 
     text = brief(err, 140)
     return type(err).__name__ if text == type(err).__name__ else f"{type(err).__name__}: {text}"

@@ -151,14 +151,6 @@ class WireLog:
             seen = msg.value().detach().cpu().clone()
             self.captures.append(Capture(rec, seen, kept_ids))
 
-    def bytes_by(self, *, direction: str, phase: str = "train") -> dict[int, int]:
-        """Bytes sent in ``direction`` during ``phase``, per epoch: ``{epoch: bytes}``."""
-        out: dict[int, int] = defaultdict(int)
-        for r in self.records:
-            if r.direction == direction and r.phase == phase:
-                out[r.epoch] += r.nbytes
-        return dict(out)
-
     def captured(self, *, cut: str, direction: str, phase: str | None = None) -> list[Capture]:
         """The captured messages at ``cut`` in ``direction`` (and ``phase``), in send order."""
         return [

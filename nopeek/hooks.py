@@ -117,7 +117,7 @@ def bind_hooks(hooks: list[CutHook], topology: Any) -> dict[str, list[CutHook]]:
     parties, label parties, or the server receiving the data parties' activations), each such
     party with its own instance (its own noise stream); a hook without ``acts_at`` is shared.
 
-    Instance ``i > 0`` of a hook is seeded with ``party_seed_offset = i`` (see
+    Instance ``i`` of a hook gets ``party_index = i`` and draws its own noise stream (see
     :class:`TrainContext`), so two clients never draw the same noise.
     """
     out: dict[str, list[CutHook]] = {p: [] for p in topology.parties}

@@ -28,8 +28,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nopeek import _checkpoint
-from nopeek._io import atomic_write_bytes, atomic_write_json
 from nopeek.channel import InProcessChannel, WireLog
 from nopeek.compress import for_party
 from nopeek.config import TrainConfig
@@ -37,9 +35,11 @@ from nopeek.data import Dataset, Split, load_dataset
 from nopeek.errors import CheckpointError, ConfigError, DataError
 from nopeek.evaluation import _labels, predict_all
 from nopeek.hooks import TrainContext, bind_hooks
+from nopeek.io import atomic_write_bytes, atomic_write_json
 from nopeek.observe import Observations, capture_policy
 from nopeek.plugins import build_hooks
 from nopeek.rundir import RunDir
+from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.runtime import InProcessRuntime
 from nopeek.strategies import STRATEGIES
 from nopeek.trainer import build_run, pick_device

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from nopeek._io import atomic_torch_save, safe_torch_load
+from nopeek.io import atomic_torch_save, safe_torch_load
 from nopeek.channel import BACKWARD, FORWARD, Capture, CapturePolicy, WireRecord
 from nopeek.errors import CheckpointError, ThreatModelError
 

@@ -19,9 +19,7 @@ from typing import Any
 from torch import nn
 from tqdm.auto import tqdm
 
-from nopeek import _checkpoint
 from nopeek._epoch_log import EpochLog
-from nopeek._io import atomic_write_json
 from nopeek.channel import InProcessChannel, WireLog
 from nopeek.compress import for_party
 from nopeek.config import TrainConfig
@@ -36,9 +34,11 @@ from nopeek.evaluation import (
     wire_bytes,
 )
 from nopeek.hooks import CutHook, TrainContext, bind_hooks, hook_metrics
+from nopeek.io import atomic_write_json
 from nopeek.observe import Observations, capture_policy
 from nopeek.regularizers import nopeek_penalty
 from nopeek.rundir import RunDir
+from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.runtime import InProcessRuntime, _gather
 from nopeek.strategies import STRATEGIES
 from nopeek.topology import DATA_PREFIX, Topology

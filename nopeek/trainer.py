@@ -18,16 +18,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nopeek import _checkpoint
 from nopeek._epoch_log import check_tensorboard
+from nopeek.compress import by_kind
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, check_finite
 from nopeek.errors import CheckpointError, ConfigError
-from nopeek.compress import by_kind
 from nopeek.hooks import CutHook
 from nopeek.models import MODELS, build_model
 from nopeek.plugins import build_hooks
 from nopeek.rundir import MARKER, RunDir
+from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.runner import Runner, TrainResult  # noqa: F401 (TrainResult: public here)
 from nopeek.runtime.handshake import agree, fingerprint, prove
 from nopeek.runtime.launch import PartyLaunch

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from nopeek._io import output_error
 from nopeek.errors import OutputError
+from nopeek.io import output_error
 
 try:
     import fcntl

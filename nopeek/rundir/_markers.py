@@ -7,8 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from nopeek._io import TEMP_NAME, atomic_write_json
 from nopeek.errors import OutputError
+from nopeek.io import TEMP_NAME, atomic_write_json
 
 MARKER = ".nopeek.json"
 FORMAT = 1

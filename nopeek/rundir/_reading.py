@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nopeek import _checkpoint
-from nopeek import _schema as S
+from nopeek import schema as S
 from nopeek.config import TrainConfig
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.observe import Observations
 from nopeek.rundir import _markers
+from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.rundir._markers import kind_of
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class Reading:
     CONFIG = _markers.CONFIG
     METRICS = "metrics.json"
     METRICS_CSV = "metrics.csv"  # one row per epoch, appended while the run trains
-    CHECKPOINT = _markers.CHECKPOINT  # = nopeek._checkpoint.FILENAME
+    CHECKPOINT = _markers.CHECKPOINT  # = nopeek.rundir.checkpoint.FILENAME
     OBSERVATIONS = "observations.pt"
     ATTACKS = "attacks"  # a folder: <stem>.json (and .png) per attack
     SWEEP = _markers.SWEEP

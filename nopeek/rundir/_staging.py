@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from nopeek._io import TEMP_NAME, describe_os_error, output_error
 from nopeek.errors import OutputError
+from nopeek.io import TEMP_NAME, describe_os_error, output_error
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def clean_stale(path: str | Path) -> list[Path]:
     """Remove leftovers of interrupted writes inside nopeek folder ``path``; returns them.
 
     Leftovers are the hidden temporaries of nopeek's atomic writes (``.<file>.<8>.tmp``, see
-    :mod:`nopeek._io`) and staging folders of interrupted replacements, at any depth. Call it
+    :mod:`nopeek.io`) and staging folders of interrupted replacements, at any depth. Call it
     only on a folder nopeek wrote (:func:`~nopeek.rundir.kind_of`).
     """
     removed = []

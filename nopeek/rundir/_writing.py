@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from nopeek._io import output_error
 from nopeek.errors import ConfigError, OutputError
+from nopeek.io import output_error
 from nopeek.rundir._lock import locked
 from nopeek.rundir._markers import (
     KINDS,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nopeek import train
-from nopeek._io import safe_torch_load
+from nopeek.io import safe_torch_load
 from nopeek.cli.main import main
 
 FAST = ["--epochs", "1", "--dcor-samples", "50", "--quiet"]

@@ -9,7 +9,8 @@ import torch
 from opacus.accountants import RDPAccountant
 from torch import nn
 
-from nopeek import InProcessChannel, SplitEngine, TrainConfig, build_model, train
+from nopeek import InProcessChannel, TrainConfig, build_model, train
+from nopeek.runtime import InProcessRuntime
 from nopeek.defenses import DPSGD
 from nopeek.errors import ConfigError
 from nopeek.hooks import PartyState, TrainContext
@@ -48,7 +49,7 @@ def _client_params(model, cuts):
 @pytest.mark.parametrize("build,cuts", [(vanilla, ["conv2"]), (u_shaped, ["conv2", "fc1"])])
 def test_opacus_records_each_samples_own_gradient_through_the_cut(build, cuts):
     model, reference, topo, parties, _, batch = _setup(build, cuts, clip=1e9)
-    SplitEngine(topo, InProcessChannel()).step(batch, train=True)
+    InProcessRuntime(topo, InProcessChannel()).step(batch, train=True)
     ours = _client_params(model, cuts)
     theirs = _client_params(reference, cuts)
     for i in range(len(batch["y"])):
@@ -71,7 +72,7 @@ def test_the_client_update_is_the_clipped_mean_of_per_sample_gradients():
     factor = (clip / (g.norm(dim=1) + 1e-6)).clamp(max=1.0)
     assert bool((factor < 1).all())  # every sample is clipped at this bound
     expected = (g * factor[:, None]).sum(0) / len(g)  # Opacus divides by the expected batch size
-    SplitEngine(topo, InProcessChannel()).step(batch, train=True)
+    InProcessRuntime(topo, InProcessChannel()).step(batch, train=True)
     parties["client"].optimizer.step()
     after = _client_params(model, ["conv2"])
     step = torch.cat([(b - a).flatten() for a, b in zip(after, before)])  # lr = 1

@@ -14,7 +14,7 @@ import signal
 
 import torch
 
-from nopeek._io import TEMP_NAME
+from nopeek.io import TEMP_NAME
 from nopeek.cli.main import main
 
 SWEEP = ["sweep", "--dataset", "digits", "--epochs", "2", "--max-train", "200", "--alpha", "0,1"]

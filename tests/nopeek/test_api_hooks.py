@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nopeek import CutHook, TrainConfig, train
-from nopeek._io import safe_torch_load
+from nopeek.io import safe_torch_load
 from nopeek.cli.main import main
 from nopeek.errors import ConfigError
 from nopeek.plugins import GROUP, build_hooks

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nopeek import Observations, load_dataset, train
-from nopeek._io import safe_torch_load
+from nopeek.io import safe_torch_load
 from nopeek.cli.main import main
 from nopeek.compress import parse_compressor
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import nopeek._checkpoint as checkpoint
+import nopeek.rundir.checkpoint as checkpoint
 from nopeek import train
 from nopeek._epoch_log import MetricsCsv
 from nopeek.cli.main import main

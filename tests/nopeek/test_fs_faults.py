@@ -160,7 +160,7 @@ def test_a_read_only_folder_is_refused(tmp_path, capsys):
 
 
 def test_a_full_disk_mid_run_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
-    import nopeek._io as io
+    import nopeek.io as io
 
     calls = []
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import nopeek._checkpoint as checkpoint
+import nopeek.rundir.checkpoint as checkpoint
 from nopeek import Observations, TrainConfig
-from nopeek._io import TEMP_NAME
+from nopeek.io import TEMP_NAME
 from nopeek.cli.main import main
 
 EPOCHS = 4

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from nopeek._schema import brief
+from nopeek.schema import brief
 from nopeek.cli.main import main
 
 TINY = ["--epochs", "1", "--max-train", "100", "--dcor-samples", "50", "--quiet"]

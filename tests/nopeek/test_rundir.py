@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 
-from nopeek._io import atomic_torch_save, atomic_write_bytes, describe_os_error
+from nopeek.io import atomic_torch_save, atomic_write_bytes, describe_os_error
 from nopeek.errors import ConfigError, OutputError
 from nopeek.rundir import MARKER, RunDir, check_out, clean_stale, kind_of, staged_entries
 
@@ -290,7 +290,7 @@ def _full_disk(*args, **kwargs):
 
 
 def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
-    monkeypatch.setattr("nopeek._io.os.fsync", _full_disk)
+    monkeypatch.setattr("nopeek.io.os.fsync", _full_disk)
     with pytest.raises(OutputError, match=r"cannot write .*x\.json: no space left .*free space"):
         atomic_write_bytes(tmp_path / "x.json", b"{}")
     assert list(tmp_path.iterdir()) == []
@@ -312,7 +312,7 @@ def test_a_failing_write_inside_torch_save_is_reported_as_itself(tmp_path, monke
         def write(self, data):
             raise OSError(errno.EFBIG, "File too large")
 
-    monkeypatch.setattr("nopeek._io.os.fdopen", lambda fd, mode: Full(real(fd, mode)))
+    monkeypatch.setattr("nopeek.io.os.fdopen", lambda fd, mode: Full(real(fd, mode)))
     with pytest.raises(OutputError, match=r"checkpoint\.pt: file too large .*ulimit -f"):
         atomic_torch_save({"w": torch.zeros(1000)}, tmp_path / "checkpoint.pt")
     assert list(tmp_path.iterdir()) == []

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nopeek import TrainConfig, train
-from nopeek._checkpoint import SCHEMA
+from nopeek.rundir.checkpoint import SCHEMA
 from nopeek.attacks import run_attack
 from nopeek.cli.main import main
 from nopeek.config import SEED_MAX

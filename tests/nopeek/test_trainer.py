@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nopeek import CutShapeError, Observations, load_dataset, train
-from nopeek._io import safe_torch_load
+from nopeek.io import safe_torch_load
 
 
 def _weights(run_dir):

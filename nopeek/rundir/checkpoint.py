@@ -13,10 +13,10 @@ from dataclasses import MISSING, astuple, fields
 from pathlib import Path
 from typing import Any
 
-from nopeek import _schema as S
-from nopeek._io import atomic_torch_save, safe_torch_load
+from nopeek import schema as S
 from nopeek.channel import Capture, WireRecord
 from nopeek.errors import CheckpointError
+from nopeek.io import atomic_torch_save, safe_torch_load
 
 FILENAME = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"

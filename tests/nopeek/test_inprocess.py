@@ -1,4 +1,4 @@
-"""The split engine, channel and topologies: exact gradients, hard cuts, honest wire log."""
+"""The in-process runtime, channel and topologies: exact gradients, hard cuts, honest wire log."""
 
 import pytest
 import torch
@@ -9,10 +9,10 @@ from nopeek import (
     ConfigError,
     CutError,
     InProcessChannel,
-    SplitEngine,
     Topology,
     build_model,
 )
+from nopeek.runtime import InProcessRuntime
 from nopeek.topology import Node, Objective, u_shaped, vanilla
 
 
@@ -37,7 +37,7 @@ def _batch(n=6):
 def test_split_gradients_equal_the_monolithic_model(build, cuts):
     split_model, whole = _model(), _model()
     batch = _batch()
-    SplitEngine(build(split_model, cuts), InProcessChannel()).step(batch, train=True)
+    InProcessRuntime(build(split_model, cuts), InProcessChannel()).step(batch, train=True)
     nn.functional.cross_entropy(whole(batch["x"]), batch["y"]).backward()
     for a, b in zip(split_model.parameters(), whole.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-6)
@@ -49,7 +49,7 @@ def test_wire_log_carries_only_cut_tensors_and_server_never_sees_inputs():
     seen = []
     topo.node("server").module.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape))
     channel = InProcessChannel()
-    engine = SplitEngine(topo, channel)
+    engine = InProcessRuntime(topo, channel)
     batch = _batch(6)
     assert set(engine.views(batch)["server"]) == {"y", "ids"}
     engine.step(batch, train=True)
@@ -101,7 +101,7 @@ def test_cut_errors_name_the_valid_cuts():
 
 def test_u_shaped_keeps_labels_at_the_client():
     topo = u_shaped(_model(), ["conv2", "fc1"])
-    engine = SplitEngine(topo, InProcessChannel())
+    engine = InProcessRuntime(topo, InProcessChannel())
     views = engine.views(_batch())
     assert set(views["client"]) == {"x", "y", "ids"} and set(views["server"]) == {"ids"}
     assert topo.cuts() == ["conv2", "fc1"]
