@@ -18,9 +18,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
+import logging
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -89,7 +91,7 @@ def _check_pt2(path: Path, flag: str) -> None:
         for key, name in inner.items():
             folder = key.rpartition("/")[0]
             if key.endswith("_config.json") and folder in ("data/weights", "data/constants"):
-                config = json.loads(archive.read(name)).get("config", {})
+                config = _config(_read(archive, name, path, flag), name, path, flag)
                 for fqn, meta in config.items():
                     file = meta.get("path_name", "")
                     if not file.startswith(("weight_", "tensor_")):
@@ -98,14 +100,39 @@ def _check_pt2(path: Path, flag: str) -> None:
                             "loading would unpickle; export a segment with tensor state only"
                         )
                     if meta.get("use_pickle"):
-                        _tensor_only(archive.read(inner[f"{folder}/{file}"]), path, flag)
+                        if f"{folder}/{file}" not in inner:
+                            raise _damaged(path, flag, f"{name} names {file}, which it lacks")
+                        data = _read(archive, inner[f"{folder}/{file}"], path, flag)
+                        _tensor_only(data, path, flag)
             elif key.startswith("data/sample_inputs/"):
-                _tensor_only(archive.read(name), path, flag)
+                _tensor_only(_read(archive, name, path, flag), path, flag)
             elif key.startswith(("data/weights/", "data/constants/")) and key.endswith(".pt"):
                 raise CheckpointError(
                     f"{flag} {path} is in the pre-2.7 torch.export layout, which loads by "
                     f"unpickling; re-export it with this torch: {_EXPORT_FIX}"
                 )
+
+
+def _read(archive: zipfile.ZipFile, name: str, path: Path, flag: str) -> bytes:
+    try:
+        return archive.read(name)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a bad CRC, a truncated member
+        raise _damaged(path, flag, f"{name}: {brief(exc)}") from None
+
+
+def _config(data: bytes, name: str, path: Path, flag: str) -> dict:
+    """The ``config`` of a weights/constants ``_config.json``: fqn -> {path_name, use_pickle}."""
+    try:
+        config = json.loads(data).get("config", {})
+    except (ValueError, AttributeError) as exc:  # not JSON, or JSON but not an object
+        raise _damaged(path, flag, f"{name} is not a JSON object: {brief(exc)}") from None
+    if not isinstance(config, dict) or not all(isinstance(m, dict) for m in config.values()):
+        raise _damaged(path, flag, f"{name} does not map names to files")
+    return config
+
+
+def _damaged(path: Path, flag: str, why: str) -> CheckpointError:
+    return CheckpointError(f"{flag} {path} is damaged ({why}); re-export it: {_EXPORT_FIX}")
 
 
 def _tensor_only(data: bytes, path: Path, flag: str) -> None:
@@ -128,6 +155,27 @@ def _check_torchscript(path: Path, flag: str) -> None:
         )
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _held(logger: str):
+    """Keep a library's log records (its warnings would add lines to a one-line error)."""
+    log, records = logging.getLogger(logger), _Records()
+    saved = log.handlers, log.propagate, log.level
+    log.handlers, log.propagate, log.level = [records], False, logging.WARNING
+    try:
+        yield records
+    finally:
+        log.handlers, log.propagate, log.level = saved
+
+
 def load_client_model(path: str | Path, *, flag: str = "--client-model") -> FrozenSegment:
     """The client segment exported to ``path`` (``.pt2``: torch.export; ``.pt``: TorchScript),
     on CPU; refused in one line if loading it could run arbitrary unpickling."""
@@ -141,12 +189,17 @@ def load_client_model(path: str | Path, *, flag: str = "--client-model") -> Froz
     if suffix == ".pt2":
         _check_pt2(path, flag)
         try:
-            program = torch.export.load(str(path))
-        except Exception as exc:  # a damaged archive fails in many ways
+            with _held("torch.export") as held:  # it logs the cause, then raises another error
+                program = torch.export.load(str(path))
+            module = program.module()
+        except Exception as exc:  # a damaged archive, or one of another torch, fails many ways
+            logged = [r.exc_info[1] for r in held.records if r.exc_info]
+            cause = logged[-1] if logged else exc
             raise CheckpointError(
-                f"{flag} {path} cannot be loaded ({brief(exc)}); re-export it"
+                f"{flag} {path} cannot be loaded by torch {torch.__version__} ({brief(cause)}); "
+                f"re-export it with this torch: {_EXPORT_FIX}"
             ) from None
-        return FrozenSegment(program.module(), "torch.export")
+        return FrozenSegment(module, "torch.export")
     _check_torchscript(path, flag)
     try:
         module = torch.jit.load(str(path), map_location="cpu")

@@ -52,8 +52,7 @@ def list_images(root: Path) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
     for k, name in enumerate(classes):
         found = [
             Path(d, f)
-            for d, _dirs, names in sorted(os.walk(root / name, followlinks=True))
-            if not any(part.startswith(".") for part in Path(d).relative_to(root).parts)
+            for d, names in sorted(_walk(root, root / name))
             for f in sorted(names)
             if f[0] != "." and f.lower().endswith(IMAGE_EXTENSIONS)
         ]
@@ -64,6 +63,37 @@ def list_images(root: Path) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
             )
         files += [(f, k) for f in found]
     return files, classes
+
+
+def _walk(root: Path, folder: Path, above: frozenset = frozenset()) -> list[tuple[str, list]]:
+    """``(folder, file names)`` of ``folder`` and every folder below it, links followed, hidden
+    ones skipped; a link back to a folder above it (a loop: ``os.walk`` would follow it round
+    and round) is one line naming it."""
+    try:
+        key = (os.stat(folder).st_dev, os.stat(folder).st_ino)
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise DataError(
+            f"imagefolder:{root}: cannot read folder {folder} ({exc.strerror}); fix its "
+            "permissions or remove it"
+        ) from None
+    if key in above:
+        raise DataError(
+            f"imagefolder:{root}: {folder.relative_to(root)} is a link back to a folder above it "
+            "(a loop); remove the link"
+        )
+    out = [(str(folder), [e.name for e in entries if not _is_dir(e)])]
+    for entry in entries:
+        if entry.name[0] != "." and _is_dir(entry):
+            out += _walk(root, Path(entry.path), above | {key})
+    return out
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links; a dangling one is no folder
+    except OSError:
+        return False
 
 
 def common_format(

@@ -95,6 +95,8 @@ def read_npz(path: Path, *, labels: bool = True, **_: Any) -> Table:
             "y of shape (N,)"
         )
     n = len(x) if x.ndim else 0  # a 0-d x is refused by _npz_x below
+    if x.ndim and n == 0:
+        raise DataError(f"npz:{path} has no rows (x has shape {x.shape}); {fix}")
     y_t, names = _classes(y, f"npz:{path} y") if y is not None else _unlabelled(n)
     ids = _npz_ids(arrays.get("ids"), len(y_t), path)
     return Table(_npz_x(x, path), y_t, ids, "tabular" if x.ndim == 2 else "image", names)

@@ -21,13 +21,14 @@ import logging
 import os
 import pickle
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from nopeek.errors import ConfigError
+from nopeek.errors import ConfigError, NopeekError
 from nopeek.models._fx_trace import first_line
 from nopeek.models._registry import MODELS, ModelSpec
 
@@ -261,7 +262,7 @@ def _module_spec(rest: str) -> ModelSpec:
 
     def build(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
         shape = tuple(int(s) for s in input_shape)
-        model = factory(shape, n_classes)
+        model = _call(factory, f"{module_name}.{attr}", shape, n_classes)
         if not isinstance(model, nn.Module):
             raise ConfigError(
                 f"{module_name}.{attr}{shape, n_classes} returned a {type(model).__name__}, not "
@@ -271,6 +272,23 @@ def _module_spec(rest: str) -> ModelSpec:
         return model
 
     return ModelSpec(spec, f"{module_name}.{attr}(input_shape, n_classes)", build, "any", "", ())
+
+
+def _call(factory: Callable, what: str, shape: tuple[int, ...], n_classes: int):
+    """``factory(shape, n_classes)``; an exception inside the user's code is one line naming
+    the factory and where it raised (the whole traceback is logged: ``nopeek -v``)."""
+    try:
+        return factory(shape, n_classes)
+    except NopeekError:
+        raise
+    except Exception as exc:
+        log.info("%s%s raised:", what, (shape, n_classes), exc_info=exc)
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        raise ConfigError(
+            f"{what}{shape, n_classes} raised {type(exc).__name__} at "
+            f"{Path(frame.filename).name}:{frame.lineno} ({first_line(exc)}); fix the factory "
+            "(nopeek -v shows the traceback)"
+        ) from None
 
 
 RESOLVERS: dict[str, tuple[Callable[[str], ModelSpec], str]] = {

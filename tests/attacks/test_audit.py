@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -257,6 +258,46 @@ def test_pt2_with_a_pickled_non_tensor_payload_is_refused_before_loading(exporte
     _rewrite(exported["root"] / "client.pt2", tmp_path / "evil.pt2", edit)
     with pytest.raises(CheckpointError, match="pickled payload that is not plain tensors"):
         load_client_model(tmp_path / "evil.pt2")
+
+
+def _schema(name: str, data: bytes) -> bytes:
+    """The graph of a .pt2 as another torch version would have written it."""
+    if not name.endswith("models/model.json"):
+        return data
+    graph = json.loads(data)
+    graph["schema_version"]["major"] += 90
+    return json.dumps(graph).encode()
+
+
+DAMAGED = {  # an archive torch (or the pre-load check) cannot read -> what the line names
+    "weights config not JSON": (
+        lambda n, d: b"{not json" if n.endswith("model_weights_config.json") else d,
+        r"is damaged \(.*model_weights_config.json is not a JSON object: Expecting property",
+    ),
+    "weights config a list": (
+        lambda n, d: b"[1, 2]" if n.endswith("model_weights_config.json") else d,
+        r"is damaged \(.*model_weights_config.json is not a JSON object",
+    ),
+    "graph of another torch": (
+        _schema,
+        r"cannot be loaded by torch .* \(Serialized schema version .* does not match .*\); "
+        r"re-export it with this torch",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_a_pt2_torch_cannot_read_is_one_line(exported, tmp_path, capsys, case):
+    """Each is one line, exit 2, no traceback and none of torch's logged warnings."""
+    edit, message = DAMAGED[case]
+    _rewrite(exported["root"] / "client.pt2", tmp_path / "bad.pt2", edit)
+    out = tmp_path / "out"
+    assert _audit("--client-model", str(tmp_path / "bad.pt2"), "--attack", "white-box",
+                  "--out", str(out)) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith("error: --client-model ") and err.count("\n") == 1, err
+    assert re.search(message, err), err
+    assert not out.exists()
 
 
 def test_audit_attacks_a_segment_that_sends_several_tensors(tmp_path):

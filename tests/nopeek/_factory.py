@@ -37,3 +37,8 @@ def make(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
 
 def not_a_model(input_shape, n_classes):
     return "a string"
+
+
+def broken(input_shape, n_classes):
+    layers = {"stem": nn.Conv2d(input_shape[0], 8, 3)}
+    return layers["head"]  # a bug in the user's factory

@@ -2,6 +2,7 @@
 parameters, carry what crosses the cut, and every bad model or cut is one line."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -374,6 +375,16 @@ def test_cli_trains_a_module_factory_model(tmp_path, monkeypatch):
     argv = ["train", "--model", FACTORY, "--cut", "block", "--max-train", "60"]
     assert main([*argv, "--epochs", "1", "--dcor-samples", "20", "--quiet", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["model"] == FACTORY
+
+
+def test_an_exception_inside_a_module_factory_is_one_line_naming_where(tmp_path, capsys):
+    """The user's factory raises: one line naming it, the exception and its line; exit 2."""
+    out = tmp_path / "run"
+    argv = ["train", "--model", "module:tests.nopeek._factory:broken", "--cut", "stem"]
+    assert main([*argv, "--dataset", "digits", "--quiet", "--out", str(out)]) == 2
+    want = r"^error: tests\.nopeek\._factory\.broken\(\(1, 8, 8\), 10\) raised KeyError at "
+    assert re.match(want + r"_factory\.py:\d+ \('head'\); fix the factory", _err(capsys))
+    assert not out.exists()
 
 
 def test_cli_models_lists_the_cuts_of_any_model(capsys):

@@ -54,6 +54,13 @@ def _corrupt(tmp_path):
     return f"imagefolder:{root}"
 
 
+def _link_loop(tmp_path):
+    root = _pngs(tmp_path / "imgs", {"a": 8, "b": 8})
+    (root / "b" / "more").mkdir()
+    (root / "b" / "more" / "up").symlink_to(root / "b", target_is_directory=True)
+    return f"imagefolder:{root}"
+
+
 BAD = {
     "missing value": (
         lambda t: _bad_csv(t, _rows_with(3, 1, "")),
@@ -116,6 +123,12 @@ BAD = {
         r"class folder 'b' holds no images \(.jpg, .jpeg, .png",
     ),
     "corrupt image": (_corrupt, [], r"cannot read image .*003.png \(UnidentifiedImageError\)"),
+    "link loop": (_link_loop, [], r"imgs: b/more/up is a link back to a folder above it \(a loop"),
+    "empty npz": (
+        lambda t: _bad_npz(t, x=np.zeros((0, 3)), y=np.zeros(0, dtype=int)),
+        [],
+        r"bad.npz has no rows \(x has shape \(0, 3\)\); save it with np.savez",
+    ),
     "missing file": (lambda t: f"npz:{t / 'nope.npz'}", [], r"no such file; check the path"),
     "missing folder": (lambda t: f"imagefolder:{t / 'nope'}", [], r"no such folder"),
     "not an npz": (
