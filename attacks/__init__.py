@@ -6,6 +6,7 @@ Every attack declares a threat model and gets exactly what it grants (see
 
 from nopeek.attacks import (  # noqa: F401 (register)
     fsha,
+    grn,
     inverse_network,
     known_pairs,
     label,

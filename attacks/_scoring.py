@@ -90,7 +90,7 @@ def score(
 
 def check_ids(name: str, output: Reconstruction | LabelScores, inputs: AttackInputs) -> None:
     """An attack may only answer for samples it observed, each once (per epoch for labels)."""
-    seen = (inputs.activations, inputs.gradients, inputs.sent_activations)
+    seen = (inputs.activations, inputs.gradients, inputs.sent_activations, inputs.predictions)
     granted = torch.cat([torch.zeros(0, dtype=torch.long)] + [o.ids for o in seen if o is not None])
     parts = output.ids.values() if isinstance(output, LabelScores) else [output.ids]
     for ids in parts:

@@ -98,7 +98,12 @@ def sender_view(dataset: Dataset, topology: Topology, src: str) -> Dataset:
         s: replace(getattr(dataset, s), x=fn(getattr(dataset, s).x))
         for s in ("train", "test", "aux")
     }
-    return replace(dataset, **splits, input_shape=tuple(splits["train"].x.shape[1:]))
+    stats = {  # a tabular slice keeps its own columns' standardization (D,) -> (D_k,)
+        k: fn(getattr(dataset, k))
+        for k in ("feature_mean", "feature_std")
+        if getattr(dataset, k) is not None
+    }
+    return replace(dataset, **splits, **stats, input_shape=tuple(splits["train"].x.shape[1:]))
 
 
 def rebuild(

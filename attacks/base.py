@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
 
 from nopeek.data import Split
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.observe import Observed
+
+if TYPE_CHECKING:
+    from nopeek.config import TrainConfig
 
 RECONSTRUCTION = "reconstruction"
 LABEL = "label"
@@ -39,6 +42,12 @@ class ThreatModel:
     tail_architecture: bool = False  # a fresh copy of the segment after that cut, no weights
     # Known pairs: what crossed the wire for the attacker's own aux samples (matched by id)
     aux_activations: bool = False
+    # Feature inference from predictions (vertical runs): the party that receives the model's
+    # output for the victims (the label party), the trained model as a function of its own
+    # and the victim's features, and its own feature slice of the victims
+    predictions: bool = False
+    joint_model: bool = False
+    own_features: bool = False
 
     def __post_init__(self) -> None:
         if self.aux_activations and not (self.aux_data and self.activations):
@@ -81,7 +90,11 @@ class AttackInputs:
     that maps those activations to the logits, i.e. the last segment (N, *cut_shape) ->
     (N, classes), whose loss is the mean cross-entropy over the batch. ``aux_activations``
     (A', *cut_shape) are the observed messages of samples in ``aux`` (matched by id), taken out
-    of ``activations``.
+    of ``activations``. In a vertical run, ``predictions.tensor`` (M, classes) holds the
+    model's confidence scores (softmax) for the victims ``predictions.ids``; ``own_features``
+    (M, *own_shape) the attacker's own feature columns of the same victims, in id order (its
+    slices joined along the last axis); ``joint_model(own, victim)`` maps (N, *own_shape) and
+    the victim's slice (N, *input_shape) to the logits (N, classes) with the trained weights.
     """
 
     input_shape: tuple[int, ...]
@@ -98,6 +111,9 @@ class AttackInputs:
     sent_activations: Observed | None = None
     tail_architecture: Callable[[], nn.Module] | None = None
     aux_activations: Observed | None = None
+    predictions: Observed | None = None
+    own_features: Tensor | None = None
+    joint_model: nn.Module | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def need(self, name: str) -> Any:
@@ -154,6 +170,13 @@ class Attack:
         """The knobs and candidates to search on a run the attacker ``known``s about (the
         defense's mechanism, Kerckhoffs): :attr:`search_space` unless an attack adapts it."""
         return dict(cls.search_space)
+
+    @classmethod
+    def refusal(cls, config: TrainConfig) -> str | None:
+        """Why this attack cannot run on any run of ``config`` (None: it may), known before
+        training (e.g. a topology it does not apply to); a benchmark marks such cells with it.
+        The harness still refuses what only a finished run shows."""
+        return None
 
     def run(self, inputs: AttackInputs) -> Reconstruction | LabelScores:
         raise NotImplementedError

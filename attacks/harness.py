@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from nopeek.attacks import _vertical
 from nopeek.attacks._scoring import check_ids, score, write_result
 from nopeek.attacks._target import Target, client_segment, fresh, load_weights, rebuild
 from nopeek.attacks.base import (
@@ -155,6 +156,8 @@ def _first_ids_per_epoch(observed: Observed, n: int | None) -> Observed:
 def _refuse(run: Target, attack: Attack, obs: Observations) -> None:
     """Raise a one-line :class:`ThreatModelError` if ``attack`` cannot run on ``run``."""
     tm, topo = attack.threat_model, run.topology
+    if _vertical.needs_vertical(attack):
+        _vertical.refuse(run, attack)
     if attack.kind == LABEL and run.sender in topo.label_parties:
         raise ThreatModelError(
             f"at cut {run.cut} the gradients go to {run.sender}, which holds the labels "
@@ -265,6 +268,8 @@ def _grant(
         inputs.sent_activations = _get(obs, run, "forward", "train")
     if tm.tail_architecture:
         inputs.tail_architecture = fresh(run, seed, 1)
+    if _vertical.needs_vertical(attack):
+        _vertical.grant(inputs, run, obs, tm)
     return inputs
 
 
@@ -410,12 +415,14 @@ def _prepare(
             f"no observations file at {Path(observations)}; pass one `nopeek infer` wrote"
         )
     dataset = config.load_data()
-    run = rebuild(run_dir, config, dataset, cut=cut, party=party, label=attack.kind == LABEL)
+    passive = attack.kind == LABEL or _vertical.needs_vertical(attack)  # not the label party
+    run = rebuild(run_dir, config, dataset, cut=cut, party=party, label=passive)
     _refuse(run, attack, obs)
     inputs = _grant(run, obs, attack, seed, aux_size, sender)
     n = n if n is not None else getattr(attack, "default_samples", None)
     if inputs.activations is not None:
         inputs.activations = _first_ids(inputs.activations, n)
+    _vertical.trim(inputs, n)
     for key in ("gradients", "sent_activations"):
         if getattr(inputs, key) is not None:
             setattr(inputs, key, _first_ids_per_epoch(getattr(inputs, key), n))

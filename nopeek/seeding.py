@@ -258,6 +258,13 @@ STREAMS: dict[str, Stream] = {
         "derive_seed(seed, 'attack.label-chance')",
         _default("attack.label-chance"),
     ),
+    "attack.grn": Stream(
+        "attacks.grn: the generator's initial weights (part 'init'), its minibatches and noise "
+        "(part 'draws')",
+        ("part",),
+        "derive_seed(seed, 'attack.grn', part)",
+        _default("attack.grn"),
+    ),
     # --- defenses (purpose: the defense class's number; party_index: the party it runs at) ---
     "defense.noise": Stream(
         "defenses.base: noise stream i of a defense at a party (cut noise: 0 train, 1 inference; "
