@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nopeek.eval import _verdicts as V
-from nopeek.eval import plots
+from nopeek.eval import communication, plots
 from nopeek.eval import score as S
 from nopeek.eval.frontier import pareto_mask
 from nopeek.eval.render import Block, to_html, to_markdown
@@ -51,8 +51,11 @@ def pareto_sets(summaries: list[SettingSummary]) -> dict[str, list[bool]]:
 
 
 def monotone(summaries: list[SettingSummary], attr: str) -> bool | None:
-    """Whether the mean of ``attr`` never increases with alpha over the defense-free settings."""
-    pts = sorted((s.alpha, getattr(s, attr)) for s in summaries if not s.defenses)
+    """Whether the mean of ``attr`` never increases with alpha over the settings without a
+    defense or a compressor."""
+    pts = sorted(
+        (s.alpha, getattr(s, attr)) for s in summaries if not s.defenses and not s.compress
+    )
     vals = [st.mean for _, st in pts if st is not None]
     if len(vals) < 2:
         return None
@@ -152,6 +155,7 @@ def sweep_section(
     fig = plots.frontier_figure(summaries, out / "figures" / f"{name}-frontier.png")
     if fig is not None:
         blocks += [("h3", "Privacy-utility frontier"), ("img", f"figures/{fig.name}", "frontier")]
+    blocks += communication.section(summaries, out, name)
     trends = {a: monotone(summaries, a) for a in ("accuracy", "leakage", "dcor")}
     for i, series in enumerate(all_series(summaries)):
         fig = plots.curves_figure(series, out / "figures" / f"{name}-curve{i}.png")
@@ -188,6 +192,9 @@ def _section_json(sweep, spec, summaries, pareto, trends) -> dict[str, Any]:
             "best_ssim": stat(s.best_ssim),
             "label_auc": stat(s.label_auc),
             "leakage": stat(s.leakage),
+            "compress": s.compress,
+            "bytes_per_sample": stat(s.bytes_per_sample),
+            "compressor_acts_as_defense": communication.acts_as_defense(s, summaries),
             "score": s.score,
             "attacks": {a: stat(v) for a, v in s.attacks.items()},
             "pareto": {k: v[i] for k, v in pareto.items()},

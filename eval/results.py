@@ -51,7 +51,8 @@ ROW_FIELDS = {
     "test_accuracy": (S.is_number, "a number"),
     "attack": (S.is_str, "a string"),
 }
-METRIC_FIELDS = ("dcor_test", "epsilon_cut", "epsilon_dpsgd")
+METRIC_FIELDS = ("dcor_test", "epsilon_cut", "epsilon_dpsgd", "train_samples")
+METRIC_FIELDS += ("bytes_client_to_server", "bytes_server_to_client")
 ATTACK_FIELDS = ("leak", "ssim", "baseline_ssim", "auc", "auc_folded_max", "r2")
 
 

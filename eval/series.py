@@ -81,6 +81,8 @@ def defense_series(summaries: list[SettingSummary]) -> list[Series]:
 
 
 def all_series(summaries: list[SettingSummary]) -> list[Series]:
-    """The NoPeek curve (if any) then every defense curve."""
+    """The NoPeek curve (if any) then every defense curve, over the uncompressed settings
+    (compressors have a figure of their own, against the bytes they send)."""
+    summaries = [s for s in summaries if not s.compress]
     first = alpha_series(summaries)
     return ([first] if first else []) + defense_series(summaries)

@@ -12,8 +12,12 @@ followed by a digit stays inside a value (``epsilon=1e+1``). Both steps are the 
 (:func:`nopeek.defenses.parse_defense_option`, :func:`nopeek.defenses.parse_defenses`), so a
 ``--defense`` value reads the same in ``nopeek train``, ``sweep`` and ``tune``.
 
-A run directory is named ``<slug>-seed<k>``: the slug spells alpha and the defenses with
-characters safe in file names (``alpha0.5_cut-noise-gaussian-sigma0.5-clip1``).
+Compressors are a third dimension (``nopeek sweep --compress``, each value a ``--compress``
+option of :mod:`nopeek.compress.spec` or ``none``), crossed with the other two.
+
+A run directory is named ``<slug>-seed<k>``: the slug spells alpha, the defenses and the
+compressors with characters safe in file names (``alpha0.5_cut-noise-gaussian-sigma0.5-clip1``,
+``alpha0_c-forwardtopk-0.1``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 
 from nopeek.attacks.spec import parse_attack as parse_attack  # re-exported: one parser
 from nopeek.attacks.spec import parse_attacks as parse_attacks
+from nopeek.compress import canonical
 from nopeek.config import TrainConfig
 from nopeek.defenses.spec import parse_defense_option
 from nopeek.errors import ConfigError
@@ -36,14 +41,17 @@ _MAX_SLUG = 80
 
 @dataclass(frozen=True)
 class Setting:
-    """One point of a sweep: the NoPeek weight and the defense specs applied together."""
+    """One point of a sweep: the NoPeek weight, the defense specs applied together and the
+    compressors at the cut (a canonical ``--compress`` value, "" for none)."""
 
     alpha: float = 0.0
     defenses: tuple[str, ...] = ()
+    compress: str = ""
 
     @property
     def undefended(self) -> bool:
-        return self.alpha == 0 and not self.defenses
+        """The plain run: no NoPeek, no defense, nothing compressed."""
+        return self.alpha == 0 and not self.defenses and not self.compress
 
     @property
     def label(self) -> str:
@@ -51,11 +59,14 @@ class Setting:
 
         >>> Setting(0.5, ("max-norm",)).label
         'alpha=0.5 + max-norm'
+        >>> Setting(compress="forward=int8").label
+        'compress forward=int8'
         """
         if self.undefended:
             return "undefended"
         parts = [f"alpha={self.alpha:g}"] if self.alpha else []
-        return " + ".join(parts + list(self.defenses))
+        parts += list(self.defenses) + ([f"compress {self.compress}"] if self.compress else [])
+        return " + ".join(parts)
 
     @property
     def slug(self) -> str:
@@ -67,16 +78,20 @@ class Setting:
         text = f"alpha{self.alpha:g}"
         if self.defenses:
             text += "_" + "+".join(self.defenses)
+        if self.compress:
+            text += "_c-" + self.compress
         text = re.sub(r"[:,]", "-", text).replace("=", "")
         text = re.sub(r"[^A-Za-z0-9.+_-]", "-", text)
         if len(text) > _MAX_SLUG:
-            digest = hashlib.sha1("|".join(self.defenses).encode()).hexdigest()[:8]
+            digest = hashlib.sha1("|".join(self.defenses + (self.compress,)).encode())
+            digest = digest.hexdigest()[:8]
             text = f"{text[: _MAX_SLUG - 9]}-{digest}"
         return text
 
     def config(self, base: TrainConfig, *, seed: int) -> TrainConfig:
-        """``base`` with this setting's alpha and defenses and the given seed."""
+        """``base`` with this setting's alpha, defenses and compressors and the given seed."""
         data = base.to_dict() | {"alpha": self.alpha, "defenses": list(self.defenses)}
+        data["compress"] = self.compress or None
         return TrainConfig(**(data | {"seed": seed}))
 
 
@@ -112,17 +127,25 @@ def parse_ints(text: str, *, what: str) -> list[int]:
     return values
 
 
-def make_settings(alphas: Sequence[float], defenses: Sequence[str] = ("none",)) -> list[Setting]:
-    """Every alpha crossed with every ``--defense`` option; the undefended setting comes first.
+def make_settings(
+    alphas: Sequence[float],
+    defenses: Sequence[str] = ("none",),
+    compress: Sequence[str] = ("none",),
+) -> list[Setting]:
+    """Every alpha crossed with every ``--defense`` and every ``--compress`` option; the
+    undefended setting comes first.
 
-    The undefended setting (alpha 0, no defense) is always included: the report card and the
-    trade-off score measure every other setting against it.
+    The undefended setting (alpha 0, no defense, nothing compressed) is always included: the
+    report card and the trade-off score measure every other setting against it.
 
     >>> [s.label for s in make_settings([0.5], ["none", "max-norm"])]
     ['undefended', 'alpha=0.5', 'alpha=0.5 + max-norm']
+    >>> [s.label for s in make_settings([0], compress=["none", "forward=topk:0.10"])]
+    ['undefended', 'compress forward=topk:0.1']
     """
     options = [parse_defense_option(d) for d in defenses] or [()]
-    found = [Setting(float(a), d) for a, d in itertools.product(alphas, options)]
+    squeezes = list(dict.fromkeys(canonical(c) for c in compress)) or [""]
+    found = [Setting(float(a), d, c) for a, d, c in itertools.product(alphas, options, squeezes)]
     settings = [Setting()] + [s for s in found if not s.undefended]
     settings = list(dict.fromkeys(settings))
     slugs = [s.slug for s in settings]

@@ -7,7 +7,9 @@ modality-specific numbers stay for the figures and the ``--max-ssim`` / ``--max-
 budgets: ``best_ssim``, the highest SSIM over the image reconstruction attacks, and
 ``label_auc``, the highest worst-epoch folded AUC over the label attacks (``auc_folded_max``,
 :func:`label_leak`). Means and sample standard deviations (``ddof=1``) are then taken over the
-seeds of a setting; the trade-off score uses the means.
+seeds of a setting; the trade-off score uses the means. ``bytes_per_sample`` is what one
+training sample costs on the wire in an epoch, both directions (activations and gradients, as
+the wire log counts them: compressed payloads where the setting compresses).
 """
 
 from __future__ import annotations
@@ -129,10 +131,12 @@ class SettingSummary:
     leakage: Stat | None  # the runs' worst ``leak`` over the attacks
     score: float | None = None
     extra: dict[str, Stat] = field(default_factory=dict)
+    compress: str = ""  # the canonical --compress of the setting ("" uncompressed)
+    bytes_per_sample: Stat | None = None
 
     @property
     def undefended(self) -> bool:
-        return self.alpha == 0 and not self.defenses
+        return self.alpha == 0 and not self.defenses and not self.compress
 
     def metric(self, attack: str, key: str) -> Stat | None:
         """Mean and spread over seeds of one attack's result field ``key`` (None if absent)."""
@@ -170,7 +174,22 @@ def _summarize(runs: list[RunSummary]) -> SettingSummary:
         label_auc=Stat.of([r.label_auc() for r in runs]),
         leakage=Stat.of([r.leakage() for r in runs]),
         extra={k: Stat.of([r.metrics.get(k) for r in runs]) for k in extra_keys},
+        compress=first.metrics.get("compress") or "",
+        bytes_per_sample=Stat.of([_bytes_per_sample(r.metrics) for r in runs]),
     )
+
+
+def _bytes_per_sample(metrics: dict[str, Any]) -> float | None:
+    """Bytes a training sample costs in an epoch, both directions (None without the counts).
+
+    >>> _bytes_per_sample({"bytes_client_to_server": 600.0, "bytes_server_to_client": 300.0,
+    ...                    "train_samples": 3})
+    300.0
+    """
+    keys = ("bytes_client_to_server", "bytes_server_to_client", "train_samples")
+    if any(metrics.get(k) is None for k in keys) or not metrics["train_samples"]:
+        return None
+    return (metrics[keys[0]] + metrics[keys[1]]) / metrics["train_samples"]
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[SettingSummary]:

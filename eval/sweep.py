@@ -70,7 +70,10 @@ class SweepSpec:
     def to_json(self) -> dict[str, Any]:
         return {
             "base": self.base.to_dict(),
-            "settings": [{"alpha": s.alpha, "defenses": list(s.defenses)} for s in self.settings],
+            "settings": [
+                {"alpha": s.alpha, "defenses": list(s.defenses), "compress": s.compress}
+                for s in self.settings
+            ],
             "seeds": list(self.seeds),
             "attacks": list(self.attacks),
             "attack_options": dict(self.attack_options),
@@ -89,7 +92,10 @@ class SweepSpec:
             at = {"where": f"{where} settings[{k}]", "fix": fix}
             alpha = S.take(item, "alpha", S.is_number, "a number", **at)
             defenses = S.take(item, "defenses", strings, "a list of strings", **at)
-            settings.append(Setting(float(alpha), tuple(defenses)))
+            compress = ""  # sweeps from before compressors have none
+            if "compress" in item:
+                compress = S.take(item, "compress", S.is_str, "a string", **at)
+            settings.append(Setting(float(alpha), tuple(defenses), compress))
         seeds = S.take(data, "seeds", S.list_of(S.is_int), "a list of integers", **kw)
         for seed in seeds:
             check_seed(seed, what=f"{where} field 'seeds'")
@@ -150,8 +156,9 @@ def _check_same_sweep(out: Path, spec: SweepSpec) -> None:
     if not RunDir(out, "sweep").has(RunDir.SWEEP):
         return
     old = load_spec(out)
-    mine = spec.base.to_dict() | {"alpha": 0.0, "defenses": [], "seed": 0}
-    theirs = old.base.to_dict() | {"alpha": 0.0, "defenses": [], "seed": 0}
+    per_setting = {"alpha": 0.0, "defenses": [], "compress": None, "seed": 0}
+    mine = spec.base.to_dict() | per_setting
+    theirs = old.base.to_dict() | per_setting
     diff = [k for k in mine if mine[k] != theirs[k]]
     old_specs = {parse_attack(a)[0]: a for a in old.attacks}
     changed = any(old_specs.get(parse_attack(a)[0], a) != a for a in spec.attacks)

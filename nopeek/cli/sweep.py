@@ -71,11 +71,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "sweep",
         help=summary("sweep"),
-        description="Train one run per (alpha x --defense option) x seed, run every --attack on "
-        "each, and write OUT/results.csv and OUT/results.json (one row per run x attack). "
-        "Finished runs in OUT are reused. The undefended setting (alpha 0, no defense) is "
-        "always included. A --defense value is 'none' or defense specs joined by '+' "
-        "(applied together), e.g. cut-noise:gaussian,sigma=0.5,clip=1+max-norm.",
+        description="Train one run per (alpha x --defense option x --compress option) x seed, "
+        "run every --attack on each, and write OUT/results.csv and OUT/results.json (one row "
+        "per run x attack). Finished runs in OUT are reused. The undefended setting (alpha 0, "
+        "no defense, uncompressed) is always included. A --defense value is 'none' or defense "
+        "specs joined by '+' (applied together), e.g. cut-noise:gaussian,sigma=0.5,clip=1+max-norm"
+        "; a --compress value is 'none' or forward=SPEC,backward=SPEC, e.g. forward=topk:0.1.",
     )
     add_base_args(p)
     p.add_argument("--alpha", default="0", help="comma-separated NoPeek weights (default 0)")
@@ -85,6 +86,14 @@ def add_parser(sub) -> None:
         dest="defenses",
         default=None,
         help="a defense setting, repeatable: 'none' or spec[+spec...] (default none)",
+    )
+    p.add_argument(
+        "--compress",
+        action="append",
+        dest="compress",
+        default=None,
+        help="a compressor setting, repeatable: 'none' or forward=SPEC,backward=SPEC as in "
+        "`nopeek train --compress`, e.g. forward=topk:0.1 (default none)",
     )
     p.add_argument(
         "--attack",
@@ -111,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
 
     spec = SweepSpec(
         base=base_config(args),
-        settings=make_settings(parse_floats(args.alpha, what="--alpha"), args.defenses or ["none"]),
+        settings=make_settings(
+            parse_floats(args.alpha, what="--alpha"),
+            args.defenses or ["none"],
+            args.compress or ["none"],
+        ),
         seeds=parse_ints(args.seeds, what="--seeds"),
         attacks=parse_attacks(args.attacks or ["inverse-network"]),
         attack_options=attack_options(args),
