@@ -5,6 +5,7 @@ Every attack declares a threat model and gets exactly what it grants (see
 """
 
 from nopeek.attacks import (  # noqa: F401 (register)
+    fora,
     fsha,
     grn,
     inverse_network,

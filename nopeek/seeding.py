@@ -265,6 +265,13 @@ STREAMS: dict[str, Stream] = {
         "derive_seed(seed, 'attack.grn', part)",
         _default("attack.grn"),
     ),
+    "attack.fora": Stream(
+        "attacks.fora: the substitute's, critic's and decoder's initial weights (part 'init'), "
+        "the substitute's minibatches and mixes (part 'draws'), the decoder's (part 'decoder')",
+        ("part",),
+        "derive_seed(seed, 'attack.fora', part)",
+        _default("attack.fora"),
+    ),
     # --- defenses (purpose: the defense class's number; party_index: the party it runs at) ---
     "defense.noise": Stream(
         "defenses.base: noise stream i of a defense at a party (cut noise: 0 train, 1 inference; "
