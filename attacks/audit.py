@@ -27,6 +27,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,16 @@ from torch import Tensor, nn
 
 from nopeek.attacks._client_file import FrozenSegment, load_activations, load_client_model
 from nopeek.attacks._scoring import check_ids, score, truth, write_result
-from nopeek.attacks.base import LABEL, Attack, AttackInputs, check_options
+from nopeek.attacks.base import LABEL, Attack, AttackInputs, Known, check_options
 from nopeek.attacks.harness import AttackResult, _first_ids, _query
 from nopeek.attacks.known_pairs import set_aside_aux
 from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.search import check_budget, search_options
 from nopeek.config import check_seed
 from nopeek.data import DATASETS, Dataset, Split, load_dataset
 from nopeek.distance import distance_correlation
 from nopeek.errors import ConfigError, CutShapeError, ThreatModelError
-from nopeek.io import atomic_write_bytes
+from nopeek.io import atomic_write_bytes, atomic_write_json
 from nopeek.models.packing import Layout, Packed
 from nopeek.observe import Observed
 from nopeek.rundir import RunDir
@@ -255,6 +257,7 @@ def audit(
     overwrite: bool = False,
     label: str = "",
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    attack_budget: int | None = None,
 ) -> list[AttackResult]:
     """Run ``attacks`` on ``material`` and write their results and ``report.md`` to ``out``.
 
@@ -262,9 +265,14 @@ def audit(
     ``default_samples``); ``steps`` defaults per attack; ``label`` names the audited segment in
     the JSON's ``run`` field (default: ``out``); ``options[name]`` go to attack ``name``
     (e.g. ``{"white-box": {"tv": 0.0}}``; an undeclared key is refused), except ``steps`` and
-    ``n_samples`` (:data:`BUDGET`), which override the shared ones for that attack.
+    ``n_samples`` (:data:`BUDGET`), which override the shared ones for that attack. With
+    ``attack_budget``, every attack runs as a family (:func:`nopeek.attacks.search.search`,
+    that many configurations at the first rung): its worst case is its result, and the search
+    goes to ``out/attacks/<name>.strongest.json``.
     """
     check_seed(seed, what="--seed")
+    if attack_budget is not None:
+        check_budget(attack_budget)
     chosen = _choose(material, attacks, options or {}, {"steps": steps, "n_samples": n_samples})
     _check_material(material)
     if material.recorded is None:  # (a segment that fails on the victims is one line here)
@@ -276,14 +284,26 @@ def audit(
     target = RunDir(out, "audit")
     target.plan(overwrite=overwrite)  # refuse a bad --out before the (slow) attacks run
     label = label or str(out)
-    results = []
+    results, searches = [], []
     for attack, opts, budget in chosen:
         steps_n = budget["steps"], budget["n_samples"]
-        results.append(_run_one(attack, material, truth_set, *steps_n, seed, label, opts))
+        if attack_budget is None:
+            results.append(_run_one(attack, material, truth_set, *steps_n, seed, label, opts))
+            continue
+        one = partial(_run_one, attack, material, truth_set, n=budget["n_samples"], label=label)
+        shapes = tuple(material.recorded.tensor.shape[1:]), tuple(material.victims.input_shape)
+        searches.append(search_options(attack, Known(*shapes), one, options=opts, seed=seed,
+                                       steps=budget["steps"], budget=attack_budget, run=label,
+                                       cut="client-model output"))  # fmt: skip
+        results.append(searches[-1].worst.result)
     with target.writing(overwrite=overwrite) as where:
         for result in results:
             write_result(where / RunDir.ATTACKS / result.attack, result, truth_set)
             result.path = Path(out) / RunDir.ATTACKS / f"{result.attack}.json"
+        for found in searches:
+            atomic_write_json(where / RunDir.ATTACKS / f"{found.attack}.strongest.json",
+                              found.to_json())  # fmt: skip
+            found.path = Path(out) / RunDir.ATTACKS / f"{found.attack}.strongest.json"
         atomic_write_bytes(where / "leakage.json", (json.dumps(leakage, indent=2) + "\n").encode())
         atomic_write_bytes(where / "report.md", report_markdown(results, leakage).encode())
     return results

@@ -268,24 +268,11 @@ def strongest(
             write=False, sender=sender, **where,
         )  # fmt: skip
 
-    members, winner, space = search(
-        attack, known, runner, budget=budget, seed=seed, seeds=seeds, eta=eta, pinned=pinned
-    )
-    result = Strongest(
-        attack=name,
-        run=str(run_dir),
-        cut=at_cut,
-        party=members[0].result.party,
-        threat_model=attack.threat_model.describe(),
-        known=known,
-        budget=budget,
-        eta=eta,
-        seeds=sorted({m.seed for m in members}),
-        space=space,
-        members=members,
-        winner=winner,
-        seconds=time.perf_counter() - started,
-    )
+    result = search(
+        attack, known, runner, budget=budget, seed=seed, seeds=seeds, eta=eta, pinned=pinned,
+        run=str(run_dir), cut=at_cut,
+    )  # fmt: skip
+    result.seconds = time.perf_counter() - started
     if write:
         result.path = run_dir / RunDir.ATTACKS / f"{stem}.strongest.json"
         result.path.parent.mkdir(parents=True, exist_ok=True)
@@ -319,11 +306,15 @@ def search(
     seeds: int = DEFAULT_SEEDS,
     eta: int = ETA,
     pinned: Mapping[str, Any] | None = None,
-) -> tuple[list[Member], dict[str, Any], dict[str, tuple[Any, ...]]]:
-    """Successive halving of ``attack``'s family on what ``runner`` attacks: every member (in
-    run order, rungs set), the winning configuration and the space searched. ``pinned`` knobs
-    have one candidate. The harness-independent part of :func:`strongest` (an audit runs its
-    members on an exported segment)."""
+    run: str = "",
+    cut: str = "",
+) -> Strongest:
+    """Successive halving of ``attack``'s family on what ``runner`` attacks (the run ``run``,
+    cut ``cut``, for the record): every member in run order, the winning configuration and the
+    space searched; ``pinned`` knobs have one candidate. The worst member keeps its output (the
+    reconstructions), the others only their numbers. The harness-independent part of
+    :func:`strongest` (an audit runs its members on an exported segment)."""
+    started = time.perf_counter()
     space = attack.family(known) | {k: (v,) for k, v in (pinned or {}).items()}
     configs = sample_configs(space, budget, seed)
     if len(configs) < budget:
@@ -338,8 +329,11 @@ def search(
         steps = config.get("steps", full)
         steps = None if steps is None else max(1, round(int(steps) * fraction))
         result = runner(config, steps, attack_seed)
-        result.output = None  # keep the numbers, not every reconstruction
-        members.append(Member(config, None, fraction, steps, attack_seed, leak_of(result), result))
+        member = Member(config, None, fraction, steps, attack_seed, leak_of(result), result)
+        worst = max(members, key=lambda m: m.leak, default=None)
+        if worst is not None:  # only the worst case keeps its output (reconstructions)
+            (worst.result if member.leak > worst.leak else result).output = None
+        members.append(member)
         log.info("%s %s at %.3g of its steps, seed %d: leak %.4f",
                  attack.name, config, fraction, attack_seed, members[-1].leak)  # fmt: skip
         return members[-1].leak
@@ -350,7 +344,47 @@ def search(
     winner = trials[-1].config
     if winner != 0:  # the defaults at full strength: never below the attack at its defaults
         objective(0, 1.0, run_seeds[0])
-    return members, configs[winner], {k: tuple(v) for k, v in space.items()}
+    return Strongest(
+        attack=attack.name,
+        run=run,
+        cut=cut,
+        party=members[0].result.party,
+        threat_model=attack.threat_model.describe(),
+        known=known,
+        budget=budget,
+        eta=eta,
+        seeds=sorted({m.seed for m in members}),
+        space={k: tuple(v) for k, v in space.items()},
+        members=members,
+        winner=configs[winner],
+        seconds=time.perf_counter() - started,
+    )
+
+
+def search_options(
+    attack: Attack,
+    known: Known,
+    run_one: Callable[..., AttackResult],
+    *,
+    options: Mapping[str, Any],
+    steps: int | None,
+    seed: int,
+    budget: int = DEFAULT_BUDGET,
+    run: str = "",
+    cut: str = "",
+) -> Strongest:
+    """:func:`search` for a harness whose ``run_one(steps=, seed=, options=)`` attacks with
+    the attacker's whole aux data (an audit): ``options`` and ``steps`` (when given) pin those
+    knobs, and a family that searches the aux size is refused."""
+    pinned = dict(options) | ({"steps": steps} if steps is not None else {})
+
+    def runner(config: dict[str, Any], steps: int | None, attack_seed: int) -> AttackResult:
+        if config.get("aux_size") is not None:
+            raise ConfigError(f"{attack.name}: this attacker holds the whole aux data; no aux_size")
+        opts = {k: v for k, v in config.items() if k not in BUDGET_KNOBS}
+        return run_one(steps=steps, seed=attack_seed, options=opts)
+
+    return search(attack, known, runner, budget=budget, seed=seed, pinned=pinned, run=run, cut=cut)
 
 
 def worst_of(results: Sequence[Strongest]) -> Strongest:

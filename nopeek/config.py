@@ -132,6 +132,13 @@ class TrainConfig:
     target: str | None = None
     image_size: int | None = None
     class_names: list[str] | None = None
+    # samples keyed by id (see nopeek.party_data): the id column; the feature columns of
+    # ``dataset`` (comma-separated; default all but the id and target); and, at the label party
+    # of a distributed run where each party reads its own files, its label file (``dataset``
+    # is then its own features, or "" where it holds none)
+    id_column: str | None = None
+    columns: str | None = None
+    labels: str | None = None
 
     @property
     def cuts(self) -> list[str]:
@@ -185,6 +192,11 @@ class TrainConfig:
         """The data set this config trains on (splits, one-vs-rest, shuffling as configured)."""
         from nopeek.data import load_dataset
 
+        if self.labels is not None:
+            raise ConfigError(
+                f"--labels {self.labels} is one party's own label file (nopeek party); in one "
+                "process give the labels in --dataset's file and name their column with --target"
+            )
         return load_dataset(
             self.dataset,
             seed=self.seed,
@@ -196,7 +208,15 @@ class TrainConfig:
             target=self.target,
             image_size=self.image_size,
             class_names=self.class_names,
+            id_column=self.id_column,
+            columns=self.columns,
         )
+
+    @property
+    def own_files(self) -> bool:
+        """Whether samples are keyed by id (``id_column``): in a distributed run, each party
+        then reads only its own files and the parties align their ids first."""
+        return self.id_column is not None
 
     def validate(self) -> None:
         """Raise a one-line :class:`ConfigError` for any value out of range."""
@@ -229,6 +249,25 @@ class TrainConfig:
             from nopeek.compress import parse_compress
 
             parse_compress(self.compress)
+        self._validate_keyed()
+
+    def _validate_keyed(self) -> None:
+        if self.id_column is None:
+            for flag, value in (("--labels", self.labels), ("--columns", self.columns)):
+                if value is not None:
+                    raise ConfigError(
+                        f"{flag} needs --id-column (the column that pairs a file's rows with "
+                        "the other parties' by sample id)"
+                    )
+            return
+        if not self.id_column.strip():
+            raise ConfigError("--id-column must name a column, got an empty name")
+        for flag, value in (("--dataset", self.dataset), ("--labels", self.labels)):
+            if value and not value.startswith("csv:"):
+                raise ConfigError(
+                    f"{flag} {value}: files keyed by --id-column are csv:PATH (a header row, "
+                    "one row per sample)"
+                )
 
     def _validate_topology(self) -> None:
         from nopeek.topology import MERGES, TOPOLOGIES, parse_tasks
@@ -272,6 +311,7 @@ class TrainConfig:
             relay=self.relay,
             splitfed=self.splitfed,
             label_party=self.label_party,
+            widths=getattr(dataset, "widths", None),
         )
 
     def resolved(self) -> TrainConfig:
@@ -279,13 +319,16 @@ class TrainConfig:
         from nopeek.models import MODELS
         from nopeek.user_data import describe
 
-        # a data file (csv:PATH, ...) is read here, so bad data fail before a run starts
-        user = describe(self.dataset, target=self.target, image_size=self.image_size)
-        if user is None and self.dataset not in DEFAULT_MODEL and not self.model:
-            from nopeek.data import find_loader
+        user = None
+        if self.own_files:  # csv features keyed by id, read when the data are loaded
+            model = self.model or "mlp"
+        else:  # a data file (csv:PATH, ...) is read here, so bad data fail before a run starts
+            user = describe(self.dataset, target=self.target, image_size=self.image_size)
+            if user is None and self.dataset not in DEFAULT_MODEL and not self.model:
+                from nopeek.data import find_loader
 
-            find_loader(self.dataset)  # raises the unknown-dataset error
-        model = self.model or (user.default_model if user else DEFAULT_MODEL[self.dataset])
+                find_loader(self.dataset)  # raises the unknown-dataset error
+            model = self.model or (user.default_model if user else DEFAULT_MODEL[self.dataset])
         cut = self.cut or MODELS.get(model).default_cut
         if not cut:  # torchvision:/module: models have no default cut
             from nopeek.models import missing_cut

@@ -63,6 +63,14 @@ class Split:
         """The rows at positions ``index`` ((K,) int64, or an (N,) bool mask)."""
         return Split(x=self.x[index], y=self.y[index], ids=self.ids[index])
 
+    def holds(self, key: str) -> bool:
+        """Whether the split has data key ``key`` (``x`` and ``y``)."""
+        return key in ("x", "y")
+
+    def batch(self, index: Tensor | slice) -> dict[str, Tensor]:
+        """The rows at ``index`` as a batch: ``x``, ``y`` and ``ids``."""
+        return {"x": self.x[index], "y": self.y[index], "ids": self.ids[index]}
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -81,6 +89,11 @@ class Dataset:
     # each; None where the features are as the file holds them (images, audited segments)
     feature_mean: Tensor | None = None
     feature_std: Tensor | None = None
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype of the model's input (float32 for every loader)."""
+        return self.train.x.dtype
 
     def original_units(self, x: Tensor) -> Tensor:
         """Rows ``x`` (N, *input_shape) as the model takes them -> the data's own units.

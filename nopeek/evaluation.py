@@ -41,8 +41,7 @@ def predict_all(
     chunks: dict[str, list[Tensor]] = {o.name: [] for o in objectives}
     for step, start in enumerate(range(0, len(split), batch_size)):
         runtime.channel.log.at(step=step)
-        sl = slice(start, start + batch_size)
-        batch = {"x": split.x[sl], "y": split.y[sl], "ids": split.ids[sl]}
+        batch = split.batch(slice(start, start + batch_size))
         batch = {k: v.to(device) for k, v in batch.items()}
         outputs = runtime.step(batch, train=False, nodes=plan).outputs
         for o in objectives:
@@ -133,7 +132,7 @@ def measure_dcor(
     before = len(runtime.channel.log.captures)
     predict(runtime, sample, batch_size, device, phase="inference", nodes=nodes)
     caps = runtime.channel.log.captures[before:]
-    views = topo.views({"x": sample.x, "y": sample.y})
+    views = topo.views(sample.batch(slice(None)), list(runtime.parties))
     out: dict = {}
     for i, edge in enumerate(senders):
         if edge.sender not in runtime.parties:  # another process measures its own cut

@@ -242,9 +242,10 @@ class Runner:
             loss = sum(result.losses.values())
             if not math.isfinite(loss):
                 raise self._diverged(epoch, step, f"loss {loss}")
-            steps.append((self.runtime.tick - 1, len(batch["y"]), list(result.losses.values())))
-            total += loss * len(batch["y"])
-            count += len(batch["y"])
+            n = len(batch["ids"])
+            steps.append((self.runtime.tick - 1, n, list(result.losses.values())))
+            total += loss * n
+            count += n
             bar.update(1)
         if self.distributed:
             return _gather.epoch_loss(self, steps)
@@ -263,7 +264,7 @@ class Runner:
         if key in self.flops_per_sample or not self.parties:
             return self.runtime.step(batch, train=True, nodes=step.nodes)
         counts, result = self.runtime.counted_step(batch, nodes=step.nodes)
-        n = len(batch["y"])
+        n = len(batch["ids"])
         self.flops_per_sample[key] = {p: f / n for p, f in counts.items()}
         return result
 

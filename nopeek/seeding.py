@@ -139,6 +139,19 @@ STREAMS: dict[str, Stream] = {
         "legacy: SeedSequence([seed, 4]), first word",
         lambda seed: _words32(seed, DATA_PURPOSES["shuffle-labels"]),
     ),
+    "data.aligned": Stream(
+        "nopeek.party_data.aligned_splits: the train/test/aux split of samples keyed by id "
+        "(--id-column: the aligned order, the same at every party)",
+        (),
+        "derive_seed(seed, 'data.aligned')",
+        _default("data.aligned"),
+    ),
+    "data.aligned-max-train": Stream(
+        "nopeek.party_data.aligned_splits: the --max-train subset of that train split",
+        (),
+        "derive_seed(seed, 'data.aligned-max-train')",
+        _default("data.aligned-max-train"),
+    ),
     "model.init": Stream(
         "nopeek.trainer, eval.fedavg: the initial weights of the whole model",
         (),

@@ -49,8 +49,7 @@ def batches(split: Split, batch_size: int, *, seed: int, epoch: int, client: int
     gen = generator(seed, "batches", epoch, client)
     order = torch.randperm(len(split), generator=gen)
     for start in range(0, len(split), batch_size):
-        idx = order[start : start + batch_size]
-        yield {"x": split.x[idx], "y": split.y[idx], "ids": split.ids[idx]}
+        yield split.batch(order[start : start + batch_size])
 
 
 def shard_indices(y: Tensor, clients: int, *, non_iid: float | None, seed: int) -> list[Tensor]:
@@ -138,7 +137,16 @@ class SingleGroup(Strategy):
 
 class _Sharded(Strategy):
     def _shards(self, non_iid):
-        parts = shard_indices(self.train.y, len(self.clients), non_iid=non_iid, seed=self.seed)
+        if non_iid is None:  # IID shards need only the number of samples
+            y = torch.zeros(len(self.train), dtype=torch.int64)
+        elif not self.train.holds("y"):
+            raise ConfigError(
+                "--non-iid shards the clients by their labels, which only the label party "
+                "holds; a distributed run shards IID: drop --non-iid"
+            )
+        else:
+            y = self.train.y
+        parts = shard_indices(y, len(self.clients), non_iid=non_iid, seed=self.seed)
         return {c: self.train.subset(p) for c, p in zip(self.clients, parts)}
 
     def _readers(self, client: str) -> list[str]:

@@ -25,12 +25,13 @@ from nopeek.data import Dataset, check_finite
 from nopeek.errors import CheckpointError, ConfigError
 from nopeek.hooks import CutHook
 from nopeek.models import MODELS, build_model
+from nopeek.party_data import align_own, party_view, read_own, roster
 from nopeek.plugins import build_hooks
 from nopeek.rundir import MARKER, RunDir
 from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.runner import Runner, TrainResult  # noqa: F401 (TrainResult: public here)
 from nopeek.runtime.handshake import agree, fingerprint, prove
-from nopeek.runtime.launch import PartyLaunch
+from nopeek.runtime.launch import PartyLaunch, schedule
 from nopeek.seeding import seeded
 from nopeek.shapes import check_shapes
 from nopeek.strategies import first_nodes
@@ -93,8 +94,8 @@ def build_topology(config: TrainConfig, dataset: Dataset, model: nn.Sequential) 
     ctx = config.build_context(dataset, _make_model(config))
     with seeded(config.seed, "topology.init"):  # a layer the topology adds (vertical's adapter)
         topology = TOPOLOGIES.get(config.topology)(model, config.cuts, ctx)
-    x = dataset.train.x  # its shape and dtype only: the dry run packs cuts a skip crosses
-    return pack_crossings(topology, tuple(dataset.input_shape), x.dtype)
+    # the input's shape and dtype only: the dry run packs cuts a skip crosses
+    return pack_crossings(topology, tuple(dataset.input_shape), dataset.input_dtype)
 
 
 def build_run(config: TrainConfig, dataset: Dataset) -> tuple[nn.Sequential, Topology]:
@@ -205,40 +206,52 @@ def _party_device(name: str) -> torch.device:
 
 
 def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: bool):
-    """One party of a distributed run (see :func:`train`)."""
+    """One party of a distributed run (see :func:`train`). It hands the runtime only its own
+    data (:func:`~nopeek.party_data.party_view`); with ``id_column`` it reads only its own files
+    and aligns the samples with the other parties first (:func:`~nopeek.party_data.align_own`)."""
     config.validate()
     config = config.resolved()
     hooks = build_hooks(config)
     # NCCL only when asked for on every party (--device cuda); "auto" could differ per host
     device = _party_device(config.device)
-    dataset = config.load_data()
-    check_finite(dataset.train.x, what=f"{dataset.name} train inputs")
-    model, topology = build_run(config, dataset)
-    me = launch.party(topology)
+    if config.own_files:  # its own files, read before it meets anyone; the model after aligning
+        who = roster(config)
+        me = launch.party(who)
+        rows, dataset, model, topology = read_own(config, who, me), None, None, None
+    else:
+        dataset = config.load_data()
+        check_finite(dataset.train.x, what=f"{dataset.name} train inputs")
+        model, topology = build_run(config, dataset)
+        who = topology
+        me = launch.party(topology)
+    label, parties = who.label_parties[0], who.parties
     out = Path(out) / me if out is not None else None
     run_dir = _prepare_out(out, resume=resume, overwrite=overwrite)
     state = _checkpoint.load(out, config) if resume else None
-    model.to(device)
-    make = launch.channel(
-        topology,
-        me,
-        x=dataset.train.x,
-        max_batch=config.batch_size,
-        device=device,
+    launch.join(me, device, [p for p in parties if p != me])
+    plan = schedule(topology, _probe(dataset)) if topology is not None else None
+    channel = launch.open(
+        me, parties, max_batch=config.batch_size, device=device, plan=plan,
         codecs=by_kind(config.compress),
-    )
-    launch.join(me, device, [p for p in topology.parties if p != me])
-    runner = None
+    )  # fmt: skip
     try:
-        runner = Runner(
-            config, dataset, topology, hooks, device, quiet=quiet, local=[me], make_channel=make
-        )
-        settings = fingerprint(config.to_dict(), resume=resume)
-        label, parties = topology.label_parties[0], topology.parties
         if launch.secret is not None:
-            prove(runner.runtime.channel, me, label, parties, launch.secret)
+            prove(channel, me, label, parties, launch.secret)
+        if config.own_files:
+            data = align_own(config, who, me, rows, channel)
+            model, topology = build_run(config, data)
+            who.check(topology)
+            launch.schedule(channel, schedule(topology, _probe(data)), max_batch=config.batch_size)
+        else:
+            data = party_view(dataset, topology, me)
+        model.to(device)
+        runner = Runner(
+            config, data, topology, hooks, device, quiet=quiet, local=[me],
+            make_channel=_attached(channel),
+        )  # fmt: skip
+        settings = fingerprint(config.to_dict(), resume=resume, data=data.agreed)
         epoch = state["epoch"] if state is not None else 0
-        common = agree(runner.runtime.channel, me, label, parties, settings, epoch=epoch)
+        common = agree(channel, me, label, parties, settings, epoch=epoch)
         if state is not None:
             state = _checkpoint.load_epoch(out, config, common)
         return _run_in(
@@ -246,8 +259,23 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
             keep=_has_checkpoint,
         )  # fmt: skip
     except Exception as exc:
-        if runner is not None:
-            runner.runtime.channel.broadcast_error(f"{me}: {str(exc).splitlines()[0][:300]}")
+        channel.broadcast_error(f"{me}: {str(exc).splitlines()[0][:300]}")
         raise
     finally:
-        launch.close(runner.runtime.channel if runner is not None else None)
+        launch.close(channel)
+
+
+def _probe(data) -> torch.Tensor:
+    """Two zero samples of the model's input: the dry run that measures the cuts needs only
+    the shape (the architecture is public; no party's data is involved)."""
+    return torch.zeros(2, *data.input_shape, dtype=data.input_dtype)
+
+
+def _attached(channel):
+    """The runner's ``make_channel``: the party's open channel, logging to the run's wire log."""
+
+    def make(log):
+        channel.log = log
+        return channel
+
+    return make

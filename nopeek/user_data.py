@@ -168,14 +168,26 @@ def _load(
     target: str | None = None,
     image_size: int | None = None,
     class_names: list[str] | None = None,
+    id_column: str | None = None,
+    columns: str | None = None,
     **_: Any,
 ) -> Dataset:
     """A :data:`~nopeek.data.FORMATS` loader: read, check, split and standardize one file.
 
     ``class_names`` (a saved run's) must match the file's classes, so that a run is never
-    rebuilt on data whose labels mean something else.
+    rebuilt on data whose labels mean something else. With ``id_column`` a csv file's rows
+    are keyed by that column (:func:`nopeek.party_data.load_keyed`).
     """
     _check_options(fmt, target, image_size)
+    if id_column is not None:
+        if fmt != "csv":
+            raise ConfigError(f"--id-column keys the rows of a csv:PATH file, not {fmt}:PATH")
+        from nopeek.party_data import load_keyed
+
+        return load_keyed(
+            path, id_column=id_column, target=target, seed=seed, max_train=max_train,
+            columns=columns,
+        )  # fmt: skip
     name = f"{fmt}:{path}"
     table = _read(fmt, _existing(fmt, path), name, target=target, image_size=image_size)
     if class_names is not None and list(class_names) != list(table.class_names):

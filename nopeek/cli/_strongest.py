@@ -30,7 +30,7 @@ def add_strongest_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="search each attack's strength knobs (successive halving over a seeded sample of "
         "its grid, the last rung over 3 attack seeds) and report the worst case; writes "
-        "RUN/attacks/<attack>.strongest.json",
+        "attacks/<attack>.strongest.json in the run (or audit) folder",
     )
     p.add_argument(
         "--attack-budget",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from nopeek.cli._strongest import add_strongest_args
 from nopeek.cli.attack import add_budget_args
 from nopeek.cli.commands import summary
 
@@ -53,6 +54,7 @@ def add_parser(sub) -> None:
     p.add_argument("--image-size", type=int, dest="image_size", help="imagefolder:PATH: NxN")
     p.add_argument("--data-root", dest="data_root", help="folder holding MNIST/CIFAR-10 files")
     p.add_argument("--overwrite", action="store_true", help="replace an existing audit folder")
+    add_strongest_args(p)
     p.set_defaults(handler=run)
 
 
@@ -65,12 +67,15 @@ def run(args: argparse.Namespace) -> int:
         load_client_model,
         load_data,
     )
+    from nopeek.attacks.search import DEFAULT_BUDGET
     from nopeek.attacks.spec import parse_attack_runs
     from nopeek.errors import ConfigError
     from nopeek.observe import Observed
 
     if args.client_model is None and args.activations is None:
         raise ConfigError("give --client-model FILE (the exported segment) or --activations FILE")
+    if args.attack_budget is not None and not args.strongest:
+        raise ConfigError("--attack-budget sizes the --strongest search; add --strongest")
     runs = parse_attack_runs(args.attacks, budget=BUDGET)
     names, options = [r.name for r in runs], {r.name: r.options | r.budget for r in runs}
     segment = load_client_model(args.client_model) if args.client_model else None
@@ -91,10 +96,14 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         label=args.client_model or args.activations,
         options=options,
+        attack_budget=(args.attack_budget or DEFAULT_BUDGET) if args.strongest else None,
     )
     from nopeek.cli.attack import result_summary
 
     for r in results:
         print(f"{r.attack} on {r.n_samples} victims: {result_summary(r.to_json())}  -> {r.path}")
+    if args.strongest:
+        print(f"each result is its attack's worst case over its family (--strongest): "
+              f"{args.out}/attacks/<attack>.strongest.json")  # fmt: skip
     print(f"report: {args.out}/report.md")
     return 0

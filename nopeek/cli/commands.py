@@ -40,6 +40,10 @@ COMMANDS: dict[str, Command] = {
     "party": Command(
         "nopeek.cli.party", "run one party of a distributed run (torch.distributed or gRPC + TLS)"
     ),
+    "align": Command(
+        "nopeek.cli.align",
+        "align the samples of the parties' own files by private set intersection (PSI)",
+    ),
     "certs": Command(
         "nopeek.cli.certs", "make a job CA and one certificate per party (gRPC + mutual TLS)"
     ),

@@ -28,6 +28,21 @@ def _add_party_args(p: argparse.ArgumentParser) -> None:
     from nopeek.cli.train import add_train_args
 
     add_train_args(p)
+    add_labels_arg(p)
+    add_launch_args(p)
+
+
+def add_labels_arg(p: argparse.ArgumentParser) -> None:
+    """``--labels``: the label party's own file (with --id-column and --target)."""
+    p.add_argument(
+        "--labels",
+        help="with --id-column: the label party's own file, csv:PATH, its labels in column "
+        "--target (a party without features leaves --dataset out)",
+    )
+
+
+def add_launch_args(p: argparse.ArgumentParser) -> None:
+    """Where this party meets the others and how it proves it belongs (party, align)."""
     p.add_argument("--role", default=None, help="server | client:<i> (checked against the rank)")
     p.add_argument("--rank", type=int, default=None, help="torch: this party's rank")
     p.add_argument(
@@ -74,10 +89,18 @@ _PARTY_FLAGS |= {"transport", "peers", "ca", "cert", "key", "job_secret_file"}
 def _config(args: argparse.Namespace) -> TrainConfig:
     from nopeek.cli.train import given_fields  # the same fields and --defense syntax as train
 
-    return TrainConfig(**given_fields(args, exclude=frozenset(_PARTY_FLAGS)))
+    return own_source(TrainConfig(**given_fields(args, exclude=frozenset(_PARTY_FLAGS))), args)
 
 
-def _launch(args: argparse.Namespace):
+def own_source(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    """With --id-column a party that gives no --dataset holds no features (not the default
+    data set)."""
+    if config.id_column is not None and getattr(args, "dataset", None) is None:
+        config.dataset = ""
+    return config
+
+
+def make_launch(args: argparse.Namespace):
     """This process's place in the run: torch.distributed ranks, or gRPC peers and identity."""
     if args.transport == "grpc":
         from nopeek.errors import ConfigError
@@ -132,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         quiet=args.quiet,
-        launch=_launch(args),
+        launch=make_launch(args),
     )
     m = result.metrics
     if m is None:

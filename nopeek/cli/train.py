@@ -45,6 +45,18 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--target", help="csv:PATH data: the label column (every other is a feature)")
     p.add_argument(
+        "--id-column",
+        dest="id_column",
+        help="csv:PATH data: the column of sample ids; rows are keyed by it (split by id order "
+        "and seed; in nopeek party each party reads only its own file, aligned by private set "
+        "intersection)",
+    )
+    p.add_argument(
+        "--columns",
+        help="with --id-column: the feature columns of --dataset, comma-separated (default: all "
+        "but the id and --target)",
+    )
+    p.add_argument(
         "--image-size",
         type=int,
         dest="image_size",

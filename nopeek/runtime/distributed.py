@@ -96,6 +96,12 @@ class TorchDistributedChannel(Channel):
         # header that did not decode); what broadcast_error must read first to drain it
         self._unread: dict[str, list[tuple[tuple[int, ...], torch.dtype]] | None] = {}
 
+    def plan(self, cuts: list[str], expect: ExpectFn) -> None:
+        """The schedule of a channel opened before it was known (the text messages of the
+        handshake and the alignment need none): the cuts and what each carries."""
+        self.cut_ids = {c: i for i, c in enumerate(cuts)}
+        self.expect = expect
+
     # --- sending -------------------------------------------------------------------------------
     def post(self, msg: Message) -> None:
         check_message(msg)

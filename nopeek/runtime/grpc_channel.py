@@ -173,7 +173,10 @@ class GrpcChannel(Channel):
             root_certificates=self._identity.ca,
             require_client_auth=True,
         )
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=limits)
+        # gRPC sets SO_REUSEPORT by default: a second process of the same role would share
+        # this address (and its incoming connections) instead of failing to listen
+        options = [*limits, ("grpc.so_reuseport", 0)]
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
         handler = grpc.unary_unary_rpc_method_handler(self._inbox.deliver)
         server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler("nopeek.Wire", {"Deliver": handler})]
@@ -183,7 +186,9 @@ class GrpcChannel(Channel):
             server.add_secure_port(address, creds)
         except RuntimeError:
             raise PeerError(
-                f"{self.me} cannot listen on {address}; is another process using that port?"
+                f"{self.me} cannot listen on {address}: another process uses that address (is "
+                f"{self.me} of this job already running?); stop it, or give {self.me} another "
+                "port in every party's --peers"
             ) from None
         server.start()
         self._server = server

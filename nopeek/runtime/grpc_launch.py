@@ -15,7 +15,7 @@ import torch
 
 from nopeek.errors import ConfigError
 from nopeek.runtime.grpc_channel import GrpcChannel, Identity, _grpc, max_message_bytes
-from nopeek.runtime.launch import DEFAULT_TIMEOUT, schedule
+from nopeek.runtime.launch import DEFAULT_TIMEOUT, Schedule, schedule, unplanned
 from nopeek.topology import Topology
 
 
@@ -108,7 +108,45 @@ class GrpcLaunch:
 
         return build
 
+    def open(
+        self, me: str, parties: list[str], *, max_batch: int, device, plan=None, codecs=None
+    ) -> GrpcChannel:
+        """Party ``me``'s channel, started (peers dialled, hellos exchanged): scheduled by
+        ``plan`` (a :class:`~nopeek.runtime.launch.Schedule`), or carrying only text messages
+        (the handshake, the alignment; gRPC then accepts messages up to a text's bound) until
+        :meth:`schedule` gives it one."""
+        channel = GrpcChannel(
+            me=me,
+            ranks={p: i for i, p in enumerate(parties)},
+            addresses=self.addresses,
+            identity=self.identity,
+            cuts=plan.cuts if plan is not None else [],
+            expect=plan.expect if plan is not None else unplanned,
+            max_batch=max_batch,
+            max_message=_limit(plan, max_batch),
+            timeout=self.timeout,
+            codecs=codecs,
+        )
+        try:
+            channel.start()
+        except BaseException:
+            channel.close()
+            raise
+        return channel
+
+    def schedule(self, channel: GrpcChannel, plan: Schedule, *, max_batch: int) -> None:
+        """Give a channel opened without a plan the run's schedule."""
+        channel.plan(plan.cuts, plan.expect, _limit(plan, max_batch))
+
     def close(self, channel) -> None:
         """Stop this party's server and hang up."""
         if channel is not None:
             channel.close()
+
+
+def _limit(plan: Schedule | None, max_batch: int) -> int:
+    """The largest message ``plan`` sends (a text's bound without a plan)."""
+    if plan is None:
+        return max_message_bytes(max_batch, [], [])
+    tails = [int(torch.Size(t).numel()) for t in plan.tails.values()]
+    return max_message_bytes(max_batch, tails, list(plan.sizes.values()))

@@ -33,17 +33,28 @@ from nopeek.runtime import wire
 # Fields that are this party's own business: where its data live, its device, what it records,
 # and the learning rate of its own optimizer (it steps only its own segments).
 LOCAL_FIELDS = frozenset({"device", "data_root", "download", "record_samples", "tensorboard", "lr"})
+LOCAL_FIELDS |= {"labels", "id_column", "columns"}  # a party's own files (nopeek.party_data)
+# Fields that name the data set; where each party reads its own files they are each party's own
+# (its file, its label column) and what must agree about the data is compared instead
+SOURCE_FIELDS = frozenset({"dataset", "target", "image_size", "class_names"})
 
 
-def fingerprint(settings: dict[str, Any], *, resume: bool) -> dict[str, Any]:
+def fingerprint(
+    settings: dict[str, Any], *, resume: bool, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The settings every party must share: ``settings`` (a config's ``to_dict()``) less
-    :data:`LOCAL_FIELDS`, plus ``start`` (``resume`` or ``fresh``).
+    :data:`LOCAL_FIELDS`, plus ``start`` (``resume`` or ``fresh``). With ``data`` (each party
+    reads its own files: what the parties agreed on about the data, such as the number and a
+    hash of the aligned samples) that replaces the :data:`SOURCE_FIELDS`.
 
     >>> fingerprint({"seed": 0, "device": "cpu"}, resume=False)
     {'seed': 0, 'start': 'fresh'}
+    >>> fingerprint({"seed": 0, "dataset": "csv:mine.csv"}, resume=False, data={"samples": 80})
+    {'seed': 0, 'start': 'fresh', 'data': {'samples': 80}}
     """
-    shared = {k: v for k, v in settings.items() if k not in LOCAL_FIELDS}
-    return shared | {"start": "resume" if resume else "fresh"}
+    local = LOCAL_FIELDS | (SOURCE_FIELDS if data is not None else frozenset())
+    shared = {k: v for k, v in settings.items() if k not in local}
+    return shared | {"start": "resume" if resume else "fresh"} | ({"data": data} if data else {})
 
 
 def differences(mine: dict[str, Any], theirs: dict[str, Any], *, me: str, peer: str) -> list[str]:
@@ -84,6 +95,12 @@ def agree(
             raise ConfigError(
                 f"{peer} asks for the job secret, which this party was not given; give every "
                 "party the same --job-secret-file"
+            )
+        if isinstance(theirs, dict) and "align" in theirs:
+            raise ConfigError(
+                f"{peer} reads its own files keyed by --id-column and asks to align the samples; "
+                "this party was started without --id-column: give every party its own file "
+                "and the same --id-column option"
             )
         if not (isinstance(theirs, dict) and isinstance(theirs.get("settings"), dict)):
             raise ChannelError(f"{peer} sent a handshake that is not a JSON object of settings")

@@ -91,8 +91,9 @@ class InProcessRuntime:
         return list(seen.values())
 
     def views(self, batch: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
-        """What each party holds of ``batch`` (its own keys, plus the sample ids)."""
-        views = self.topology.views(batch)
+        """What each party of this process holds of ``batch`` (its own keys, plus the sample
+        ids)."""
+        views = self.topology.views(batch, self.local)
         if "ids" in batch:
             for view in views.values():
                 view["ids"] = batch["ids"]

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from nopeek.channel import WEIGHTS
-from nopeek.errors import ConfigError, PeerError
+from nopeek.errors import ConfigError, NopeekError, PeerError
 from nopeek.runtime.distributed import TorchDistributedChannel
 from nopeek.runtime.party import flatten_state
 from nopeek.topology import Topology
@@ -99,24 +99,91 @@ class PartyLaunch:
         dist.destroy_process_group()
 
     def join(self, me: str, device: torch.device, peers: list[str] | None = None) -> None:
-        """Meet the other parties (gloo, or NCCL when this party trains on CUDA)."""
+        """Meet the other parties (gloo, or NCCL when this party trains on CUDA).
+
+        The meeting point is rank 0's store (:func:`torch.distributed.rendezvous`, as
+        ``init_method="tcp://..."`` uses it); before the group forms, each process claims its
+        rank there, so a second process started with a rank already taken is refused in one
+        line instead of waiting out ``timeout`` on a group that will never form.
+        """
         backend = "nccl" if device.type == "cuda" else "gloo"
+        if backend == "gloo":
+            _check_gloo_transport()
+        where = f"{self.master_addr}:{self.master_port}"
         try:
             with _quiet_stderr():  # c10d logs every retry with C++ stack frames to fd 2
+                store = _store(self, where)
+        except (RuntimeError, ValueError, TimeoutError) as exc:
+            raise self._unmet(me, peers, exc) from None
+        _claim(store, self.rank, where)
+        try:
+            with _quiet_stderr():
                 dist.init_process_group(
                     backend,
-                    init_method=f"tcp://{self.master_addr}:{self.master_port}",
+                    store=dist.PrefixStore("default_pg", store),  # as init_method= would
                     rank=self.rank,
                     world_size=self.world_size,
                     timeout=datetime.timedelta(seconds=self.timeout),
                 )
         except (RuntimeError, ValueError, TimeoutError) as exc:
-            raise PeerError(
-                f"{me} could not meet {', '.join(peers or ['the other parties'])} at "
-                f"{self.master_addr}:{self.master_port} within {self.timeout:g} s "
-                f"({type(exc).__name__}); start every party with the same --master-addr, "
-                "--master-port and --world-size, and open that port"
-            ) from None
+            raise self._unmet(me, peers, exc) from None
+
+    def _unmet(self, me: str, peers: list[str] | None, exc: Exception) -> NopeekError:
+        """The one line for a failed join; a port rank 0 cannot bind is named as such."""
+        where = f"{self.master_addr}:{self.master_port}"
+        if "EADDRINUSE" in str(exc) or "address already in use" in str(exc).lower():
+            return ConfigError(
+                f"rank 0 cannot host the meeting point {where}: the port is in use (rank 0 of "
+                "this run is already taken, or another program listens there); stop it, or "
+                "start every party with another --master-port"
+            )
+        return PeerError(
+            f"{me} could not meet {', '.join(peers or ['the other parties'])} at "
+            f"{where} within {self.timeout:g} s ({type(exc).__name__}); start every party with "
+            "the same --master-addr, --master-port and --world-size, and open that port"
+        )
+
+
+def _store(launch: PartyLaunch, where: str) -> dist.Store:
+    """Rank 0's store at ``where`` (rank 0 hosts it; under torchrun, its agent does)."""
+    timeout = datetime.timedelta(seconds=launch.timeout)
+    url = f"tcp://{where}"
+    store, _, _ = next(dist.rendezvous(url, launch.rank, launch.world_size, timeout=timeout))
+    store.set_timeout(timeout)
+    return store
+
+
+def _claim(store: dist.Store, rank: int, where: str) -> None:
+    """Claim ``rank`` in the run's store; a rank another process claimed first is one line.
+
+    The key counts the claims (``Store.add`` is atomic), per torchrun restart: a restarted
+    worker group claims afresh in the store its agent keeps.
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if store.add(f"nopeek/attempt{attempt}/rank{rank}", 1) > 1:
+        raise ConfigError(
+            f"rank {rank} is already taken: another process joined {where} as rank {rank}; "
+            "start each rank once (check --rank), or give a second run its own --master-port"
+        )
+
+
+def _check_gloo_transport() -> None:
+    """Refuse a gloo transport this build lacks (``GLOO_DEVICE_TRANSPORT=TCP_TLS`` on a torch
+    built without TLS) up front, naming it, instead of failing the join as a peer that never
+    came. Gloo reads the variable once, when torch loads: the device it makes now is the one
+    the process group would make."""
+    transport = os.environ.get("GLOO_DEVICE_TRANSPORT")
+    if not transport:
+        return
+    try:
+        dist.ProcessGroupGloo.create_default_device()
+    except RuntimeError as exc:
+        why = "unsupported gloo device" if "unsupported gloo device" in str(exc) else str(exc)
+        raise ConfigError(
+            f"GLOO_DEVICE_TRANSPORT={transport}: this torch build's gloo cannot make that "
+            f"transport ({why.splitlines()[0][:200]}); unset it, and for encryption between "
+            "institutions use --transport grpc (mutual TLS)"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -43,6 +43,7 @@ class BuildContext:
     relay: str = "peer"
     splitfed: str = "v2"
     label_party: str = "server"
+    widths: tuple[int, ...] | None = None  # vertical: each client's feature count (own files)
 
 
 Builder = Callable[[nn.Sequential, Sequence[str], "BuildContext | None"], Topology]
@@ -72,6 +73,7 @@ TOPOLOGIES.register(
         clients=_ctx(ctx).clients,
         merge=_ctx(ctx).merge,
         label_party=_ctx(ctx).label_party,
+        widths=_ctx(ctx).widths,
     ),
 )
 TOPOLOGIES.register(

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from nopeek.errors import ConfigError
+from nopeek.errors import ConfigError, DataError
 
 DATA_PREFIX = "data:"
 
@@ -167,22 +167,37 @@ class Topology:
             self.extra_parties,
         )
 
-    def views(self, batch: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
-        """Split a batch into what each party holds (the server never gets ``x``).
+    def views(
+        self, batch: dict[str, Tensor], parties: list[str] | None = None
+    ) -> dict[str, dict[str, Tensor]]:
+        """Split a batch into what each of ``parties`` (default: every party) holds (the
+        server never gets ``x``).
 
-        ``batch``: x (N, ...), y (N,), ids (N,). Every party also gets the ids of the batch
-        (sample ids are the alignment key that travels with every message).
+        ``batch``: x (N, ...), y (N,), ids (N,); or, at a party that read only its own data,
+        the keys it holds (``x0``: its feature slice), taken as they are. The runtime adds the
+        batch's ids to every view (sample ids are the alignment key on every message).
         """
-        out: dict[str, dict[str, Tensor]] = {p: {} for p in self.parties}
+        wanted = self.parties if parties is None else list(parties)
+        out: dict[str, dict[str, Tensor]] = {p: {} for p in wanted}
         for key in self.owners:
-            if key in self.derived:
-                source, fn = self.derived[key]
-                value = fn(batch[source])
-            else:
-                value = batch[key]
-            for party in self.holders(key):
-                out[party][key] = value
+            holders = [p for p in self.holders(key) if p in out]
+            if holders:
+                value = self._value(key, batch)
+                for party in holders:
+                    out[party][key] = value
         return out
+
+    def _value(self, key: str, batch: dict[str, Tensor]) -> Tensor:
+        """Data key ``key`` of ``batch``: as given, or derived from its source."""
+        if key in batch:
+            return batch[key]
+        source, fn = self.derived.get(key, (key, None))
+        if fn is None or source not in batch:
+            raise DataError(
+                f"the batch has no {key!r} (nor {source!r} to derive it from), which "
+                f"{' and '.join(self.holders(key))} holds; give that party its data"
+            )
+        return fn(batch[source])
 
     def validate(self) -> None:
         """Nodes come after their inputs; every party reads only data it holds."""

@@ -44,6 +44,19 @@ def partition_bounds(width: int, k: int) -> list[tuple[int, int]]:
     return [(s, s + n) for s, n in zip(starts, sizes)]
 
 
+def _bounds(width: int, k: int, widths: Sequence[int] | None) -> list[tuple[int, int]]:
+    """The clients' column blocks: even (:func:`partition_bounds`), or ``widths`` in order."""
+    if widths is None:
+        return partition_bounds(width, k)
+    if len(widths) != k or sum(widths) != width or min(widths) < 1:
+        raise ConfigError(
+            f"the {k} clients' feature counts {list(widths)} must be positive and add up to the "
+            f"input's {width} columns"
+        )
+    starts = [sum(widths[:i]) for i in range(k)]
+    return [(s, s + n) for s, n in zip(starts, widths)]
+
+
 def _slicer(lo: int, hi: int) -> Callable[[Tensor], Tensor]:
     return lambda x: x[..., lo:hi].contiguous()
 
@@ -133,12 +146,14 @@ def vertical(
     clients: int = 2,
     merge: str = "concat",
     label_party: str = "server",
+    widths: Sequence[int] | None = None,
 ) -> Topology:
     """K clients with feature slices -> server fusion top (labels at the server or a client).
 
     ``model`` is the whole model for the full input (its top after the cut becomes the fusion
     top); ``build_bottom(slice_shape, k)`` builds client k's model for its slice (its part up to
-    the cut is the bottom).
+    the cut is the bottom). Client k's slice is the k-th block of :func:`partition_bounds`, or
+    with ``widths`` (each client's own columns) the k-th block of that many columns.
 
     >>> from nopeek.models import build_model
     >>> m = build_model("digits-cnn", input_shape=(1, 8, 8), n_classes=10)
@@ -159,7 +174,7 @@ def vertical(
             f"--label-party {label_party!r} holds no data in this run; choose server or one of "
             f"{', '.join(names)}"
         )
-    bounds = partition_bounds(input_shape[-1], clients)
+    bounds = _bounds(input_shape[-1], clients, widths)
     nodes, derived, owners, shapes = [], {}, {}, []
     for k, (lo, hi) in enumerate(bounds):
         shape = (*input_shape[:-1], hi - lo)

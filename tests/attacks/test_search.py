@@ -197,3 +197,25 @@ def test_cli_refuses_a_budget_without_strongest(plain, capsys):
     )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "add --strongest" in err
+
+
+def test_audit_strongest_reports_each_attack_at_its_worst(plain, tmp_path, capsys):
+    from nopeek.attacks._target import client_segment, load_weights, rebuild
+    from nopeek.attacks.audit import AuditInputs, audit
+    from nopeek.data import load_dataset
+
+    ds = load_dataset("digits", seed=0)
+    target = rebuild(plain, TrainConfig(**BASE).resolved(), ds, cut=None, party=None, label=False)
+    load_weights(target)
+    material = AuditInputs(client_segment(target).eval(), None, ds, ds.aux)
+    out = tmp_path / "audit"
+    (result,) = audit(material, ["white-box"], out, steps=6, n_samples=8, attack_budget=2)
+    found = json.loads((out / "attacks" / "white-box.strongest.json").read_text())
+    written = json.loads((out / "attacks" / "white-box.json").read_text())
+    assert written["leak"] == result.leak == found["leak"]
+    assert found["leak"] == max(m["leak"] for m in found["members"])
+    assert {m["steps"] for m in found["members"]} == {3, 6}  # --steps pins the steps knob
+    argv = ["audit", "--victims", "digits", "--aux", "digits", "--client-model", "x.pt"]
+    assert main([*argv, "--attack", "white-box", "--attack-budget", "2", "--out", "o"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "add --strongest" in err
