@@ -158,6 +158,19 @@ class GrpcChannel(Channel):
         self._stubs: dict[str, Any] = {}
         self._channels: list[Any] = []
 
+    def plan(self, cuts: list[str], expect: ExpectFn, max_message: int) -> None:
+        """The schedule of a channel started before it was known (the text messages of the
+        handshake and the alignment need none); refuses one whose largest message is over what
+        the transport was started to accept."""
+        if max_message > self.max_message:
+            raise ConfigError(
+                f"this run's largest message has {max_message} bytes, over the {self.max_message} "
+                "the gRPC channel accepts when the parties read their own files; train with a "
+                "smaller --batch-size"
+            )
+        self.cut_ids = {c: i for i, c in enumerate(cuts)}
+        self.expect = expect
+
     # --- connecting ----------------------------------------------------------------------------
     def start(self) -> None:
         """Serve this party's address, dial every peer, and exchange a hello with each within

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from nopeek.channel import WEIGHTS
-from nopeek.errors import ConfigError, NopeekError, PeerError
+from nopeek.errors import ChannelError, ConfigError, NopeekError, PeerError
 from nopeek.runtime.distributed import TorchDistributedChannel
 from nopeek.runtime.party import flatten_state
 from nopeek.topology import Topology
@@ -93,6 +93,27 @@ class PartyLaunch:
         return make_channel(
             topology, me, self, x=x, max_batch=max_batch, device=device, codecs=codecs
         )
+
+    def open(
+        self, me: str, parties: list[str], *, max_batch: int, device, plan=None, codecs=None
+    ) -> TorchDistributedChannel:
+        """Party ``me``'s channel, once :meth:`join` ed: scheduled by ``plan``
+        (:class:`Schedule`), or carrying only text messages (the handshake, the alignment) until
+        :meth:`schedule` gives it one; ``codecs`` as for :func:`make_channel`."""
+        return TorchDistributedChannel(
+            me=me,
+            ranks={p: i for i, p in enumerate(parties)},
+            cuts=plan.cuts if plan is not None else [],
+            expect=plan.expect if plan is not None else unplanned,
+            max_batch=max_batch,
+            timeout=self.timeout,
+            device=device,
+            codecs=codecs,
+        )
+
+    def schedule(self, channel: TorchDistributedChannel, plan: Schedule, *, max_batch: int):
+        """Give a channel opened without a plan the run's :class:`Schedule`."""
+        channel.plan(plan.cuts, plan.expect)
 
     def close(self, channel) -> None:
         """Leave the process group (``channel`` is unused: the group is the transport)."""
@@ -242,6 +263,14 @@ class Schedule:
         if kind == WEIGHTS:
             return None, self.sizes[cut]
         return self.tails[(cut, sender)], None
+
+
+def unplanned(kind: str, cut: str, sender: str):
+    """The ``expect`` of a channel whose schedule is not known yet: no tensor may come."""
+    raise ChannelError(
+        f"{sender} sent a {kind} at cut {cut!r} before the parties agreed on the run; start "
+        "every party with the same flags"
+    )
 
 
 def schedule(topology: Topology, x: torch.Tensor) -> Schedule:
