@@ -27,7 +27,7 @@ import json
 import secrets
 from typing import Any
 
-from nopeek.errors import ChannelError, ConfigError
+from nopeek.errors import ChannelError, ConfigError, PeerError
 from nopeek.runtime import wire
 
 # Fields that are this party's own business: where its data live, its device, what it records,
@@ -138,13 +138,16 @@ def prove(channel, me: str, label_party: str, parties: list[str], secret: bytes)
     if me != label_party:
         nonce = secrets.token_hex(16)
         channel.send_text(wire.STATS, label_party, json.dumps({"nonce": nonce}))
-        answer = channel.recv_text(label_party)
+        try:
+            answer, why = channel.recv_text(label_party), "a wrong proof"
+        except PeerError as exc:  # its error, or silence: no proof either way
+            answer, why = None, str(exc)
         want = _mac(secret, label_party, me, nonce)
         if not (isinstance(answer, dict) and hmac.compare_digest(str(answer.get("proof")), want)):
             raise ChannelError(
-                f"{label_party} could not prove the job secret; this party sent it nothing but a "
-                "random challenge. Is another process on its address? Give every party the same "
-                "--job-secret-file"
+                f"{label_party} could not prove the job secret ({why}); this party sent it "
+                "nothing but a random challenge. Is another process on its address? Give every "
+                "party the same --job-secret-file"
             )
         theirs = str(answer.get("nonce", ""))
         channel.send_text(

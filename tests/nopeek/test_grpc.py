@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import pytest
 
@@ -144,6 +145,30 @@ def test_a_caller_is_filed_under_the_role_its_certificate_names(pki):
     finally:
         intruder.close()
         server.close()
+
+
+def test_a_second_process_on_a_partys_address_cannot_listen(pki):
+    """gRPC sets SO_REUSEPORT by default: a second server of the same role bound the same
+    address and silently shared its callers. Now it cannot listen, in one line naming it."""
+    ca = pki / "job"
+    peers = {"client": _port(), "server": _port()}
+    identity = Identity.read(ca / "ca.pem", ca / "server.pem", ca / "server.key")
+    first, second = _channel("server", peers, identity), _channel("server", peers, identity)
+    threading.Thread(target=_start_quietly, args=(first,), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 30
+        while first._server is None:  # it listens, then waits for its client's hello
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(
+            PeerError,
+            match=rf"^server cannot listen on 127.0.0.1:{peers['server']}: another process uses "
+            r"that address \(is server of this job already running\?\)",
+        ):
+            second.start()
+    finally:
+        second.close()
+        first.close()
 
 
 def _channel(me: str, peers: dict[str, int], identity: Identity) -> GrpcChannel:
