@@ -65,15 +65,20 @@ def monotone(summaries: list[SettingSummary], attr: str) -> bool | None:
 def settings_table(summaries: list[SettingSummary], pareto: dict[str, list[bool]]) -> Block:
     attacks = list(dict.fromkeys(a for s in summaries for a in s.attacks))  # with a headline
     header = ["#", "setting", "accuracy", "dCor"] + [_attack_header(summaries, a) for a in attacks]
-    header += ["score", "Pareto-optimal on"]
+    header += ["score", "C-DCS", "Pareto-optimal on"]
     rows = []
     for i, s in enumerate(summaries):
         on = [NAMES.get(attr, attr) for attr, mask in pareto.items() if mask[i]]
         row = [str(i + 1), s.label, _fmt(s.accuracy), _fmt(s.dcor)]
         row += [_fmt(s.attacks.get(a)) for a in attacks]
-        row += ["—" if s.score is None else f"{s.score:.3f}", ", ".join(on) or "—"]
+        row += ["—" if s.score is None else f"{s.score:.3f}", _c_dcs(s), ", ".join(on) or "—"]
         rows.append(row)
     return ("table", header, rows)
+
+
+def _c_dcs(s: SettingSummary) -> str:
+    c = None if s.defense is None else s.defense.c_dcs
+    return "—" if c is None else f"{c:.3f}"
 
 
 def _attack_header(summaries: list[SettingSummary], attack: str) -> str:
@@ -109,6 +114,7 @@ def report_card(summaries: list[SettingSummary], *, limit: float = S.LEAK_THRESH
         cells = [_verdict(s.attacks.get(attack), limit, kind) for s, _ in shown]
         rows.append([attack, f"leak ≤ {limit} (0 = blind guess, 1 = exact)", *cells])
     rows.append(["dCor(input, cut)", "— (0 = independent)"] + [_fmt(s.dcor) for s, _ in shown])
+    rows.append(["C-DCS (VFLAIR)", "— (1 = free and perfect)"] + [_c_dcs(s) for s, _ in shown])
     blocks.append(("table", header, rows))
     for s, name in shown:
         sentences = [V.verdict(s, a, limit) for a in rec.attacks if a in s.attacks]
@@ -196,6 +202,7 @@ def _section_json(sweep, spec, summaries, pareto, trends) -> dict[str, Any]:
             "bytes_per_sample": stat(s.bytes_per_sample),
             "compressor_acts_as_defense": communication.acts_as_defense(s, summaries),
             "score": s.score,
+            "defense_scores": None if s.defense is None else s.defense.to_json(),
             "attacks": {a: stat(v) for a, v in s.attacks.items()},
             "pareto": {k: v[i] for k, v in pareto.items()},
         }  # fmt: skip
@@ -211,7 +218,10 @@ def _section_json(sweep, spec, summaries, pareto, trends) -> dict[str, Any]:
 _SCORE = (
     "**Score** (after VFLAIR's defense capability score): score = 1 / (1 + sqrt((1 − β)·dA² + "
     "β·dL²)), β = 0.5, dA = max(0, accuracy without a defense − accuracy), dL = the strongest "
-    "attack's leak. 1 = a free and perfect defense."
+    "attack's leak. 1 = a free and perfect defense. **C-DCS** (VFLAIR's comprehensive "
+    "defense capability score, Zou et al. 2024): DCS = 1 / (1 + sqrt((1 − β)·dAP² + β·dMP²)) "
+    "per attack with AP = its leak and MP = accuracy against the ideal (AP 0, MP without a "
+    "defense), averaged per attack kind (T-DCS), then over kinds (C-DCS)."
 )
 METHOD = [
     ("h2", "How to read this report"),

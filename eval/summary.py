@@ -1,4 +1,6 @@
-"""Aggregate result rows per setting: mean and spread over seeds, leak, trade-off score.
+"""Aggregate result rows per setting: mean and spread over seeds, leak, trade-off score, and
+VFLAIR's defense capability scores (DCS per attack, T-DCS per attack kind, C-DCS:
+:mod:`nopeek.eval.dcs`).
 
 Per run, the *strongest* attack counts: ``leakage`` is the highest ``leak`` over all the attacks
 run (every result row carries ``leak`` in [0, 1], 0 = a blind guess, 1 = exact, whatever the
@@ -23,6 +25,7 @@ import numpy as np
 
 from nopeek.errors import ConfigError
 from nopeek.eval import score as S
+from nopeek.eval.dcs import DefenseScores, defense_scores
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,7 @@ class SettingSummary:
     extra: dict[str, Stat] = field(default_factory=dict)
     compress: str = ""  # the canonical --compress of the setting ("" uncompressed)
     bytes_per_sample: Stat | None = None
+    defense: DefenseScores | None = None  # VFLAIR's DCS / T-DCS / C-DCS (nopeek.eval.dcs)
 
     @property
     def undefended(self) -> bool:
@@ -204,7 +208,20 @@ def summarize(rows: list[dict[str, Any]]) -> list[SettingSummary]:
     for s in out:
         if ref is not None and s.leakage is not None:
             s.score = S.tradeoff_score(s.accuracy.mean, ref.accuracy.mean, s.leakage.mean)
+        if ref is not None:
+            leaks = {a: st.mean for a, st in s.attacks.items()}
+            kinds = {a: attack_kind(s, a) for a in leaks}
+            s.defense = defense_scores(leaks, kinds, s.accuracy.mean, ref.accuracy.mean)
     return out
+
+
+def attack_kind(s: SettingSummary, attack: str) -> str:
+    """``label`` or ``reconstruction``: the ``kind`` of ``attack``'s rows (rows without one:
+    ``label`` when they carry an AUC)."""
+    row = next(r.attacks[attack] for r in s.runs if attack in r.attacks)
+    if row.get("kind"):
+        return str(row["kind"])
+    return "label" if "auc" in row else "reconstruction"
 
 
 def reference(summaries: list[SettingSummary]) -> SettingSummary | None:

@@ -141,8 +141,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(summaries) -> None:
-    """One line per setting: accuracy, dCor and each attack's leak (mean ± std over seeds)."""
+    """One line per setting: accuracy, dCor, each attack's leak (mean ± std over seeds), the
+    trade-off score and VFLAIR's C-DCS (n/a without the undefended setting)."""
     for s in summaries:
         attacks = "  ".join(f"{a} leak {st.fmt()}" for a, st in s.attacks.items())
         dcor = s.dcor.fmt() if s.dcor else "n/a"
-        print(f"{s.label:<40} accuracy {s.accuracy.fmt()}  dcor {dcor}  {attacks}")
+        score = "n/a" if s.score is None else f"{s.score:.3f}"
+        c_dcs = "n/a" if s.defense is None or s.defense.c_dcs is None else f"{s.defense.c_dcs:.3f}"
+        print(
+            f"{s.label:<40} accuracy {s.accuracy.fmt()}  dcor {dcor}  {attacks}  score {score}"
+            f"  c_dcs {c_dcs}"
+        )
