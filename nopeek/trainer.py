@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -214,22 +216,13 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
     hooks = build_hooks(config)
     # NCCL only when asked for on every party (--device cuda); "auto" could differ per host
     device = _party_device(config.device)
-    if config.own_files:  # its own files, read before it meets anyone; the model after aligning
-        who = roster(config)
-        me = launch.party(who)
-        rows, dataset, model, topology = read_own(config, who, me), None, None, None
-    else:
-        dataset = config.load_data()
-        check_finite(dataset.train.x, what=f"{dataset.name} train inputs")
-        model, topology = build_run(config, dataset)
-        who = topology
-        me = launch.party(topology)
-    label, parties = who.label_parties[0], who.parties
+    start = _PartyStart.of(config, launch)
+    me, parties, label = start.me, start.who.parties, start.who.label_parties[0]
     out = Path(out) / me if out is not None else None
     run_dir = _prepare_out(out, resume=resume, overwrite=overwrite)
     state = _checkpoint.load(out, config) if resume else None
     launch.join(me, device, [p for p in parties if p != me])
-    plan = schedule(topology, _probe(dataset)) if topology is not None else None
+    plan = None if start.topology is None else schedule(start.topology, _probe(start.dataset))
     channel = launch.open(
         me, parties, max_batch=config.batch_size, device=device, plan=plan,
         codecs=by_kind(config.compress),
@@ -237,13 +230,7 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
     try:
         if launch.secret is not None:
             prove(channel, me, label, parties, launch.secret)
-        if config.own_files:
-            data = align_own(config, who, me, rows, channel)
-            model, topology = build_run(config, data)
-            who.check(topology)
-            launch.schedule(channel, schedule(topology, _probe(data)), max_batch=config.batch_size)
-        else:
-            data = party_view(dataset, topology, me)
+        data, model, topology = start.data(config, channel, launch)
         model.to(device)
         runner = Runner(
             config, data, topology, hooks, device, quiet=quiet, local=[me],
@@ -263,6 +250,43 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
         raise
     finally:
         launch.close(channel)
+
+
+@dataclass
+class _PartyStart:
+    """What a party knows before it meets the others: who takes part (a topology, or the
+    :class:`~nopeek.party_data.Roster` of a run on the parties' own files), which party it is,
+    and its data: a data set loaded whole with the model built, or its own files' rows (the
+    model is built once the parties have aligned)."""
+
+    who: Any
+    me: str
+    dataset: Dataset | None = None
+    model: nn.Sequential | None = None
+    topology: Topology | None = None
+    rows: Any = None
+
+    @classmethod
+    def of(cls, config: TrainConfig, launch) -> _PartyStart:
+        if config.own_files:  # read before meeting anyone: a bad file stops only this party
+            who = roster(config)
+            me = launch.party(who)
+            return cls(who, me, rows=read_own(config, who, me))
+        dataset = config.load_data()
+        check_finite(dataset.train.x, what=f"{dataset.name} train inputs")
+        model, topology = build_run(config, dataset)
+        return cls(topology, launch.party(topology), dataset, model, topology)
+
+    def data(self, config: TrainConfig, channel, launch):
+        """``(this party's data, the model, the topology)``; on its own files, after aligning
+        with the others over ``channel`` (which then gets the run's schedule)."""
+        if not config.own_files:
+            return party_view(self.dataset, self.topology, self.me), self.model, self.topology
+        data = align_own(config, self.who, self.me, self.rows, channel)
+        model, topology = build_run(config, data)
+        self.who.check(topology)
+        launch.schedule(channel, schedule(topology, _probe(data)), max_batch=config.batch_size)
+        return data, model, topology
 
 
 def _probe(data) -> torch.Tensor:
