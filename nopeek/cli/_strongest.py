@@ -61,10 +61,13 @@ def _line(s) -> str:
     if s.known.defender_widths:
         known.append(f"defender's decoder widths {dict(s.known.defender_widths)}")
     knows = f" (knows: {'; '.join(known)})" if known else ""
+    configs = len({tuple(sorted(m["config"].items())) for m in j["members"]})
+    drawn = f"{configs} configuration" + ("s" if configs != 1 else "")
+    steps = "" if worst["steps"] is None else f"steps {worst['steps']}, "
     return (
-        f"{s.attack} strongest of {len(j['members'])} runs ({j['budget']} configurations, "
+        f"{s.attack} strongest of {len(j['members'])} runs ({drawn}, "
         f"{j['seconds']:.0f} s) at cut {s.cut}{knows}: worst {metric('leak', worst['leak'])}"
-        f"{seen} at {_config(worst['config'])} (steps {worst['steps']}, seed {worst['seed']}); "
+        f"{seen} at {_config(worst['config'])} ({steps}seed {worst['seed']}); "
         f"winner {_config(winner['config'])} over seeds {seeds}: "
         f"mean {metric('leak', winner['mean'])}{interval}, max {number(winner['max'])}"
         f"  -> {s.path}"
