@@ -167,8 +167,9 @@ class Attack:
 
     @classmethod
     def family(cls, known: Known) -> dict[str, tuple[Any, ...]]:
-        """The knobs and candidates to search on a run the attacker ``known``s about (the
-        defense's mechanism, Kerckhoffs): :attr:`search_space` unless an attack adapts it."""
+        """The knobs and candidates to search, given what the attacker knows of the run
+        (``known``: its shapes and the defenses' mechanism, Kerckhoffs): :attr:`search_space`
+        unless an attack adapts it."""
         return dict(cls.search_space)
 
     @classmethod
