@@ -109,6 +109,13 @@ def check_defenses(
 MULTI_CLIENT = ("vertical", "many-clients", "splitfed")
 
 
+def _on_predictions(name: str) -> bool:
+    """Whether attack ``name`` is the prediction receiver's (GRN): never of the label party."""
+    from nopeek.attacks import ATTACKS
+
+    return bool(ATTACKS.get(name).threat_model.predictions)
+
+
 def attack_targets(config: TrainConfig, name: str) -> list[tuple[str, str | None]]:
     """``(result stem, party)`` for each edge a sweep attacks with ``name`` on a run of
     ``config``: one per client in a topology with several clients (``white-box@client1``), so
@@ -120,6 +127,6 @@ def attack_targets(config: TrainConfig, name: str) -> list[tuple[str, str | None
     if config.topology not in MULTI_CLIENT:
         return [(name, None)]
     clients = [f"client{k}" for k in range(config.clients)]
-    if attack_kind(name) == "label":
+    if attack_kind(name) == "label" or _on_predictions(name):  # the label party attacks
         clients = [c for c in clients if c != config.label_party]
     return [(f"{name}@{c}", c) for c in clients]

@@ -30,6 +30,10 @@ COMMANDS: dict[str, Command] = {
     "sweep": Command(
         "nopeek.cli.sweep", "train and attack one run per setting x seed; write results.csv"
     ),
+    "benchmark": Command(
+        "nopeek.cli.benchmark",
+        "attack x defense grid over configurations and data sets; one table and heat map",
+    ),
     "report": Command(
         "nopeek.cli.report",
         "write report.md/.html: frontier, curves, reconstructions, report card",
