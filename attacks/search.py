@@ -17,7 +17,8 @@ sample of the grid:
    then keeps the best ``1 / eta`` by ``leak`` (at least one; ties by draw order);
 3. the last rung runs the survivor at its full steps over ``seeds`` attack seeds (seed, seed + 1,
    ...); the first configuration (the defaults) always runs once at full steps too, so the
-   verdict is never below what ``nopeek attack`` reports at default strength.
+   verdict is never below what ``nopeek attack`` reports at default strength (against an
+   adversarial defender, the first configuration is the defaults with a wider decoder).
 
 ``budget`` counts the configurations at the first rung (``--attack-budget``); the attack runs
 ``budget + budget // eta + ... + seeds`` times, plus one when the defaults did not win.
