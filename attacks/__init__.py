@@ -5,12 +5,16 @@ Every attack declares a threat model and gets exactly what it grants (see
 """
 
 from nopeek.attacks import (  # noqa: F401 (register)
+    active_completion,
+    completion,
     fora,
     fsha,
     grn,
     inverse_network,
     known_pairs,
     label,
+    label_cluster,
+    label_direct,
     unsplit,
     whitebox,
 )

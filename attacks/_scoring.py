@@ -92,6 +92,8 @@ def check_ids(name: str, output: Reconstruction | LabelScores, inputs: AttackInp
     """An attack may only answer for samples it observed, each once (per epoch for labels)."""
     seen = (inputs.activations, inputs.gradients, inputs.sent_activations, inputs.predictions)
     granted = torch.cat([torch.zeros(0, dtype=torch.long)] + [o.ids for o in seen if o is not None])
+    if inputs.own_train_inputs is not None:  # model completion labels its own training rows
+        granted = torch.cat([granted, inputs.own_train_inputs.ids.long()])
     parts = output.ids.values() if isinstance(output, LabelScores) else [output.ids]
     for ids in parts:
         ids = ids.detach().cpu()

@@ -42,6 +42,9 @@ class ThreatModel:
     tail_architecture: bool = False  # a fresh copy of the segment after that cut, no weights
     # Known pairs: what crossed the wire for the attacker's own aux samples (matched by id)
     aux_activations: bool = False
+    # Model completion: the attacking data party's own inputs (its feature slice) of the
+    # training samples, without labels (it trained on them)
+    own_train_inputs: bool = False
     # Feature inference from predictions (vertical runs): the party that receives the model's
     # output for the victims (the label party), the trained model as a function of its own
     # and the victim's features, and its own feature slice of the victims
@@ -95,6 +98,9 @@ class AttackInputs:
     (M, *own_shape) the attacker's own feature columns of the same victims, in id order (its
     slices joined along the last axis); ``joint_model(own, victim)`` maps (N, *own_shape) and
     the victim's slice (N, *input_shape) to the logits (N, classes) with the trained weights.
+
+    ``own_train_inputs`` holds the attacking data party's own inputs of the training samples
+    (its view: a vertical client's feature slice), labels -1, in id order.
     """
 
     input_shape: tuple[int, ...]
@@ -111,6 +117,7 @@ class AttackInputs:
     sent_activations: Observed | None = None
     tail_architecture: Callable[[], nn.Module] | None = None
     aux_activations: Observed | None = None
+    own_train_inputs: Split | None = None
     predictions: Observed | None = None
     own_features: Tensor | None = None
     joint_model: nn.Module | None = None

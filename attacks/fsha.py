@@ -347,10 +347,10 @@ def _fsha_from_config(config: TrainConfig) -> FSHAServer:
 def build_malicious_server(name: str, config: TrainConfig) -> CutHook:
     """The malicious-server hook ``name`` (see ``MALICIOUS_SERVERS``) for a run of ``config``.
 
-    >>> build_malicious_server("nope", TrainConfig())
+    >>> build_malicious_server("nope", TrainConfig())  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    nopeek.errors.ConfigError: unknown malicious server 'nope'; choose one of: fsha
+    nopeek.errors.ConfigError: unknown malicious server 'nope'; choose one of: active-comp..., fsha
     """
     return MALICIOUS_SERVERS.get(name)(config)
 

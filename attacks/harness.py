@@ -268,9 +268,26 @@ def _grant(
         inputs.sent_activations = _get(obs, run, "forward", "train")
     if tm.tail_architecture:
         inputs.tail_architecture = fresh(run, seed, 1)
+    if tm.own_train_inputs:
+        inputs.own_train_inputs = _own_train_inputs(run, attack)
     if _vertical.needs_vertical(attack):
         _vertical.grant(inputs, run, obs, tm)
     return inputs
+
+
+def _own_train_inputs(run: Target, attack: Attack) -> Split:
+    """The training samples as the attacked edge's sender holds them (its own inputs: a
+    vertical client's feature slice), in id order, labels withheld (-1)."""
+    if run.sender not in run.topology.data_parties or run.topology.strategy != "single":
+        raise ThreatModelError(
+            f"{attack.name} completes a data party's own model on its own training inputs, but "
+            f"{run.sender} (sender at cut {run.cut}) holds none of its own in a "
+            f"{run.config.topology} run; attack a data party's cut in a vanilla, vertical or "
+            "multi-hop run (--cut, --party)"
+        )
+    train = run.dataset.train
+    order = torch.argsort(train.ids)
+    return Split(train.x[order], torch.full_like(train.y[order], -1), train.ids[order])
 
 
 def _ends(obs: Observations, run: Target, direction: str, phase: str) -> dict[str, str]:
@@ -422,6 +439,10 @@ def _prepare(
     n = n if n is not None else getattr(attack, "default_samples", None)
     if inputs.activations is not None:
         inputs.activations = _first_ids(inputs.activations, n)
+    if inputs.own_train_inputs is not None and n is not None:
+        inputs.own_train_inputs = inputs.own_train_inputs.subset(
+            torch.arange(min(n, len(inputs.own_train_inputs)))
+        )
     _vertical.trim(inputs, n)
     for key in ("gradients", "sent_activations"):
         if getattr(inputs, key) is not None:

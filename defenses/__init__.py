@@ -8,7 +8,11 @@
   (``max-norm-mult``, multiplicative), :class:`Marvell` (``marvell``),
   :class:`IsotropicNoise` (``isotropic``);
 - :class:`Adversarial` (``adversarial``): the data party trains against its own simulated
-  inversion decoder (min-max, an attacker-aware defense against reconstruction).
+  inversion decoder (min-max, an attacker-aware defense against reconstruction);
+- label defenses at the label party: :class:`GradientSparsification` (``grad-sparsify``, top-k
+  of the gradient sent back), :class:`MID` (``mid``, a variational bottleneck on what it
+  receives), :class:`CAE` (``cae``, soft fake labels from a confusional autoencoder),
+  :class:`LabelDP` (``label-dp``, randomized response on the labels).
 
 Each is a :class:`~nopeek.hooks.CutHook`; :func:`parse_defenses` builds them from the
 ``--defense`` specs (grammar in :mod:`nopeek.defenses.spec`) and :data:`DEFENSES` lists them.
@@ -16,6 +20,7 @@ Each is a :class:`~nopeek.hooks.CutHook`; :func:`parse_defenses` builds them fro
 
 from nopeek.defenses.adversarial import Adversarial
 from nopeek.defenses.base import Defense
+from nopeek.defenses.cae import CAE
 from nopeek.defenses.cut_noise import (
     CutNoise,
     calibrate_cut_sigma,
@@ -24,6 +29,7 @@ from nopeek.defenses.cut_noise import (
     laplace_cut_epsilon,
 )
 from nopeek.defenses.dpsgd import DPSGD
+from nopeek.defenses.label_dp import LabelDP
 from nopeek.defenses.label_gradient import (
     IsotropicNoise,
     LabelGradientDefense,
@@ -31,6 +37,8 @@ from nopeek.defenses.label_gradient import (
     MaxNormMult,
 )
 from nopeek.defenses.marvell import Marvell, MarvellNoise, solve_marvell, sum_kl
+from nopeek.defenses.mid import MID
+from nopeek.defenses.sparsify import GradientSparsification
 from nopeek.defenses.spec import (
     DEFENSES,
     parse_defense_option,
@@ -43,11 +51,15 @@ from nopeek.defenses.spec import (
 __all__ = [
     "DEFENSES",
     "Adversarial",
+    "CAE",
     "DPSGD",
     "CutNoise",
     "Defense",
+    "GradientSparsification",
     "IsotropicNoise",
+    "LabelDP",
     "LabelGradientDefense",
+    "MID",
     "Marvell",
     "MarvellNoise",
     "MaxNorm",

@@ -12,7 +12,8 @@ A value is converted by the kind its defense declares: ``float`` (finite), ``boo
     cut-noise:gaussian,sigma=0.5,clip=1         cut-noise:laplace,b=0.1,clip=1
     cut-noise:gaussian,target_epsilon=8,clip=1,inference=true
     dp-sgd:epsilon=8,delta=1e-5    max-norm    marvell:s=1    isotropic:match=marvell,s=1
-    adversarial:weight=1,decoder=conv
+    adversarial:weight=1,decoder=conv    grad-sparsify:keep=0.1    mid:weight=0.1
+    cae:confusion=1    label-dp:epsilon=2
 
 Every mistake is one :class:`~nopeek.errors.ConfigError` line naming the fix.
 """
@@ -28,8 +29,10 @@ from torch import Tensor
 
 from nopeek.defenses.adversarial import Adversarial
 from nopeek.defenses.base import Defense
+from nopeek.defenses.cae import CAE
 from nopeek.defenses.cut_noise import CutNoise
 from nopeek.defenses.dpsgd import DPSGD
+from nopeek.defenses.label_dp import LabelDP
 from nopeek.defenses.label_gradient import (
     IsotropicNoise,
     LabelGradientDefense,
@@ -38,6 +41,8 @@ from nopeek.defenses.label_gradient import (
     binary_labels_error,
 )
 from nopeek.defenses.marvell import Marvell
+from nopeek.defenses.mid import MID
+from nopeek.defenses.sparsify import GradientSparsification
 from nopeek.errors import ConfigError
 from nopeek.hooks import CutHook, TrainContext
 from nopeek.plugins import ENTRY_GROUPS, hook_builder
@@ -60,6 +65,8 @@ DEFENSES: Registry[type[Defense]] = Registry(
     "defense", plugins=ENTRY_GROUPS["defense"], check=_check_plugin
 )
 for _cls in (CutNoise, DPSGD, MaxNorm, MaxNormMult, Marvell, IsotropicNoise, Adversarial):
+    DEFENSES.register(_cls.name, _cls)
+for _cls in (GradientSparsification, MID, CAE, LabelDP):  # label defenses of issue 20
     DEFENSES.register(_cls.name, _cls)
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}

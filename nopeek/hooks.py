@@ -6,6 +6,12 @@ the gradient goes back (e.g. label-gradient defenses; a malicious server substit
 gradient). ``penalty`` adds a loss term at the sender, on a message it computed from its own raw
 inputs (an attacker-aware defense). ``setup`` sees the training context before the first step
 (to calibrate noise or wrap a party's optimizer); ``metrics`` adds entries to ``metrics.json``.
+
+Three calls act on the receiving side, at the parties that hold labels or read a cut:
+``receive`` transforms an activation a party received before its segment reads it (a trainable
+layer of the receiver's own, whose gradient is what goes back: MID's bottleneck), ``targets``
+replaces the labels its loss compares the logits with while training (label DP, CAE's soft
+labels), and ``predict`` maps its logits to what it predicts outside training (CAE's decoder).
 """
 
 from __future__ import annotations
@@ -71,6 +77,31 @@ class CutHook:
         ``activation`` is what this party received; ``labels`` are given only if it holds them.
         """
         return grad
+
+    def receive(
+        self, cut: str, z: Tensor, *, sender: str, training: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Transform an activation ``z`` (N, *cut_shape) this party received from ``sender`` at
+        ``cut`` before its segment reads it; returns ``(z', loss)``.
+
+        ``z`` is the received leaf, so whatever ``z'`` computes from it is backpropagated into
+        it: the gradient sent back is that of the transformed input (a trainable layer on the
+        receiving side, e.g. MID's variational bottleneck). ``loss`` (a scalar, or None) joins
+        this party's loss while training. Called in every phase, once per received activation.
+        """
+        return z, None
+
+    def targets(self, labels: Tensor, *, ids: Tensor | None, n_classes: int) -> Tensor:
+        """What this party's loss compares its logits (N, n_classes) with while training:
+        class indices (N,) or class probabilities (N, n_classes). Called only at a party that
+        holds ``labels`` (N,) of samples ``ids`` (N,) (label DP, CAE's soft fake labels)."""
+        return labels
+
+    def predict(self, logits: Tensor) -> Tensor:
+        """What a party that holds labels predicts from its logits (N, classes) outside training
+        (logits again: evaluation and inference take their argmax and softmax); CAE decodes its
+        soft labels here."""
+        return logits
 
     def penalty(self, cut: str, x: Tensor, z: Tensor) -> Tensor | None:
         """A loss term the sending party adds for its message ``z`` at ``cut`` (None: none).

@@ -142,7 +142,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--malicious-server",
         dest="malicious_server",
-        help="run an active server attack during training (fsha)",
+        help="run an active attack during training: fsha (a malicious server), "
+        "active-completion (a malicious data party's optimizer)",
     )
     p.add_argument("--out", default="runs/latest", help="run directory (default runs/latest)")
     p.add_argument(

@@ -108,6 +108,7 @@ class Party:
     def _clear(self) -> None:
         self.outputs: dict[str, Tensor] = {}
         self.leaves: dict[str, Tensor] = {}  # src node -> re-attached leaf (one per src)
+        self.read: dict[str, Tensor] = {}  # src node -> what the segment reads (after receive)
         self.sent: dict[tuple[int, str], Tensor] = {}  # (step, node) -> output with its graph
         self.terms: dict[str, tuple[str, Tensor]] = {}  # loss name -> (node, loss)
         self.roots: dict[str, list[tuple[Tensor, Tensor | None]]] = defaultdict(list)
@@ -133,11 +134,15 @@ class Party:
                 "the relay must hand them over first"
             )
         with torch.set_grad_enabled(train):
-            args = [self._input(src, step, train) for src in node.inputs if self._uses(src, active)]
+            args = [
+                self._input(src, step, train, node_name)
+                for src in node.inputs
+                if self._uses(src, active)
+            ]
             with self._counting():
                 out = module(*args)
                 self._losses(node_name, out, train)
-            self.outputs[node_name] = out
+            self.outputs[node_name] = out if train else self._predicted(node_name, out)
         for k, receiver in enumerate(self._receivers(node_name, active)):
             z = out
             for hook in self.hooks:
@@ -190,11 +195,11 @@ class Party:
     def _uses(self, src: str, active: frozenset[str]) -> bool:
         return src.startswith(DATA_PREFIX) or src in active
 
-    def _input(self, src: str, step: int, train: bool) -> Tensor:
+    def _input(self, src: str, step: int, train: bool, node_name: str) -> Tensor:
         if src.startswith(DATA_PREFIX):
             return self.view[src[len(DATA_PREFIX) :]]
-        if src in self.leaves:  # a second own node reading the same input
-            return self.leaves[src]
+        if src in self.read:  # a second own node reading the same input
+            return self.read[src]
         src_party = self._topo.node(src).party
         if src_party == self.name:
             z = self.outputs[src].detach()
@@ -209,7 +214,21 @@ class Party:
             z = self._received(msg).value()
         leaf = z.requires_grad_(train)
         self.leaves[src] = leaf
-        return leaf
+        read = leaf if src_party == self.name else self._receive(src, leaf, node_name, train)
+        self.read[src] = read
+        return read
+
+    def _receive(self, src: str, leaf: Tensor, node_name: str, train: bool) -> Tensor:
+        """The hooks' ``receive`` of an activation from another party (identity without such
+        hooks); a loss term one returns joins ``node_name``'s losses while training."""
+        z, cut, sender = leaf, self._topo.cut_of(src), self._topo.node(src).party
+        for hook in self.hooks:
+            if not hasattr(hook, "receive"):
+                continue
+            z, term = hook.receive(cut, z, sender=sender, training=train)
+            if term is not None and train:
+                self.terms[f"{hook.name}_{src}"] = (node_name, term)
+        return z
 
     def _received(self, msg: Message) -> Message:
         """``msg``, once its sample ids are those of this party's own batch: a receiver never
@@ -234,13 +253,32 @@ class Party:
     def _losses(self, node_name: str, out: Tensor, train: bool) -> None:
         for obj in self.objectives:
             if obj.node == node_name:
-                loss = self.criterion(out, self.view[obj.labels])
+                target = self.view[obj.labels]
+                if train:
+                    target = self._targets(target, n_classes=out.shape[1])
+                loss = self.criterion(out, target)
                 self.terms[obj.name] = (node_name, obj.weight * loss)
         if train and node_name in self.penalties:
             self.terms[f"penalty_{node_name}"] = (
                 node_name,
                 self.penalties[node_name](self.view, out),
             )
+
+    def _targets(self, labels: Tensor, *, n_classes: int) -> Tensor:
+        """The labels as the hooks' ``targets`` replace them for the training loss."""
+        for hook in self.hooks:
+            if hasattr(hook, "targets"):
+                labels = hook.targets(labels, ids=self.view.get("ids"), n_classes=n_classes)
+        return labels
+
+    def _predicted(self, node_name: str, logits: Tensor) -> Tensor:
+        """An objective node's logits as the hooks' ``predict`` map them (outside training)."""
+        if not any(o.node == node_name for o in self.objectives):
+            return logits
+        for hook in self.hooks:
+            if hasattr(hook, "predict"):
+                logits = hook.predict(logits)
+        return logits
 
     def _hook_penalties(self, node_name: str, z: Tensor) -> None:
         """Loss terms the hooks add on a message this party sends from its own raw inputs.

@@ -3,11 +3,15 @@
 import pytest
 
 from nopeek.defenses import (
+    CAE,
     DEFENSES,
     DPSGD,
+    MID,
     Adversarial,
     CutNoise,
+    GradientSparsification,
     IsotropicNoise,
+    LabelDP,
     Marvell,
     MaxNorm,
     MaxNormMult,
@@ -19,6 +23,7 @@ from nopeek.errors import ConfigError
 
 def test_every_defense_is_registered_under_its_name():
     classes = (CutNoise, DPSGD, MaxNorm, MaxNormMult, Marvell, IsotropicNoise, Adversarial)
+    classes += (GradientSparsification, MID, CAE, LabelDP)
     assert DEFENSES.names() == sorted(c.name for c in classes)
     for cls in classes:
         assert DEFENSES.get(cls.name) is cls
@@ -48,8 +53,8 @@ def test_specs_parse_to_typed_options(spec, name, options):
 @pytest.mark.parametrize(
     "spec,match",
     [
-        ("noise", "unknown defense 'noise'; choose one of: adversarial, cut-noise, dp-sgd, "
-                  "isotropic, marvell, max-norm, max-norm-mult"),
+        ("noise", "unknown defense 'noise'; choose one of: adversarial, cae, cut-noise, dp-sgd, "
+                  "grad-sparsify, isotropic, label-dp, marvell, max-norm, max-norm-mult, mid"),
         ("", "empty defense"),
         ("cut-noise:sgima=1", "unknown option 'sgima' for cut-noise; valid options: mechanism"),
         ("max-norm:r=1", "unknown option 'r' for max-norm; valid options: none"),
