@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from nopeek import Observations, load_dataset, train
-from nopeek.io import safe_torch_load
 from nopeek.cli.main import main
 from nopeek.compress import parse_compressor
+from nopeek.io import safe_torch_load
 
 SMALL = {"max_train": 150, "dcor_samples": 32, "record_samples": 16, "epochs": 1}
 D = 32 * 4 * 4  # digits-cnn's conv2 output, one sample
@@ -104,3 +104,19 @@ def test_an_attackers_queries_are_compressed_like_the_runs_messages():
         return t
 
     assert _as_sent(backward_only, identity, seed=0, sender=None) is identity
+
+
+def test_parties_with_other_compressors_disagree_at_the_handshake():
+    from nopeek.config import TrainConfig
+    from nopeek.runtime.handshake import differences, fingerprint
+
+    def settings(text):
+        return fingerprint(TrainConfig(compress=text).resolved().to_dict(), resume=False)
+
+    assert differences(
+        settings("forward=topk:0.1"), settings("topk:ratio=0.1"), me="server", peer="client"
+    ) == [  # fmt: skip
+        "compress (client forward=topk:0.1,backward=topk:0.1, server forward=topk:0.1)"
+    ]
+    assert differences(settings("forward=topk:0.10"), settings("forward=topk:0.1"), me="s",
+                       peer="c") == []  # fmt: skip
