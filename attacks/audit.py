@@ -43,6 +43,7 @@ from nopeek.attacks.registry import ATTACKS
 from nopeek.attacks.search import check_budget, search_options
 from nopeek.config import check_seed
 from nopeek.data import DATASETS, Dataset, Split, load_dataset
+from nopeek.data.user import data_file_format, load_whole
 from nopeek.distance import distance_correlation
 from nopeek.errors import ConfigError, CutShapeError, ThreatModelError
 from nopeek.io import atomic_write_bytes, atomic_write_json
@@ -50,7 +51,6 @@ from nopeek.models.packing import Layout, Packed
 from nopeek.observe import Observed
 from nopeek.rundir import RunDir
 from nopeek.schema import brief
-from nopeek.user_data import data_file_format, load_whole
 
 __all__ = [
     "AuditInputs",
@@ -97,7 +97,7 @@ def load_data(
     for the data set specs ``victims`` and ``aux``.
 
     A data file (``npz:PATH``, ``csv:PATH``, ``imagefolder:PATH``) is read whole
-    (:func:`nopeek.user_data.load_whole`): every row is a victim, or the attacker's; any count,
+    (:func:`nopeek.data.user.load_whole`): every row is a victim, or the attacker's; any count,
     labels optional. A bundled set, or one file given for both, is split as ``nopeek train``
     splits it (with ``seed``): the victims are its test split, the attacker holds its aux split.
     """

@@ -53,7 +53,7 @@ def data_kind(config: TrainConfig) -> str:
     """``"image"`` or ``"tabular"``: what ``config``'s data set holds (a data file's header or
     listing is read; a bundled set is loaded, torchvision sets are images)."""
     from nopeek.data import VISION_SPECS
-    from nopeek.user_data import describe
+    from nopeek.data.user import describe
 
     user = describe(config.dataset, target=config.target, image_size=config.image_size)
     if user is not None:

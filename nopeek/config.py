@@ -78,15 +78,6 @@ def _typed(data: dict[str, Any], *, where: str, fix: str) -> dict[str, Any]:
     return values
 
 
-DEFAULT_MODEL = {
-    "digits": "digits-cnn",
-    "breast-cancer": "mlp",
-    "mnist": "lenet",
-    "fashion-mnist": "lenet",
-    "cifar10": "resnet18",
-}
-
-
 @dataclass
 class TrainConfig:
     """Everything that fixes a run. Same config (seed included) -> same numbers.
@@ -127,12 +118,12 @@ class TrainConfig:
     non_iid: float | None = None
     splitfed: str = "v2"
     label_party: str = "server"
-    # the user's own data files (see nopeek.user_data): csv label column, imagefolder resize, and
+    # the user's own data files (see nopeek.data.user): csv label column, imagefolder resize, and
     # the file's class names (filled in by resolved(); a reload checks the file still has them)
     target: str | None = None
     image_size: int | None = None
     class_names: list[str] | None = None
-    # samples keyed by id (see nopeek.party_data): the id column; the feature columns of
+    # samples keyed by id (see nopeek.data.party): the id column; the feature columns of
     # ``dataset`` (comma-separated; default all but the id and target); and, at the label party
     # of a distributed run where each party reads its own files, its label file (``dataset``
     # is then its own features, or "" where it holds none)
@@ -179,14 +170,6 @@ class TrainConfig:
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         return config
-
-    @classmethod
-    def read(cls, run_dir: str | Path) -> TrainConfig:
-        """The config saved in run folder ``run_dir``, checked: short for
-        ``RunDir.open(run_dir).config()`` (see :mod:`nopeek.rundir`)."""
-        from nopeek.rundir import RunDir
-
-        return RunDir.open(run_dir, "run").config()
 
     def load_data(self) -> Dataset:
         """The data set this config trains on (splits, one-vs-rest, shuffling as configured)."""
@@ -316,19 +299,17 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """A copy with the model and cut defaults filled in (what config.json records)."""
+        from nopeek.data import default_model, file_model
+        from nopeek.data.user import describe
         from nopeek.models import MODELS
-        from nopeek.user_data import describe
 
         user = None
         if self.own_files:  # csv features keyed by id, read when the data are loaded
-            model = self.model or "mlp"
+            model = self.model or file_model("tabular", ())
         else:  # a data file (csv:PATH, ...) is read here, so bad data fail before a run starts
             user = describe(self.dataset, target=self.target, image_size=self.image_size)
-            if user is None and self.dataset not in DEFAULT_MODEL and not self.model:
-                from nopeek.data import find_loader
-
-                find_loader(self.dataset)  # raises the unknown-dataset error
-            model = self.model or (user.default_model if user else DEFAULT_MODEL[self.dataset])
+            # else a registered data set's own default, or one line naming --model
+            model = self.model or (user.default_model if user else default_model(self.dataset))
         cut = self.cut or MODELS.get(model).default_cut
         if not cut:  # torchvision:/module: models have no default cut
             from nopeek.models import missing_cut

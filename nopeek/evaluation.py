@@ -58,7 +58,9 @@ def predict(
     return next(iter(predict_all(runtime, split, batch_size, device, **kw).values()), None)
 
 
-def _labels(topology: Topology, key: str, y: Tensor) -> Tensor:
+def task_labels(topology: Topology, key: str, y: Tensor) -> Tensor:
+    """The labels (N,) a task's objective compares with: ``y`` itself, or the labels the
+    topology derives from it under ``key`` (multi-task's parity)."""
     if key in topology.derived:
         return topology.derived[key][1](y)
     return y
@@ -88,7 +90,7 @@ def evaluate(
     by_name = {o.name: o for o in runtime.topology.objectives}
     out: dict[str, float] = {}
     for i, (name, z) in enumerate(logits.items()):
-        scores = _scores(z, _labels(runtime.topology, by_name[name].labels, split.y))
+        scores = _scores(z, task_labels(runtime.topology, by_name[name].labels, split.y))
         if i == 0:
             out |= scores
         if runtime.topology.name == "multi-task":

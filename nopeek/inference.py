@@ -33,7 +33,7 @@ from nopeek.compress import for_party
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, Split, load_dataset
 from nopeek.errors import CheckpointError, ConfigError, DataError
-from nopeek.evaluation import _labels, predict_all
+from nopeek.evaluation import predict_all, task_labels
 from nopeek.hooks import TrainContext, bind_hooks
 from nopeek.io import atomic_write_bytes, atomic_write_json
 from nopeek.observe import Observations, capture_policy
@@ -259,7 +259,7 @@ def _result(run_dir, config, runtime, samples, logits, wire, split, spec, data):
     for i, (name, z) in enumerate(logits.items()):
         if labels is None:
             break
-        y = _labels(topo, objectives[name].labels, labels)
+        y = task_labels(topo, objectives[name].labels, labels)
         acc = float((z.argmax(1) == y).float().mean())
         metrics["accuracy" if i == 0 else f"accuracy_{name}"] = acc
     records = [r for r in wire.records if r.phase == "inference"]

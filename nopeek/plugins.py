@@ -24,11 +24,14 @@ object itself, and it is registered under the entry point's name::
     [project.entry-points."nopeek.defenses"]
     my-defense = "my_pkg.defenses:MyDefense"    # a Defense subclass with name = "my-defense"
     [project.entry-points."nopeek.datasets"]
-    my-data = "my_pkg.data:load"                # (*, seed, data_root, download, max_train)
+    my-data = "my_pkg.data:SOURCE"              # a nopeek.data.DataSource, or a bare loader
     [project.entry-points."nopeek.models"]
     my-model = "my_pkg.models:SPEC"             # a nopeek.models.ModelSpec
 
-A data set's loader returns a :class:`~nopeek.data.Dataset` (three disjoint splits with ids).
+A data set's loader ``(*, seed, data_root, download, max_train)`` returns a
+:class:`~nopeek.data.Dataset` (three disjoint splits with ids); a ``DataSource(load,
+default_model="mlp")`` also names the model a run takes without ``--model`` (a bare loader has
+none, so a run on it must pass ``--model``).
 
 The registries load them on the first lookup of a name that is not built in (and when they
 list their names), so ``--attack my-attack`` and the rest work wherever a built-in name does.

@@ -24,21 +24,22 @@ from nopeek._epoch_log import check_tensorboard
 from nopeek.compress import by_kind
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, check_finite
+from nopeek.data.party import party_view, read_own, roster
 from nopeek.errors import CheckpointError, ConfigError
 from nopeek.hooks import CutHook
 from nopeek.models import MODELS, build_model
-from nopeek.party_data import align_own, party_view, read_own, roster
 from nopeek.plugins import build_hooks
 from nopeek.rundir import MARKER, RunDir
 from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.runner import Runner, TrainResult  # noqa: F401 (TrainResult: public here)
+from nopeek.runtime.align import align_own
 from nopeek.runtime.handshake import agree, fingerprint, prove
 from nopeek.runtime.launch import PartyLaunch, schedule
 from nopeek.seeding import seeded
-from nopeek.shapes import check_shapes
 from nopeek.strategies import first_nodes
 from nopeek.topology import TOPOLOGIES, Topology
 from nopeek.topology.packing import pack_crossings
+from nopeek.topology.shapes import check_shapes
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +210,9 @@ def _party_device(name: str) -> torch.device:
 
 def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: bool):
     """One party of a distributed run (see :func:`train`). It hands the runtime only its own
-    data (:func:`~nopeek.party_data.party_view`); with ``id_column`` it reads only its own files
-    and aligns the samples with the other parties first (:func:`~nopeek.party_data.align_own`)."""
+    data (:func:`~nopeek.data.party.party_view`); with ``id_column`` it reads only its own files
+    and aligns the samples with the other parties first
+    (:func:`~nopeek.runtime.align.align_own`)."""
     config.validate()
     config = config.resolved()
     hooks = build_hooks(config)
@@ -255,7 +257,7 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
 @dataclass
 class _PartyStart:
     """What a party knows before it meets the others: who takes part (a topology, or the
-    :class:`~nopeek.party_data.Roster` of a run on the parties' own files), which party it is,
+    :class:`~nopeek.data.party.Roster` of a run on the parties' own files), which party it is,
     and its data: a data set loaded whole with the model built, or its own files' rows (the
     model is built once the parties have aligned)."""
 

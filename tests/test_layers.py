@@ -11,7 +11,10 @@ checks each ``nopeek`` import against the allowed arrows:
   defense is passed in, e.g. ``run_attack(..., sender=nopeek.defenses.run_sender)``);
 - the core imports none of the layers above it (plug-ins reach it through entry points);
 - no package imports another package's private module (``nopeek._io``): shared helpers have a
-  public home (``nopeek.io``).
+  public home (``nopeek.io``);
+- no module imports another module's private name (``from nopeek.x import _name``), except
+  from a sibling in the same sub-package (``nopeek.attacks``, ``nopeek.cli``, ...); the core's
+  top-level modules are no one package: they import public names.
 """
 
 from __future__ import annotations
@@ -105,6 +108,32 @@ def _private(module: str, target: str) -> str | None:
     return None
 
 
+def _private_names() -> list[str]:
+    """``from nopeek.x import _name`` of a private name (not a module) of another module, unless
+    both modules sit in the same sub-package below ``nopeek``."""
+    known = _modules()
+    bad = []
+    for module, path in known.items():
+        for line, imported in imports(module, path):
+            target, name = _target(imported, known), imported.rpartition(".")[2]
+            if target == imported or not name.startswith("_") or name.startswith("__"):
+                continue
+            same = _package(module) == _package(target) and _package(module) != "nopeek"
+            if target != module and not same:
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {name} from {target}")
+    return sorted(set(bad))
+
+
+def _package(module: str) -> str:
+    """``nopeek.attacks.harness`` -> ``nopeek.attacks``; ``nopeek.data`` -> ``nopeek.data``."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or module in _packages() else "nopeek"
+
+
+def _packages() -> set[str]:
+    return {m for m, p in _modules().items() if p.name == "__init__.py"}
+
+
 def test_the_walk_sees_every_package_and_resolves_imports():
     known = _modules()
     assert {"nopeek.cli.main", "nopeek.attacks.harness", "nopeek.defenses.spec"} <= set(known)
@@ -139,6 +168,16 @@ def test_imports_follow_the_layers():
 
 def test_no_package_imports_another_packages_private_module():
     assert _violations(_private) == []
+
+
+def test_no_module_imports_another_modules_private_name():
+    assert _private_names() == []
+
+
+def test_the_private_name_rule_tells_siblings_from_strangers():
+    assert _package("nopeek.attacks.harness") == _package("nopeek.attacks.label")
+    assert _package("nopeek.inference") == "nopeek" != _package("nopeek.data.user")
+    assert _package("nopeek.data") == "nopeek.data"
 
 
 def test_the_harness_queries_through_the_defense_it_is_handed():

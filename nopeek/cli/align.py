@@ -51,7 +51,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from nopeek.errors import OutputError
     from nopeek.io import atomic_write_json
-    from nopeek.party_data import align_files
+    from nopeek.runtime.align import align_files
 
     fields = {k: v for k, v in vars(args).items() if k not in _LAUNCH | _RUN}
     config = own_source(TrainConfig(**fields), args)

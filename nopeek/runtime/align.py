@@ -41,7 +41,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nopeek.errors import ChannelError, ConfigError
+import torch
+
+from nopeek.data.keyed import KeyedRows
+from nopeek.data.party import PartyData, Roster, describe_own, own_party_data, read_own, roster
+from nopeek.errors import ChannelError, ConfigError, DataError
 from nopeek.runtime import wire
 
 FPR = 1e-9
@@ -241,3 +245,43 @@ def _shape(value: dict[str, Any], peer: str) -> dict[str, Any]:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**31):
             raise ChannelError(f"{peer} sent a data description whose {key} is {v!r}")
     return out
+
+
+# --- a run on the parties' own files (nopeek.data.party) ---------------------------------
+def align_own(config, plan: Roster, me: str, rows: KeyedRows, channel) -> PartyData:
+    """Party ``me``'s :class:`PartyData`: its own ``rows`` aligned with the other parties' over
+    ``channel`` (:func:`align`), after every party told the others the
+    shape of its data (:func:`exchange_shapes`)."""
+    done = align(channel, me, plan.label_party, plan.data_parties, plan.parties, rows.ids)
+    mine = describe_own(rows, done.ids, where=f"--labels {config.labels}")
+    shapes = exchange_shapes(channel, me, plan.label_party, plan.parties, mine)
+    for party in plan.data_parties:
+        held = any(k != "y" for k in plan.holds[party])
+        if held != (shapes[party]["features"] is not None):
+            raise DataError(f"{party} described its data as {shapes[party]}; start it anew")
+    agreed = {"samples": done.size, "sha256": done.sha256, "shapes": shapes}
+    return own_party_data(config, plan, me, rows, done.ids, done.size, shapes, agreed)
+
+
+def align_files(config, launch, *, device=None):
+    """Run the alignment alone: party ``launch.party(...)`` reads its own files, meets the
+    others, proves the job secret if there is one and aligns; returns its
+    :class:`Alignment` (``nopeek align``)."""
+    config.validate()
+    device = device if device is not None else torch.device("cpu")
+    plan = roster(config)
+    me = launch.party(plan)
+    rows = read_own(config, plan, me)
+    launch.join(me, device, [p for p in plan.parties if p != me])
+    channel = launch.open(me, plan.parties, max_batch=1, device=device)
+    try:
+        if launch.secret is not None:
+            from nopeek.runtime.handshake import prove
+
+            prove(channel, me, plan.label_party, plan.parties, launch.secret)
+        return align(channel, me, plan.label_party, plan.data_parties, plan.parties, rows.ids)
+    except Exception as exc:
+        channel.broadcast_error(f"{me}: {str(exc).splitlines()[0][:300]}")
+        raise
+    finally:
+        launch.close(channel)

@@ -33,7 +33,7 @@ from nopeek.runtime import wire
 # Fields that are this party's own business: where its data live, its device, what it records,
 # and the learning rate of its own optimizer (it steps only its own segments).
 LOCAL_FIELDS = frozenset({"device", "data_root", "download", "record_samples", "tensorboard", "lr"})
-LOCAL_FIELDS |= {"labels", "id_column", "columns"}  # a party's own files (nopeek.party_data)
+LOCAL_FIELDS |= {"labels", "id_column", "columns"}  # a party's own files (nopeek.data.party)
 # Fields that name the data set; where each party reads its own files they are each party's own
 # (its file, its label column) and what must agree about the data is compared instead
 SOURCE_FIELDS = frozenset({"dataset", "target", "image_size", "class_names"})

@@ -154,7 +154,7 @@ def test_a_checkpoint_from_another_model_is_refused(tmp_path, capsys):
 
 
 def test_nan_in_the_data_is_refused(tmp_path, capsys, monkeypatch):
-    import nopeek.data as data
+    import nopeek.data.bundled as data
 
     real = data.load_breast_cancer
 

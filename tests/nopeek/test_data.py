@@ -13,7 +13,7 @@ import torch
 import torchvision.datasets.cifar as tv_cifar
 from sklearn.datasets import load_breast_cancer
 
-import nopeek.data as data_mod
+import nopeek.data.bundled as bundled
 from nopeek.data import (
     DATASETS,
     Split,
@@ -251,7 +251,7 @@ def test_nan_through_loader(monkeypatch: pytest.MonkeyPatch) -> None:
         real.data[[5, 9], 3] = np.nan
         return real
 
-    monkeypatch.setattr(data_mod, "load_breast_cancer", poisoned)
+    monkeypatch.setattr(bundled, "load_breast_cancer", poisoned)
     with pytest.raises(DataError, match="breast-cancer x contains 2 NaN and 0 inf"):
         load_dataset("breast-cancer")
 
@@ -340,3 +340,24 @@ def test_cifar10_from_pickle_batches(tmp_path: Path, no_cifar_md5: None) -> None
     expected = torch.from_numpy(first[0].reshape(3, 32, 32)).float() / 255
     assert torch.equal(whole[0], expected)
     assert ds.train.x.is_contiguous()
+
+
+# ---------------------------------------------------------------- default models, one place
+def test_a_plugin_data_set_without_a_default_model_asks_for_model(monkeypatch):
+    from nopeek.config import TrainConfig
+    from nopeek.data import DataSource, default_model
+
+    def load(**kw):  # an entry point names a bare loader, as a plug-in package would
+        return load_dataset("breast-cancer", seed=kw["seed"])
+
+    monkeypatch.setitem(DATASETS._entries, "my-data", load)
+    monkeypatch.setitem(DATASETS._entries, "my-mlp-data", DataSource(load, default_model="mlp"))
+    with pytest.raises(
+        ConfigError, match=r"'my-data' was registered without a default model; pass --model"
+    ):
+        TrainConfig(dataset="my-data").resolved()
+    assert TrainConfig(dataset="my-data", model="mlp").resolved().cut == "fc1"
+    assert TrainConfig(dataset="my-mlp-data").resolved().model == "mlp"
+    assert default_model("digits") == "digits-cnn" and default_model("cifar10") == "resnet18"
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'; choose one of: breast-cancer"):
+        TrainConfig(dataset="nope").resolved()

@@ -18,14 +18,14 @@ import pytest
 import torch
 
 from nopeek.config import TrainConfig
-from nopeek.errors import ChannelError, ConfigError, DataError
-from nopeek.party_data import (
+from nopeek.data.party import (
     aligned_splits,
     party_view,
     read_own,
     roster,
     standardize,
 )
+from nopeek.errors import ChannelError, ConfigError, DataError
 from nopeek.runtime.handshake import LOCAL_FIELDS, SOURCE_FIELDS, fingerprint
 
 
@@ -285,7 +285,7 @@ def test_in_process_keyed_file_trains_on_rows_in_id_order(tmp_path):
     """``nopeek train --id-column``: one file, rows keyed by id, split by id order and seed."""
     from sklearn.datasets import load_breast_cancer
 
-    from nopeek.party_data import load_keyed
+    from nopeek.data.party import load_keyed
 
     b = load_breast_cancer()
     rows = [[f"P{i:03d}", *b.data[i, :4].tolist(), int(b.target[i])] for i in range(60)]

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from nopeek import TrainConfig, checkpoint, train
+from nopeek import TrainConfig, train
 from nopeek.attacks import run_attack
 from nopeek.cli.main import main
 from nopeek.errors import CheckpointError, ConfigError, ThreatModelError
-from nopeek.rundir import RunDir
+from nopeek.rundir import RunDir, checkpoint
 
 # ---------------------------------------------------------------- reading
 
@@ -45,7 +45,7 @@ def test_every_file_of_a_finished_run_reads_back_through_one_rundir(finished):
     assert run.has_attack("white-box") and not run.has_attack("norm")
     assert run.attack_result("white-box") == attack and attack["attack"] == "white-box"
     assert run.attack_results() == {"white-box": attack}
-    assert TrainConfig.read(finished) == run.config()  # the thin wrapper
+    assert RunDir.open(finished, "run").config() == run.config()
 
 
 def test_a_sweep_folder_reads_back(tmp_path):

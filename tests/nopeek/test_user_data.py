@@ -14,10 +14,10 @@ from torchvision.transforms.functional import pil_to_tensor
 from nopeek.cli.main import build_parser
 from nopeek.cli.sweep import base_config
 from nopeek.config import TrainConfig
-from nopeek.data import DATASETS, FORMATS, load_dataset
+from nopeek.data import DATASETS, FORMATS, SHAPE_MODELS, load_dataset
+from nopeek.data.user import MIN_PER_CLASS, describe
 from nopeek.errors import ConfigError, DataError
 from nopeek.models import MODELS, build_model, cut_names, split
-from nopeek.user_data import _SHAPE_MODELS, MIN_PER_CLASS, describe
 from tests.nopeek._user_data_files import _csv, _csv_rows, _npz, _pngs, _train
 
 # ---------------------------------------------------------------- registry, models
@@ -29,7 +29,7 @@ def test_formats_are_registered_beside_the_bundled_sets():
 
 
 def test_image_defaults_are_models_of_that_fixed_shape():
-    for shape, name in _SHAPE_MODELS.items():
+    for shape, name in SHAPE_MODELS.items():
         assert shape in MODELS.get(name).input_shapes
     assert MODELS.get("cnn").input_shapes == () and MODELS.get("cnn").input_kind == "image"
 

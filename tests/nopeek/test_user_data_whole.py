@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from nopeek.data.user import load_whole
 from nopeek.errors import ConfigError, DataError
-from nopeek.user_data import load_whole
 from tests.nopeek._user_data_files import _csv, _csv_rows, _npz
 
 

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nopeek._keyed_files import KeyedRows, read_features, read_labels
-from nopeek._user_files import _classes
-from nopeek.data import AUX_FRACTION, TEST_FRACTION, Dataset, Split, check_finite
+from nopeek.data.files import label_classes
+from nopeek.data.keyed import KeyedRows, read_features, read_labels
+from nopeek.data.splits import AUX_FRACTION, TEST_FRACTION, Dataset, Split, check_finite
 from nopeek.errors import ConfigError, DataError
 from nopeek.seeding import numpy_rng
 
@@ -258,7 +258,7 @@ def _check_size(n: int) -> None:
 
 
 def _labels(raw: np.ndarray, where: str) -> tuple[Tensor, tuple[str, ...]]:
-    y, names = _classes(raw, where)
+    y, names = label_classes(raw, where)
     if len(names) < 2:
         raise DataError(
             f"{where} has a single class among the shared samples; a classifier needs 2"
@@ -320,49 +320,6 @@ def own_party_data(
         widths=tuple(widths) if plan.name == "vertical" else None,
         agreed=agreed,
     )
-
-
-def align_own(config, plan: Roster, me: str, rows: KeyedRows, channel) -> PartyData:
-    """Party ``me``'s :class:`PartyData`: its own ``rows`` aligned with the other parties' over
-    ``channel`` (:func:`~nopeek.runtime.align.align`), after every party told the others the
-    shape of its data (:func:`~nopeek.runtime.align.exchange_shapes`)."""
-    from nopeek.runtime.align import align, exchange_shapes
-
-    done = align(channel, me, plan.label_party, plan.data_parties, plan.parties, rows.ids)
-    mine = describe_own(rows, done.ids, where=f"--labels {config.labels}")
-    shapes = exchange_shapes(channel, me, plan.label_party, plan.parties, mine)
-    for party in plan.data_parties:
-        held = any(k != "y" for k in plan.holds[party])
-        if held != (shapes[party]["features"] is not None):
-            raise DataError(f"{party} described its data as {shapes[party]}; start it anew")
-    agreed = {"samples": done.size, "sha256": done.sha256, "shapes": shapes}
-    return own_party_data(config, plan, me, rows, done.ids, done.size, shapes, agreed)
-
-
-def align_files(config, launch, *, device=None):
-    """Run the alignment alone: party ``launch.party(...)`` reads its own files, meets the
-    others, proves the job secret if there is one and aligns; returns its
-    :class:`~nopeek.runtime.align.Alignment` (``nopeek align``)."""
-    from nopeek.runtime.align import align
-
-    config.validate()
-    device = device if device is not None else torch.device("cpu")
-    plan = roster(config)
-    me = launch.party(plan)
-    rows = read_own(config, plan, me)
-    launch.join(me, device, [p for p in plan.parties if p != me])
-    channel = launch.open(me, plan.parties, max_batch=1, device=device)
-    try:
-        if launch.secret is not None:
-            from nopeek.runtime.handshake import prove
-
-            prove(channel, me, plan.label_party, plan.parties, launch.secret)
-        return align(channel, me, plan.label_party, plan.data_parties, plan.parties, rows.ids)
-    except Exception as exc:
-        channel.broadcast_error(f"{me}: {str(exc).splitlines()[0][:300]}")
-        raise
-    finally:
-        launch.close(channel)
 
 
 def load_keyed(

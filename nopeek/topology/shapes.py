@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from nopeek.errors import CutShapeError
-from nopeek.topology import DATA_PREFIX, Topology
+from nopeek.topology.graph import DATA_PREFIX, Topology
 
 
 def expected_input(module: nn.Module) -> str:

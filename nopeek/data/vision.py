@@ -1,6 +1,6 @@
 """Read the torchvision image data sets (MNIST, Fashion-MNIST, CIFAR-10) into tensors in bulk.
 
-Private helper of :mod:`nopeek.data`: it knows where each data set lives under a data root, turns
+Used by :mod:`nopeek.data.bundled`: it knows where each data set lives under a data root, turns
 torchvision's ``RuntimeError``/parse errors into one-line :class:`~nopeek.errors.DataError`
 messages, and converts the whole ``.data``/``.targets`` arrays at once (no per-item loop).
 
@@ -80,7 +80,7 @@ def _one_line(err: BaseException) -> str:
     return type(err).__name__ if text == type(err).__name__ else f"{type(err).__name__}: {text}"
 
 
-def _missing(spec: VisionSpec, root: Path) -> list[str]:
+def missing_files(spec: VisionSpec, root: Path) -> list[str]:
     """The files of ``spec`` that are not regular files under ``root``."""
     return [f for f in spec.files if not (root / spec.folder / f).is_file()]
 
@@ -109,7 +109,7 @@ def _check_root(name: str, spec: VisionSpec, data_root: str | Path | None, downl
             f"data root {root} is empty; put the {name} files in {root / spec.folder} "
             "or pass --download to fetch them"
         )
-    missing = _missing(spec, root)
+    missing = missing_files(spec, root)
     if missing:
         raise DataError(
             f"{name} files not found in {root / spec.folder}: {', '.join(missing)}; "
@@ -121,7 +121,7 @@ def _check_root(name: str, spec: VisionSpec, data_root: str | Path | None, downl
 def _explain(name: str, spec: VisionSpec, root: Path, download: bool, err: Exception) -> DataError:
     """Turn an error raised while downloading or reading into a one-line ``DataError``."""
     folder = root / spec.folder
-    if _missing(spec, root):
+    if missing_files(spec, root):
         if download:
             return DataError(
                 f"downloading {name} into {root} failed ({_one_line(err)}); "

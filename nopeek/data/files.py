@@ -2,7 +2,7 @@
 
 Each reader checks its own format (an npz archive is never unpickled; a CSV needs a header, a
 ``target`` column and numeric features) and raises a one-line ``DataError`` naming the file and
-the fix; :mod:`nopeek.user_data` checks what all formats share and splits the table.
+the fix; :mod:`nopeek.data.user` checks what all formats share and splits the table.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nopeek.data import check_finite
+from nopeek.data.splits import check_finite
 from nopeek.errors import DataError
 
 MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
@@ -41,7 +41,7 @@ class Table:
     class_names: tuple[str, ...]
 
 
-def _classes(labels: np.ndarray, where: str) -> tuple[Tensor, tuple[str, ...]]:
+def label_classes(labels: np.ndarray, where: str) -> tuple[Tensor, tuple[str, ...]]:
     """Labels (N,) (integers or strings) -> class indices in sorted order, and the class names.
 
     Strings that all spell integers are sorted as numbers ("2" before "10").
@@ -96,8 +96,8 @@ def read_npz(path: Path, *, labels: bool = True, **_: Any) -> Table:
         )
     n = len(x) if x.ndim else 0  # a 0-d x is refused by _npz_x below
     if x.ndim and n == 0:
-        raise DataError(f"npz:{path} has no rows (x has shape {x.shape}); {fix}")
-    y_t, names = _classes(y, f"npz:{path} y") if y is not None else _unlabelled(n)
+        raise DataError(f"npz:{path} holds no samples (x has shape {x.shape}); {fix}")
+    y_t, names = label_classes(y, f"npz:{path} y") if y is not None else _unlabelled(n)
     ids = _npz_ids(arrays.get("ids"), len(y_t), path)
     return Table(_npz_x(x, path), y_t, ids, "tabular" if x.ndim == 2 else "image", names)
 
@@ -147,7 +147,7 @@ def _npz_ids(ids: np.ndarray | None, n: int, path: Path) -> Tensor:
 def read_csv(path: Path, *, target: str | None, labels: bool = True, **_: Any) -> Table:
     """A header row, then one row per sample: the ``target`` column's labels, numeric features.
     Without ``labels`` (data to attack) and no ``target``, every column is a feature."""
-    header, rows = _csv_rows(path)
+    header, rows = csv_rows(path)
     if target is None and not labels:
         return _unlabelled_csv(path, header, rows)
     if target is None or target not in header:
@@ -162,11 +162,11 @@ def read_csv(path: Path, *, target: str | None, labels: bool = True, **_: Any) -
     x = np.empty((len(rows), len(features)), dtype=np.float32)
     for i, (line, row) in enumerate(rows):
         for j, col in enumerate(features):
-            x[i, j] = _number(row[col], path, i, line, header[col])
+            x[i, j] = parse_number(row[col], path, i, line, header[col])
         if row[t].lower() in MISSING:
-            _missing(path, i, line, target)
+            missing_cell(path, i, line, target)
     labels = np.array([row[t] for _, row in rows])
-    y, names = _classes(labels, f"csv:{path} column {target!r}")
+    y, names = label_classes(labels, f"csv:{path} column {target!r}")
     ids = torch.arange(len(rows), dtype=torch.int64)
     return Table(torch.from_numpy(x), y, ids, "tabular", names)
 
@@ -176,14 +176,14 @@ def _unlabelled_csv(path: Path, header: list[str], rows: list[tuple[int, list[st
     x = np.empty((len(rows), len(header)), dtype=np.float32)
     for i, (line, row) in enumerate(rows):
         for j, cell in enumerate(row):
-            x[i, j] = _number(cell, path, i, line, header[j])
+            x[i, j] = parse_number(cell, path, i, line, header[j])
     y, names = _unlabelled(len(rows))
     return Table(
         torch.from_numpy(x), y, torch.arange(len(rows), dtype=torch.int64), "tabular", names
     )
 
 
-def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header and the (file line, stripped cells) of each non-blank row."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -212,9 +212,9 @@ def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     return header, rows
 
 
-def _number(cell: str, path: Path, row: int, line: int, column: str) -> float:
+def parse_number(cell: str, path: Path, row: int, line: int, column: str) -> float:
     if cell.lower() in MISSING:
-        _missing(path, row, line, column)
+        missing_cell(path, row, line, column)
     try:
         return float(cell)
     except ValueError:
@@ -224,7 +224,7 @@ def _number(cell: str, path: Path, row: int, line: int, column: str) -> float:
         ) from None
 
 
-def _missing(path: Path, row: int, line: int, column: str) -> None:
+def missing_cell(path: Path, row: int, line: int, column: str) -> None:
     raise DataError(
         f"csv:{path} has a missing value at row {row} (line {line}), column {column!r}; fill it "
         "in (impute) or drop the row"

@@ -34,19 +34,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nopeek._image_folder import common_format, list_images, read_pixels
-from nopeek._user_files import MISSING as MISSING  # re-exported: the CSV cells read as missing
-from nopeek._user_files import Table, read_csv, read_npz
-from nopeek.data import (
-    DATASETS,
-    FORMATS,
-    TEST_FRACTION,
-    Dataset,
-    Split,
-    _finish,
-    _split_bundled,
-    check_finite,
-)
+from nopeek.data.files import MISSING as MISSING  # re-exported: the CSV cells read as missing
+from nopeek.data.files import Table, read_csv, read_npz
+from nopeek.data.images import common_format, list_images, read_pixels
+from nopeek.data.party import load_keyed
+from nopeek.data.sources import DATASETS, FORMATS, DataSource, file_model
+from nopeek.data.splits import TEST_FRACTION, Dataset, Split, check_finite, finish, split_bundled
 from nopeek.errors import ConfigError, DataError
 
 MIN_PER_CLASS = 5
@@ -54,8 +47,6 @@ MIN_PER_CLASS = 5
 MIN_TEST = 4
 """Test samples a data file must give (the unbiased dCor of the cut needs 4)."""
 _MIN_SAMPLES = next(n for n in range(1, 1000) if math.ceil(TEST_FRACTION * n) >= MIN_TEST)
-_SHAPE_MODELS = {(1, 8, 8): "digits-cnn", (1, 28, 28): "lenet", (3, 32, 32): "resnet18"}
-"""Default model for images of a reference model's fixed input shape; other images get ``cnn``."""
 
 
 @dataclass(frozen=True)
@@ -71,9 +62,7 @@ class Described:
     def default_model(self) -> str:
         """``mlp`` for features; for images the reference model of their fixed shape, or
         ``cnn`` (any size)."""
-        if self.kind == "tabular":
-            return "mlp"
-        return _SHAPE_MODELS.get(self.input_shape, "cnn")
+        return file_model(self.kind, self.input_shape)
 
 
 def describe(
@@ -176,14 +165,12 @@ def _load(
 
     ``class_names`` (a saved run's) must match the file's classes, so that a run is never
     rebuilt on data whose labels mean something else. With ``id_column`` a csv file's rows
-    are keyed by that column (:func:`nopeek.party_data.load_keyed`).
+    are keyed by that column (:func:`nopeek.data.party.load_keyed`).
     """
     _check_options(fmt, target, image_size)
     if id_column is not None:
         if fmt != "csv":
             raise ConfigError(f"--id-column keys the rows of a csv:PATH file, not {fmt}:PATH")
-        from nopeek.party_data import load_keyed
-
         return load_keyed(
             path, id_column=id_column, target=target, seed=seed, max_train=max_train,
             columns=columns,
@@ -195,10 +182,10 @@ def _load(
             f"{name} now has classes {_short(table.class_names)}, but the run was trained on "
             f"{_short(class_names)}; restore the data or train anew with --overwrite"
         )
-    splits = _split_bundled(table.x, table.y, seed)  # ids: row positions, mapped back below
+    splits = split_bundled(table.x, table.y, seed)  # ids: row positions, mapped back below
     splits = tuple(replace(s, ids=table.ids[s.ids]) for s in splits)
     names = table.class_names
-    return _finish(name, splits, kind=table.kind, class_names=names, seed=seed, max_train=max_train)
+    return finish(name, splits, kind=table.kind, class_names=names, seed=seed, max_train=max_train)
 
 
 def _read(fmt: str, where: Path, name: str, **options: Any) -> Table:
@@ -288,5 +275,5 @@ def _read_images(path: Path, *, image_size: int | None, **_: Any) -> Table:
 
 
 _READERS = {"npz": read_npz, "csv": read_csv, "imagefolder": _read_images}
-for _fmt in _READERS:
-    FORMATS.register(_fmt, partial(_load, _fmt))
+for _fmt in _READERS:  # their default model: file_model of each file's kind and shape
+    FORMATS.register(_fmt, DataSource(partial(_load, _fmt)))

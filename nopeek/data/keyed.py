@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-import nopeek.data  # noqa: F401  (first: it loads nopeek._user_files without a cycle)
-from nopeek._user_files import MISSING, _csv_rows, _missing, _number
+from nopeek.data.files import MISSING, csv_rows, missing_cell, parse_number
 from nopeek.errors import ConfigError, DataError
 
 
@@ -76,7 +75,7 @@ def _ids(path: Path, header: list[str], rows, id_column: str) -> tuple[str, ...]
     for i, (line, row) in enumerate(rows):
         sample = row[j]
         if sample.lower() in MISSING:
-            _missing(path, i, line, id_column)
+            missing_cell(path, i, line, id_column)
         if sample in seen:
             raise DataError(
                 f"csv:{path}: sample id {sample!r} appears twice in column {id_column!r} (lines "
@@ -97,7 +96,7 @@ def read_features(
     """The features of ``csv:PATH``: ``columns`` (default every column but ``id_column`` and
     ``exclude``), numeric, no missing cells."""
     path = csv_path(spec, "--dataset")
-    header, rows = _csv_rows(path)
+    header, rows = csv_rows(path)
     ids = _ids(path, header, rows, id_column)
     if columns is None:
         names = [h for h in header if h != id_column and h not in exclude]
@@ -117,14 +116,14 @@ def read_features(
     x = np.empty((len(rows), len(index)), dtype=np.float32)
     for i, (line, row) in enumerate(rows):
         for j, col in enumerate(index):
-            x[i, j] = _number(row[col], path, i, line, header[col])
+            x[i, j] = parse_number(row[col], path, i, line, header[col])
     return KeyedRows(ids, x=torch.from_numpy(x), columns=tuple(names))
 
 
 def read_labels(spec: str, *, id_column: str, target: str | None) -> KeyedRows:
     """The ``target`` column of ``csv:PATH`` (labels as text, none missing), by sample id."""
     path = csv_path(spec, "--labels")
-    header, rows = _csv_rows(path)
+    header, rows = csv_rows(path)
     ids = _ids(path, header, rows, id_column)
     if target is None or target not in header:
         given = "needs --target COLUMN" if target is None else f"has no column --target {target!r}"
@@ -132,5 +131,5 @@ def read_labels(spec: str, *, id_column: str, target: str | None) -> KeyedRows:
     t = header.index(target)
     for i, (line, row) in enumerate(rows):
         if row[t].lower() in MISSING:
-            _missing(path, i, line, target)
+            missing_cell(path, i, line, target)
     return KeyedRows(ids, labels=np.array([row[t] for _, row in rows]))

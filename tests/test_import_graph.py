@@ -1,0 +1,184 @@
+"""The core's import graph: no circle, a layer order it keeps, and a top level one can read.
+
+The scan walks the syntax tree of every module of ``nopeek/`` (the CLI included; attacks,
+defenses and eval are ``tests/test_layers.py``'s), function-level imports included and
+``if TYPE_CHECKING:`` blocks left out (they never run). ``from nopeek import X`` counts as
+importing ``nopeek.X``, and ``from nopeek.x import Name`` as importing ``nopeek.x``; the
+package ``nopeek`` itself is no node (its ``__init__`` imports lazily).
+
+The layer order below (lowest first) is what the tree keeps: a module may import its own unit
+(``nopeek.data.user`` -> ``nopeek.data.splits``) and any unit of a lower or the same layer. Why
+each sits where it does:
+
+- ``base``: what everything shares and that imports nothing of nopeek's but each other: errors,
+  schemas, seeds, atomic files, the entry-point loader and the name registry, the channel's
+  message records, distance correlation, the hook interface;
+- ``data`` (splits, registered sets and formats, user files, party data) needs only the base;
+- ``models`` (reference models, torch.fx split) and ``topology`` (the party graph, built from
+  split models) come next;
+- the pieces a party runs: compressors, regularizers, what the attacker observes, the epoch log;
+- ``runtime`` (parties, channels, launch, the alignment of the parties' own files);
+- ``config`` (it resolves defaults from data, models and topology and validates against their
+  registries), the epoch strategies and evaluation (both drive a runtime);
+- ``rundir`` (it reads a run's config back), ``runner``, then ``trainer`` and ``inference``,
+  then ``cli``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ROOT / "nopeek"
+LAYERS: list[set[str]] = [
+    {"errors", "schema", "seeding", "io", "plugins", "registry", "channel", "distance", "hooks"},
+    {"data"},
+    {"models"},
+    {"topology"},
+    {"compress", "regularizers", "observe", "_epoch_log"},
+    {"runtime"},
+    {"config", "strategies", "evaluation"},
+    {"rundir"},
+    {"runner"},
+    {"trainer", "inference"},
+    {"cli"},
+]
+MAX_UPWARD = 2  # imports against the order that may stand (each with a reason)
+MAX_TOP_LEVEL = 25  # nopeek/*.py (not __init__) and nopeek/*/ packages
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(CORE.rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(module: str, path: Path) -> list[tuple[int, str]]:
+    """``(line, imported name)`` of every import in ``path`` outside ``TYPE_CHECKING`` blocks."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), str(path))
+    skipped = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and _type_checking(block)
+        for stmt in block.body
+        for n in ast.walk(stmt)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found += [(node.lineno, f"{base}.{a.name}") for a in node.names]
+    return found
+
+
+def graph() -> dict[str, dict[str, int]]:
+    """Module -> {imported nopeek module: first line}."""
+    known = _modules()
+    out: dict[str, dict[str, int]] = {m: {} for m in known}
+    for module, path in known.items():
+        for line, name in _imports(module, path):
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name not in ("nopeek", module):
+                out[module].setdefault(name, line)
+    return out
+
+
+def find_cycle(edges: dict[str, dict[str, int]]) -> list[str]:
+    """One import circle ``[a, b, ..., a]``, or ``[]``."""
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for start in sorted(edges):
+        if start not in state and (found := visit(start)):
+            return found
+    return []
+
+
+def unit(module: str) -> str:
+    """``nopeek.data.user`` -> ``data``."""
+    return module.split(".")[1]
+
+
+def level(module: str) -> int:
+    return next(i for i, layer in enumerate(LAYERS) if unit(module) in layer)
+
+
+def upward(edges: dict[str, dict[str, int]]) -> list[str]:
+    return sorted(
+        f"{_modules()[m].relative_to(ROOT)}:{line} imports {t}"
+        for m, targets in edges.items()
+        for t, line in targets.items()
+        if unit(m) != unit(t) and level(t) > level(m)
+    )
+
+
+def top_level() -> list[str]:
+    return sorted(
+        p.name
+        for p in CORE.iterdir()
+        if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").is_file()
+    )
+
+
+def test_the_scan_resolves_imports_and_skips_type_checking():
+    edges = graph()
+    assert "nopeek.data.splits" in edges["nopeek.data.user"]
+    assert "nopeek.models" in edges["nopeek.topology.basic"]
+    assert "nopeek.config" not in edges["nopeek.plugins"]  # only under TYPE_CHECKING
+    assert find_cycle({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b": 1}, "b": {}}) == []
+
+
+def test_no_import_circle_in_the_core():
+    cycle = find_cycle(graph())
+    assert not cycle, "import circle: " + " -> ".join(cycle)
+
+
+def test_every_top_level_unit_has_a_layer():
+    units = {unit(m) for m in graph() if m != "nopeek"}
+    declared = set().union(*LAYERS)
+    assert units - declared == set(), "declare the layer of each new module in LAYERS"
+    assert declared - units == set(), "LAYERS names modules that are gone"
+
+
+def test_the_core_keeps_its_layer_order():
+    found = upward(graph())
+    assert len(found) <= MAX_UPWARD, "imports against the layer order:\n" + "\n".join(found)
+
+
+def test_the_top_level_stays_readable():
+    names = top_level()
+    assert len(names) <= MAX_TOP_LEVEL, f"{len(names)} modules and packages: {names}"
