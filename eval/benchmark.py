@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-from nopeek.config import DEFAULT_MODEL, TrainConfig, check_seed
+from nopeek.config import TrainConfig, check_seed
+from nopeek.data.bundled import DEFAULT_MODELS as DEFAULT_MODEL
 from nopeek.errors import ConfigError, CutError, CutShapeError, ThreatModelError
 from nopeek.eval.settings import Setting, parse_attack
 from nopeek.eval.sweep import ATTACK_OPTIONS, SweepSpec, run_dir, run_sweeps, validate
@@ -70,11 +71,11 @@ CONFIGURATIONS: dict[str, Callable[[str, str | None], dict[str, Any]]] = {
 
 def default_datasets(data_root: str | None) -> list[str]:
     """The bundled sets, and MNIST / CIFAR-10 where ``data_root`` holds their files."""
-    from nopeek._vision_data import VISION_SPECS, _missing
+    from nopeek.data.vision import VISION_SPECS, missing_files
 
     found = []
     if data_root is not None and Path(data_root).is_dir():
-        found = [v for v in VISION if not _missing(VISION_SPECS[v], Path(data_root))]
+        found = [v for v in VISION if not missing_files(VISION_SPECS[v], Path(data_root))]
     return [*BUNDLED, *found]
 
 
