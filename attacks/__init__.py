@@ -15,6 +15,7 @@ from nopeek.attacks import (  # noqa: F401 (register)
     label,
     label_cluster,
     label_direct,
+    sdar,
     unsplit,
     whitebox,
 )

@@ -10,6 +10,7 @@ passive client).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -182,6 +183,21 @@ def client_segment(target: Target) -> nn.Module:
             )
         node = target.topology.node(ups[0])
     return chain[0] if len(chain) == 1 else nn.Sequential(*reversed(chain))
+
+
+def receiver_segment(target: Target) -> nn.Module:
+    """The trained segment the attacked edge feeds, (N, *cut_shape) -> logits, frozen: the
+    receiver's own model. Refused where that segment reads several inputs or does not end in
+    the loss (U-shaped, vertical, an inner hop)."""
+    node = target.topology.node(target.edge.dst)
+    ends = {o.node for o in target.topology.objectives}
+    if len(node.inputs) != 1 or node.name not in ends:
+        raise ThreatModelError(
+            f"the segment after cut {target.cut} ({target.receiver}'s) does not map that cut "
+            "alone to the logits; this attack needs a vanilla run (or the last hop's cut)"
+        )
+    load_weights(target)
+    return copy.deepcopy(_held(target, node.name)).eval().requires_grad_(False)
 
 
 def fresh(target: Target, seed: int, part: int):

@@ -51,6 +51,9 @@ class ThreatModel:
     predictions: bool = False
     joint_model: bool = False
     own_features: bool = False
+    # The attacker's own trained segment after the cut (it receives the activations: the
+    # server's model, cut -> logits)
+    receiver_segment: bool = False
 
     def __post_init__(self) -> None:
         if self.aux_activations and not (self.aux_data and self.activations):
@@ -98,6 +101,8 @@ class AttackInputs:
     (M, *own_shape) the attacker's own feature columns of the same victims, in id order (its
     slices joined along the last axis); ``joint_model(own, victim)`` maps (N, *own_shape) and
     the victim's slice (N, *input_shape) to the logits (N, classes) with the trained weights.
+    ``receiver_segment`` maps (N, *cut_shape) to the logits (N, classes): the trained segment of
+    the party that receives the activations (its own), in eval mode, frozen.
 
     ``own_train_inputs`` holds the attacking data party's own inputs of the training samples
     (its view: a vertical client's feature slice), labels -1, in id order.
@@ -121,6 +126,7 @@ class AttackInputs:
     predictions: Observed | None = None
     own_features: Tensor | None = None
     joint_model: nn.Module | None = None
+    receiver_segment: nn.Module | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def need(self, name: str) -> Any:

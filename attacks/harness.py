@@ -21,7 +21,14 @@ from torch import Tensor, nn
 
 from nopeek.attacks import _vertical
 from nopeek.attacks._scoring import check_ids, score, write_result
-from nopeek.attacks._target import Target, client_segment, fresh, load_weights, rebuild
+from nopeek.attacks._target import (
+    Target,
+    client_segment,
+    fresh,
+    load_weights,
+    rebuild,
+    receiver_segment,
+)
 from nopeek.attacks.base import (
     LABEL,
     Attack,
@@ -156,6 +163,9 @@ def _first_ids_per_epoch(observed: Observed, n: int | None) -> Observed:
 def _refuse(run: Target, attack: Attack, obs: Observations) -> None:
     """Raise a one-line :class:`ThreatModelError` if ``attack`` cannot run on ``run``."""
     tm, topo = attack.threat_model, run.topology
+    why = attack.refusal(run.config)
+    if why is not None:
+        raise ThreatModelError(why)
     if _vertical.needs_vertical(attack):
         _vertical.refuse(run, attack)
     if attack.kind == LABEL and run.sender in topo.label_parties:
@@ -272,6 +282,8 @@ def _grant(
         inputs.own_train_inputs = _own_train_inputs(run, attack)
     if _vertical.needs_vertical(attack):
         _vertical.grant(inputs, run, obs, tm)
+    if tm.receiver_segment:
+        inputs.receiver_segment = receiver_segment(run)
     return inputs
 
 

@@ -285,6 +285,13 @@ STREAMS: dict[str, Stream] = {
         "derive_seed(seed, 'attack.fora', part)",
         _default("attack.fora"),
     ),
+    "attack.sdar": Stream(
+        "attacks.sdar: the simulator's, discriminator's and decoder's initial weights (part "
+        "'init'), the minibatches (part 'draws')",
+        ("part",),
+        "derive_seed(seed, 'attack.sdar', part)",
+        _default("attack.sdar"),
+    ),
     # --- defenses (purpose: the defense class's number; party_index: the party it runs at) ---
     "defense.noise": Stream(
         "defenses.base: noise stream i of a defense at a party (cut noise: 0 train, 1 inference; "
