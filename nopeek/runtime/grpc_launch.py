@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from nopeek.errors import ConfigError
+from nopeek.runtime import wire
 from nopeek.runtime.grpc_channel import GrpcChannel, Identity, _grpc, max_message_bytes
 from nopeek.runtime.launch import DEFAULT_TIMEOUT, Schedule, schedule, unplanned
 from nopeek.topology import Topology
@@ -84,6 +85,9 @@ class GrpcLaunch:
         plan = schedule(topology, x)
         tails = [int(torch.Size(t).numel()) for t in plan.tails.values()]
         limit = max_message_bytes(max_batch, tails, list(plan.sizes.values()))
+        for codec in (codecs or {}).values():  # a payload may outgrow float64 (top-k near 1)
+            widest = max((codec.nbytes((max_batch, t), torch.float64) for t in tails), default=0)
+            limit = max(limit, wire.HEADER_LEN * 8 + widest + 8 * max_batch + 1024)
 
         def build(log):
             channel = GrpcChannel(

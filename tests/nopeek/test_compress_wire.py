@@ -147,3 +147,33 @@ def test_the_sender_refuses_a_payload_that_is_not_its_compressors():
                     Packed(c, tuple(Z.shape), Z.dtype))  # fmt: skip
     with pytest.raises(ChannelError, match=r"int8 payload for \(3, 16, 4, 4\) .* must be"):
         InProcessChannel().post(wrong)
+
+
+def test_grpc_accepts_the_largest_compressed_message(monkeypatch):
+    """gRPC refuses messages over its limit: the limit covers a compressor's payload at float64
+    (top-k keeping every value sends 12 bytes a float64 value, more than the tensor itself), for
+    a cut of 100,000 values a sample (its batch: 77 MB of payload)."""
+    pytest.importorskip("grpc")
+    import nopeek.runtime.grpc_launch as gl
+    from nopeek.compress import by_kind
+    from nopeek.runtime.launch import Schedule
+
+    seen = {}
+
+    class Fake:
+        def __init__(self, **kw):
+            seen.update(kw)
+
+        def start(self):
+            pass
+
+    tails = {("c", "client"): (100_000,), ("c", "server"): (100_000,)}
+    plan = Schedule({"client": 0, "server": 1}, ["c"], tails, {})
+    monkeypatch.setattr(gl, "schedule", lambda topology, x: plan)
+    monkeypatch.setattr(gl, "GrpcChannel", Fake)
+    launch = gl.GrpcLaunch({"client": "h:1", "server": "h:2"}, Identity(b"", b"", b""))
+    codecs = by_kind("forward=topk:1")
+    launch.channel(None, "server", x=None, max_batch=64, device="cpu", codecs=codecs)(WireLog())
+    payload = codecs[ACTIVATION].nbytes((64, 100_000), torch.float64)
+    assert payload > 64 * (100_000 * 8 + 8)  # more than the uncompressed bound
+    assert seen["max_message"] >= wire.HEADER_LEN * 8 + payload + 8 * 64
