@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_report.py
 	$(BIN)/python benchmarks/bench_parties.py
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_distributed.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_transport.py
 
 clean:
 	rm -rf $(VENV) runs reports sweeps .pytest_cache .ruff_cache *.egg-info
