@@ -18,7 +18,7 @@ def check_attack_options(specs: Sequence[str]) -> None:
     >>> check_attack_options(["white-box:stepz=2"])
     Traceback (most recent call last):
     ...
-    nopeek.errors.ConfigError: unknown option 'stepz' for attack white-box; valid options: tv, lr, steps, aux_size, n_samples
+    nopeek.errors.ConfigError: unknown option 'stepz' for attack white-box; valid options: tv, lr, restarts, steps, aux_size, n_samples
     """  # noqa: E501
     from nopeek.attacks import ATTACKS, check_options
     from nopeek.eval.settings import parse_attack
@@ -121,9 +121,16 @@ def attack_targets(config: TrainConfig, name: str) -> list[tuple[str, str | None
     ``config``: one per client in a topology with several clients (``white-box@client1``), so
     the report shows leakage per client; otherwise the default edge (``white-box``, ``None``).
 
+    A label attack on a U-shaped run attacks the second cut (the server's gradient comes
+    back from the client's tail), which its stem names, as the harness writes it.
+
     >>> attack_targets(TrainConfig(topology="vertical", clients=2), "white-box")
     [('white-box@client0', 'client0'), ('white-box@client1', 'client1')]
+    >>> attack_targets(TrainConfig(topology="u-shaped", cut="conv2,fc1"), "norm")
+    [('norm@fc1', None)]
     """
+    if config.topology == "u-shaped" and attack_kind(name) == "label" and len(config.cuts) > 1:
+        return [(f"{name}@{config.cuts[-1]}", None)]
     if config.topology not in MULTI_CLIENT:
         return [(name, None)]
     clients = [f"client{k}" for k in range(config.clients)]
