@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -26,6 +27,9 @@ from nopeek.schema import brief
 from nopeek.seeding import stream_seed
 from nopeek.topology import DATA_PREFIX, Edge, Topology
 from nopeek.trainer import build_run
+
+if TYPE_CHECKING:
+    from nopeek.attacks._folders import RunFolders
 
 
 @dataclass
@@ -45,6 +49,8 @@ class Target:
     edge: Edge
     full: Dataset  # the whole data set (what a fresh model is built for)
     segments: dict[str, nn.Module | None] = field(default_factory=dict)
+    # where each party's checkpoint is (a distributed run); None: all in run_dir
+    folders: RunFolders | None = None
 
     @property
     def cut(self) -> str:
@@ -125,11 +131,15 @@ def rebuild(
 
 
 def load_weights(target: Target) -> None:
-    """Load every party's trained segments from ``checkpoint.pt`` into ``target.segments``."""
-    state = RunDir(target.run_dir, "run").load_checkpoint()
+    """Load every party's trained segments from ``checkpoint.pt`` into ``target.segments``
+    (a distributed run's: each party's from its own folder)."""
     topo = target.topology
+    folders = target.folders
+    where = {p: folders.folder_of(p) if folders else target.run_dir for p in topo.parties}
+    states = {home: RunDir(home, "run").load_checkpoint() for home in set(where.values())}
     try:
         for party in topo.parties:
+            state = states[where[party]]
             nodes = [n.name for n in topo.nodes_of(party)]
             held = state.get("held", {}).get(party, [n for n in nodes if target.segments[n]])
             for node in nodes:

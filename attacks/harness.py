@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from nopeek.attacks import _vertical
+from nopeek.attacks._folders import RunFolders
 from nopeek.attacks._scoring import check_ids, score, write_result
 from nopeek.attacks._target import (
     Target,
@@ -187,10 +188,14 @@ def _refuse(run: Target, attack: Attack, obs: Observations) -> None:
                 f"{attack.name} needs the {phase} {grant} at cut {run.cut}, which {run.run_dir} "
                 "did not record; retrain with --record-samples > 0"
             )
-    needs_model = tm.client_weights or tm.query_client or tm.client_architecture
-    if needs_model and not RunDir(run.run_dir, "run").checkpoint_path.is_file():
+    weights = tm.client_weights or tm.query_client
+    if run.folders is not None and run.folders.parties:  # the sender's own checkpoint
+        home, needs_model = run.folders.folder_of(run.sender) if weights else None, weights
+    else:
+        home, needs_model = run.run_dir, weights or tm.client_architecture
+    if needs_model and not RunDir(home, "run").checkpoint_path.is_file():
         raise ThreatModelError(
-            f"{attack.name} needs the client segment but {run.run_dir} has no "
+            f"{attack.name} needs the client segment but {home} has no "
             f"{RunDir.CHECKPOINT}; retrain the run (the checkpoint is written after every epoch)"
         )
 
@@ -395,8 +400,9 @@ def run_attack(
     if write:
         stem = name if run.cut == run.topology.edges()[0].cut else f"{name}@{run.cut}"
         stem += f"@{party}" if party is not None else ""
-        write_result(run_dir / RunDir.ATTACKS / stem, result, run.dataset)
-        result.path = RunDir(run_dir, "run").attack_path(stem)
+        home = run.folders.home if run.folders else run_dir  # the attacker's folder
+        write_result(home / RunDir.ATTACKS / stem, result, run.dataset)
+        result.path = RunDir(home, "run").attack_path(stem)
     return result
 
 
@@ -430,22 +436,26 @@ def _prepare(
     sender: Sender | None = None,
 ) -> tuple[Attack, Target, AttackInputs]:
     """Load the run, refuse what the attack may not do, and build its inputs."""
-    folder = RunDir.open(run_dir, "run")
-    config = folder.config()
+    folders = RunFolders.find(run_dir)  # a distributed run's: see nopeek.attacks._folders
+    config = folders.config()
     entry = ATTACKS.get(name)  # an unknown name lists the valid ones
     attack: Attack = entry() if isinstance(entry, type) else entry
-    if observations is None:
-        obs = folder.observations()
-    elif Path(observations).is_file():
+    obs = None  # a distributed run's: its attacker's, once the attacked edge is known
+    if observations is not None:
+        if not Path(observations).is_file():
+            raise ThreatModelError(
+                f"no observations file at {Path(observations)}; pass one `nopeek infer` wrote"
+            )
         _check_served_from(Path(observations), config)
         obs = Observations.load(observations)
-    else:
-        raise ThreatModelError(
-            f"no observations file at {Path(observations)}; pass one `nopeek infer` wrote"
-        )
+    elif not folders.parties:
+        obs = RunDir.open(run_dir, "run").observations()
     dataset = config.load_data()
     passive = attack.kind == LABEL or _vertical.needs_vertical(attack)  # not the label party
     run = rebuild(run_dir, config, dataset, cut=cut, party=party, label=passive)
+    run.folders = folders.resolve(run.topology, run.sender if passive else run.receiver)
+    if obs is None:
+        obs = RunDir.open(run.folders.home, "run").observations()
     _refuse(run, attack, obs)
     inputs = _grant(run, obs, attack, seed, aux_size, sender)
     n = n if n is not None else getattr(attack, "default_samples", None)

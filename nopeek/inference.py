@@ -38,7 +38,7 @@ from nopeek.hooks import TrainContext, bind_hooks
 from nopeek.io import atomic_write_bytes, atomic_write_json
 from nopeek.observe import Observations, capture_policy
 from nopeek.plugins import build_hooks
-from nopeek.rundir import RunDir
+from nopeek.rundir import RunDir, party_folders
 from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.runtime import InProcessRuntime
 from nopeek.strategies import STRATEGIES
@@ -66,16 +66,6 @@ class InferenceResult:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.metrics)
-
-
-def party_folders(run_dir: Path) -> dict[str, Path]:
-    """A distributed run's folders by party (``OUT/<party>/`` holding a ``config.json``), or
-    ``{}`` for a run trained in one process."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir() or (run_dir / RunDir.CONFIG).is_file():
-        return {}
-    found = sorted(d for d in run_dir.iterdir() if d.is_dir() and (d / RunDir.CONFIG).is_file())
-    return {d.name: d for d in found}
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
@@ -185,6 +175,7 @@ def serve(config: TrainConfig, dataset: Dataset, run_dir: Path):
     folders = party_folders(run_dir)
     if not folders:
         state = RunDir(run_dir, "run").load_checkpoint()
+        _check_whole(run_dir, set(state["parties"]), topology.parties)
         _checkpoint.restore(
             state, SimpleNamespace(parties=runtime.parties, hooks=runtime.hooks, wire=WireLog())
         )
@@ -202,6 +193,24 @@ def serve(config: TrainConfig, dataset: Dataset, run_dir: Path):
             state, SimpleNamespace(parties={name: party}, hooks=hooks, wire=WireLog())
         )
     return runtime, strategy, wire, device
+
+
+def _check_whole(run_dir: Path, held: set[str], parties: list[str]) -> None:
+    """Refuse one party's folder of a distributed run (``--run D/server``): serving runs every
+    party's segments; say which folder holds them all, or what to gather."""
+    if not held < set(parties):
+        return
+    own, parent = ", ".join(sorted(held)), Path(run_dir).parent
+    gathered = set(party_folders(parent)) >= set(parties)
+    fix = (
+        f"pass --run {parent}, which holds every party's folder"
+        if gathered
+        else f"gather every party's folder ({', '.join(parties)}) into one folder and pass it"
+    )
+    raise CheckpointError(
+        f"{run_dir} is {own}'s folder of a distributed run: it holds only {own}'s segments, and "
+        f"serving predictions needs every party's; {fix}"
+    )
 
 
 def infer(

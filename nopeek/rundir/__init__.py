@@ -54,6 +54,7 @@ from nopeek.rundir._markers import (
     kind_of,
     write_marker,
 )
+from nopeek.rundir._reading import party_folders
 from nopeek.rundir._staging import clean_stale, staged_entries
 from nopeek.rundir._writing import RunDir
 
@@ -66,6 +67,7 @@ __all__ = [
     "check_out",
     "clean_stale",
     "kind_of",
+    "party_folders",
     "staged_entries",
     "write_marker",
 ]

@@ -180,3 +180,17 @@ class Reading:
     def results_fix(self) -> str:
         """How to repair a sweep's ``results.json`` (the ending of its readers' errors)."""
         return self.fix or f"rerun the same `nopeek sweep --out {self.path}` command to rewrite it"
+
+
+def party_folders(path: str | Path) -> dict[str, Path]:
+    """A distributed run's folders by party, or ``{}`` for any other folder.
+
+    ``nopeek party --out D`` writes ``D/<party>/`` on each party's host, each a run folder of its
+    own (its ``config.json``, its checkpoint of its own segments, what it observed); gathered in
+    one place, ``D`` holds them all. ``D`` itself has no ``config.json``.
+    """
+    path = Path(path)
+    if not path.is_dir() or (path / _markers.CONFIG).is_file():
+        return {}
+    found = sorted(d for d in path.iterdir() if d.is_dir() and (d / _markers.CONFIG).is_file())
+    return {d.name: d for d in found}

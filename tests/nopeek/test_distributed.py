@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import re
 import shutil
 import signal
 import threading
@@ -424,3 +425,53 @@ def test_inference_names_a_missing_party_folder(cluster, tmp_path):
     shutil.copytree(cluster.root / "vanilla" / "client", tmp_path / "run" / "client")
     with pytest.raises(CheckpointError, match=r"has no folder for server; gather every party's"):
         infer(tmp_path / "run")
+
+
+def test_inference_names_the_folder_for_a_party_folder(cluster):
+    """`nopeek infer --run D/server`: one party's segments cannot serve; the line names D."""
+    from nopeek.errors import CheckpointError
+    from nopeek.inference import infer
+
+    cluster.ok("vanilla", 2)
+    run = cluster.root / "vanilla"
+    with pytest.raises(CheckpointError, match=rf"is server's folder of a distributed run: .*"
+                       rf"pass --run {run}, which holds every party's folder"):  # fmt: skip
+        infer(run / "server")
+
+
+def test_an_attack_on_a_distributed_run_is_its_attackers(cluster, tmp_path, capsys):
+    """`nopeek attack --run D`: a reconstruction attack reads what the server observed and
+    writes into D/server, a label attack the client's view into D/client, the white-box weights
+    from each party's own checkpoint: the very results of the in-process run."""
+    cluster.ok("vanilla", 2)
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    shutil.copytree(cluster.root / "vanilla", run)
+    shutil.copytree(cluster.root / "vanilla.ref", ref)
+    budget = ["--attack", "white-box:n_samples=2,grad-match", "--steps", "5"]
+    for folder in (run, ref):
+        assert main(["attack", "--run", str(folder), *budget]) == 0, capsys.readouterr().err
+    for name, home in (("white-box", "server"), ("grad-match", "client")):
+        got = _metrics(run / home / "attacks" / f"{name}.json")
+        want = _metrics(ref / "attacks" / f"{name}.json")
+        assert got.pop("run") == str(run) and want.pop("run") == str(ref)
+        assert got == want, name
+    assert sorted(p.name for p in run.iterdir()) == ["client", "server"]
+
+
+def test_an_attack_on_one_party_folder_runs_as_that_party(cluster, tmp_path, capsys):
+    """`--run D/server` alone (the server's host): its own attacks run from its folder; one that
+    is the client's names the client's folder; one that needs the client's weights names the
+    folder to gather."""
+    cluster.ok("vanilla", 2)
+    shutil.copytree(cluster.root / "vanilla" / "server", tmp_path / "run" / "server")
+    server = tmp_path / "run" / "server"
+    argv = ["attack", "--run", str(server), "--steps", "3", "--n-samples", "2"]
+    assert main([*argv, "--attack", "unsplit"]) == 0
+    assert (server / "attacks" / "unsplit.json").is_file()
+    capsys.readouterr()
+    for attack, message in [
+        ("grad-match", rf"this attack is client's .*; pass --run {tmp_path / 'run' / 'client'} "),
+        ("white-box", r"has no folder for client, whose checkpoint or observations this attack"),
+    ]:
+        assert main([*argv, "--attack", attack]) == 2
+        assert re.search(message, _one_line(capsys.readouterr().err))
