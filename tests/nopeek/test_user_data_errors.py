@@ -127,7 +127,7 @@ BAD = {
     "empty npz": (
         lambda t: _bad_npz(t, x=np.zeros((0, 3)), y=np.zeros(0, dtype=int)),
         [],
-        r"bad.npz has no rows \(x has shape \(0, 3\)\); save it with np.savez",
+        r"bad.npz holds no samples \(x has shape \(0, 3\)\); save it with np.savez",
     ),
     "missing file": (lambda t: f"npz:{t / 'nope.npz'}", [], r"no such file; check the path"),
     "missing folder": (lambda t: f"imagefolder:{t / 'nope'}", [], r"no such folder"),
