@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from nopeek.attacks.base import Attack, Known, check_options
+from nopeek.attacks.base import Attack, AttackInputs, Known, check_options
 from nopeek.attacks.halving import ETA, sample_configs, successive_halving, t_interval
 from nopeek.attacks.harness import AttackResult, Sender, _prepare, run_attack
 from nopeek.attacks.registry import ATTACKS
@@ -186,6 +186,14 @@ def _stem(name: str, cut: str, first_cut: str, party: str | None) -> str:
     return stem + (f"@{party}" if party is not None else "")
 
 
+def _own_cut_shape(inputs: AttackInputs) -> tuple[int, ...]:
+    """The cut shape from the attacker's own segment on two of its own inputs, for an attack
+    that observes no message (model completion)."""
+    own = inputs.own_train_inputs if inputs.own_train_inputs is not None else inputs.need("aux")
+    with torch.no_grad():
+        return tuple(inputs.need("client_segment").eval()(own.x[:2]).shape[1:])
+
+
 def known_about(
     run_dir: Path,
     name: str,
@@ -206,10 +214,9 @@ def known_about(
     attack, run, inputs = _prepare(
         run_dir, name, cut, party, 0, None, 1, observations, sender=sender
     )
-    seen = next(
-        o for o in (inputs.activations, inputs.gradients, inputs.sent_activations) if o is not None
-    )
-    cut_shape = tuple(seen.tensor.shape[1:])
+    observed = (inputs.activations, inputs.gradients, inputs.sent_activations)
+    seen = next((o for o in observed if o is not None), None)
+    cut_shape = tuple(seen.tensor.shape[1:]) if seen is not None else _own_cut_shape(inputs)
     fresh = False
     if run.config.defenses and sender is not None:
         send, probe = sender(run.config, run.cut, 0), torch.ones((2, *cut_shape))

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nopeek.defenses.base import Defense, check_positive
+from nopeek.defenses.label_dp import check_one_task
 from nopeek.errors import ConfigError
 from nopeek.hooks import TrainContext
 from nopeek.seeding import generator, seeded
@@ -121,6 +122,7 @@ class CAE(Defense):
         self.autoencoder: ConfusionalAutoencoder | None = None
 
     def setup(self, ctx: TrainContext) -> None:
+        check_one_task(self.name, ctx)
         k = ctx.extra.get("n_classes")
         if not isinstance(k, int) or k < 2:
             raise ConfigError(f"cae needs the number of classes before training, got {k!r}")

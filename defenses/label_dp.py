@@ -63,6 +63,17 @@ def randomized_response(
     return torch.where(keep, y, other).to(labels.device)
 
 
+def check_one_task(name: str, ctx: TrainContext) -> None:
+    """Refuse a label party that trains several tasks: a defense that replaces its labels
+    (``targets``) is set up for one task's labels."""
+    tasks = len(getattr(ctx.parties.get(ctx.label_party), "objectives", ()))
+    if tasks > 1:
+        raise ConfigError(
+            f"{name} replaces the labels of one task, but {ctx.label_party} trains {tasks} "
+            "(multi-task); use it on single-task runs"
+        )
+
+
 class LabelDP(Defense):
     """Randomized response on the training labels, once per sample: eps-label-DP (Ghazi et al.).
 
@@ -87,6 +98,7 @@ class LabelDP(Defense):
         self.flipped = 0
 
     def setup(self, ctx: TrainContext) -> None:
+        check_one_task(self.name, ctx)
         self._seed_generators(ctx, "draws")
         k = ctx.extra.get("n_classes")
         self.n_classes = k if isinstance(k, int) else None

@@ -12,7 +12,7 @@ A value is converted by the kind its defense declares: ``float`` (finite), ``boo
     cut-noise:gaussian,sigma=0.5,clip=1         cut-noise:laplace,b=0.1,clip=1
     cut-noise:gaussian,target_epsilon=8,clip=1,inference=true
     dp-sgd:epsilon=8,delta=1e-5    max-norm    marvell:s=1    isotropic:match=marvell,s=1
-    adversarial:weight=1,decoder=conv    grad-sparsify:keep=0.1    mid:weight=0.1
+    adversarial:weight=1,decoder=conv    grad-sparsify:keep=0.1    mid:weight=0.01
     cae:confusion=1    label-dp:epsilon=2
 
 Every mistake is one :class:`~nopeek.errors.ConfigError` line naming the fix.

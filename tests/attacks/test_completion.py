@@ -116,3 +116,17 @@ def test_active_completion_wraps_the_data_partys_optimizer_only(tmp_path):
     assert PassiveCompletion.threat_model != ThreatModel()  # the passive step after training
     attack = run_attack(tmp_path / "run", "passive-completion", aux_size=40, steps=20, write=False)
     assert attack.leak is not None
+
+
+def test_the_strongest_completion_is_searched_without_observed_messages(vertical_cancer):
+    """Model completion observes no message; the search reads the cut from its own segment."""
+    from nopeek.attacks.search import strongest
+
+    found = strongest(
+        vertical_cancer,
+        "passive-completion",
+        budget=2,
+        pinned={"steps": 20, "aux_size": 20},
+        write=False,
+    )
+    assert 0.5 < found.worst.leak <= 1.0

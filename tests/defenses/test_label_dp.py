@@ -55,3 +55,16 @@ def test_epsilon_is_required_and_positive():
         parse_defenses(["label-dp"])
     with pytest.raises(ConfigError, match="epsilon must be a finite number > 0"):
         parse_defenses(["label-dp:epsilon=0"])
+
+
+def test_a_multi_task_label_party_is_refused(tmp_path):
+    from nopeek import TrainConfig
+    from nopeek.trainer import train
+
+    for spec in ("label-dp:epsilon=1", "cae:steps=10"):
+        cfg = TrainConfig(
+            dataset="digits", topology="multi-task", epochs=1, max_train=64, defenses=[spec]
+        )
+        with pytest.raises(ConfigError, match="replaces the labels of one task") as err:
+            train(cfg, tmp_path / spec.split(":")[0], quiet=True)
+        assert "\n" not in str(err.value)

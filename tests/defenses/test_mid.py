@@ -26,7 +26,8 @@ def test_receive_returns_the_decoded_sample_and_weight_times_kl(bare_ctx):
     out, term = hook.receive("conv2", z, sender="client", training=True)
     net = hook.nets["conv2|client"]
     assert out.shape == z.shape and net.dim == 4
-    mu, logvar = net.encoder(z.flatten(1)).chunk(2, dim=1)
+    mu, s = net.encoder(z.flatten(1)).chunk(2, dim=1)
+    logvar = 2 * torch.nn.functional.softplus(s - 0.5).log()  # the reference's sigma
     assert torch.allclose(term, 0.3 * gaussian_kl(mu, logvar))
     eval_out, eval_term = hook.receive("conv2", z, sender="client", training=False)
     assert eval_term is None  # no loss outside training
