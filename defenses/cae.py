@@ -35,6 +35,7 @@ fake label's top class is another class (``cae_fake_top_other``).
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import torch
@@ -46,6 +47,8 @@ from nopeek.defenses.label_dp import check_one_task
 from nopeek.errors import ConfigError
 from nopeek.hooks import TrainContext
 from nopeek.seeding import generator, seeded
+
+log = logging.getLogger(__name__)
 
 SHARPEN_T = 0.025
 BATCH = 128
@@ -133,6 +136,15 @@ class CAE(Defense):
         with torch.enable_grad():
             self.autoencoder.fit(confusion=self.confusion, steps=self.steps, generator=draws)
         self.autoencoder.to(ctx.device)
+        accuracy, _ = self.round_trip()
+        if accuracy < 1.0:
+            log.warning(
+                "cae: the decoder recovers %.0f%% of the %d classes after %d steps; predictions "
+                "of the others decode wrongly (raise cae steps)",
+                100 * accuracy,
+                k,
+                self.steps,
+            )
 
     def _ae(self, n_classes: int) -> ConfusionalAutoencoder:
         if self.autoencoder is None:

@@ -276,7 +276,7 @@ def _result_line(m: dict) -> str:
     from nopeek.cli._fmt import metric
 
     keys = ["test_accuracy", "test_auc", "dcor_test", "dcor_test_unbiased", "train_seconds"]
-    keys.append("epsilon_cut")
+    keys += ["epsilon_cut", "label_dp_epsilon"]
     parts = [metric(k, m[k]) for k in keys if k in m]
     if "epsilon_dpsgd" in m and m.get("dpsgd_guarantee_holds", True):
         parts.append(metric("epsilon_dpsgd", m["epsilon_dpsgd"]))

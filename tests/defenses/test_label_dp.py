@@ -68,3 +68,11 @@ def test_a_multi_task_label_party_is_refused(tmp_path):
         with pytest.raises(ConfigError, match="replaces the labels of one task") as err:
             train(cfg, tmp_path / spec.split(":")[0], quiet=True)
         assert "\n" not in str(err.value)
+
+
+def test_train_reports_the_label_dp_epsilon(tmp_path, capsys):
+    from nopeek.cli.main import main
+
+    argv = ["train", "--epochs", "1", "--max-train", "64", "--dcor-samples", "20"]
+    assert main([*argv, "--defense", "label-dp:2", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert "label_dp_epsilon 2.000" in capsys.readouterr().out
