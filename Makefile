@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test test-fast lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 	bash scripts/wheel_smoke.sh $(VENV)
 	site=$$(mktemp -d) && $(BIN)/mkdocs build --strict --quiet --site-dir $$site; \
 	status=$$?; rm -rf $$site; exit $$status
+
+# the fast tier (under 2 minutes on 2 cores): everything but the tests marked slow in tests/conftest.py
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest tests -m "not slow"
 
 lint format:
 	$(BIN)/ruff check --fix .

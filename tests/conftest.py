@@ -15,6 +15,48 @@ from nopeek import CutHook, TrainConfig
 
 torch.set_num_threads(1)
 
+# The slow tier: real processes, whole runs, sweeps, notebooks, browsers. `make test` runs every
+# test; `make test-fast` (`pytest -m "not slow"`) leaves these files out.
+SLOW_FILES = {
+    "attacks/test_audit.py",
+    "attacks/test_fora.py",
+    "attacks/test_fsha.py",
+    "attacks/test_grn.py",
+    "attacks/test_reconstruction.py",
+    "attacks/test_sdar.py",
+    "attacks/test_search.py",
+    "defenses/test_defense_cli.py",
+    "eval/test_benchmark.py",
+    "eval/test_certify.py",
+    "eval/test_cli_eval.py",
+    "eval/test_compress_sweep.py",
+    "eval/test_notebooks.py",
+    "eval/test_report.py",
+    "eval/test_report_browser.py",
+    "eval/test_sweep.py",
+    "eval/test_sweep_kill.py",
+    "nopeek/test_api_hooks.py",
+    "nopeek/test_compress_distributed.py",
+    "nopeek/test_distributed.py",
+    "nopeek/test_fs_faults.py",
+    "nopeek/test_grpc.py",
+    "nopeek/test_kill_resume.py",
+    "nopeek/test_messages.py",
+    "nopeek/test_own_data.py",
+    "nopeek/test_party_data.py",
+    "nopeek/test_process_faults.py",
+    "test_plugins.py",
+    "test_readme.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test of :data:`SLOW_FILES` ``slow``."""
+    root = Path(__file__).parent
+    for item in items:
+        if item.path.relative_to(root).as_posix() in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def tiny_config():
