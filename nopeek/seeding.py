@@ -264,6 +264,19 @@ STREAMS: dict[str, Stream] = {
         "legacy: seed * 7919 + 104729",
         lambda seed: seed * CLONE_MUL + CLONE_OFFSET,
     ),
+    "attack.cluster": Stream(
+        "attacks.label_cluster: the k-means start of one epoch's gradients (sklearn random_state)",
+        ("epoch",),
+        "derive_seed(seed, 'attack.cluster', epoch)",
+        _default("attack.cluster"),
+    ),
+    "attack.completion": Stream(
+        "attacks.completion: the completed model's head weights (part 'init') and its "
+        "minibatches (part 'batches')",
+        ("part",),
+        "derive_seed(seed, 'attack.completion', part)",
+        _default("attack.completion"),
+    ),
     "attack.label-chance": Stream(
         "attacks.metrics.label_chance: the label permutations of a label attack's chance "
         "baseline (one generator for all of them)",
@@ -305,6 +318,13 @@ STREAMS: dict[str, Stream] = {
         ("purpose", "party_index"),
         "legacy: as defense.noise with i = 0",
         _defense,
+    ),
+    "defense.layers": Stream(
+        "defenses.mid, defenses.cae: the initial weights of a defense's own layers (MID: one "
+        "bottleneck per cut and sender; CAE: its autoencoder, cut and sender empty)",
+        ("purpose", "party_index", "cut", "sender"),
+        "derive_seed(seed, 'defense.layers', purpose, party_index, cut, sender)",
+        _default("defense.layers"),
     ),
     "defense.attacker-queries": Stream(
         "defenses.spec.sender_transform: the seed of the defenses answering an attacker's "
