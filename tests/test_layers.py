@@ -10,7 +10,7 @@ checks each ``nopeek`` import against the allowed arrows:
 - ``nopeek.attacks`` and ``nopeek.defenses`` import only the core (what an attack needs of a
   defense is passed in, e.g. ``run_attack(..., sender=nopeek.defenses.run_sender)``);
 - the core imports none of the layers above it (plug-ins reach it through entry points);
-- no package imports another package's private module (``nopeek._io``): shared helpers have a
+- no package imports another package's private module (``nopeek._epoch_log``): shared helpers have a
   public home (``nopeek.io``);
 - no module imports another module's private name (``from nopeek.x import _name``), except
   from a sibling in the same sub-package (``nopeek.attacks``, ``nopeek.cli``, ...); the core's
