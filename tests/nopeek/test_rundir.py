@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-from nopeek.io import atomic_torch_save, atomic_write_bytes, describe_os_error
 from nopeek.errors import ConfigError, OutputError
+from nopeek.io import atomic_torch_save, atomic_write_bytes, describe_os_error
 from nopeek.rundir import MARKER, RunDir, check_out, clean_stale, kind_of, staged_entries
 
 
