@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nopeek.io import atomic_write_bytes, output_error
 from nopeek.errors import ConfigError
+from nopeek.io import atomic_write_bytes, output_error
 
 TENSORBOARD_EXTRA = "pip install 'nopeek[tensorboard]'"
 

@@ -181,7 +181,9 @@ def bind_hooks(hooks: list[CutHook], topology: Any) -> dict[str, list[CutHook]]:
 
 def hook_metrics(runtime: Any) -> dict[str, Any]:
     """Every hook instance's metrics; with several instances of one hook (one per client) each
-    key also appears as ``<key>_<party>``, and the plain key holds the first party's value."""
+    key also appears as ``<key>_<party>``, and the plain key holds the first party's value.
+    ``applied_<party>`` lists the hooks that party itself ran (in a distributed run each party
+    reports its own; the label party only gathers them)."""
     out: dict[str, Any] = {}
     owners: dict[int, list[str]] = {}
     for name, party in runtime.parties.items():
@@ -190,6 +192,8 @@ def hook_metrics(runtime: Any) -> dict[str, Any]:
     counted: dict[str, int] = {}
     for hook in runtime.hooks:
         counted[hook.name] = counted.get(hook.name, 0) + 1
+    for name, party in runtime.parties.items():  # what each party itself applied, by name
+        out[f"applied_{name}"] = [getattr(h, "name", type(h).__name__) for h in party.hooks]
     for hook in runtime.hooks:
         values = hook.metrics()
         for key, value in values.items():

@@ -1,4 +1,5 @@
-"""Run the ``>>>`` examples in every module of the installed package, every subpackage level\nincluded (by its import name)."""
+"""Run the ``>>>`` examples in every module of the installed package, every subpackage level
+included (by its import name)."""
 
 import doctest
 import importlib

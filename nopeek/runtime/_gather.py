@@ -16,7 +16,7 @@ from typing import Any
 
 from nopeek.runtime.wire import STATS
 
-_PER_PARTY = ("bytes_sent", "bytes_received", "weight_bytes", "flops")
+_PER_PARTY = ("bytes_sent", "bytes_received", "weight_bytes", "flops", "applied")
 _DATA_SUMS = ("bytes_client_to_server", "bytes_server_to_client")
 
 

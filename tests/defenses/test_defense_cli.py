@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from nopeek import train
-from nopeek.io import safe_torch_load
 from nopeek.cli.main import main
+from nopeek.io import safe_torch_load
 
 FAST = ["--epochs", "1", "--dcor-samples", "50", "--quiet"]
 COMPOSED = [

@@ -10,10 +10,10 @@ from opacus.accountants import RDPAccountant
 from torch import nn
 
 from nopeek import InProcessChannel, TrainConfig, build_model, train
-from nopeek.runtime import InProcessRuntime
 from nopeek.defenses import DPSGD
 from nopeek.errors import ConfigError
 from nopeek.hooks import PartyState, TrainContext
+from nopeek.runtime import InProcessRuntime
 from nopeek.topology import u_shaped, vanilla
 
 

@@ -14,8 +14,8 @@ import signal
 
 import torch
 
-from nopeek.io import TEMP_NAME
 from nopeek.cli.main import main
+from nopeek.io import TEMP_NAME
 
 SWEEP = ["sweep", "--dataset", "digits", "--epochs", "2", "--max-train", "200", "--alpha", "0,1"]
 SWEEP += ["--seeds", "0", "--attack", "none", "--dcor-samples", "32", "--record-samples", "32"]

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from nopeek import CutHook, TrainConfig, train
-from nopeek.io import safe_torch_load
 from nopeek.cli.main import main
 from nopeek.errors import ConfigError
+from nopeek.io import safe_torch_load
 from nopeek.plugins import GROUP, build_hooks
 
 TINY = dict(dataset="digits", one_vs_rest=0, epochs=1, max_train=200, dcor_samples=50)

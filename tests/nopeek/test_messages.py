@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from nopeek.schema import brief
 from nopeek.cli.main import main
+from nopeek.schema import brief
 
 TINY = ["--epochs", "1", "--max-train", "100", "--dcor-samples", "50", "--quiet"]
 

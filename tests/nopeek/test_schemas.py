@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from nopeek import TrainConfig, train
-from nopeek.rundir.checkpoint import SCHEMA
 from nopeek.attacks import run_attack
 from nopeek.cli.main import main
 from nopeek.config import SEED_MAX
 from nopeek.errors import ConfigError
+from nopeek.rundir.checkpoint import SCHEMA
 
 TINY = ["--epochs", "1", "--max-train", "100", "--dcor-samples", "50", "--quiet"]
 
