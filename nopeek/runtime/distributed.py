@@ -128,15 +128,7 @@ class TorchDistributedChannel(Channel):
 
     def send_text(self, kind: str, receiver: str, text: str, *, step: int = 0) -> None:
         """Send UTF-8 text (``stats`` JSON or an ``error``) to ``receiver``."""
-        raw = text.encode()
-        if kind == wire.ERROR:
-            raw = raw[: wire.MAX_TEXT]
-        elif len(raw) > wire.MAX_TEXT:
-            raise ChannelError(
-                f"{self.me}'s {kind} message has {len(raw)} bytes, over the {wire.MAX_TEXT} a "
-                "receiver accepts; train with fewer steps per epoch (a larger --batch-size)"
-            )
-        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+        data = wire.text_bytes(kind, text, sender=self.me)
         dst = self.ranks[receiver]
         header = wire.encode(kind, -1, self.ranks[self.me], step, data, 0, self.device)
         self._send([header, data.to(self.device)], dst, f"sending {kind}")
@@ -155,7 +147,7 @@ class TorchDistributedChannel(Channel):
         to read the error next. NCCL allows no second thread on a communicator: there the
         error is only posted.
         """
-        data = torch.frombuffer(bytearray(text.encode()[: wire.MAX_TEXT]), dtype=torch.uint8)
+        data = wire.text_bytes(wire.ERROR, text, sender=self.me)
         deadline = time.monotonic() + ERROR_GRACE_S
         peers = [p for p in self.ranks if p != self.me]
         posted: dict[str, list] = {}

@@ -251,27 +251,17 @@ class GrpcChannel(Channel):
 
     def send_text(self, kind: str, receiver: str, text: str, *, step: int = 0) -> None:
         """Send UTF-8 text (``stats`` JSON or an ``error``) to ``receiver``."""
-        raw = text.encode()
-        if kind == wire.ERROR:
-            raw = raw[: wire.MAX_TEXT]
-        elif len(raw) > wire.MAX_TEXT:
-            raise ChannelError(
-                f"{self.me}'s {kind} message has {len(raw)} bytes, over the {wire.MAX_TEXT} a "
-                "receiver accepts; train with fewer steps per epoch (a larger --batch-size)"
-            )
-        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0)
-        data = data.to(torch.uint8)
+        data = wire.text_bytes(kind, text, sender=self.me)
         header = wire.encode(kind, -1, self.ranks[self.me], step, data, 0, "cpu")
         self._call(receiver, [header, data], f"sending {kind}")
         self.header_bytes += HEADER_BYTES
-        self.payload_bytes += len(raw)
+        self.payload_bytes += len(data)
 
     def broadcast_error(self, text: str) -> None:
         """Best effort: tell every peer why this party stops (a short deadline, errors ignored)."""
-        raw = text.encode()[: wire.MAX_TEXT]
-        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0)
-        header = wire.encode(wire.ERROR, -1, self.ranks[self.me], 0, data.to(torch.uint8), 0, "cpu")
-        blob = _join([header, data.to(torch.uint8)])
+        data = wire.text_bytes(wire.ERROR, text, sender=self.me)
+        header = wire.encode(wire.ERROR, -1, self.ranks[self.me], 0, data, 0, "cpu")
+        blob = _join([header, data])
         calls = []
         for peer in self.peers:
             stub = self._stubs.get(peer)

@@ -171,3 +171,27 @@ def check(header: Header, want: Expect, *, sender_name: str, cut_name: str) -> N
 def _codec(tag: int) -> str:
     """A compressor tag as an error message names it: its family and the tag in hex."""
     return "none (uncompressed)" if tag == 0 else f"{family(tag)} (tag {tag:#x})"
+
+
+def text_bytes(kind: str, text: str, *, sender: str) -> Tensor:
+    """The body of a ``stats`` or ``error`` message: ``text`` as UTF-8, (B,) uint8.
+
+    An error is cut to :data:`MAX_TEXT` bytes (a party's last words must still go out); a longer
+    ``stats`` text is refused in one line, since the receiver would refuse it.
+
+    >>> text_bytes(STATS, '{"a": 1}', sender="client").tolist()[:2]
+    [123, 34]
+    """
+    raw = text.encode()
+    if kind == ERROR:
+        raw = raw[:MAX_TEXT]
+    elif len(raw) > MAX_TEXT:
+        raise ChannelError(
+            f"{sender}'s {kind} message has {len(raw)} bytes, over the {MAX_TEXT} a receiver "
+            "accepts; train with fewer steps per epoch (a larger --batch-size)"
+        )
+    return (
+        torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+        if raw
+        else torch.zeros(0, dtype=torch.uint8)
+    )
