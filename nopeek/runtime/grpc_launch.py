@@ -83,11 +83,7 @@ class GrpcLaunch:
         """``wire_log -> GrpcChannel`` for party ``me``, started (peers dialled, hellos
         exchanged) before it is returned; ``codecs`` decode compressed messages."""
         plan = schedule(topology, x)
-        tails = [int(torch.Size(t).numel()) for t in plan.tails.values()]
-        limit = max_message_bytes(max_batch, tails, list(plan.sizes.values()))
-        for codec in (codecs or {}).values():  # a payload may outgrow float64 (top-k near 1)
-            widest = max((codec.nbytes((max_batch, t), torch.float64) for t in tails), default=0)
-            limit = max(limit, wire.HEADER_LEN * 8 + widest + 8 * max_batch + 1024)
+        limit = _limit(plan, max_batch, codecs)
 
         def build(log):
             channel = GrpcChannel(
@@ -127,7 +123,7 @@ class GrpcLaunch:
             cuts=plan.cuts if plan is not None else [],
             expect=plan.expect if plan is not None else unplanned,
             max_batch=max_batch,
-            max_message=_limit(plan, max_batch),
+            max_message=_limit(plan, max_batch, codecs),
             timeout=self.timeout,
             codecs=codecs,
         )
@@ -140,7 +136,7 @@ class GrpcLaunch:
 
     def schedule(self, channel: GrpcChannel, plan: Schedule, *, max_batch: int) -> None:
         """Give a channel opened without a plan the run's schedule."""
-        channel.plan(plan.cuts, plan.expect, _limit(plan, max_batch))
+        channel.plan(plan.cuts, plan.expect, _limit(plan, max_batch, channel.codecs))
 
     def close(self, channel) -> None:
         """Stop this party's server and hang up."""
@@ -148,9 +144,14 @@ class GrpcLaunch:
             channel.close()
 
 
-def _limit(plan: Schedule | None, max_batch: int) -> int:
-    """The largest message ``plan`` sends (a text's bound without a plan)."""
+def _limit(plan: Schedule | None, max_batch: int, codecs: dict | None = None) -> int:
+    """The largest message ``plan`` sends (a text's bound without a plan), compressed payloads
+    included: one may outgrow the float64 dense size (top-k near 1 carries indices too)."""
     if plan is None:
         return max_message_bytes(max_batch, [], [])
     tails = [int(torch.Size(t).numel()) for t in plan.tails.values()]
-    return max_message_bytes(max_batch, tails, list(plan.sizes.values()))
+    limit = max_message_bytes(max_batch, tails, list(plan.sizes.values()))
+    for codec in (codecs or {}).values():
+        widest = max((codec.nbytes((max_batch, t), torch.float64) for t in tails), default=0)
+        limit = max(limit, wire.HEADER_LEN * 8 + widest + 8 * max_batch + 1024)
+    return limit

@@ -177,3 +177,22 @@ def test_grpc_accepts_the_largest_compressed_message(monkeypatch):
     payload = codecs[ACTIVATION].nbytes((64, 100_000), torch.float64)
     assert payload > 64 * (100_000 * 8 + 8)  # more than the uncompressed bound
     assert seen["max_message"] >= wire.HEADER_LEN * 8 + payload + 8 * 64
+
+
+def test_the_trainers_grpc_path_bounds_messages_by_the_compressed_payload_too():
+    """A party opens its channel before the schedule and gets it later (``schedule``): that
+    path sizes gRPC's limit with the compressors too, as ``channel`` does."""
+    pytest.importorskip("grpc")
+    from nopeek.compress import by_kind
+    from nopeek.runtime import grpc_launch as gl
+    from nopeek.runtime.launch import Schedule
+
+    tails = {("c", "client"): (100_000,), ("c", "server"): (100_000,)}
+    plan = Schedule({"client": 0, "server": 1}, ["c"], tails, {})
+    codecs = by_kind("forward=topk:1")
+    payload = codecs[ACTIVATION].nbytes((64, 100_000), torch.float64)
+    planned = []
+    fake = type("Channel", (), {"codecs": codecs, "plan": lambda self, *a: planned.append(a)})()
+    launch = gl.GrpcLaunch({"client": "h:1", "server": "h:2"}, Identity(b"", b"", b""))
+    launch.schedule(fake, plan, max_batch=64)
+    assert planned[0][2] >= wire.HEADER_LEN * 8 + payload + 8 * 64
