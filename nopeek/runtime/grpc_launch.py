@@ -99,12 +99,7 @@ class GrpcLaunch:
                 log=log,
                 codecs=codecs,
             )
-            try:
-                channel.start()
-            except BaseException:
-                channel.close()
-                raise
-            return channel
+            return _started(channel)
 
         return build
 
@@ -127,12 +122,7 @@ class GrpcLaunch:
             timeout=self.timeout,
             codecs=codecs,
         )
-        try:
-            channel.start()
-        except BaseException:
-            channel.close()
-            raise
-        return channel
+        return _started(channel)
 
     def schedule(self, channel: GrpcChannel, plan: Schedule, *, max_batch: int) -> None:
         """Give a channel opened without a plan the run's schedule."""
@@ -142,6 +132,17 @@ class GrpcLaunch:
         """Stop this party's server and hang up."""
         if channel is not None:
             channel.close()
+
+
+def _started(channel: GrpcChannel) -> GrpcChannel:
+    """``channel``, started (peers dialled, hellos exchanged); closed again if that fails, so no
+    server thread outlives a party that could not meet its peers."""
+    try:
+        channel.start()
+    except BaseException:
+        channel.close()
+        raise
+    return channel
 
 
 def _limit(plan: Schedule | None, max_batch: int, codecs: dict | None = None) -> int:
