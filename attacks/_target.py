@@ -26,7 +26,7 @@ from nopeek.rundir import RunDir
 from nopeek.schema import brief
 from nopeek.seeding import stream_seed
 from nopeek.topology import DATA_PREFIX, Edge, Topology
-from nopeek.trainer import build_run
+from nopeek.training.trainer import build_run
 
 if TYPE_CHECKING:
     from nopeek.attacks._folders import RunFolders

@@ -40,13 +40,13 @@ from nopeek.attacks.base import (
 )
 from nopeek.attacks.known_pairs import set_aside_aux
 from nopeek.attacks.registry import ATTACKS
-from nopeek.channel import ACTIVATION
 from nopeek.compress import by_kind
 from nopeek.config import TrainConfig, check_seed
 from nopeek.data import Dataset, Split, stratified_take
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.observe import Observations, Observed
 from nopeek.rundir import RunDir
+from nopeek.runtime.channel import ACTIVATION
 from nopeek.seeding import stream_seed
 
 log = logging.getLogger(__name__)

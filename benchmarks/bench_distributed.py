@@ -38,10 +38,10 @@ import torch
 import torch.distributed as dist
 
 from nopeek import TrainConfig
-from nopeek.channel import WireLog
 from nopeek.runtime import InProcessRuntime
+from nopeek.runtime.channel import WireLog
 from nopeek.runtime.launch import PartyLaunch, cut_shapes, make_channel
-from nopeek.trainer import build_run
+from nopeek.training.trainer import build_run
 
 BATCH = 64
 TOPOLOGIES = {"vanilla": {}, "vertical": {"topology": "vertical", "clients": 2}}

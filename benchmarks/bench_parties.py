@@ -26,11 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from nopeek import InProcessChannel, TrainConfig, load_dataset
-from nopeek.channel import BACKWARD, FORWARD
 from nopeek.runtime import InProcessRuntime
-from nopeek.strategies import STRATEGIES, batches
+from nopeek.runtime.channel import BACKWARD, FORWARD
+from nopeek.runtime.plans import STRATEGIES, batches
 from nopeek.topology import DATA_PREFIX, Topology
-from nopeek.trainer import build_run
+from nopeek.training.trainer import build_run
 
 
 def _runtime(topology: str, clients: int = 1) -> tuple[InProcessRuntime, object, object]:

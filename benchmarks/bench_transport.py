@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 
 from nopeek import TrainConfig
-from nopeek.channel import WireLog
 from nopeek.runtime import InProcessRuntime
-from nopeek.trainer import build_run
+from nopeek.runtime.channel import WireLog
+from nopeek.training.trainer import build_run
 
 BATCH = 64
 PARTIES = ("client", "server")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from nopeek.channel import WireLog
 from nopeek.config import TrainConfig
 from nopeek.errors import ConfigError
 from nopeek.eval.cost import (
@@ -36,6 +35,7 @@ from nopeek.eval.cost import (
     sl_values,
 )
 from nopeek.eval.fedavg import fedavg
+from nopeek.runtime.channel import WireLog
 
 FIRST_SPLIT_EPOCHS = 8
 
@@ -75,7 +75,7 @@ def _train_bytes(wire: WireLog, epochs: int) -> float:
 
 def _split_run(base: TrainConfig, target: float, max_epochs: int):
     """Train the relay run for 8, 16, ... epochs until the target is reached (or max_epochs)."""
-    from nopeek.trainer import train
+    from nopeek.training.trainer import train
 
     epochs = min(FIRST_SPLIT_EPOCHS, max_epochs)
     while True:

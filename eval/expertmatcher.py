@@ -4,10 +4,10 @@ After Sharma, Vepakomma, Swedish, Chang, Kalpathy-Cramer and Raskar (2019), "Exp
 Automating ML Model Selection for Clients using Hidden Representations". The server holds, per
 domain, an expert classifier and an autoencoder fitted to that domain's representations; the
 client encodes its samples and sends only the representations (through an
-:class:`~nopeek.channel.InProcessChannel`, so every byte is on the wire log); the server assigns
-each sample to the expert whose autoencoder reconstructs it best (lowest mean squared error),
-and answers with that expert's class scores. The whole batch's choice (lowest mean error over
-the client's samples) is reported too.
+:class:`~nopeek.runtime.channel.InProcessChannel`, so every byte is on the wire log); the server
+assigns each sample to the expert whose autoencoder reconstructs it best (lowest mean squared
+error), and answers with that expert's class scores. The whole batch's choice (lowest mean error
+over the client's samples) is reported too.
 
 **The client's encoder** is a fixed random feature map agreed with the server through a shared
 seed: for images a 3x3 convolution to 16 channels, ReLU and 2x2 average pooling ((1, 8, 8) ->
@@ -39,12 +39,12 @@ from torch import Tensor, nn
 
 from nopeek.attacks.inverse_network import build_decoder, fit_decoder
 from nopeek.attacks.metrics import baseline_reconstruction, reconstruction_report
-from nopeek.channel import ACTIVATION, InProcessChannel, Message, WireLog
 from nopeek.config import check_seed
 from nopeek.data import FORMATS, Dataset, load_dataset
 from nopeek.errors import ConfigError, DataError
 from nopeek.io import atomic_write_json
 from nopeek.rundir import RunDir
+from nopeek.runtime.channel import ACTIVATION, InProcessChannel, Message, WireLog
 from nopeek.seeding import seeded, stream_seed
 
 log = logging.getLogger(__name__)

@@ -6,14 +6,14 @@ The baseline that ``nopeek cost --measure`` compares split learning with. Each r
    ``weights`` message) to each of the ``K`` clients;
 2. each client loads it, trains the *whole* model for one local epoch on its own shard (a fresh
    Adam at the config's learning rate, the same batch order as a split-learning client's turn:
-   :func:`nopeek.strategies.batches`), and sends its model back;
+   :func:`nopeek.runtime.plans.batches`), and sends its model back;
 3. the server replaces the global model by the mean of the clients' models weighted by shard
    size (:func:`nopeek.runtime.weighted_mean`) and evaluates it on the test split.
 
-The clients' shards are those of the many-clients topology (:func:`nopeek.strategies.
+The clients' shards are those of the many-clients topology (:func:`nopeek.runtime.plans.
 shard_indices`, same seed), and the initial model is the one ``nopeek train`` builds for the
 same seed, so the two methods start from the same weights on the same shards. Every weight
-message goes through an :class:`~nopeek.channel.InProcessChannel`, whose wire log counts its
+message goes through an :class:`~nopeek.runtime.channel.InProcessChannel`, whose wire log counts its
 bytes; every local training step runs under ``FlopCounterMode``. The clients are simulated one
 after the other in this process with one working copy of the model, each loading only what it
 was sent.
@@ -30,14 +30,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nopeek.channel import WEIGHTS, InProcessChannel, Message, WireLog
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, Split
 from nopeek.errors import ConfigError, TrainingError
 from nopeek.models import build_model
 from nopeek.runtime import flatten_state, load_flat_state, weighted_mean
+from nopeek.runtime.channel import WEIGHTS, InProcessChannel, Message, WireLog
+from nopeek.runtime.plans import batches, shard_indices
 from nopeek.seeding import seeded
-from nopeek.strategies import batches, shard_indices
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def fedavg(
     >>> res.metrics["weight_bytes_server"] == 3 * res.metrics["weight_bytes_client0"]
     True
     """
-    from nopeek.trainer import pick_device
+    from nopeek.training.trainer import pick_device
 
     config.validate()
     cfg = config.resolved()

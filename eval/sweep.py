@@ -304,7 +304,7 @@ def _ensure_trained(config: TrainConfig, path: Path) -> bool:
 
     An unfinished run is resumed, or else trained anew beside it and swapped in at the end.
     """
-    from nopeek.trainer import train
+    from nopeek.training.trainer import train
 
     expected = json.loads(json.dumps(config.resolved().to_dict()))
     folder = RunDir(path, "run", fix=f"delete {path} and rerun the sweep to redo that run")

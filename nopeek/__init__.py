@@ -13,7 +13,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below, for type checkers and IDEs; imported lazily at run time
-    from nopeek.channel import Channel, InProcessChannel, WireLog, WireRecord
     from nopeek.config import TrainConfig
     from nopeek.data import DATASETS, Dataset, Split, load_dataset
     from nopeek.distance import distance_correlation, u_distance_correlation_sqr
@@ -32,15 +31,16 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs; imported lazil
     from nopeek.models import MODELS, build_model, cut_names, split
     from nopeek.observe import Observations, Observed
     from nopeek.regularizers import NoPeekLoss, nopeek_penalty
+    from nopeek.runtime.channel import Channel, InProcessChannel, WireLog, WireRecord
     from nopeek.topology import TOPOLOGIES, Node, Objective, Topology
-    from nopeek.trainer import TrainResult, train
+    from nopeek.training.trainer import TrainResult, train
 
 __version__ = "0.1.0"
 
 # public name -> the module that defines it. Imported on first use (PEP 562), so that
 # ``import nopeek`` (and so ``nopeek --help``) does not pay for torch until it is needed.
 _LAZY = {
-    "Channel": "nopeek.channel",
+    "Channel": "nopeek.runtime.channel",
     "ChannelError": "nopeek.errors",
     "CheckpointError": "nopeek.errors",
     "ConfigError": "nopeek.errors",
@@ -50,7 +50,7 @@ _LAZY = {
     "DATASETS": "nopeek.data",
     "DataError": "nopeek.errors",
     "Dataset": "nopeek.data",
-    "InProcessChannel": "nopeek.channel",
+    "InProcessChannel": "nopeek.runtime.channel",
     "MODELS": "nopeek.models",
     "NoPeekLoss": "nopeek.regularizers",
     "Node": "nopeek.topology",
@@ -66,16 +66,16 @@ _LAZY = {
     "Topology": "nopeek.topology",
     "TrainConfig": "nopeek.config",
     "TrainContext": "nopeek.hooks",
-    "TrainResult": "nopeek.trainer",
-    "WireLog": "nopeek.channel",
-    "WireRecord": "nopeek.channel",
+    "TrainResult": "nopeek.training.trainer",
+    "WireLog": "nopeek.runtime.channel",
+    "WireRecord": "nopeek.runtime.channel",
     "build_model": "nopeek.models",
     "cut_names": "nopeek.models",
     "distance_correlation": "nopeek.distance",
     "load_dataset": "nopeek.data",
     "nopeek_penalty": "nopeek.regularizers",
     "split": "nopeek.models",
-    "train": "nopeek.trainer",
+    "train": "nopeek.training.trainer",
     "u_distance_correlation_sqr": "nopeek.distance",
 }
 

@@ -115,8 +115,8 @@ class CutHook:
         return None
 
     def on_train_end(self, result: Any) -> None:
-        """Called with the :class:`~nopeek.trainer.TrainResult` after metrics.json is written
-        (e.g. a malicious server writes its own report into ``result.run_dir``)."""
+        """Called with the :class:`~nopeek.training.trainer.TrainResult` after metrics.json is
+        written (e.g. a malicious server writes its own report into ``result.run_dir``)."""
 
     def metrics(self) -> dict[str, Any]:
         """Entries for ``metrics.json`` (e.g. the privacy budget spent)."""

@@ -4,7 +4,7 @@
 from ``checkpoint.pt``, relay clients holding exactly what they held), binds the config's hooks
 in eval mode (cut noise configured with ``inference=true`` keeps adding noise; hook states such
 as noise generators come from the checkpoint) and runs the samples through the strategy's
-prediction path (:meth:`~nopeek.strategies.Strategy.eval_nodes`) over an in-process channel.
+prediction path (:meth:`~nopeek.runtime.plans.Strategy.eval_nodes`) over an in-process channel.
 Every message is on the wire log with phase ``inference`` and captured, so
 ``observations.pt`` holds what a curious server saw while serving (attack it with
 ``nopeek attack --run RUN --observations OUT/observations.pt``). In U-shaped runs the
@@ -28,12 +28,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nopeek.channel import InProcessChannel, WireLog
 from nopeek.compress import for_party
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, Split, load_dataset
 from nopeek.errors import CheckpointError, ConfigError, DataError
-from nopeek.evaluation import predict_all, task_labels
 from nopeek.hooks import TrainContext, bind_hooks
 from nopeek.io import atomic_write_bytes, atomic_write_json
 from nopeek.observe import Observations, capture_policy
@@ -41,8 +39,10 @@ from nopeek.plugins import build_hooks
 from nopeek.rundir import RunDir, party_folders
 from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.runtime import InProcessRuntime
-from nopeek.strategies import STRATEGIES
-from nopeek.trainer import build_run, pick_device
+from nopeek.runtime.channel import InProcessChannel, WireLog
+from nopeek.runtime.plans import STRATEGIES
+from nopeek.training.measures import predict_all, task_labels
+from nopeek.training.trainer import build_run, pick_device
 
 log = logging.getLogger(__name__)
 

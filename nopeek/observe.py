@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from nopeek.channel import BACKWARD, FORWARD, Capture, CapturePolicy, WireRecord
 from nopeek.errors import CheckpointError, ThreatModelError
 from nopeek.io import atomic_torch_save, safe_torch_load
+from nopeek.runtime.channel import BACKWARD, FORWARD, Capture, CapturePolicy, WireRecord
 
 GROUP_FIELDS = ("tensor", "ids", "epoch", "step")  # each (M, ...) for the M messages of a group
 _FIX = "retrain the run with `nopeek train --overwrite` to rewrite it"

@@ -153,38 +153,41 @@ STREAMS: dict[str, Stream] = {
         _default("data.aligned-max-train"),
     ),
     "model.init": Stream(
-        "nopeek.trainer, eval.fedavg: the initial weights of the whole model",
+        "nopeek.training.trainer, eval.fedavg: the initial weights of the whole model",
         (),
         "legacy: the seed itself (torch.manual_seed(seed))",
         _identity,
     ),
     "model.segment": Stream(
-        "nopeek.trainer: the other segments of a multi-party topology (client bottoms, heads)",
+        "nopeek.training.trainer: the other segments of a multi-party topology (client bottoms, "
+        "heads)",
         ("index",),
         "derive_seed(seed, 'segment', index) (tag kept from before this table)",
         _default("segment"),
     ),
     "topology.init": Stream(
-        "nopeek.trainer.build_topology: layers a topology adds itself (vertical's adapter from "
+        "nopeek.training.trainer.build_topology: layers a topology adds itself (vertical's "
+        "adapter from "
         "the merged cuts to the top)",
         (),
         "derive_seed(seed, 'topology.init')",
         _default("topology.init"),
     ),
     "batches": Stream(
-        "nopeek.strategies.batches: the batch order of one client in one epoch (trainer, FedAvg)",
+        "nopeek.runtime.plans.batches: the batch order of one client in one epoch (trainer, "
+        "FedAvg)",
         ("epoch", "client"),
         "legacy: seed * 100_003 + epoch + 7_919 * client",
         lambda seed, epoch, client: seed * BATCH_SEED_MUL + epoch + BATCH_CLIENT_MUL * client,
     ),
     "shards": Stream(
-        "nopeek.strategies.shard_indices: the IID / Dirichlet shards of many-clients, splitfed",
+        "nopeek.runtime.plans.shard_indices: the IID / Dirichlet shards of many-clients, splitfed",
         (),
         "legacy: NumPy generator on SeedSequence([seed, 0x5A4D])",
         lambda seed: _sequence(seed, SHARD_TAG),
     ),
     "leakage-sample": Stream(
-        "nopeek.evaluation.leakage_sample: the test sample dcor_test is measured on",
+        "nopeek.training.measures.leakage_sample: the test sample dcor_test is measured on",
         (),
         "legacy: seed + 1_000_003",
         lambda seed: seed + LEAKAGE_OFFSET,

@@ -11,17 +11,20 @@ The layer order below (lowest first) is what the tree keeps: a module may import
 each sits where it does:
 
 - ``base``: what everything shares and that imports nothing of nopeek's but each other: errors,
-  schemas, seeds, atomic files, the entry-point loader and the name registry, the channel's
-  message records, distance correlation, the hook interface;
+  schemas, seeds, atomic files, the entry-point loader and the name registry, distance
+  correlation, the hook interface;
+- ``runtime.channel``: the channel interface, its message records and the wire log (the
+  observer and the compressors read them, so they sit below the rest of the runtime;
+  ``nopeek.runtime`` imports its members lazily, so importing it runs no party code);
 - ``data`` (splits, registered sets and formats, user files, party data) needs only the base;
 - ``models`` (reference models, torch.fx split) and ``topology`` (the party graph, built from
   split models) come next;
-- the pieces a party runs: compressors, regularizers, what the attacker observes, the epoch log;
+- the pieces a party runs: compressors, regularizers, what the attacker observes;
 - ``runtime`` (parties, channels, launch, the alignment of the parties' own files);
 - ``config`` (it resolves defaults from data, models and topology and validates against their
-  registries), the epoch strategies and evaluation (both drive a runtime);
-- ``rundir`` (it reads a run's config back), ``runner``, then ``trainer`` and ``inference``,
-  then ``cli``.
+  registries) and ``runtime.plans``, the epoch plans (they drive a runtime);
+- ``rundir`` (it reads a run's config back), ``training`` (assemble, run, restore, measure and
+  log a run), ``inference`` (serve a trained run), then ``cli``.
 """
 
 from __future__ import annotations
@@ -32,18 +35,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "nopeek"
 LAYERS: list[set[str]] = [
-    {"errors", "schema", "seeding", "io", "plugins", "registry", "channel", "distance", "hooks"},
+    {"errors", "schema", "seeding", "io", "plugins", "registry", "distance", "hooks"},
+    {"runtime.channel"},
     {"data"},
     {"models"},
     {"topology"},
-    {"compress", "regularizers", "observe", "_epoch_log"},
+    {"compress", "regularizers", "observe"},
     {"runtime"},
-    {"config", "strategies", "evaluation"},
+    {"config", "runtime.plans"},
     {"rundir"},
-    {"runner"},
-    {"trainer", "inference"},
+    {"training"},
+    {"inference"},
     {"cli"},
 ]
+SUBUNITS = {"runtime.channel", "runtime.plans"}
+"""Modules of a package placed on their own layer: the channel's message records sit below the
+data (the observer and the compressors read them), the epoch plans above the config."""
 MAX_UPWARD = 2  # imports against the order that may stand (each with a reason)
 MAX_TOP_LEVEL = 25  # nopeek/*.py (not __init__) and nopeek/*/ packages
 
@@ -128,8 +135,10 @@ def find_cycle(edges: dict[str, dict[str, int]]) -> list[str]:
 
 
 def unit(module: str) -> str:
-    """``nopeek.data.user`` -> ``data``."""
-    return module.split(".")[1]
+    """``nopeek.data.user`` -> ``data``; ``nopeek.runtime.channel`` -> ``runtime.channel``."""
+    parts = module.split(".")
+    sub = ".".join(parts[1:3])
+    return sub if sub in SUBUNITS else parts[1]
 
 
 def level(module: str) -> int:

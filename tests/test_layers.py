@@ -10,8 +10,8 @@ checks each ``nopeek`` import against the allowed arrows:
 - ``nopeek.attacks`` and ``nopeek.defenses`` import only the core (what an attack needs of a
   defense is passed in, e.g. ``run_attack(..., sender=nopeek.defenses.run_sender)``);
 - the core imports none of the layers above it (plug-ins reach it through entry points);
-- no package imports another package's private module (``nopeek._epoch_log``): shared helpers have a
-  public home (``nopeek.io``);
+- no package imports another package's private module (``nopeek.data._x``): shared helpers
+  have a public home (``nopeek.io``);
 - no module imports another module's private name (``from nopeek.x import _name``), except
   from a sibling in the same sub-package (``nopeek.attacks``, ``nopeek.cli``, ...); the core's
   top-level modules are no one package: they import public names.
@@ -153,7 +153,7 @@ def test_the_walk_sees_every_package_and_resolves_imports():
     [
         ("nopeek.eval.sweep", "nopeek.cli.main", True),
         ("nopeek.attacks.harness", "nopeek.defenses.spec", True),
-        ("nopeek.trainer", "nopeek.attacks", True),
+        ("nopeek.training.trainer", "nopeek.attacks", True),
         ("nopeek.eval.sweep", "nopeek.defenses", False),
         ("nopeek.cli.party", "nopeek.cli.main", False),
     ],

@@ -147,7 +147,7 @@ def _secret(args: argparse.Namespace) -> bytes | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nopeek.trainer import train
+    from nopeek.training.trainer import train
 
     result = train(
         _config(args),

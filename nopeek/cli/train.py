@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     config.validate()  # a bad value is refused before the data sets and the runtime are imported
 
-    from nopeek.trainer import train
+    from nopeek.training.trainer import train
 
     result = train(
         config,

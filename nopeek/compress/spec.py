@@ -22,12 +22,12 @@ from __future__ import annotations
 import math
 import re
 
-from nopeek.channel import ACTIVATION, BACKWARD, FORWARD, GRADIENT
 from nopeek.compress.base import Compressor
 from nopeek.compress.quantize import BFloat16, Float16, Int4, Int8
 from nopeek.compress.sparse import RandomK, TopK
 from nopeek.errors import ConfigError
 from nopeek.registry import Registry
+from nopeek.runtime.channel import ACTIVATION, BACKWARD, FORWARD, GRADIENT
 
 COMPRESSORS: Registry[type[Compressor]] = Registry("compressor")
 for _cls in (TopK, RandomK, Int8, Int4, Float16, BFloat16):

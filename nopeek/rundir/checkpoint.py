@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from nopeek import schema as S
-from nopeek.channel import Capture, WireRecord
 from nopeek.errors import CheckpointError
 from nopeek.io import atomic_torch_save, safe_torch_load
+from nopeek.runtime.channel import Capture, WireRecord
 
 FILENAME = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"

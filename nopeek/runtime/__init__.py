@@ -1,13 +1,52 @@
 """The party runtime: each party runs its own nodes and talks to the others only by message.
 
+- :mod:`nopeek.runtime.channel`: the :class:`~nopeek.runtime.channel.Channel` interface, its
+  messages, the in-process channel and the wire log every crossing is recorded on;
+- :mod:`nopeek.runtime.wire`, :mod:`~nopeek.runtime.distributed`,
+  :mod:`~nopeek.runtime.grpc_channel`: the wire format and the two network channels
+  (``torch.distributed``, gRPC with mutual TLS), with :mod:`~nopeek.runtime.handshake` (prove
+  membership, agree on settings) and :mod:`~nopeek.runtime.launch` / ``grpc_launch``;
 - :class:`Party` (:mod:`nopeek.runtime.party`): one party's nodes, data view, optimizer, hooks
   and the tensors it sent, kept until their gradients come back;
 - :class:`InProcessRuntime` (:mod:`nopeek.runtime.inprocess`): every party in this process over
-  an :class:`~nopeek.channel.InProcessChannel`.
+  an :class:`~nopeek.runtime.channel.InProcessChannel`;
+- :mod:`nopeek.runtime.plans`: how the parties go through an epoch (one group, relay, SplitFed).
+
+The names below are imported on first use (PEP 562), so that importing
+:mod:`nopeek.runtime.channel` (which the observer and the compressors read) runs no party code.
 """
 
-from nopeek.runtime.inprocess import InProcessRuntime, StepOutput, weighted_mean
-from nopeek.runtime.party import Party, Penalty, flatten_state, load_flat_state
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nopeek.runtime.inprocess import InProcessRuntime, StepOutput, weighted_mean
+    from nopeek.runtime.party import Party, Penalty, flatten_state, load_flat_state
+
+_LAZY = {
+    "InProcessRuntime": "nopeek.runtime.inprocess",
+    "StepOutput": "nopeek.runtime.inprocess",
+    "weighted_mean": "nopeek.runtime.inprocess",
+    "Party": "nopeek.runtime.party",
+    "Penalty": "nopeek.runtime.party",
+    "flatten_state": "nopeek.runtime.party",
+    "load_flat_state": "nopeek.runtime.party",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nopeek.runtime' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "InProcessRuntime",

@@ -24,10 +24,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from nopeek.channel import ACTIVATION, GRADIENT, Channel, Message, WireLog, check_message
 from nopeek.compress import Packed
 from nopeek.errors import ChannelError, PeerError
 from nopeek.runtime import wire
+from nopeek.runtime.channel import ACTIVATION, GRADIENT, Channel, Message, WireLog, check_message
 
 ERROR_GRACE_S = 3.0  # how long a failing party tries to deliver its error to each peer
 DRAIN_LIMIT = 64 * 2**20  # bytes of a peer's in-flight message a failing party reads and drops

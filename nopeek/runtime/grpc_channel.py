@@ -36,10 +36,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nopeek.channel import ACTIVATION, GRADIENT, Channel, Message, WireLog, check_message
 from nopeek.compress import Packed
 from nopeek.errors import ChannelError, ConfigError, PeerError
 from nopeek.runtime import wire
+from nopeek.runtime.channel import ACTIVATION, GRADIENT, Channel, Message, WireLog, check_message
 
 METHOD = "/nopeek.Wire/Deliver"
 HEADER_BYTES = wire.HEADER_LEN * 8

@@ -3,8 +3,9 @@
 A :class:`GrpcLaunch` names where every party listens (``addresses``: party -> ``host:port``) and
 this party's TLS material (the job CA's certificate, its own certificate and key). The party a
 process runs is the role its certificate names, not a flag: a process can only take a role the
-job's CA certified it for. :func:`nopeek.trainer.train` with ``launch=GrpcLaunch(...)`` runs that
-party exactly as over torch.distributed (same schedule, same headers, same numbers).
+job's CA certified it for. :func:`nopeek.training.trainer.train` with
+``launch=GrpcLaunch(...)`` runs that party exactly as over torch.distributed (same schedule, same
+headers, same numbers).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The in-process runtime: every party of a topology scheduled in this process.
 
 The runtime owns one :class:`~nopeek.runtime.party.Party` per party and a shared
-:class:`~nopeek.channel.InProcessChannel`. For each step it hands every party *its own* view of
-the batch, then calls ``forward`` on each node of the step in execution order and ``backward``
-in reverse, each on the node's own party: the global order of a step is the schedule, and
-every tensor that moves between parties moves as a message. A distributed runtime runs the same
+:class:`~nopeek.runtime.channel.InProcessChannel`. For each step it hands every party *its own*
+view of the batch, then calls ``forward`` on each node of the step in execution order and
+``backward`` in reverse, each on the node's own party: the global order of a step is the schedule,
+and every tensor that moves between parties moves as a message. A distributed runtime runs the same
 schedule with each process calling only its own party's actions.
 """
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nopeek.channel import Channel, InProcessChannel
 from nopeek.compress import Compressor
 from nopeek.errors import ChannelError
 from nopeek.hooks import CutHook
+from nopeek.runtime.channel import Channel, InProcessChannel
 from nopeek.runtime.party import Party, Penalty
 from nopeek.topology import Topology
 

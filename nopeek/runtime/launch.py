@@ -1,7 +1,7 @@
 """Joining a distributed run: which party this process is, the process group, the channel.
 
 A :class:`PartyLaunch` names this process (``rank`` of ``world_size``, optionally its ``role``)
-and where the parties meet (``master_addr:master_port``). :func:`nopeek.trainer.train` with
+and where the parties meet (``master_addr:master_port``). :func:`nopeek.training.trainer.train` with
 ``launch=`` runs only this party, over a
 :class:`~nopeek.runtime.distributed.TorchDistributedChannel`: rank r runs the topology's r-th
 party (``topology.parties``: vanilla ``client, server``; vertical ``client0, client1, server``;
@@ -22,12 +22,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from nopeek.channel import WEIGHTS
 from nopeek.errors import ChannelError, ConfigError, NopeekError, PeerError
+from nopeek.runtime.channel import WEIGHTS
 from nopeek.runtime.distributed import TorchDistributedChannel
 from nopeek.runtime.party import flatten_state
 from nopeek.topology import Topology
-from nopeek.topology.packing import dry_run
+from nopeek.topology.crossings import dry_run
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -242,7 +242,7 @@ def _role_party(role: str, parties: list[str]) -> str:
 
 def cut_shapes(topology: Topology, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
     """Each node's output shape apart from the batch, from a dry run of the initial segments
-    on two samples (:func:`~nopeek.topology.packing.dry_run`)."""
+    on two samples (:func:`~nopeek.topology.crossings.dry_run`)."""
     outs = dry_run(topology, x)
     return {n: tuple(t.shape[1:]) for n, t in outs.items() if isinstance(t, torch.Tensor)}
 

@@ -33,10 +33,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nopeek.channel import ACTIVATION, GRADIENT, WEIGHTS, Channel, Message
 from nopeek.compress import Compressor, Packed
 from nopeek.errors import ChannelError
 from nopeek.hooks import CutHook
+from nopeek.runtime.channel import ACTIVATION, GRADIENT, WEIGHTS, Channel, Message
 from nopeek.topology import DATA_PREFIX, Node, Topology
 
 # A penalty on one node's output, computed by that node's party: (its data view, output) -> loss

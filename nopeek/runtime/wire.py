@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nopeek.channel import ACTIVATION, GRADIENT, WEIGHTS
 from nopeek.compress import family
 from nopeek.errors import ChannelError
+from nopeek.runtime.channel import ACTIVATION, GRADIENT, WEIGHTS
 
 MAGIC = 0x4E4F5045  # "NOPE"
 VERSION = 1

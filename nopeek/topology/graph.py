@@ -70,7 +70,7 @@ class Topology:
 
     ``owners`` maps a data key to the party holding it, or to a tuple of parties when each holds
     its own shard of it (many clients). ``derived`` says how derived keys are computed from the
-    batch. ``strategy`` names how epochs are planned (:mod:`nopeek.strategies`): ``single``
+    batch. ``strategy`` names how epochs are planned (:mod:`nopeek.runtime.plans`): ``single``
     (every node every step), ``relay`` (clients take turns) or ``splitfed`` (clients in
     parallel, averaged each round); ``options`` holds the strategy's settings.
     """

@@ -21,7 +21,7 @@ from nopeek.cli.main import main
 from nopeek.config import TrainConfig
 from nopeek.data import load_dataset
 from nopeek.errors import CheckpointError
-from nopeek.trainer import train
+from nopeek.training.trainer import train
 
 N = 8  # victims per attack: the smallest test ids
 

@@ -9,7 +9,7 @@ from nopeek.attacks import ThreatModel, run_attack
 from nopeek.attacks.active_completion import ActiveCompletion, MaliciousOptimizer, step_ratios
 from nopeek.attacks.completion import PassiveCompletion
 from nopeek.errors import ThreatModelError
-from nopeek.trainer import train
+from nopeek.training.trainer import train
 
 
 @pytest.fixture(scope="module")

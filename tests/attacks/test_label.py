@@ -26,7 +26,7 @@ from nopeek.data import load_dataset
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.models import build_model, split
 from nopeek.observe import Observed
-from nopeek.trainer import train
+from nopeek.training.trainer import train
 
 
 def _run(**overrides):

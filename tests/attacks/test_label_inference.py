@@ -11,7 +11,7 @@ from nopeek.attacks.label_direct import DirectLabelAttack, direct_labels
 from nopeek.attacks.metrics import label_report
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.observe import Observed
-from nopeek.trainer import train
+from nopeek.training.trainer import train
 
 
 def _observed(g, epochs=1):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from nopeek import TrainConfig
 from nopeek.defenses import CAE, parse_defenses
 from nopeek.errors import ConfigError
-from nopeek.trainer import train
+from nopeek.training.trainer import train
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def test_epsilon_is_required_and_positive():
 
 def test_a_multi_task_label_party_is_refused(tmp_path):
     from nopeek import TrainConfig
-    from nopeek.trainer import train
+    from nopeek.training.trainer import train
 
     for spec in ("label-dp:epsilon=1", "cae:steps=10"):
         cfg = TrainConfig(

@@ -8,7 +8,7 @@ from nopeek import TrainConfig
 from nopeek.defenses import MID, parse_defenses
 from nopeek.defenses.mid import gaussian_kl
 from nopeek.errors import ConfigError
-from nopeek.trainer import train
+from nopeek.training.trainer import train
 
 
 def test_gaussian_kl_matches_torch_distributions():

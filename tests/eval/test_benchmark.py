@@ -88,7 +88,7 @@ def test_a_second_run_reuses_every_cell(grid, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished cell was computed again")
 
-    monkeypatch.setattr("nopeek.trainer.train", refuse)
+    monkeypatch.setattr("nopeek.training.trainer.train", refuse)
     monkeypatch.setattr("nopeek.attacks.run_attack", refuse)
     assert run_benchmark(_spec(), out, quiet=True) == cells
 

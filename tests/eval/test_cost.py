@@ -23,7 +23,7 @@ from nopeek.eval.cost import (
 from nopeek.eval.cost_measure import measure
 from nopeek.eval.fedavg import fedavg
 from nopeek.models import build_model, split
-from nopeek.strategies import batches, shard_indices
+from nopeek.runtime.plans import batches, shard_indices
 
 
 def _tiny() -> nn.Sequential:

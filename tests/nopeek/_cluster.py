@@ -123,7 +123,7 @@ class _Child:
 # error message; it writes its byte counters to ARGS[2] and stays until the receiver gave up.
 SENDER = """
 import datetime, json, torch, torch.distributed as dist
-from nopeek.channel import Message
+from nopeek.runtime.channel import Message
 from nopeek.runtime.distributed import TorchDistributedChannel
 port, headers, out = ARGS
 dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=2,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from nopeek.channel import ACTIVATION
 from nopeek.runtime import wire
+from nopeek.runtime.channel import ACTIVATION
 
 HEADER_BYTES = 16 * 8  # the fixed header: 16 int64 values
 

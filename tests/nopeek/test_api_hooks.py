@@ -115,7 +115,7 @@ def test_the_entry_points_are_installed_and_declare_what_they_handle():
 
 def test_the_core_imports_no_upper_layer():
     code = (
-        "import sys, nopeek, nopeek.trainer, nopeek.plugins\n"
+        "import sys, nopeek, nopeek.training.trainer, nopeek.plugins\n"
         "up = sorted(m for m in sys.modules if m.split('.')[:2] in "
         "(['nopeek', 'defenses'], ['nopeek', 'attacks'], ['nopeek', 'eval'], ['nopeek', 'cli']))\n"
         "print(up)"

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nopeek.channel import ACTIVATION, GRADIENT, WireLog
 from nopeek.compress import Packed, parse_compressor
 from nopeek.errors import ChannelError
 from nopeek.runtime import wire
+from nopeek.runtime.channel import ACTIVATION, GRADIENT, WireLog
 from nopeek.runtime.distributed import TorchDistributedChannel
 from nopeek.runtime.grpc_channel import GrpcChannel, Identity, _join
 
@@ -140,7 +140,7 @@ def test_grpc_receiver_decodes_a_compressed_message_and_refuses_a_short_body():
 
 
 def test_the_sender_refuses_a_payload_that_is_not_its_compressors():
-    from nopeek.channel import InProcessChannel, Message
+    from nopeek.runtime.channel import InProcessChannel, Message
 
     c = parse_compressor("int8")
     wrong = Message(GRADIENT, "conv2", "server", "client", 0, c.encode(Z)[:-3], IDS,

@@ -111,7 +111,10 @@ def test_gradient_is_scale_equivariant(pair: tuple[torch.Tensor, ...], data: st.
     distance_correlation(big, z).backward()
     distance_correlation(small, z).backward()
     assert torch.isfinite(big.grad).all()
-    assert torch.allclose(big.grad * c, small.grad, rtol=1e-8, atol=1e-12)
+    # Each element is a sum of O(N^2) terms of the gradient's own magnitude, so its rounding error
+    # is relative to the largest element, not to itself (an element near 0 cancels them).
+    atol = 1e-9 * float(small.grad.abs().max())
+    assert torch.allclose(big.grad * c, small.grad, rtol=1e-8, atol=atol)
 
 
 @FAST

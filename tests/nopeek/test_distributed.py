@@ -31,10 +31,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from nopeek.channel import ACTIVATION, GRADIENT, Message
 from nopeek.cli.main import main
 from nopeek.errors import ChannelError
 from nopeek.runtime import wire
+from nopeek.runtime.channel import ACTIVATION, GRADIENT, Message
 from tests.nopeek._cluster import (
     SENDER,
     SIGNALLED,

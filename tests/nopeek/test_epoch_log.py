@@ -9,9 +9,9 @@ import pytest
 
 import nopeek.rundir.checkpoint as checkpoint
 from nopeek import train
-from nopeek._epoch_log import MetricsCsv
 from nopeek.cli.main import main
-from nopeek.runner import Runner
+from nopeek.training.epoch_log import MetricsCsv
+from nopeek.training.runner import Runner
 
 CURVES = {"train_loss": "train_loss_per_epoch", "test_accuracy": "test_accuracy_per_epoch"}
 

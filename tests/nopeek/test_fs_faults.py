@@ -211,7 +211,9 @@ def test_an_os_error_outside_the_writers_is_still_one_line(tmp_path, capsys, mon
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", "/data/x")
 
-    monkeypatch.setattr("nopeek.trainer.train", denied)  # imported by the handler when it runs
+    monkeypatch.setattr(
+        "nopeek.training.trainer.train", denied
+    )  # imported by the handler when it runs
     assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 2
     assert "/data/x: permission denied; choose another --out" in _err(capsys)
 

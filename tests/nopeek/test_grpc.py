@@ -17,11 +17,11 @@ import pytest
 pytest.importorskip("grpc")
 pytest.importorskip("cryptography")
 
-from nopeek.channel import WireLog  # noqa: E402
 from nopeek.cli.main import main  # noqa: E402
 from nopeek.errors import PeerError  # noqa: E402
 from nopeek.runtime import wire  # noqa: E402
 from nopeek.runtime.certs import make_certs  # noqa: E402
+from nopeek.runtime.channel import WireLog  # noqa: E402
 from nopeek.runtime.grpc_channel import GrpcChannel, Identity  # noqa: E402
 from tests.nopeek._cluster import _Child, _port  # noqa: E402
 from tests.nopeek._run_checks import (  # noqa: E402

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nopeek.channel import ACTIVATION, Message
 from nopeek.config import TrainConfig
 from nopeek.errors import ChannelError, ConfigError
+from nopeek.runtime.channel import ACTIVATION, Message
 from nopeek.runtime.handshake import LOCAL_FIELDS, agree, differences, fingerprint
 from nopeek.runtime.party import Party
 

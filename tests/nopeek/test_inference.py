@@ -10,7 +10,7 @@ from nopeek.attacks.harness import run_attack
 from nopeek.cli.main import main
 from nopeek.errors import CheckpointError
 from nopeek.inference import infer
-from nopeek.trainer import train
+from nopeek.training.trainer import train
 
 FAST = dict(epochs=1, max_train=300, dcor_samples=50, record_samples=64)
 

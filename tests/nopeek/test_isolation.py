@@ -1,9 +1,10 @@
 """Isolation, read off the wire log: who receives what, in every configuration.
 
-Every message that crossed a party boundary is a :class:`~nopeek.channel.WireRecord` with its
-sender, receiver, kind, cut and shape. The expected cut shapes are computed here by running the
-reference model's segments directly; the raw-input shapes come from the data set's input shape
-and the column blocks a vertical partition must produce.
+Every message that crossed a party boundary is a :class:`~nopeek.runtime.channel.WireRecord`
+with its sender, receiver, kind, cut and shape. The expected cut shapes are computed here by
+running the reference model's segments directly; the raw-input shapes come from the data set's
+input shape and
+the column blocks a vertical partition must produce.
 """
 
 import functools
@@ -15,8 +16,8 @@ import torch
 from nopeek import TrainConfig
 from nopeek.models import build_model, split
 from nopeek.runtime import InProcessRuntime
-from nopeek.strategies import Relay
-from nopeek.trainer import train
+from nopeek.runtime.plans import Relay
+from nopeek.training.trainer import train
 
 TINY = dict(
     dataset="digits", max_train=200, dcor_samples=32, record_samples=32, device="cpu", epochs=1

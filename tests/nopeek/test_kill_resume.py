@@ -184,19 +184,19 @@ def test_an_overwrite_killed_midway_keeps_the_old_run_byte_for_byte(killed, refe
 def test_a_run_killed_after_its_last_checkpoint_resumes(reference, tmp_path, monkeypatch):
     # a kill between the last epoch's checkpoint and metrics.json, made without timing: the
     # finishing step is interrupted as it writes metrics.json (observations.pt is written)
-    import nopeek.runner
+    import nopeek.training.runner
 
     out = tmp_path / "run"
-    write = nopeek.runner.atomic_write_json
+    write = nopeek.training.runner.atomic_write_json
 
     def interrupted(path, obj):
         if Path(path).name == "metrics.json":
             raise KeyboardInterrupt
         write(path, obj)
 
-    monkeypatch.setattr(nopeek.runner, "atomic_write_json", interrupted)
+    monkeypatch.setattr(nopeek.training.runner, "atomic_write_json", interrupted)
     assert main(_argv(0, out)) == 130
-    monkeypatch.setattr(nopeek.runner, "atomic_write_json", write)
+    monkeypatch.setattr(nopeek.training.runner, "atomic_write_json", write)
     assert not (out / "metrics.json").exists() and (out / "observations.pt").exists()
     assert main(_argv(0, out, "--resume")) == 0
     _assert_same_run(out, reference(0))

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from nopeek.channel import ACTIVATION, GRADIENT
 from nopeek.cli.main import main
 from nopeek.errors import CutError
 from nopeek.models.packing import Layout, Packed
 from nopeek.runtime import InProcessRuntime
+from nopeek.runtime.channel import ACTIVATION, GRADIENT
 from nopeek.topology import vanilla
-from nopeek.topology.packing import pack_crossings
+from nopeek.topology.crossings import pack_crossings
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY = "module:tests.nopeek._factory:make"

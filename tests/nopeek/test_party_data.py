@@ -38,7 +38,7 @@ def _write(path: Path, header: list[str], rows: list[list]) -> Path:
 
 # --- a party's view of a built-in data set -----------------------------------------------------
 def test_a_party_view_holds_only_its_own_keys():
-    from nopeek.trainer import build_run
+    from nopeek.training.trainer import build_run
 
     config = TrainConfig(dataset="digits", topology="vertical", clients=2, max_train=50)
     config = config.resolved()

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from nopeek import CutHook, TrainConfig
-from nopeek.trainer import train
+from nopeek.training.trainer import train
 
 
 class _Scale(CutHook):
@@ -51,8 +51,8 @@ def test_the_gradient_sent_back_flows_through_the_received_layer():
 
     import torch.nn.functional as F
 
-    from nopeek.channel import GRADIENT
     from nopeek.runtime import InProcessRuntime
+    from nopeek.runtime.channel import GRADIENT
     from nopeek.topology import vanilla
 
     class Double(CutHook):

@@ -11,13 +11,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nopeek import TrainConfig
-from nopeek.channel import InProcessChannel, Message
 from nopeek.errors import ChannelError
 from nopeek.models import build_model, split
 from nopeek.runtime import InProcessRuntime, flatten_state
-from nopeek.strategies import Relay, SplitFed
+from nopeek.runtime.channel import InProcessChannel, Message
+from nopeek.runtime.plans import Relay, SplitFed
 from nopeek.topology import many_clients, splitfed, vanilla
-from nopeek.trainer import train
+from nopeek.training.trainer import train
 
 TINY = dict(
     dataset="digits", max_train=200, dcor_samples=32, record_samples=32, device="cpu", epochs=1

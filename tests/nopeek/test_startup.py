@@ -49,7 +49,7 @@ def test_top_level_help_and_version_import_no_torch(tmp_path):
 def test_noop_paths_import_no_data_sets_runtime_or_torchvision(tmp_path, argv):
     status, modules = _imported(*argv, cwd=tmp_path)
     assert status in (0, 2)
-    heavy = {"torchvision", "sklearn", "nopeek.trainer", "nopeek.runtime", "matplotlib"}
+    heavy = {"torchvision", "sklearn", "nopeek.training.trainer", "nopeek.runtime", "matplotlib"}
     assert not heavy & modules, sorted(heavy & modules)
 
 

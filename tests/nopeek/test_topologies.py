@@ -11,7 +11,7 @@ from nopeek import TrainConfig
 from nopeek.cli.main import main
 from nopeek.errors import ConfigError, CutError
 from nopeek.models import MODELS, build_model
-from nopeek.strategies import batches, shard_indices
+from nopeek.runtime.plans import batches, shard_indices
 from nopeek.topology import (
     TOPOLOGIES,
     BuildContext,
@@ -27,7 +27,7 @@ from nopeek.topology import (
     vertical,
 )
 from nopeek.topology.vertical import Fusion, partition_bounds
-from nopeek.trainer import train
+from nopeek.training.trainer import train
 
 INPUT = (1, 8, 8)
 TINY = dict(

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nopeek.channel import ACTIVATION, GRADIENT, WEIGHTS
 from nopeek.errors import ChannelError
 from nopeek.runtime import wire
+from nopeek.runtime.channel import ACTIVATION, GRADIENT, WEIGHTS
 from tests.nopeek._wire_helpers import HEADER_BYTES, _raw, _shape
 
 # --- 4. the header: malformed or oversized, rejected before anything is allocated -----------

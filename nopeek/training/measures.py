@@ -13,10 +13,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from nopeek.channel import ACTIVATION, WEIGHTS, WireLog
 from nopeek.data import Dataset, Split
 from nopeek.distance import distance_correlation, u_distance_correlation_sqr
 from nopeek.runtime import InProcessRuntime
+from nopeek.runtime.channel import ACTIVATION, WEIGHTS, WireLog
 from nopeek.seeding import numpy_rng
 from nopeek.topology import DATA_PREFIX, Topology
 

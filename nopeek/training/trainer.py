@@ -3,7 +3,7 @@ and ``build_run`` (the seeded model and topology an attack rebuilds a run from).
 
 ``train`` validates everything before it creates the run directory, builds the topology (every
 cut through a channel, see :mod:`nopeek.runtime`) and hands it to the run loop
-(:class:`~nopeek.runner.Runner`): checkpoints atomically after each epoch (``--resume``
+(:class:`~nopeek.training.runner.Runner`): checkpoints atomically after each epoch (``--resume``
 continues to bit-identical final weights), evaluation on the test split, and the leakage of
 the cut activations (distance correlation).
 """
@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from nopeek._epoch_log import check_tensorboard
 from nopeek.compress import by_kind
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, check_finite
@@ -31,15 +30,16 @@ from nopeek.models import MODELS, build_model
 from nopeek.plugins import build_hooks
 from nopeek.rundir import MARKER, RunDir
 from nopeek.rundir import checkpoint as _checkpoint
-from nopeek.runner import Runner, TrainResult  # noqa: F401 (TrainResult: public here)
 from nopeek.runtime.align import align_own
 from nopeek.runtime.handshake import agree, fingerprint, prove
 from nopeek.runtime.launch import PartyLaunch, schedule
+from nopeek.runtime.plans import first_nodes
 from nopeek.seeding import seeded
-from nopeek.strategies import first_nodes
 from nopeek.topology import TOPOLOGIES, Topology
-from nopeek.topology.packing import pack_crossings
+from nopeek.topology.crossings import pack_crossings
 from nopeek.topology.shapes import check_shapes
+from nopeek.training.epoch_log import check_tensorboard
+from nopeek.training.runner import Runner, TrainResult  # noqa: F401 (TrainResult: public here)
 
 log = logging.getLogger(__name__)
 

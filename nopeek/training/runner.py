@@ -2,7 +2,7 @@
 evaluation, leakage measurement and the final metrics.
 
 A :class:`Runner` holds the runtime (every cut through a channel) of the parties this process
-runs: all of them in one process, or one in a distributed run (:func:`nopeek.trainer.train`
+runs: all of them in one process, or one in a distributed run (:func:`nopeek.training.trainer.train`
 builds it either way).
 """
 
@@ -19,20 +19,10 @@ from typing import Any
 from torch import nn
 from tqdm.auto import tqdm
 
-from nopeek._epoch_log import EpochLog
-from nopeek.channel import InProcessChannel, WireLog
 from nopeek.compress import for_party
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, Split
 from nopeek.errors import DataError, TrainingError
-from nopeek.evaluation import (
-    client_accuracies,
-    evaluate,
-    leakage_sample,
-    measure_dcor,
-    party_costs,
-    wire_bytes,
-)
 from nopeek.hooks import CutHook, TrainContext, bind_hooks, hook_metrics
 from nopeek.io import atomic_write_json
 from nopeek.observe import Observations, capture_policy
@@ -40,8 +30,18 @@ from nopeek.regularizers import nopeek_penalty
 from nopeek.rundir import RunDir
 from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.runtime import InProcessRuntime, _gather
-from nopeek.strategies import STRATEGIES
+from nopeek.runtime.channel import InProcessChannel, WireLog
+from nopeek.runtime.plans import STRATEGIES
 from nopeek.topology import DATA_PREFIX, Topology
+from nopeek.training.epoch_log import EpochLog
+from nopeek.training.measures import (
+    client_accuracies,
+    evaluate,
+    leakage_sample,
+    measure_dcor,
+    party_costs,
+    wire_bytes,
+)
 
 log = logging.getLogger(__name__)
 
