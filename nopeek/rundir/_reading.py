@@ -22,7 +22,7 @@ from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.rundir._markers import kind_of
 
 if TYPE_CHECKING:
-    from nopeek.rundir._writing import RunDir
+    from typing_extensions import Self
 
 # what to do when a folder of this kind is missing (the ending of a one-line error)
 _MISSING = {
@@ -54,8 +54,12 @@ class Reading:
     kind: str
     fix: str | None
 
+    if TYPE_CHECKING:  # RunDir's constructor, which open() calls
+
+        def __init__(self, path: str | Path, kind: str, *, fix: str | None = None) -> None: ...
+
     @classmethod
-    def open(cls, path: str | Path, kind: str = "run", *, fix: str | None = None) -> RunDir:
+    def open(cls, path: str | Path, kind: str = "run", *, fix: str | None = None) -> Self:
         """The existing ``kind`` folder at ``path``, to read; ``fix`` ends its files' errors.
 
         A missing folder, or a folder that nopeek marked as another kind (a sweep passed as a
@@ -154,7 +158,8 @@ class Reading:
         :meth:`nopeek.eval.SweepSpec.from_json`)."""
         path = self.path / self.SWEEP
         try:
-            return json.loads(path.read_text())
+            spec: dict[str, Any] = json.loads(path.read_text())
+            return spec
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(
                 f"{self.path} is not a finished sweep (cannot read {path}: "
