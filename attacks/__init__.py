@@ -4,6 +4,7 @@ Every attack declares a threat model and gets exactly what it grants (see
 :mod:`nopeek.attacks.base`); :func:`run_attack` runs one on a finished run directory.
 """
 
+import nopeek.attacks.streams  # noqa: F401 (registers the attacks' random streams first)
 from nopeek.attacks import (  # noqa: F401 (register)
     active_completion,
     completion,

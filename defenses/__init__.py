@@ -18,6 +18,7 @@ Each is a :class:`~nopeek.hooks.CutHook`; :func:`parse_defenses` builds them fro
 ``--defense`` specs (grammar in :mod:`nopeek.defenses.spec`) and :data:`DEFENSES` lists them.
 """
 
+import nopeek.defenses.streams  # noqa: F401 (registers the defenses' random streams first)
 from nopeek.defenses.adversarial import Adversarial
 from nopeek.defenses.base import Defense
 from nopeek.defenses.cae import CAE

@@ -9,6 +9,7 @@ The public API::
     write_report(["sweeps/s"], "reports/s")     # report.md, report.html, figures/
 """
 
+import nopeek.eval.streams  # noqa: F401 (registers eval's random streams first)
 from nopeek.eval.frontier import frontier_order, pareto_mask
 from nopeek.eval.report import write_report
 from nopeek.eval.results import read_results

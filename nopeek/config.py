@@ -110,7 +110,8 @@ class TrainConfig:
     delta: float = 1e-5
     malicious_server: str | None = None
     compress: str | None = None
-    # multi-party configurations (see nopeek.topology): ignored by topologies that do not use them
+    # multi-party configurations: the options the topologies take, each checked by the topology
+    # module that owns it (see nopeek.topology); ignored by topologies that do not take them
     clients: int = 2
     merge: str = "concat"
     tasks: str = "label,parity"
@@ -203,7 +204,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise a one-line :class:`ConfigError` for any value out of range."""
-        self._validate_topology()
+        from nopeek.topology import check_config
+
+        check_config(self)  # the topology's name, and the options it takes (its own checks)
         if not math.isfinite(self.alpha) or self.alpha < 0:
             raise ConfigError(
                 f"alpha must be >= 0, got {self.alpha}; use --alpha 0 to disable NoPeek"
@@ -252,49 +255,17 @@ class TrainConfig:
                     "one row per sample)"
                 )
 
-    def _validate_topology(self) -> None:
-        from nopeek.topology import MERGES, TOPOLOGIES, parse_tasks
-
-        TOPOLOGIES.get(self.topology)  # an unknown name lists the valid ones
-        if isinstance(self.clients, bool) or not isinstance(self.clients, int) or self.clients < 1:
-            raise ConfigError(f"--clients must be an integer >= 1, got {self.clients!r}")
-        if self.topology == "vertical" and self.clients < 2:
-            raise ConfigError(
-                f"vertical needs --clients >= 2 (one per feature slice), got {self.clients}"
-            )
-        if self.merge not in MERGES:
-            raise ConfigError(f"unknown --merge {self.merge!r}; choose one of: {', '.join(MERGES)}")
-        if self.relay not in ("peer", "server"):
-            raise ConfigError(f"unknown --relay {self.relay!r}; choose one of: peer, server")
-        if self.splitfed not in ("v1", "v2"):
-            raise ConfigError(f"unknown --splitfed {self.splitfed!r}; choose one of: v1, v2")
-        if self.non_iid is not None and not (math.isfinite(self.non_iid) and self.non_iid > 0):
-            raise ConfigError(
-                f"--non-iid must be a Dirichlet concentration > 0, got {self.non_iid}; "
-                "omit it for IID shards"
-            )
-        if self.topology == "multi-task":
-            parse_tasks(self.tasks)
-        if self.label_party != "server" and self.topology != "vertical":
-            raise ConfigError(
-                f"--label-party {self.label_party} applies to --topology vertical only; drop it"
-            )
-
     def build_context(self, dataset: Dataset, make_model) -> Any:
-        """The :class:`~nopeek.topology.BuildContext` of this config for ``dataset``."""
-        from nopeek.topology import BuildContext, parse_tasks
+        """The :class:`~nopeek.topology.BuildContext` of this config for ``dataset``: the data's
+        shape and classes, and the options its topology takes."""
+        from nopeek.topology import TOPOLOGIES, BuildContext
 
         return BuildContext(
             input_shape=tuple(dataset.input_shape),
             n_classes=dataset.n_classes,
             make_model=make_model,
-            clients=self.clients,
-            merge=self.merge,
-            tasks=tuple(parse_tasks(self.tasks)) if self.topology == "multi-task" else ("label",),
-            relay=self.relay,
-            splitfed=self.splitfed,
-            label_party=self.label_party,
             widths=getattr(dataset, "widths", None),
+            **TOPOLOGIES.get(self.topology).context(self),
         )
 
     def resolved(self) -> TrainConfig:
@@ -302,6 +273,7 @@ class TrainConfig:
         from nopeek.data import default_model, file_model
         from nopeek.data.user import describe
         from nopeek.models import MODELS
+        from nopeek.topology import TOPOLOGIES
 
         user = None
         if self.own_files:  # csv features keyed by id, read when the data are loaded
@@ -315,10 +287,7 @@ class TrainConfig:
             from nopeek.models import missing_cut
 
             raise missing_cut(model)
-        if self.topology == "u-shaped" and "," not in cut:
-            raise ConfigError("u-shaped needs two cuts; pass e.g. --cut conv2,fc1")
-        if self.topology == "multi-hop" and "," not in cut:
-            raise ConfigError("multi-hop needs two or more cuts; pass e.g. --cut conv1,fc1")
+        TOPOLOGIES.get(self.topology).check_cuts([c for c in cut.split(",") if c.strip()])
         data = self.to_dict() | {"model": model, "cut": cut, "defenses": list(self.defenses)}
         if self.compress is not None:
             from nopeek.compress import canonical

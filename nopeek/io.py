@@ -16,9 +16,8 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import torch
 
@@ -47,7 +46,7 @@ def describe_os_error(exc: OSError, path: str | Path | None = None) -> str:
     'runs/a/x.pt: no space left on the device; free space or choose another --out'
     """
     where = path if path is not None else exc.filename
-    what = _FIXES.get(exc.errno) if exc.errno is not None else None
+    what = _FIXES.get(exc.errno)
     if what is None:
         reason = exc.strerror or str(exc) or type(exc).__name__
         what = f"{reason}; check the path and its permissions, or choose another --out"
@@ -66,7 +65,7 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+def _atomic_write(path: Path, write) -> None:
     path = Path(path)
     tmp: str | None = None
     try:
@@ -104,11 +103,10 @@ class _Recording:
     keeping the original error lets a full disk be reported as a full disk.
     """
 
-    def __init__(self, fh: IO[bytes]) -> None:
-        self.fh = fh
-        self.error: OSError | None = None
+    def __init__(self, fh) -> None:
+        self.fh, self.error = fh, None
 
-    def write(self, data: bytes) -> int:
+    def write(self, data) -> int:
         try:
             return self.fh.write(data)
         except OSError as exc:
@@ -122,11 +120,10 @@ class _Recording:
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` atomically."""
 
-    def write(fh: IO[bytes]) -> None:
+    def write(fh) -> None:
         rec = _Recording(fh)
         try:
-            # torch.save writes to any object with write() and flush(); its hint says IO[bytes]
-            torch.save(obj, cast(IO[bytes], rec))
+            torch.save(obj, rec)
         except RuntimeError:
             if rec.error is not None:
                 raise rec.error from None

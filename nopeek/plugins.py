@@ -17,10 +17,11 @@ config naming a field that no installed builder handles.
 
 **Plug-in entries.** A third-party package adds attacks, defenses, data sets and models by
 declaring them in the entry-point groups of :data:`ENTRY_GROUPS`; each entry point names the
-object itself, and it is registered under the entry point's name::
+object itself, and it is registered under the entry point's name (an attack or a defense has one
+name, its class's ``name``, which its entry point carries)::
 
     [project.entry-points."nopeek.attacks"]
-    my-attack = "my_pkg.attacks:MyAttack"       # an Attack subclass (or instance)
+    my-attack = "my_pkg.attacks:MyAttack"       # an Attack (class or instance), name = "my-attack"
     [project.entry-points."nopeek.defenses"]
     my-defense = "my_pkg.defenses:MyDefense"    # a Defense subclass with name = "my-defense"
     [project.entry-points."nopeek.datasets"]
@@ -43,12 +44,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from nopeek.errors import ConfigError, PluginError
 
-if TYPE_CHECKING:
-    from nopeek.config import TrainConfig
+if TYPE_CHECKING:  # a base module like this one, which imports nothing of nopeek's
     from nopeek.hooks import CutHook
 
 GROUP = "nopeek.hooks"
@@ -61,10 +61,22 @@ ENTRY_GROUPS = {
 }
 HOOK_FIELDS = ("defenses", "malicious_server")  # config fields that only plugins turn into hooks
 
-Builder = Callable[["TrainConfig"], "list[CutHook]"]
+
+class HookConfig(Protocol):
+    """What :func:`build_hooks` reads of a run's config: the fields that only plug-ins turn
+    into hooks. Builders get the whole :class:`nopeek.config.TrainConfig`; this module, below
+    the config, reads it through this Protocol and imports nothing of it."""
+
+    defenses: list[str]
+    malicious_server: str | None
 
 
-def hook_builder(*fields: str) -> Callable[[Builder], Builder]:
+Builder = Callable[[Any], "list[CutHook]"]
+"""A hook builder: ``(TrainConfig) -> list[CutHook]``."""
+B = TypeVar("B", bound=Callable[..., Any])
+
+
+def hook_builder(*fields: str) -> Callable[[B], B]:
     """Mark a function as a hook builder for the config ``fields`` it handles.
 
     >>> @hook_builder("defenses")
@@ -77,7 +89,7 @@ def hook_builder(*fields: str) -> Callable[[Builder], Builder]:
     if unknown:
         raise ValueError(f"hook builders handle {HOOK_FIELDS}, not {unknown}")
 
-    def mark(fn: Builder) -> Builder:
+    def mark(fn: B) -> B:
         fn.handles = tuple(fields)  # type: ignore[attr-defined]
         return fn
 
@@ -90,7 +102,7 @@ def builders() -> dict[str, Builder]:
     return {name: found[name].load() for name in sorted(found)}
 
 
-def build_hooks(config: TrainConfig) -> list[CutHook]:
+def build_hooks(config: HookConfig) -> list[CutHook]:
     """The hooks that ``config``'s ``defenses`` and ``malicious_server`` name, from the plugins.
 
     Raises a one-line :class:`ConfigError` for a named field that no installed builder handles

@@ -1,10 +1,22 @@
 """The core's import graph: no circle, a layer order it keeps, and a top level one can read.
 
 The scan walks the syntax tree of every module of ``nopeek/`` (the CLI included; attacks,
-defenses and eval are ``tests/test_layers.py``'s), function-level imports included and
-``if TYPE_CHECKING:`` blocks left out (they never run). ``from nopeek import X`` counts as
-importing ``nopeek.X``, and ``from nopeek.x import Name`` as importing ``nopeek.x``; the
-package ``nopeek`` itself is no node (its ``__init__`` imports lazily).
+defenses and eval are ``tests/test_layers.py``'s), function-level imports included.
+``from nopeek import X`` counts as importing ``nopeek.X``, and ``from nopeek.x import Name`` as
+importing ``nopeek.x``.
+
+``if TYPE_CHECKING:`` imports count for circles: a circle that only type checkers follow is
+still two modules that cannot be understood one without the other (and one step from a real
+circle when an annotation becomes a runtime import), so there is none at all. They do not
+count for the layer order: they never run, and an annotation may name a type of a higher layer
+as long as it closes no circle.
+
+The package ``nopeek`` itself is no node: its ``__init__`` imports nothing of the core when it
+runs (each public name is imported on first use, PEP 562), and its ``TYPE_CHECKING`` block only
+re-exports the public API for type checkers; with it as a node, the one import of the package
+(``from nopeek import __version__``) would close a circle through every module it re-exports.
+``nopeek.runtime``, lazy in the same way, stays a node: no module its ``TYPE_CHECKING`` block
+names imports the package back, and the scan would show it if one did.
 
 The layer order below (lowest first) is what the tree keeps: a module may import its own unit
 (``nopeek.data.user`` -> ``nopeek.data.splits``) and any unit of a lower or the same layer. Why
@@ -72,17 +84,23 @@ def _type_checking(node: ast.If) -> bool:
     )
 
 
-def _imports(module: str, path: Path) -> list[tuple[int, str]]:
-    """``(line, imported name)`` of every import in ``path`` outside ``TYPE_CHECKING`` blocks."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    tree = ast.parse(path.read_text(), str(path))
-    skipped = {
+def _type_checking_nodes(tree: ast.Module) -> set[int]:
+    """The ids of the nodes inside ``if TYPE_CHECKING:`` blocks of ``tree``."""
+    return {
         id(n)
         for block in ast.walk(tree)
         if isinstance(block, ast.If) and _type_checking(block)
         for stmt in block.body
         for n in ast.walk(stmt)
     }
+
+
+def _imports(module: str, path: Path, *, type_checking: bool) -> list[tuple[int, str]]:
+    """``(line, imported name)`` of every import in ``path``; those in ``TYPE_CHECKING`` blocks
+    only with ``type_checking``."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), str(path))
+    skipped = set() if type_checking else _type_checking_nodes(tree)
     found = []
     for node in ast.walk(tree):
         if id(node) in skipped:
@@ -98,12 +116,13 @@ def _imports(module: str, path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def graph() -> dict[str, dict[str, int]]:
-    """Module -> {imported nopeek module: first line}."""
-    known = _modules()
+def graph(*, type_checking: bool = False) -> dict[str, dict[str, int]]:
+    """Module -> {imported nopeek module: first line}; ``TYPE_CHECKING`` imports included with
+    ``type_checking``. The package ``nopeek`` is no node (see the module's docstring)."""
+    known = {m: p for m, p in _modules().items() if m != "nopeek"}
     out: dict[str, dict[str, int]] = {m: {} for m in known}
     for module, path in known.items():
-        for line, name in _imports(module, path):
+        for line, name in _imports(module, path, type_checking=type_checking):
             while name and name not in known:
                 name = name.rpartition(".")[0]
             if name and name not in ("nopeek", module):
@@ -162,22 +181,26 @@ def top_level() -> list[str]:
     )
 
 
-def test_the_scan_resolves_imports_and_skips_type_checking():
-    edges = graph()
+def test_the_scan_resolves_imports_and_counts_type_checking_ones_on_request():
+    edges, typed = graph(), graph(type_checking=True)
     assert "nopeek.data.splits" in edges["nopeek.data.user"]
     assert "nopeek.models" in edges["nopeek.topology.basic"]
-    assert "nopeek.config" not in edges["nopeek.plugins"]  # only under TYPE_CHECKING
+    # nopeek.runtime imports its members on first use; its TYPE_CHECKING block names them
+    assert "nopeek.runtime.party" not in edges["nopeek.runtime"]
+    assert "nopeek.runtime.party" in typed["nopeek.runtime"]
+    assert "nopeek" not in typed  # the package is no node
+    assert "nopeek.config" not in typed["nopeek.plugins"]  # a Protocol, not the config's types
     assert find_cycle({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b": 1}, "b": {}}) == []
 
 
-def test_no_import_circle_in_the_core():
-    cycle = find_cycle(graph())
+def test_no_import_circle_in_the_core_type_checking_included():
+    cycle = find_cycle(graph(type_checking=True))
     assert not cycle, "import circle: " + " -> ".join(cycle)
 
 
 def test_every_top_level_unit_has_a_layer():
-    units = {unit(m) for m in graph() if m != "nopeek"}
+    units = {unit(m) for m in graph()}
     declared = set().union(*LAYERS)
     assert units - declared == set(), "declare the layer of each new module in LAYERS"
     assert declared - units == set(), "LAYERS names modules that are gone"

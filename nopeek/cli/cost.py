@@ -9,15 +9,11 @@ formulas' predictions. See :mod:`nopeek.eval.cost`.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
 
 from nopeek.cli.commands import summary
 
-if TYPE_CHECKING:
-    from nopeek.rundir import RunDir
 
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser(
         "cost",
         help=summary("cost"),
@@ -81,8 +77,7 @@ def _clients(text: str) -> list[int]:
         raise ConfigError(
             f"--clients must be integers >= 1 separated by commas (e.g. 100,500), got {text!r}"
         ) from None
-    clients: list[int] = check_clients(values)
-    return clients
+    return check_clients(values)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -153,7 +148,7 @@ def _measure(args: argparse.Namespace, clients: int) -> int:
     return 0
 
 
-def _plan(out: str | None) -> RunDir | None:
+def _plan(out: str | None):
     """The output folder, checked before any work (a file, a link, a foreign folder: refused)."""
     if out is None:
         return None
@@ -164,7 +159,7 @@ def _plan(out: str | None) -> RunDir | None:
     return folder
 
 
-def _write(folder: RunDir | None, record: dict[str, Any]) -> None:
+def _write(folder, record: dict) -> None:
     if folder is None:
         return
     from nopeek.io import atomic_write_json

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from nopeek.cli.commands import summary
 from nopeek.config import TrainConfig
@@ -12,7 +11,7 @@ from nopeek.errors import CheckpointError
 S = argparse.SUPPRESS
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser(
         "train",
         help=summary("train"),
@@ -214,7 +213,7 @@ def add_topology_args(p: argparse.ArgumentParser) -> None:
 _RUN_FLAGS = {"out", "overwrite", "resume", "quiet", "handler", "command", "verbose", "tensorboard"}
 
 
-def given_fields(args: argparse.Namespace, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+def given_fields(args: argparse.Namespace, exclude: frozenset[str] = frozenset()) -> dict:
     """The config fields the user set: those of ``--config FILE`` overridden by the flags given
     (the parser leaves out every flag not given; ``exclude``: other flags that are no field);
     each ``--defense`` value may join specs with ``+`` as in ``nopeek sweep`` (``none``: no
@@ -266,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _result_line(m: dict[str, Any]) -> str:
+def _result_line(m: dict) -> str:
     """The run's headline metrics, each after its name; ``epsilon_dpsgd`` only where its
     guarantee holds (``dpsgd_guarantee_holds``), else why it does not.
 

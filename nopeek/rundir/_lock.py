@@ -26,9 +26,7 @@ from nopeek.io import output_error
 try:
     import fcntl
 except ImportError:  # pragma: no cover (Windows)
-    _HAS_FCNTL = False
-else:
-    _HAS_FCNTL = True
+    fcntl = None
 
 SUFFIX = ".nopeek-lock"
 
@@ -53,7 +51,7 @@ def locked(path: str | Path, *, flag: str = "--out") -> Iterator[None]:
     ...             print(f"another nopeek process (pid {os.getpid()})" in str(exc))
     True
     """
-    if not _HAS_FCNTL:  # pragma: no cover
+    if fcntl is None:  # pragma: no cover
         yield
         return
     path = Path(path)

@@ -158,8 +158,7 @@ class Reading:
         :meth:`nopeek.eval.SweepSpec.from_json`)."""
         path = self.path / self.SWEEP
         try:
-            spec: dict[str, Any] = json.loads(path.read_text())
-            return spec
+            return json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(
                 f"{self.path} is not a finished sweep (cannot read {path}: "

@@ -16,77 +16,20 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from nopeek.errors import ChannelError, ConfigError, NopeekError, PeerError
-from nopeek.runtime.channel import WEIGHTS, WireLog
+from nopeek.runtime.channel import WEIGHTS
 from nopeek.runtime.distributed import TorchDistributedChannel
 from nopeek.runtime.party import flatten_state
 from nopeek.topology import Topology
 from nopeek.topology.crossings import dry_run
 
-if TYPE_CHECKING:
-    from nopeek.compress import Compressor
-    from nopeek.runtime.grpc_channel import GrpcChannel
-
 DEFAULT_TIMEOUT = 300.0
-
-
-class Parties(Protocol):
-    """A topology, or a roster of one before it is built: its name and parties in rank order."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def parties(self) -> list[str]: ...
-
-
-class Launch(Protocol):
-    """How this process joins a distributed run: :class:`PartyLaunch` (torch.distributed) or
-    :class:`~nopeek.runtime.grpc_launch.GrpcLaunch` (gRPC with mutual TLS)."""
-
-    @property
-    def timeout(self) -> float: ...
-
-    @property
-    def secret(self) -> bytes | None: ...
-
-    def party(self, topology: Parties) -> str: ...
-
-    def join(self, me: str, device: torch.device, peers: list[str] | None = None) -> None: ...
-
-    def channel(
-        self,
-        topology: Topology,
-        me: str,
-        *,
-        x: torch.Tensor,
-        max_batch: int,
-        device: torch.device,
-        codecs: dict[str, Compressor] | None = None,
-    ) -> Callable[[WireLog | None], TorchDistributedChannel | GrpcChannel]: ...
-
-    def open(
-        self,
-        me: str,
-        parties: list[str],
-        *,
-        max_batch: int,
-        device: torch.device,
-        plan: Schedule | None = None,
-        codecs: dict[str, Compressor] | None = None,
-    ) -> TorchDistributedChannel | GrpcChannel: ...
-
-    def schedule(self, channel: Any, plan: Schedule, *, max_batch: int) -> None: ...
-
-    def close(self, channel: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -103,11 +46,7 @@ class PartyLaunch:
 
     @classmethod
     def from_env(
-        cls,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        role: str | None = None,
-        secret: bytes | None = None,
+        cls, *, timeout: float = DEFAULT_TIMEOUT, role: str | None = None, secret=None
     ) -> PartyLaunch:
         """From the variables ``torchrun`` sets (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
         try:
@@ -126,7 +65,7 @@ class PartyLaunch:
                 "`nopeek party --rank R --world-size W`"
             ) from None
 
-    def party(self, topology: Parties) -> str:
+    def party(self, topology: Topology) -> str:
         """The party this process runs; refuses a world size or role that does not fit."""
         parties = topology.parties
         if self.world_size != len(parties):
@@ -148,29 +87,15 @@ class PartyLaunch:
         return me
 
     def channel(
-        self,
-        topology: Topology,
-        me: str,
-        *,
-        x: torch.Tensor,
-        max_batch: int,
-        device: torch.device,
-        codecs: dict[str, Compressor] | None = None,
-    ) -> Callable[[WireLog | None], TorchDistributedChannel]:
+        self, topology: Topology, me: str, *, x: torch.Tensor, max_batch: int, device, codecs=None
+    ):
         """``wire_log -> TorchDistributedChannel`` for party ``me`` (see :func:`make_channel`)."""
         return make_channel(
             topology, me, self, x=x, max_batch=max_batch, device=device, codecs=codecs
         )
 
     def open(
-        self,
-        me: str,
-        parties: list[str],
-        *,
-        max_batch: int,
-        device: torch.device,
-        plan: Schedule | None = None,
-        codecs: dict[str, Compressor] | None = None,
+        self, me: str, parties: list[str], *, max_batch: int, device, plan=None, codecs=None
     ) -> TorchDistributedChannel:
         """Party ``me``'s channel, once :meth:`join` ed: scheduled by ``plan``
         (:class:`Schedule`), or carrying only text messages (the handshake, the alignment) until
@@ -186,11 +111,11 @@ class PartyLaunch:
             codecs=codecs,
         )
 
-    def schedule(self, channel: TorchDistributedChannel, plan: Schedule, *, max_batch: int) -> None:
+    def schedule(self, channel: TorchDistributedChannel, plan: Schedule, *, max_batch: int):
         """Give a channel opened without a plan the run's :class:`Schedule`."""
         channel.plan(plan.cuts, plan.expect)
 
-    def close(self, channel: TorchDistributedChannel) -> None:
+    def close(self, channel) -> None:
         """Leave the process group (``channel`` is unused: the group is the transport)."""
         dist.destroy_process_group()
 
@@ -244,7 +169,6 @@ def _store(launch: PartyLaunch, where: str) -> dist.Store:
     """Rank 0's store at ``where`` (rank 0 hosts it; under torchrun, its agent does)."""
     timeout = datetime.timedelta(seconds=launch.timeout)
     url = f"tcp://{where}"
-    store: dist.Store
     store, _, _ = next(dist.rendezvous(url, launch.rank, launch.world_size, timeout=timeout))
     store.set_timeout(timeout)
     return store
@@ -284,7 +208,7 @@ def _check_gloo_transport() -> None:
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
+def _quiet_stderr():
     """Hold what native code writes to stderr (fd 2) while joining; replay it when logging is
     verbose (``nopeek -v``), drop it otherwise, so a failed join stays a one-line error."""
     sys.stderr.flush()
@@ -335,13 +259,13 @@ class Schedule:
     tails: dict[tuple[str, str], tuple[int, ...]]
     sizes: dict[str, int]
 
-    def expect(self, kind: str, cut: str, sender: str) -> tuple[tuple[int, ...] | None, int | None]:
+    def expect(self, kind: str, cut: str, sender: str):
         if kind == WEIGHTS:
             return None, self.sizes[cut]
         return self.tails[(cut, sender)], None
 
 
-def unplanned(kind: str, cut: str, sender: str) -> NoReturn:
+def unplanned(kind: str, cut: str, sender: str):
     """The ``expect`` of a channel whose schedule is not known yet: no tensor may come."""
     raise ChannelError(
         f"{sender} sent a {kind} at cut {cut!r} before the parties agreed on the run; start "
@@ -353,11 +277,11 @@ def schedule(topology: Topology, x: torch.Tensor) -> Schedule:
     """The :class:`Schedule` of ``topology`` (shapes from :func:`cut_shapes` on two samples of
     ``x``, weights sizes from the architecture)."""
     shapes = cut_shapes(topology, x[:2])
-    tails: dict[tuple[str, str], tuple[int, ...]] = {}
+    tails = {}
     for edge in topology.edges():
         tails.setdefault((edge.cut, edge.sender), shapes[edge.src])
         tails.setdefault((edge.cut, edge.receiver), shapes[edge.src])
-    sizes: dict[str, int] = {}
+    sizes = {}
     for node in topology.nodes:
         if node.cut is not None and (node.module is not None or node.name in topology.factories):
             module: nn.Module = node.module or topology.factories[node.name]()
@@ -373,15 +297,15 @@ def make_channel(
     *,
     x: torch.Tensor,
     max_batch: int,
-    device: torch.device,
-    codecs: dict[str, Compressor] | None = None,
-) -> Callable[[WireLog | None], TorchDistributedChannel]:
+    device,
+    codecs=None,
+):
     """``wire_log -> TorchDistributedChannel`` for party ``me``, knowing what every message at
     every cut should look like (:func:`schedule`) and how compressed ones decode (``codecs``:
     message kind -> compressor, :func:`nopeek.compress.by_kind`)."""
     plan = schedule(topology, x)
 
-    def build(log: WireLog | None) -> TorchDistributedChannel:
+    def build(log):
         return TorchDistributedChannel(
             me=me,
             ranks=plan.ranks,

@@ -18,21 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from nopeek.data import Split
-from nopeek.errors import ChannelError, ConfigError
+from nopeek.errors import ConfigError
 from nopeek.registry import Registry
 from nopeek.runtime import InProcessRuntime, flatten_state, load_flat_state, weighted_mean
 from nopeek.seeding import generator, numpy_rng
 from nopeek.topology import Topology
-
-if TYPE_CHECKING:
-    from nopeek.runtime import Party
 
 
 @dataclass
@@ -48,9 +44,7 @@ class Step:
     index: int
 
 
-def batches(
-    split: Split, batch_size: int, *, seed: int, epoch: int, client: int = 0
-) -> Iterator[dict[str, Tensor]]:
+def batches(split: Split, batch_size: int, *, seed: int, epoch: int, client: int = 0):
     """Shuffled batches of ``split``; the order depends only on (seed, epoch, client)."""
     gen = generator(seed, "batches", epoch, client)
     order = torch.randperm(len(split), generator=gen)
@@ -76,21 +70,19 @@ def shard_indices(y: Tensor, clients: int, *, non_iid: float | None, seed: int) 
     if clients == 1:
         return [torch.arange(n)]
     rng = numpy_rng(seed, "shards")
-    parts: list[np.ndarray] | list[list[int]]
     if non_iid is None:
         parts = np.array_split(rng.permutation(n), clients)
     else:
         if not non_iid > 0:
             raise ConfigError(f"--non-iid must be > 0 (a Dirichlet concentration), got {non_iid}")
-        grouped: list[list[int]] = [[] for _ in range(clients)]
+        parts = [[] for _ in range(clients)]
         labels = y.numpy()
         for c in np.unique(labels):
             idx = rng.permutation(np.flatnonzero(labels == c))
             share = rng.dirichlet(np.full(clients, non_iid))
             cuts = (np.cumsum(share)[:-1] * len(idx)).round().astype(int)
             for k, part in enumerate(np.split(idx, cuts)):
-                grouped[k].extend(part.tolist())
-        parts = grouped
+                parts[k].extend(part.tolist())
     shards = [torch.as_tensor(np.sort(np.asarray(p, dtype=np.int64))) for p in parts]
     empty = [k for k, s in enumerate(shards) if len(s) == 0]
     if empty:
@@ -134,17 +126,17 @@ class Strategy:
 class SingleGroup(Strategy):
     """Every node on every batch of the whole training split."""
 
-    def _shards(self, non_iid: float | None) -> dict[str, Split]:
+    def _shards(self, non_iid):
         return {"all": self.train}
 
-    def epoch(self, runtime: InProcessRuntime, batch_size: int, epoch: int) -> Iterator[Step]:
+    def epoch(self, runtime, batch_size, epoch):
         nodes = [n.name for n in self.topology.nodes]
         for i, batch in enumerate(batches(self.train, batch_size, seed=self.seed, epoch=epoch)):
             yield Step(nodes, batch, list(self.topology.parties), i)
 
 
 class _Sharded(Strategy):
-    def _shards(self, non_iid: float | None) -> dict[str, Split]:
+    def _shards(self, non_iid):
         if non_iid is None:  # IID shards need only the number of samples
             y = torch.zeros(len(self.train), dtype=torch.int64)
         elif not self.train.holds("y"):
@@ -165,7 +157,7 @@ class _Sharded(Strategy):
 class Relay(_Sharded):
     """Clients in turns, one pass over the own shard each; weights handed on after a turn."""
 
-    def epoch(self, runtime: InProcessRuntime, batch_size: int, epoch: int) -> Iterator[Step]:
+    def epoch(self, runtime, batch_size, epoch):
         via = "server" if self.topology.options.get("relay") == "server" else None
         holder = self.clients[0] if epoch == 0 else self.clients[-1]  # who ended the last epoch
         for k, client in enumerate(self.clients):
@@ -180,7 +172,7 @@ class Relay(_Sharded):
             ):
                 yield Step(nodes, batch, parties, i)
 
-    def eval_nodes(self) -> list[str]:
+    def eval_nodes(self):
         last = self.clients[-1]
         return [last, *self._readers(last)]
 
@@ -188,7 +180,7 @@ class Relay(_Sharded):
 class SplitFed(_Sharded):
     """Clients in parallel; client segments (and v1's server copies) averaged each round."""
 
-    def epoch(self, runtime: InProcessRuntime, batch_size: int, epoch: int) -> Iterator[Step]:
+    def epoch(self, runtime, batch_size, epoch):
         streams = [
             iter(batches(self.shards[c], batch_size, seed=self.seed, epoch=epoch, client=k))
             for k, c in enumerate(self.clients)
@@ -213,26 +205,18 @@ class SplitFed(_Sharded):
     def _server_copies(self) -> dict[str, str]:
         return {c: self._readers(c)[0] for c in self.clients}
 
-    def eval_nodes(self) -> list[str]:
+    def eval_nodes(self):
         first = self.clients[0]
         return [first, *self._readers(first)]
 
 
 @torch.no_grad()
-def average_local(party: Party, copies: dict[str, str], weights: dict[str, float]) -> None:
+def average_local(party, copies: dict[str, str], weights: dict[str, float]) -> None:
     """A party's own segment copies (client -> node) replaced by their weighted mean."""
-    held = {c: _held(party, n) for c, n in copies.items()}
-    flats = {c: flatten_state(m) for c, m in held.items()}
+    flats = {c: flatten_state(party.segments[n]) for c, n in copies.items()}
     mean = weighted_mean(flats, weights)
-    for module in held.values():
-        load_flat_state(module, mean)
-
-
-def _held(party: Party, node: str) -> nn.Module:
-    module = party.segments[node]
-    if module is None:
-        raise ChannelError(f"{party.name} does not hold {node}, so it cannot average it")
-    return module
+    for node in copies.values():
+        load_flat_state(party.segments[node], mean)
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -34,9 +33,6 @@ from torch import Tensor
 from nopeek.compress import family
 from nopeek.errors import ChannelError
 from nopeek.runtime.channel import ACTIVATION, GRADIENT, WEIGHTS
-
-if TYPE_CHECKING:
-    from nopeek.compress import Packed
 
 MAGIC = 0x4E4F5045  # "NOPE"
 VERSION = 1
@@ -88,14 +84,7 @@ class Expect:
 
 
 def encode(
-    kind: str,
-    cut: int,
-    sender: int,
-    step: int,
-    tensor: Tensor,
-    n_ids: int,
-    device: torch.device | str,
-    packed: Packed | None = None,
+    kind: str, cut: int, sender: int, step: int, tensor: Tensor, n_ids: int, device, packed=None
 ) -> Tensor:
     """The header (HEADER_LEN,) int64 for ``tensor``, or for the compressed message whose
     payload it is (``packed``: a :class:`~nopeek.compress.Packed`)."""

@@ -14,6 +14,7 @@ from torch import nn
 
 from nopeek.errors import CutError
 from nopeek.models import split
+from nopeek.topology.builder import TopologyBuilder
 from nopeek.topology.graph import DATA_PREFIX, Node, Objective, Topology
 
 
@@ -77,3 +78,16 @@ def u_shaped(model: nn.Sequential, cuts: Sequence[str]) -> Topology:
         [Objective("client_tail", "y", "client")],
         owners={"x": "client", "y": "client"},
     )
+
+
+VANILLA = TopologyBuilder("vanilla", lambda m, cuts, ctx: vanilla(m, cuts))
+MULTI_HOP = TopologyBuilder(
+    "multi-hop",
+    lambda m, cuts, ctx: multi_hop(m, cuts),
+    fewer_cuts="multi-hop needs two or more cuts; pass e.g. --cut conv1,fc1",
+)
+U_SHAPED = TopologyBuilder(
+    "u-shaped",
+    lambda m, cuts, ctx: u_shaped(m, cuts),
+    fewer_cuts="u-shaped needs two cuts; pass e.g. --cut conv2,fc1",
+)

@@ -16,16 +16,34 @@ Labels sit at the server in both (it sees each client's batch labels, as in vani
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
 from torch import nn
 
 from nopeek.errors import ConfigError
 from nopeek.models import split
+from nopeek.topology.builder import CLIENTS_OPTION, Option, TopologyBuilder, one_of
 from nopeek.topology.graph import DATA_PREFIX, Node, Objective, Topology
 
 RELAYS = ("peer", "server")
 SPLITFED_VERSIONS = ("v1", "v2")
+
+
+def _dirichlet(value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ConfigError(
+            f"--non-iid must be a Dirichlet concentration > 0, got {value}; omit it for IID shards"
+        )
+    return value
+
+
+RELAY_OPTION = Option("relay", one_of("--relay", RELAYS))
+"""``--relay``: who hands a client's segment to the next (many-clients)."""
+SPLITFED_OPTION = Option("splitfed", one_of("--splitfed", SPLITFED_VERSIONS))
+"""``--splitfed``: one server segment per client (v1) or one for all (v2)."""
+NON_IID_OPTION = Option("non_iid", _dirichlet)
+"""``--non-iid``: the Dirichlet concentration of the clients' label shards (none: IID)."""
 
 
 def _check(clients: int, cuts: Sequence[str], what: str) -> None:
@@ -46,8 +64,7 @@ def many_clients(
     (['client0', 'client1', 'client2', 'server'], [True, False, False, True])
     """
     _check(clients, cuts, "many-clients")
-    if relay not in RELAYS:
-        raise ConfigError(f"unknown --relay {relay!r}; choose one of: {', '.join(RELAYS)}")
+    RELAY_OPTION.check(relay)
     head, tail = split(model, cuts)
     names = [f"client{k}" for k in range(clients)]
     template = copy.deepcopy(head)
@@ -79,10 +96,7 @@ def splitfed(
     (['client0', 'client1', 'server', 'fed'], ['client0', 'client1', 'server0', 'server1'])
     """
     _check(clients, cuts, "splitfed")
-    if version not in SPLITFED_VERSIONS:
-        raise ConfigError(
-            f"unknown --splitfed {version!r}; choose one of: {', '.join(SPLITFED_VERSIONS)}"
-        )
+    SPLITFED_OPTION.check(version)
     head, tail = split(model, cuts)
     names = [f"client{k}" for k in range(clients)]
     nodes = [
@@ -108,3 +122,15 @@ def splitfed(
         options={"clients": clients, "splitfed": version},
         extra_parties=("fed",),
     )
+
+
+MANY_CLIENTS = TopologyBuilder(
+    "many-clients",
+    lambda m, cuts, ctx: many_clients(m, cuts, clients=ctx.clients, relay=ctx.relay),
+    options=(CLIENTS_OPTION, RELAY_OPTION, NON_IID_OPTION),
+)
+SPLITFED = TopologyBuilder(
+    "splitfed",
+    lambda m, cuts, ctx: splitfed(m, cuts, clients=ctx.clients, version=ctx.splitfed),
+    options=(CLIENTS_OPTION, SPLITFED_OPTION, NON_IID_OPTION),
+)

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from nopeek.errors import ConfigError
 from nopeek.models import split
 from nopeek.registry import Registry
+from nopeek.topology.builder import Option, TopologyBuilder
 from nopeek.topology.graph import DATA_PREFIX, Node, Objective, Topology
 
 
@@ -103,3 +104,18 @@ def multi_task(
     return Topology(
         "multi-task", nodes, objectives, owners=owners, derived=derived, options={"tasks": tasks}
     )
+
+
+TASKS_OPTION = Option("tasks", lambda text: tuple(parse_tasks(text)), everywhere=False)
+"""``--tasks``: the tasks of multi-task, derived from the labels (checked by multi-task only)."""
+MULTI_TASK = TopologyBuilder(
+    "multi-task",
+    lambda m, cuts, ctx: multi_task(
+        m,
+        cuts,
+        tasks=ctx.tasks,
+        n_classes=ctx.n_classes,
+        build_model=lambda c, i: ctx.make_model(ctx.input_shape, c, 100 + i),
+    ),
+    options=(TASKS_OPTION,),
+)

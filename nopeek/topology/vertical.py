@@ -22,9 +22,20 @@ from torch import Tensor, nn
 
 from nopeek.errors import ConfigError, CutError, CutShapeError
 from nopeek.models import split
+from nopeek.topology.builder import CLIENTS_OPTION, Configured, Option, TopologyBuilder, one_of
 from nopeek.topology.graph import DATA_PREFIX, Node, Objective, Topology
 
 MERGES = ("concat", "sum", "mean")
+MERGE_OPTION = Option("merge", one_of("--merge", MERGES))
+"""``--merge``: how the server joins the clients' cuts."""
+LABEL_PARTY_OPTION = Option("label_party", default="server", only="vertical")
+"""``--label-party``: the server, or the client that holds the labels (checked against the
+parties when the topology is built). It moves the labels, so elsewhere it is refused."""
+
+
+def _two_clients(clients: int) -> None:
+    if clients < 2:
+        raise ConfigError(f"vertical needs --clients >= 2 (one per feature slice), got {clients}")
 
 
 def partition_bounds(width: int, k: int) -> list[tuple[int, int]]:
@@ -162,10 +173,8 @@ def vertical(
     >>> t.parties, [e.sender for e in t.edges()]
     (['client0', 'client1', 'server'], ['client0', 'client1'])
     """
-    if clients < 2:
-        raise ConfigError(f"vertical needs --clients >= 2 (one per feature slice), got {clients}")
-    if merge not in MERGES:
-        raise ConfigError(f"unknown --merge {merge!r}; choose one of: {', '.join(MERGES)}")
+    _two_clients(clients)
+    MERGE_OPTION.check(merge)
     if len(cuts) != 1:
         raise ConfigError(f"vertical takes one cut (the clients' bottoms end there), got {cuts}")
     names = [f"client{k}" for k in range(clients)]
@@ -205,3 +214,24 @@ def vertical(
         derived=derived,
         options={"clients": clients, "merge": merge, "label_party": label_party},
     )
+
+
+def _rule(config: Configured) -> None:
+    _two_clients(config.clients)
+
+
+VERTICAL = TopologyBuilder(
+    "vertical",
+    lambda m, cuts, ctx: vertical(
+        m,
+        cuts,
+        input_shape=ctx.input_shape,
+        build_bottom=lambda shape, k: ctx.make_model(shape, ctx.n_classes, k + 1),
+        clients=ctx.clients,
+        merge=ctx.merge,
+        label_party=ctx.label_party,
+        widths=ctx.widths,
+    ),
+    options=(CLIENTS_OPTION, MERGE_OPTION, LABEL_PARTY_OPTION),
+    rule=_rule,
+)

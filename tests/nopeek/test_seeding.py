@@ -1,9 +1,11 @@
 """nopeek.seeding: one table of named random streams; legacy formulas pinned; a source scan.
 
-The scan parses every module of the four packages (``ast``, not regexes) and fails when a file
-other than ``nopeek/seeding.py`` derives a seed itself (``SeedSequence``, ``derive_seed``, literal
-arithmetic in ``manual_seed`` / ``default_rng`` / ``random_state=``) or names a stream that the
-table does not register.
+The packages above the core register their own streams when imported, so this test imports them
+first: the table then holds every stream. The scan parses every module of the four packages
+(``ast``, not regexes) and fails when a file other than the streams' homes (``nopeek/seeding.py``
+and each package's ``streams.py``) derives a seed itself (``SeedSequence``, ``derive_seed``,
+literal arithmetic in ``manual_seed`` / ``default_rng`` / ``random_state=``) or names a stream
+that the table does not register.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ import numpy as np
 import pytest
 import torch
 
+import nopeek.attacks  # noqa: F401 (registers the attacks' streams)
+import nopeek.defenses  # noqa: F401 (registers the defenses' streams)
+import nopeek.eval  # noqa: F401 (registers eval's streams)
 from nopeek.seeding import STREAMS, derive_seed, generator, numpy_rng, seeded, stream_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("nopeek", "attacks", "defenses", "eval")
-HOME = Path("nopeek") / "seeding.py"
+# where the streams' formulas live: the core's table, and each package's streams module
+HOMES = {Path("nopeek", "seeding.py")} | {Path(pkg, "streams.py") for pkg in PACKAGES[1:]}
 HELPERS = {"stream_seed", "generator", "numpy_rng", "seeded"}
 SEEDED_CALLS = {"manual_seed", "default_rng"}
 # Legacy streams that are the user's seed itself: they coincide by construction (each is drawn
@@ -219,7 +225,7 @@ def scan(source: str, where: str) -> tuple[list[str], set[str]]:
 
 def _modules() -> list[Path]:
     files = [p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))]
-    return [p for p in files if p.relative_to(ROOT) != HOME]
+    return [p for p in files if p.relative_to(ROOT) not in HOMES]
 
 
 def test_scan_catches_each_kind_of_ad_hoc_seed() -> None:
