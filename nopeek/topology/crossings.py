@@ -9,6 +9,7 @@ dry run and wraps the producing segment (and every segment reading it) in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -80,7 +81,11 @@ def pack_crossings(
     if not producers:
         return topology
     outs = dry_run(topology, torch.zeros(2, *input_shape, dtype=dtype))
-    layouts = {n.name: Layout.of(outs[n.name], n.cut) for n in producers}
+    layouts: dict[str, Layout] = {}
+    for n in producers:
+        out = outs[n.name]
+        assert not isinstance(out, Tensor) and n.cut is not None  # a producer: several, at a cut
+        layouts[n.name] = Layout.of(out, n.cut)
     for node in topology.nodes:
         read = [s for s in node.inputs if s in layouts]
         others = [s for s in node.inputs if not s.startswith(DATA_PREFIX)]
@@ -92,13 +97,13 @@ def pack_crossings(
                 "boundary (`nopeek models --model M` lists what crosses each cut)"
             )
 
-    def wrap(node: Node, module: nn.Module | None) -> nn.Module | None:
-        if module is None:
-            return None
+    def wrap(node: Node, module: nn.Module) -> nn.Module:
         takes = next((layouts[s] for s in node.inputs if s in layouts), None)
         return packed(module, takes, layouts.get(node.name))
 
-    nodes = [replace(n, module=wrap(n, n.module)) for n in topology.nodes]
+    nodes = [
+        replace(n, module=None if n.module is None else wrap(n, n.module)) for n in topology.nodes
+    ]
     factories = {
         name: _wrapped_factory(factory, topology.node(name), wrap)
         for name, factory in topology.factories.items()
@@ -106,5 +111,9 @@ def pack_crossings(
     return replace(topology, nodes=nodes, factories=factories)
 
 
-def _wrapped_factory(factory, node: Node, wrap):
+def _wrapped_factory(
+    factory: Callable[[], nn.Module],
+    node: Node,
+    wrap: Callable[[Node, nn.Module], nn.Module],
+) -> Callable[[], nn.Module]:
     return lambda: wrap(node, factory())

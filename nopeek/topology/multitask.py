@@ -82,7 +82,8 @@ def multi_task(
         raise ConfigError(f"multi-task takes one cut (the client's segment ends there), got {cuts}")
     client, own_top = split(model, cuts)
     nodes = [Node("client", "client", client, (f"{DATA_PREFIX}x",), cuts[0])]
-    objectives, derived, owners = [], {}, {"x": "client", "y": "server"}
+    objectives, derived = [], {}
+    owners: dict[str, str | tuple[str, ...]] = {"x": "client", "y": "server"}
     used_own = False
     for i, name in enumerate(tasks):
         task = TASKS.get(name)

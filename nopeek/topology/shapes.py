@@ -31,13 +31,13 @@ def check_shapes(topology: Topology, x: Tensor, *, nodes: Sequence[str] | None =
     plan = list(nodes) if nodes is not None else [n.name for n in topology.nodes]
     views = topology.views({"x": x, "y": torch.zeros(len(x), dtype=torch.long)})
     outputs: dict[str, Tensor] = {}
-    modules = [topology.node(n).module for n in plan]
+    modules = [_module(topology, n) for n in plan]
     was_training = {id(m): m.training for m in modules}
     for m in modules:
         m.eval()
     try:
         for name in plan:
-            node = topology.node(name)
+            node, module = topology.node(name), _module(topology, name)
             args = [
                 views[node.party][s[len(DATA_PREFIX) :]]
                 if s.startswith(DATA_PREFIX)
@@ -46,15 +46,22 @@ def check_shapes(topology: Topology, x: Tensor, *, nodes: Sequence[str] | None =
                 if s.startswith(DATA_PREFIX) or s in outputs
             ]
             try:
-                outputs[name] = node.module(*args)
+                outputs[name] = module(*args)
             except RuntimeError:
                 src = next((s for s in node.inputs if s in outputs), None)
                 given = tuple(args[0].shape[1:])
                 where = f"cut {topology.cut_of(src)!r}" if src else "the data"
                 raise CutShapeError(
-                    f"segment {name!r} expects {expected_input(node.module)} but {where} "
+                    f"segment {name!r} expects {expected_input(module)} but {where} "
                     f"gives (N, {', '.join(map(str, given))}); choose another cut or model"
                 ) from None
     finally:
         for m in modules:
             m.train(was_training[id(m)])
+
+
+def _module(topology: Topology, name: str) -> nn.Module:
+    module = topology.node(name).module
+    if module is None:
+        raise ValueError(f"node {name!r} has no segment here to run")
+    return module

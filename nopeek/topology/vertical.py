@@ -90,7 +90,8 @@ class Fusion(nn.Module):
         else:
             stacked = torch.stack(zs)
             z = stacked.sum(0) if self.merge == "sum" else stacked.mean(0)
-        return self.top(self.adapter(z))
+        out: Tensor = self.top(self.adapter(z))
+        return out
 
 
 def _probe(bottom: nn.Module, shape: tuple[int, ...], client: str, cut: str) -> tuple[int, ...]:
@@ -184,7 +185,8 @@ def vertical(
             f"{', '.join(names)}"
         )
     bounds = _bounds(input_shape[-1], clients, widths)
-    nodes, derived, owners, shapes = [], {}, {}, []
+    nodes, derived, shapes = [], {}, []
+    owners: dict[str, str | tuple[str, ...]] = {}
     for k, (lo, hi) in enumerate(bounds):
         shape = (*input_shape[:-1], hi - lo)
         bottom = split(build_bottom(shape, k), cuts)[0]

@@ -17,10 +17,13 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nopeek.errors import ConfigError
 from nopeek.io import atomic_write_bytes, output_error
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 TENSORBOARD_EXTRA = "pip install 'nopeek[tensorboard]'"
 
@@ -91,7 +94,7 @@ class MetricsCsv:
             raise output_error(exc, self.path) from None
 
 
-def _writer(log_dir: Path, start_epoch: int):
+def _writer(log_dir: Path, start_epoch: int) -> SummaryWriter:
     """A TensorBoard ``SummaryWriter`` into ``log_dir``; a resumed run hides the old events of
     the epochs it trains again (``purge_step``)."""
     from torch.utils.tensorboard import SummaryWriter
@@ -152,5 +155,5 @@ class EpochLog:
     def __enter__(self) -> EpochLog:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

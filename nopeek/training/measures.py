@@ -7,6 +7,7 @@ Predictions run through the same runtime and channel as training (phase ``eval``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,13 +21,16 @@ from nopeek.runtime.channel import ACTIVATION, WEIGHTS, WireLog
 from nopeek.seeding import numpy_rng
 from nopeek.topology import DATA_PREFIX, Topology
 
+if TYPE_CHECKING:
+    from nopeek.runtime.plans import Strategy
+
 
 @torch.no_grad()
 def predict_all(
     runtime: InProcessRuntime,
     split: Split,
     batch_size: int,
-    device,
+    device: torch.device,
     *,
     phase: str = "eval",
     nodes: Sequence[str] | None = None,
@@ -51,7 +55,7 @@ def predict_all(
 
 
 def predict(
-    runtime: InProcessRuntime, split: Split, batch_size: int, device, **kw
+    runtime: InProcessRuntime, split: Split, batch_size: int, device: torch.device, **kw: Any
 ) -> Tensor | None:
     """Logits ``(N, classes)`` of the first objective's node for ``split``, in order (None in a
     process that does not run that node: a distributed party without the labels)."""
@@ -80,7 +84,7 @@ def evaluate(
     runtime: InProcessRuntime,
     split: Split,
     batch_size: int,
-    device,
+    device: torch.device,
     *,
     nodes: Sequence[str] | None = None,
 ) -> dict[str, float]:
@@ -115,10 +119,10 @@ def measure_dcor(
     runtime: InProcessRuntime,
     sample: Split,
     batch_size: int,
-    device,
+    device: torch.device,
     *,
     nodes: Sequence[str] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """dCor between each data party's raw inputs and what it sends at its cut.
 
     Runs ``sample`` through the model in the ``inference`` phase (the messages are captured on
@@ -135,7 +139,7 @@ def measure_dcor(
     predict(runtime, sample, batch_size, device, phase="inference", nodes=nodes)
     caps = runtime.channel.log.captures[before:]
     views = topo.views(sample.batch(slice(None)), list(runtime.parties))
-    out: dict = {}
+    out: dict[str, Any] = {}
     for i, edge in enumerate(senders):
         if edge.sender not in runtime.parties:  # another process measures its own cut
             continue
@@ -177,7 +181,7 @@ def wire_bytes(wire: WireLog, topology: Topology, *, epochs: int) -> dict[str, f
 def party_costs(wire: WireLog, topology: Topology, *, epochs: int) -> dict[str, float]:
     """Per party and training epoch: ``bytes_sent_<p>``, ``bytes_received_<p>`` (every message
     kind) and ``weight_bytes_<p>`` (weights it sent: relay hand-offs, federated averaging)."""
-    out = {}
+    out: dict[str, float] = {}
     for p in topology.parties:
         out |= {f"bytes_sent_{p}": 0.0, f"bytes_received_{p}": 0.0, f"weight_bytes_{p}": 0.0}
     for r in wire.records:
@@ -190,7 +194,13 @@ def party_costs(wire: WireLog, topology: Topology, *, epochs: int) -> dict[str, 
     return out
 
 
-def client_accuracies(runtime, strategy, dataset: Dataset, batch_size: int, device) -> dict:
+def client_accuracies(
+    runtime: InProcessRuntime,
+    strategy: Strategy,
+    dataset: Dataset,
+    batch_size: int,
+    device: torch.device,
+) -> dict[str, float]:
     """Many clients: ``test_accuracy_<client>``, the final model's test accuracy under each
     client's own label distribution (per-class test accuracy weighted by the client's shard);
     with IID shards these agree, with ``--non-iid`` they show who the model serves."""
