@@ -19,6 +19,7 @@ from nopeek.attacks import (  # noqa: F401 (register)
     sdar,
     unsplit,
     whitebox,
+    whitebox_prior,
 )
 from nopeek.attacks.base import (
     Attack,

@@ -14,9 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nopeek.errors import ConfigError
 from nopeek.eval import _verdicts as V
 from nopeek.eval import communication, plots
 from nopeek.eval import score as S
+from nopeek.eval.card_search import (
+    REPORT_BUDGET,
+    SearchedCard,
+    default_card_searcher,
+    searched_card,
+)
 from nopeek.eval.frontier import pareto_mask
 from nopeek.eval.render import Block, to_html, to_markdown
 from nopeek.eval.results import read_results
@@ -85,14 +92,31 @@ def _attack_header(summaries: list[SettingSummary], attack: str) -> str:
     return f"{attack} leak"
 
 
-def report_card(summaries: list[SettingSummary], *, limit: float = S.LEAK_THRESHOLD) -> list[Block]:
+def report_card(
+    summaries: list[SettingSummary],
+    *,
+    limit: float = S.LEAK_THRESHOLD,
+    searched: SearchedCard | None = None,
+) -> list[Block]:
     """The model without a defense and the recommended setting: the recommendation with its
     accuracy cost, a table of each attack's leak marked against ``limit``, and each attack's
-    verdict as a sentence (:func:`nopeek.eval._verdicts.verdict`)."""
+    verdict as a sentence (:func:`nopeek.eval._verdicts.verdict`).
+
+    With ``searched`` (:func:`nopeek.eval.card_search.searched_card`), both columns and the
+    recommendation come from each attack's family search, with the configuration that reached
+    the worst case; without, from the sweep's fixed-strength attacks, and the card says that
+    those are a lower bound."""
     ref = next((s for s in summaries if s.undefended), None)
     rec = _recommend(summaries, limit)
     drop = f"{S.ACCURACY_DROP_POINTS:g} points"
     blocks: list[Block] = []
+    if searched is not None:
+        ref, rec = searched.reference or ref, searched.recommended
+        blocks.append(("p", _searched_text(searched)))
+    else:
+        blocks.append(("p", "Leak figures are each attack's at the sweep's fixed strength: a "
+                       "lower bound. `nopeek report --attack-budget N` re-attacks the settings "
+                       "the card would call safe with each attack's strength search."))  # fmt: skip
     if rec is None:
         rec = max(summaries, key=lambda s: s.score if s.score is not None else -1.0)
         blocks.append(("p", f"**No swept setting keeps every attack's leak at or below {limit} "
@@ -105,7 +129,7 @@ def report_card(summaries: list[SettingSummary], *, limit: float = S.LEAK_THRESH
                        f"than a blind guess, 1 = exact recovery) and that loses at most {drop} "
                        "of accuracy. " + V.accuracy_cost(rec, ref)))  # fmt: skip
     shown = [] if ref is None else [(ref, "without a defense")]
-    if rec is not ref:
+    if rec.label != (ref.label if ref is not None else None):
         shown.append((rec, f"with {rec.label}"))
     header = ["", "threshold"] + [name for _, name in shown]
     rows = [["test accuracy", "—"] + [_fmt(s.accuracy) for s, _ in shown]]
@@ -113,6 +137,10 @@ def report_card(summaries: list[SettingSummary], *, limit: float = S.LEAK_THRESH
         kind = V.modality(rec, attack)
         cells = [_verdict(s.attacks.get(attack), limit, kind) for s, _ in shown]
         rows.append([attack, f"leak ≤ {limit} (0 = blind guess, 1 = exact)", *cells])
+    if searched is not None:
+        rows.append(["worst attacker found", "—"] + [
+            "; ".join(f"{a}: {c}" for a, c in searched.configs.get(s.label, {}).items()) or "—"
+            for s, _ in shown])  # fmt: skip
     rows.append(["dCor(input, cut)", "— (0 = independent)"] + [_fmt(s.dcor) for s, _ in shown])
     rows.append(["C-DCS (VFLAIR)", "— (1 = free and perfect)"] + [_c_dcs(s) for s, _ in shown])
     blocks.append(("table", header, rows))
@@ -121,6 +149,19 @@ def report_card(summaries: list[SettingSummary], *, limit: float = S.LEAK_THRESH
         if sentences:
             blocks += [("p", f"**{name[0].upper()}{name[1:]}:**"), ("list", sentences)]
     return blocks
+
+
+def _searched_text(card: SearchedCard) -> str:
+    """What the searched card measured: the budget, and each candidate tried with its leak."""
+    tried = "; ".join(
+        f"{label}: leak {'—' if leak is None else f'{leak:.3f}'}"
+        for label, leak in card.tried.items()
+    )
+    return (f"Leak figures are the worst case of each attack's strength search (budget "
+            f"{card.budget} configurations at the first rung, several attack seeds, as "
+            f"`nopeek attack --strongest`), not the sweep's fixed-strength figures in the table "
+            f"above. Settings re-attacked before one held, most accurate first: "
+            f"{tried or 'none met the budget at fixed strength'}.")  # fmt: skip
 
 
 def _recommend(summaries: list[SettingSummary], limit: float = S.LEAK_THRESHOLD):
@@ -148,16 +189,22 @@ def _setup_text(spec: SweepSpec) -> str:
 
 
 def sweep_section(
-    sweep: Path, spec: SweepSpec, summaries: list[SettingSummary], out: Path, name: str
+    sweep: Path,
+    spec: SweepSpec,
+    summaries: list[SettingSummary],
+    out: Path,
+    name: str,
+    searched: SearchedCard | None = None,
 ) -> tuple[list[Block], dict[str, Any]]:
-    """The blocks of one sweep's section and its machine-readable summary."""
+    """The blocks of one sweep's section and its machine-readable summary (``searched``: the
+    card's figures from each attack's strength search, see :mod:`nopeek.eval.card_search`)."""
     b = spec.base
     blocks: list[Block] = [("h2", f"{b.dataset}, cut {b.cut}" + (
         f", one-vs-rest {b.one_vs_rest}" if b.one_vs_rest is not None else ""))]  # fmt: skip
     blocks.append(("p", _setup_text(spec)))
     pareto = pareto_sets(summaries)
     blocks += [("h3", "Settings"), settings_table(summaries, pareto)]
-    blocks += [("h3", "Leakage report card")] + report_card(summaries)
+    blocks += [("h3", "Leakage report card")] + report_card(summaries, searched=searched)
     fig = plots.frontier_figure(summaries, out / "figures" / f"{name}-frontier.png")
     if fig is not None:
         blocks += [("h3", "Privacy-utility frontier"), ("img", f"figures/{fig.name}", "frontier")]
@@ -179,7 +226,24 @@ def sweep_section(
                        ("p", f"Per setting, the run with seed {seed}: test images (top row) "
                         "over the attack's reconstructions (bottom row), SSIM under each."),
                        ("img", f"figures/{fig.name}", f"{attack} reconstructions")]  # fmt: skip
-    return blocks, _section_json(sweep, spec, summaries, pareto, trends)
+    data = _section_json(sweep, spec, summaries, pareto, trends)
+    if searched is not None:
+        data["card_search"] = _card_json(searched)
+    return blocks, data
+
+
+def _card_json(card: SearchedCard) -> dict[str, Any]:
+    """The searched card's figures for report.json: budget, candidates tried, and per shown
+    setting each attack's searched worst leak and configuration."""
+
+    def shown(s: SettingSummary | None) -> dict[str, Any] | None:
+        if s is None:
+            return None
+        leaks = {a: st.mean for a, st in s.attacks.items()}
+        return {"label": s.label, "leak": leaks, "worst_config": card.configs.get(s.label, {})}
+
+    return {"budget": card.budget, "tried": card.tried,
+            "reference": shown(card.reference), "recommended": shown(card.recommended)}  # fmt: skip
 
 
 def _section_json(sweep, spec, summaries, pareto, trends) -> dict[str, Any]:
@@ -248,8 +312,18 @@ METHOD = [
 ]  # fmt: skip
 
 
-def write_report(sweeps: Sequence[str | Path], out: str | Path, *, title: str = TITLE) -> Path:
+def write_report(
+    sweeps: Sequence[str | Path],
+    out: str | Path,
+    *,
+    title: str = TITLE,
+    attack_budget: int = REPORT_BUDGET,
+) -> Path:
     """Write report.md, report.html, report.json and figures/ for ``sweeps`` into ``out``.
+
+    Before the card calls a setting safe, each attack's strength search re-attacks it with
+    ``attack_budget`` configurations at the first rung (:mod:`nopeek.eval.card_search`; its
+    results land in the runs' ``attacks/`` folders); 0 keeps the sweep's fixed-strength figures.
 
     The sweeps are read first. ``out`` must be new, empty, or a report folder nopeek wrote (a
     file, a link or another folder is refused, see :mod:`nopeek.rundir`); the report is written
@@ -257,25 +331,39 @@ def write_report(sweeps: Sequence[str | Path], out: str | Path, *, title: str = 
     report as it was. Anything else in ``out`` (the default sweeps in ``out/sweeps``) is kept.
     """
     out = Path(out)
+    if isinstance(attack_budget, bool) or not isinstance(attack_budget, int) or attack_budget < 0:
+        raise ConfigError(
+            "--attack-budget must be a whole number >= 0 (configurations at the first rung of "
+            f"each attack's search; 0: the sweep's fixed-strength figures), got {attack_budget!r}"
+        )
     loaded = [(s, load_spec(s), summarize(read_results(s))) for s in map(Path, sweeps)]
+    cards = [None if not attack_budget else searched_card(
+        summaries, sweep, default_card_searcher(spec, attack_budget), budget=attack_budget)
+        for sweep, spec, summaries in loaded]  # fmt: skip
     with (
         RunDir(out, "report").writing(reuse=True) as folder,
         staged_entries(folder, REPORT_ENTRIES) as staging,
     ):
-        _render(loaded, staging, title)
+        _render(loaded, staging, title, cards)
     return out / "report.md"
 
 
-def _render(loaded: list[tuple[Path, SweepSpec, list[SettingSummary]]], out: Path, title: str):
-    """The report files of the ``(sweep, spec, summaries)`` in ``loaded``, written into ``out``."""
+def _render(
+    loaded: list[tuple[Path, SweepSpec, list[SettingSummary]]],
+    out: Path,
+    title: str,
+    cards: Sequence[SearchedCard | None],
+) -> None:
+    """The report files of the ``(sweep, spec, summaries)`` in ``loaded`` (and each one's
+    searched card or None), written into ``out``."""
     blocks: list[Block] = [("h1", title)]
     sections = []
     names: set[str] = set()
-    for sweep, spec, summaries in loaded:
+    for (sweep, spec, summaries), card in zip(loaded, cards, strict=True):
         name = re.sub(r"[^A-Za-z0-9_-]", "-", sweep.name) or "sweep"
         name = name if name not in names else f"{name}-{len(names)}"
         names.add(name)
-        section, data = sweep_section(sweep, spec, summaries, out, name)
+        section, data = sweep_section(sweep, spec, summaries, out, name, card)
         blocks += section
         sections.append(data)
     blocks += METHOD

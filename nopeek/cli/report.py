@@ -30,6 +30,14 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--jobs", type=int, default=1, help="default sweeps: runs in parallel processes (default 1)"
     )
+    p.add_argument(
+        "--attack-budget",
+        type=int,
+        default=2,
+        help="before the card calls a setting safe, re-attack it with each attack's strength "
+        "search, this many configurations at the first rung (as `nopeek attack --strongest`); "
+        "0: the sweep's fixed-strength figures only (default 2)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run)
 
@@ -52,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         with folder.writing(reuse=True, keep=_has_finished_run):
             run_sweeps(todo, jobs=args.jobs, quiet=args.quiet)
         sweeps = [path for _, path in todo]
-    path = write_report(sweeps, args.out)
+    path = write_report(sweeps, args.out, attack_budget=args.attack_budget)
     print(f"report -> {path} (and report.html) in {time.perf_counter() - began:.1f} s")
     return 0
 
