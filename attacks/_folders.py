@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nopeek.config import TrainConfig
-from nopeek.errors import CheckpointError, ConfigError, ThreatModelError
+from nopeek.errors import CheckpointError, ThreatModelError
 from nopeek.rundir import RunDir, party_folders
-from nopeek.runtime.handshake import differences, fingerprint
 from nopeek.topology import Topology
+from nopeek.training.assemble import load_run_config
 
 
 @dataclass(frozen=True)
@@ -45,25 +45,12 @@ class RunFolders:
         path = Path(path)
         return cls(path, party_folders(path))
 
-    @property
-    def config_dir(self) -> Path:
-        """The folder whose ``config.json`` the run is rebuilt from."""
-        return next(iter(self.parties.values())) if self.parties else self.path
-
     def config(self) -> TrainConfig:
         """The run's config; the parties of a distributed run must have trained the same one
-        (each party's own settings, such as its device, apart)."""
-        config = RunDir.open(self.config_dir, "run").config()
-        first, mine = self.config_dir.name, fingerprint(config.to_dict(), resume=False)
-        for party, folder in self.parties.items():
-            theirs = fingerprint(RunDir.open(folder, "run").config().to_dict(), resume=False)
-            diffs = differences(mine, theirs, me=first, peer=party)
-            if diffs:
-                raise ConfigError(
-                    f"the party folders of {self.path} come from different runs: "
-                    f"{'; '.join(diffs)}; gather the folders of one distributed run"
-                )
-        return config
+        (each party's own settings, such as its device, apart: see
+        :func:`nopeek.training.assemble.load_run_config`). No checkpoint is needed: an attack
+        on what was observed reads none."""
+        return load_run_config(self.path, folders=self.parties, checkpoint=False)
 
     def resolve(self, topology: Topology, attacker: str) -> RunFolders:
         """With the run's topology and the attacking party: recognise one party's folder

@@ -6,6 +6,11 @@ or many-clients run has one edge per client at the same cut), ``--cut`` the cut;
 reconstruction attacks the first data party's first cut, and a label attack the first edge
 whose gradient receiver lacks the labels (U-shaped: the server at the second cut; vertical: a
 passive client).
+
+The run is rebuilt and its weights restored the one way every entry point uses
+(:func:`nopeek.training.assemble.assemble` and :func:`~nopeek.training.assemble.restore`),
+without its hooks: the attacker holds the trained segments as they are, with no defense set
+up on them.
 """
 
 from __future__ import annotations
@@ -15,18 +20,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
 from nopeek.config import SEED_MAX, TrainConfig
 from nopeek.data import Dataset
-from nopeek.errors import CheckpointError, ConfigError, ThreatModelError
+from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.models import split
 from nopeek.models.packing import Layout, Packed, packed
-from nopeek.rundir import RunDir
-from nopeek.schema import brief
 from nopeek.seeding import stream_seed
 from nopeek.topology import DATA_PREFIX, Edge, Topology
-from nopeek.training.trainer import build_run
+from nopeek.training.assemble import assemble, build_run, restore
+from nopeek.training.runner import Runner
 
 if TYPE_CHECKING:
     from nopeek.attacks._folders import RunFolders
@@ -37,8 +42,9 @@ class Target:
     """A finished run rebuilt for attacking ``edge``.
 
     ``dataset`` is what the edge's sender holds: for a vertical client, its own feature slice
-    of every sample (the reconstruction target); ``segments`` the run's segments by node, with
-    the trained weights once :func:`load_weights` ran.
+    of every sample (the reconstruction target); ``runner`` the run as assembled (no hooks, on
+    the CPU); ``segments`` its segments by node, with the trained weights once
+    :func:`load_weights` ran.
     """
 
     run_dir: Path
@@ -51,6 +57,7 @@ class Target:
     segments: dict[str, nn.Module | None] = field(default_factory=dict)
     # where each party's checkpoint is (a distributed run); None: all in run_dir
     folders: RunFolders | None = None
+    runner: Runner | None = field(default=None, repr=False)
 
     @property
     def cut(self) -> str:
@@ -122,38 +129,35 @@ def rebuild(
     party: str | None,
     label: bool,
 ) -> Target:
-    """The run's topology (seeded as in training) and the attacked edge."""
-    model, topology = build_run(config, dataset)
-    edge = _pick(topology, run_dir, cut, party, label)
-    segments = {n.name: n.module for n in topology.nodes}
-    view = sender_view(dataset, topology, edge.src)
-    return Target(run_dir, config, view, topology, model, edge, dataset, segments)
+    """The run assembled as in training (seeded topology, no hooks, on the CPU) and the
+    attacked edge; the trained weights come with :func:`load_weights`."""
+    runner = assemble(config, dataset, device=torch.device("cpu"))
+    edge = _pick(runner.topology, run_dir, cut, party, label)
+    view = sender_view(dataset, runner.topology, edge.src)
+    return Target(
+        run_dir, config, view, runner.topology, runner.model, edge, dataset, _segments(runner),
+        runner=runner,
+    )  # fmt: skip
+
+
+def _segments(runner: Runner) -> dict[str, nn.Module | None]:
+    """Every node's segment as its party holds it now (None: a relay client between turns)."""
+    return {n: m for party in runner.parties.values() for n, m in party.segments.items()}
 
 
 def load_weights(target: Target) -> None:
-    """Load every party's trained segments from ``checkpoint.pt`` into ``target.segments``
-    (a distributed run's: each party's from its own folder)."""
-    topo = target.topology
+    """Restore the trained segments into ``target``'s runner
+    (:func:`~nopeek.training.assemble.restore` with ``segments_only``: each party's, relay
+    clients holding exactly what they held; a distributed run's each from its own folder) and
+    set ``target.segments`` from it, in eval mode."""
+    if target.runner is None:
+        target.runner = assemble(target.config, target.full, device=torch.device("cpu"))
     folders = target.folders
-    where = {p: folders.folder_of(p) if folders else target.run_dir for p in topo.parties}
-    states = {home: RunDir(home, "run").load_checkpoint() for home in set(where.values())}
-    try:
-        for party in topo.parties:
-            state = states[where[party]]
-            nodes = [n.name for n in topo.nodes_of(party)]
-            held = state.get("held", {}).get(party, [n for n in nodes if target.segments[n]])
-            for node in nodes:
-                if node not in held:
-                    target.segments[node] = None
-            for node, sd in zip(held, state["parties"][party], strict=True):
-                if target.segments[node] is None:
-                    target.segments[node] = topo.factories[node]()
-                target.segments[node].load_state_dict(sd)
-    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(
-            f"checkpoint in {target.run_dir} does not fit its config ({brief(exc)}); retrain "
-            "the run with `nopeek train --overwrite`"
-        ) from None
+    where = None
+    if folders is not None:
+        where = {p: folders.folder_of(p) for p in target.topology.parties}
+    restore(target.run_dir, folders=where, segments_only=True, into=target.runner)
+    target.segments = _segments(target.runner)
     for module in target.segments.values():
         if module is not None:
             module.eval()

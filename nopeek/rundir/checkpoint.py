@@ -1,22 +1,25 @@
 """Per-epoch checkpoints of a split training run, and exact resume.
 
-A checkpoint holds every party's segments and optimizer, its compressors' state (error-feedback
-residuals, random-k generators), the hooks' state (noise generators, accountants), the wire log
-so far and the training history. It is saved atomically and loaded with ``weights_only=True``
-(plain tensors and containers only, no pickled code).
+A checkpoint is a :class:`~nopeek.training.runner.Runner`'s ``state_dict()`` in the file's
+layout (:func:`to_file` / :func:`from_file`): every party's segments and optimizer, its
+compressors' state (error-feedback residuals, random-k generators), the hooks' state (noise
+generators, accountants), the wire log so far and the training history. This module only
+writes, reads and checks that file; what goes in it is the runner's and the parties' own
+``state_dict()`` / ``load_state_dict()``. It is saved atomically and loaded with
+``weights_only=True`` (plain tensors and containers only, no pickled code).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, astuple, fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
 from nopeek import schema as S
 from nopeek.errors import CheckpointError
 from nopeek.io import atomic_torch_save, safe_torch_load
-from nopeek.runtime.channel import Capture, WireRecord
+from nopeek.runtime.channel import WireRecord
 
 FILENAME = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
@@ -62,42 +65,67 @@ SCHEMA = {
 }
 
 
+# party state key -> the file's field holding it for every party (``{party: value}``)
+_PER_PARTY = {
+    "modules": "parties",
+    "held": "held",
+    "optimizer": "optimizers",
+    "compressors": "compressors",
+}
+
+
 def save(
     out: Path, runner: Any, epochs_done: int, *, captures: bool = True, keep_previous: bool = False
 ) -> None:
-    """Write the runner's state after ``epochs_done`` epochs to ``out/checkpoint.pt``.
+    """Write ``runner.state_dict()`` (a :class:`~nopeek.training.runner.Runner`'s) after
+    ``epochs_done`` epochs to ``out/checkpoint.pt`` in the file's layout (:func:`to_file`).
 
     ``captures=False`` (for a finished run, whose captures are in observations.pt) keeps the
-    file small.
+    file small; ``keep_previous`` keeps the checkpoint before it as ``checkpoint.prev.pt``.
     """
-    state = {
-        "format": FORMAT,
-        "config": runner.config.to_dict(),
-        "epoch": epochs_done,
-        "parties": {n: [m.state_dict() for m in p.modules] for n, p in runner.parties.items()},
-        "held": {n: _held(p) for n, p in runner.parties.items()},
-        "channel_bytes": _channel_bytes(runner),
-        "flops_per_sample": {"|".join(k): v for k, v in runner.flops_per_sample.items()},
-        "optimizers": {
-            n: p.optimizer.state_dict() for n, p in runner.parties.items() if p.optimizer
-        },
-        "hooks": [h.state_dict() for h in runner.hooks],
-        "compressors": {
-            n: {k: c.state_dict() for k, c in p.compress.items()} for n, p in runner.parties.items()
-        },
-        "history": runner.history,
-        "train_seconds": runner.train_seconds,
-        "wire_records": [astuple(r) for r in runner.wire.records],
-        "captures": [(astuple(c.record), c.tensor, c.ids) for c in runner.wire.captures]
-        if captures
-        else [],
-    }
+    state = to_file(runner.state_dict(captures=captures) | {"epoch": epochs_done})
     if keep_previous and (out / FILENAME).is_file():  # a distributed party: the previous epoch
         os.replace(out / FILENAME, out / PREVIOUS)  # stays, for the parties' common checkpoint
     atomic_torch_save(state, out / FILENAME)
 
 
-def read(path: Path) -> dict:
+def to_file(state: dict[str, Any]) -> dict[str, Any]:
+    """A runner's state (:meth:`~nopeek.training.runner.Runner.state_dict`) in the file's
+    layout: ``format`` first, and each party's state spread over one field per part
+    (``parties``: party -> its modules' state dicts, ``held``, ``optimizers`` (parties with
+    one), ``compressors``); the rest as it is.
+
+    >>> state = {"epoch": 1, "hooks": [], "parties": {"client": {
+    ...     "held": ["client"], "modules": [{}], "optimizer": None, "compressors": {}}}}
+    >>> saved = to_file(state)
+    >>> saved["format"], saved["parties"], saved["held"], saved["optimizers"]
+    ('nopeek-checkpoint-1', {'client': [{}]}, {'client': ['client']}, {})
+    >>> from_file(saved) == {"epoch": 1, "hooks": [], "parties": {"client": {
+    ...     "held": ["client"], "modules": [{}], "compressors": {}}}}
+    True
+    """
+    parties = state["parties"]
+    out: dict[str, Any] = {"format": FORMAT}
+    out |= {k: v for k, v in state.items() if k != "parties"}
+    for key, name in _PER_PARTY.items():
+        out[name] = {p: s[key] for p, s in parties.items() if s.get(key) is not None}
+    return out
+
+
+def from_file(saved: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`to_file`: the state a runner loads. A part a file lacks (``held`` or
+    ``compressors`` in checkpoints older than them; ``optimizers`` of a party without one) is
+    left out of that party's state."""
+    parties: dict[str, dict[str, Any]] = {p: {} for p in saved["parties"]}
+    for key, name in _PER_PARTY.items():
+        for party, value in saved.get(name, {}).items():
+            if party in parties:
+                parties[party][key] = value
+    rest = {k: v for k, v in saved.items() if k != "format" and k not in _PER_PARTY.values()}
+    return rest | {"parties": parties}
+
+
+def read(path: Path) -> dict[str, Any]:
     """The checkpoint in ``path``, its format and every field's type checked (one line naming
     the file and the field otherwise)."""
     state = safe_torch_load(path, what="checkpoint", fix=FIX)
@@ -108,7 +136,7 @@ def read(path: Path) -> dict:
     return state
 
 
-def load(out: Path, config: Any) -> dict:
+def load(out: Path, config: Any) -> dict[str, Any]:
     """Load and check the checkpoint in ``out`` against ``config``."""
     path = out / FILENAME
     state = read(path)
@@ -122,30 +150,7 @@ def load(out: Path, config: Any) -> dict:
     return state
 
 
-def _channel_bytes(runner: Any) -> list[int]:
-    """A distributed channel's (header, payload) byte counters, so a resumed run counts on."""
-    ch = getattr(getattr(runner, "runtime", None), "channel", None)
-    return [int(getattr(ch, "header_bytes", 0)), int(getattr(ch, "payload_bytes", 0))]
-
-
-def _held(party: Any) -> list[str]:
-    """The nodes whose segment ``party`` holds (a relay client between turns holds none)."""
-    return [n for n, m in party.segments.items() if m is not None]
-
-
-def _restore_segments(party: Any, held: list[str]) -> None:
-    """Hold exactly the segments ``held`` (built fresh where needed; a fresh optimizer then)."""
-    if held == _held(party):
-        return
-    for node in party.segments:
-        if node in held and party.segments[node] is None:
-            party.segments[node] = party.factories[node]()
-        elif node not in held:
-            party.segments[node] = None
-    party.reset_optimizer()
-
-
-def load_epoch(out: Path, config: Any, epoch: int) -> dict:
+def load_epoch(out: Path, config: Any, epoch: int) -> dict[str, Any]:
     """The checkpoint of ``epoch`` in ``out``: the last one, or the one before it (a distributed
     party keeps both, so all parties can restart from their last common epoch)."""
     state = load(out, config)
@@ -162,31 +167,15 @@ def load_epoch(out: Path, config: Any, epoch: int) -> dict:
     )
 
 
-def restore(state: dict, runner: Any) -> int:
-    """Put the checkpoint's state into ``runner``; returns the number of epochs done."""
+def restore(state: dict[str, Any], into: Any, *, where: Path | None = None, **options: Any) -> None:
+    """Load checkpoint ``state`` (as :func:`read` returns it) into ``into``: anything with
+    ``load_state_dict`` taking a runner's state (a :class:`~nopeek.training.runner.Runner`, or
+    its runtime, to which ``options`` go: ``parties``, ``segments_only``). A checkpoint that
+    does not fit is one line (naming ``where``, the file, if given)."""
     try:
-        for name, party in runner.parties.items():
-            _restore_segments(party, state.get("held", {}).get(name, _held(party)))
-            for module, sd in zip(party.modules, state["parties"][name], strict=True):
-                module.load_state_dict(sd)
-            if party.optimizer is not None:
-                party.optimizer.load_state_dict(state["optimizers"][name])
-        for hook, hs in zip(runner.hooks, state["hooks"], strict=True):
-            hook.load_state_dict(hs)
-        for name, party in runner.parties.items():
-            for kind, cs in state.get("compressors", {}).get(name, {}).items():
-                party.compress[kind].load_state_dict(cs)
-    except (KeyError, RuntimeError, ValueError) as exc:
+        into.load_state_dict(from_file(state), **options)
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        what = f"checkpoint {where}" if where is not None else "checkpoint"
         raise CheckpointError(
-            f"checkpoint does not fit this model ({S.brief(exc)}); train anew with --overwrite"
+            f"{what} does not fit this model ({S.brief(exc)}); train anew with --overwrite"
         ) from None
-    runner.history = {k: list(v) for k, v in state["history"].items()}
-    runner.train_seconds = float(state["train_seconds"])
-    ch = getattr(getattr(runner, "runtime", None), "channel", None)
-    if hasattr(ch, "header_bytes") and "channel_bytes" in state:
-        ch.header_bytes, ch.payload_bytes = (int(v) for v in state["channel_bytes"])
-    saved_flops = state.get("flops_per_sample", {})
-    runner.flops_per_sample = {tuple(k.split("|")): dict(v) for k, v in saved_flops.items()}
-    runner.wire.records[:] = [WireRecord(*r) for r in state["wire_records"]]
-    runner.wire.captures[:] = [Capture(WireRecord(*r), t, i) for r, t, i in state["captures"]]
-    return int(state["epoch"])

@@ -10,8 +10,10 @@ schedule with each process calling only its own party's actions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -84,11 +86,57 @@ class InProcessRuntime:
     @property
     def hooks(self) -> list[CutHook]:
         """Every hook instance of every party (each once)."""
+        return self._hooks_of(self.parties)
+
+    def _hooks_of(self, names: Iterable[str]) -> list[CutHook]:
         seen: dict[int, CutHook] = {}
-        for party in self.parties.values():
-            for h in party.hooks:
+        for name in names:
+            for h in self.parties[name].hooks:
                 seen.setdefault(id(h), h)
         return list(seen.values())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state of the parties this runtime runs: ``parties`` (party ->
+        :meth:`Party.state_dict <nopeek.runtime.party.Party.state_dict>`) and ``hooks`` (each
+        hook instance's state once, in :attr:`hooks` order: one instance may act for several
+        parties)."""
+        return {
+            "parties": {n: p.state_dict() for n, p in self.parties.items()},
+            "hooks": [h.state_dict() for h in self.hooks],
+        }
+
+    def load_state_dict(
+        self,
+        state: dict[str, Any],
+        *,
+        parties: Sequence[str] | None = None,
+        segments_only: bool = False,
+    ) -> None:
+        """Put :meth:`state_dict`'s output back into ``parties`` (default: every party here)
+        and their hooks (``segments_only``: the segments alone, no optimizer, compressor or
+        hook state: a copy of the trained weights in a runtime set up without the run's hooks).
+
+        ``parties`` names a subset where ``state`` is one party's own (a distributed run's
+        checkpoint, restored into an in-process runtime): its hook states are that party's.
+
+        >>> from nopeek.models import build_model
+        >>> from nopeek.topology import vanilla
+        >>> def runtime():
+        ...     return InProcessRuntime(vanilla(build_model("mlp", input_shape=(4,), n_classes=2),
+        ...                                     ["fc1"]))
+        >>> trained, fresh = runtime(), runtime()
+        >>> fresh.load_state_dict(trained.state_dict())
+        >>> x = torch.rand(3, 4)
+        >>> a, b = (r.parties["client"].modules[0](x) for r in (trained, fresh))
+        >>> torch.equal(a, b)
+        True
+        """
+        names = list(self.parties) if parties is None else list(parties)
+        for name in names:
+            self.parties[name].load_state_dict(state["parties"][name], segments_only=segments_only)
+        if not segments_only:
+            for hook, hs in zip(self._hooks_of(names), state["hooks"], strict=True):
+                hook.load_state_dict(copy.deepcopy(hs))  # nothing of ``state`` shared after
 
     def views(self, batch: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
         """What each party of this process holds of ``batch`` (its own keys, plus the sample

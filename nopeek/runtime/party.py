@@ -25,6 +25,7 @@ compression (a straight-through estimate).
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -87,6 +88,77 @@ class Party:
     def modules(self) -> list[nn.Module]:
         """The segments this party holds now, in node order."""
         return [m for m in self.segments.values() if m is not None]
+
+    @property
+    def held(self) -> list[str]:
+        """The nodes whose segment this party holds now (a relay client between turns: none)."""
+        return [n for n, m in self.segments.items() if m is not None]
+
+    def state_dict(self) -> dict[str, Any]:
+        """This party's state as plain tensors and containers (what a checkpoint keeps of it).
+
+        ``held``: the nodes whose segment it holds; ``modules``: their state dicts, in node
+        order; ``optimizer``: the optimizer's state dict (None without one); ``compressors``:
+        message kind -> its compressor's state. The hooks are not here: one hook instance may
+        act for several parties, so the runtime keeps each once
+        (:meth:`~nopeek.runtime.inprocess.InProcessRuntime.state_dict`).
+
+        >>> from nopeek.models import build_model
+        >>> from nopeek.runtime.channel import InProcessChannel
+        >>> from nopeek.topology import vanilla
+        >>> def client():
+        ...     topology = vanilla(build_model("mlp", input_shape=(4,), n_classes=2), ["fc1"])
+        ...     return Party("client", topology, InProcessChannel())
+        >>> trained, fresh = client(), client()
+        >>> state = trained.state_dict()
+        >>> state["held"], len(state["modules"]), state["optimizer"] is not None
+        (['client'], 1, True)
+        >>> fresh.load_state_dict(state)
+        >>> all(torch.equal(a, b) for a, b in zip(trained.modules[0].state_dict().values(),
+        ...                                       fresh.modules[0].state_dict().values()))
+        True
+        """
+        return {
+            "held": self.held,
+            "modules": [m.state_dict() for m in self.modules],
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "compressors": {kind: c.state_dict() for kind, c in self.compress.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, segments_only: bool = False) -> None:
+        """Put :meth:`state_dict`'s output back: hold exactly the segments ``held`` (a missing
+        one built from its factory, then a fresh optimizer), load their weights, the optimizer
+        and the compressors (``segments_only``: not these two, which a run's hooks may have
+        wrapped: a copy of the weights). ``held`` may be absent (a state from before relays:
+        the segments held now). Nothing of ``state`` is shared afterwards (an optimizer would
+        otherwise keep the given moment tensors and step them in place). A state that does not
+        fit raises ``KeyError``, ``ValueError`` or ``RuntimeError`` (the checkpoint reader
+        turns them into one line)."""
+        self._hold(state.get("held", self.held))
+        for module, sd in zip(self.modules, state["modules"], strict=True):
+            module.load_state_dict(sd)
+        if segments_only:
+            return
+        if self.optimizer is not None:
+            if state.get("optimizer") is None:
+                raise KeyError(f"no optimizer state for {self.name}")
+            self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        for kind, cs in state.get("compressors", {}).items():
+            self.compress[kind].load_state_dict(copy.deepcopy(cs))
+
+    def _hold(self, held: list[str]) -> None:
+        """Hold exactly the segments ``held`` (built fresh where needed; a fresh optimizer then)."""
+        if list(held) == self.held:
+            return
+        unknown = set(held) - set(self.segments)
+        if unknown:
+            raise KeyError(f"{self.name} has no node {', '.join(sorted(unknown))}")
+        for node in self.segments:
+            if node in held and self.segments[node] is None:
+                self.segments[node] = self.factories[node]()
+            elif node not in held:
+                self.segments[node] = None
+        self.reset_optimizer()
 
     def reset_optimizer(self) -> None:
         """A fresh Adam over the segments held now (none if they have no parameters)."""

@@ -2,8 +2,11 @@
 evaluation, leakage measurement and the final metrics.
 
 A :class:`Runner` holds the runtime (every cut through a channel) of the parties this process
-runs: all of them in one process, or one in a distributed run (:func:`nopeek.training.trainer.train`
-builds it either way).
+runs: all of them in one process, or one in a distributed run. It is built in one place,
+:func:`nopeek.training.assemble.assemble` (train, resume, infer and attack targets all go
+through it), and its whole state goes through :meth:`Runner.state_dict` /
+:meth:`Runner.load_state_dict` (the checkpoint file, :mod:`nopeek.rundir.checkpoint`, is that
+state in its on-disk layout).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from nopeek.regularizers import nopeek_penalty
 from nopeek.rundir import RunDir
 from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.runtime import InProcessRuntime, _gather
-from nopeek.runtime.channel import InProcessChannel, WireLog
+from nopeek.runtime.channel import Capture, InProcessChannel, WireLog, WireRecord
 from nopeek.runtime.plans import STRATEGIES
 from nopeek.topology import DATA_PREFIX, Topology
 from nopeek.training.epoch_log import EpochLog
@@ -82,7 +85,13 @@ def _nopeek_on(key: str, alpha: float):
 
 
 class Runner:
-    """Holds the live state of one training run: the runtime, the strategy, history."""
+    """Holds the live state of one run: the runtime, the strategy, the wire log, history.
+
+    Build it with :func:`nopeek.training.assemble.assemble` (or
+    :func:`~nopeek.training.assemble.restore` for a run on disk); :meth:`run` trains it,
+    ``runtime``/``strategy``/``wire`` serve it (split inference), and :meth:`state_dict` /
+    :meth:`load_state_dict` carry its state between processes (a checkpoint, ``--resume``).
+    """
 
     def __init__(
         self,
@@ -96,12 +105,15 @@ class Runner:
         local: list[str] | None = None,
         make_channel=None,
         tensorboard: Path | None = None,
+        model: nn.Module | None = None,
     ) -> None:
         """``local``: the parties this process runs (default all: the in-process runtime);
         ``make_channel(wire_log)`` builds the channel (default in-process); ``tensorboard``: a
-        folder for TensorBoard scalars (written by the process that writes metrics.json)."""
+        folder for TensorBoard scalars (written by the process that writes metrics.json);
+        ``model``: the whole model the topology was cut from (handed on in the result)."""
         self.config, self.dataset, self.topology = config, dataset, topology
         self.device, self.quiet, self.tensorboard = device, quiet, tensorboard
+        self.model = model
         self.wire = WireLog(
             capture=capture_policy(
                 record_samples=config.record_samples,
@@ -134,9 +146,71 @@ class Runner:
         self.parties = self.runtime.parties
         self.hooks = self.runtime.hooks
         self._setup_hooks(bound)
+        self.epoch = 0  # epochs done
         self.history: dict[str, list[float]] = {"train_loss": [], "test_accuracy": []}
         self.train_seconds = 0.0
-        self.flops_per_sample: dict[str, float] = {}
+        self.flops_per_sample: dict[tuple[str, ...], dict[str, float]] = {}
+
+    def state_dict(self, *, captures: bool = True) -> dict[str, Any]:
+        """The run's state as plain tensors and containers (what ``--resume`` needs to continue
+        bit for bit).
+
+        ``config`` (the settings it was made with, ``TrainConfig.to_dict()``; checked by the
+        checkpoint reader, not loaded), ``epoch`` (epochs done), the runtime's ``parties`` (party
+        -> :meth:`~nopeek.runtime.party.Party.state_dict`: segments, optimizer, compressors) and
+        ``hooks`` (each hook instance's state once: noise generators, accountants), ``history``
+        (name -> one number per epoch), ``train_seconds``, ``flops_per_sample`` (``"node|node"``
+        -> party -> FLOPs), ``channel_bytes`` (a distributed channel's header and payload byte
+        counters), ``wire_records`` (one tuple per message) and ``captures`` (``(record, tensor
+        (N, ...), ids (N,))``; ``captures=False``: none, for a finished run whose captures are
+        in observations.pt).
+
+        >>> from nopeek import TrainConfig
+        >>> from nopeek.training.assemble import assemble
+        >>> config = TrainConfig(dataset="digits", max_train=60, epochs=1).resolved()
+        >>> runner = assemble(config, device="cpu")
+        >>> state = runner.state_dict()
+        >>> state["epoch"], sorted(state["parties"]), state["history"]["train_loss"]
+        (0, ['client', 'server'], [])
+        """
+        channel = self.runtime.channel
+        return {
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            **self.runtime.state_dict(),
+            "history": {k: list(v) for k, v in self.history.items()},
+            "train_seconds": self.train_seconds,
+            "flops_per_sample": {"|".join(k): v for k, v in self.flops_per_sample.items()},
+            "channel_bytes": [
+                int(getattr(channel, "header_bytes", 0)),
+                int(getattr(channel, "payload_bytes", 0)),
+            ],
+            "wire_records": [astuple(r) for r in self.wire.records],
+            "captures": [(astuple(c.record), c.tensor, c.ids) for c in self.wire.captures]
+            if captures
+            else [],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put :meth:`state_dict`'s output back (``config`` is not loaded: the caller checks
+        it). A state that does not fit this run raises ``KeyError``, ``ValueError`` or
+        ``RuntimeError``; :func:`nopeek.rundir.checkpoint.restore` turns them into one line."""
+        self.runtime.load_state_dict(state)
+        self.epoch = int(state["epoch"])
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.train_seconds = float(state["train_seconds"])
+        saved_flops = state.get("flops_per_sample", {})
+        self.flops_per_sample = {tuple(k.split("|")): dict(v) for k, v in saved_flops.items()}
+        channel = self.runtime.channel
+        saved = state.get("channel_bytes")
+        if (
+            saved is not None
+            and hasattr(channel, "header_bytes")
+            and hasattr(channel, "payload_bytes")
+        ):
+            channel.header_bytes, channel.payload_bytes = (int(v) for v in saved)
+        self.wire.records[:] = [WireRecord(*r) for r in state["wire_records"]]
+        self.wire.captures[:] = [Capture(WireRecord(*r), t, i) for r, t, i in state["captures"]]
 
     def _setup_hooks(self, bound: dict[str, list[CutHook]]) -> None:
         cfg, sizes = self.config, self.strategy.shard_sizes()
@@ -161,10 +235,12 @@ class Runner:
                     hook.setup(ctx)
                     done.add(id(hook))
 
-    def run(self, out: Path | None, state: dict | None, model: nn.Module) -> TrainResult:
-        start_epoch = 0
+    def run(self, out: Path | None, state: dict[str, Any] | None = None) -> TrainResult:
+        """Train the epochs left (all, or those after ``state``: a checkpoint as
+        :func:`nopeek.rundir.checkpoint.read` returns it), writing the run into ``out``."""
         if state is not None:
-            start_epoch = _checkpoint.restore(state, self)
+            _checkpoint.restore(state, self)
+        start_epoch = self.epoch
         cfg = self.config
         if out is not None and state is None:
             atomic_write_json(out / RunDir.CONFIG, cfg.to_dict())
@@ -186,10 +262,11 @@ class Runner:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{acc:.3f}")
                 log.info("epoch %d: loss %.4f test accuracy %.4f", epoch + 1, loss, acc)
                 epochs.write(epoch + 1, {k: v[-1] for k, v in self.history.items()})
+                self.epoch = epoch + 1
                 if out is not None:
-                    _checkpoint.save(out, self, epoch + 1, keep_previous=self.distributed)
+                    _checkpoint.save(out, self, self.epoch, keep_previous=self.distributed)
         bar.close()
-        return self._finish(out, model)
+        return self._finish(out)
 
     @property
     def writes_metrics(self) -> bool:
@@ -268,7 +345,7 @@ class Runner:
         self.flops_per_sample[key] = {p: f / n for p, f in counts.items()}
         return result
 
-    def _finish(self, out: Path | None, model: nn.Module) -> TrainResult:
+    def _finish(self, out: Path | None) -> TrainResult:
         cfg, ds = self.config, self.dataset
         test = self._evaluate(ds.test)
         sample = leakage_sample(ds.test, n=cfg.dcor_samples, seed=cfg.seed)
@@ -304,8 +381,10 @@ class Runner:
             observations.save(out / RunDir.OBSERVATIONS)
             if metrics is not None:  # in a distributed run, the label party writes it
                 atomic_write_json(out / RunDir.METRICS, metrics)
-            _checkpoint.save(out, self, cfg.epochs, captures=False)
-        result = TrainResult(cfg, metrics, self.topology, ds, observations, self.wire, out, model)
+            _checkpoint.save(out, self, self.epoch, captures=False)
+        result = TrainResult(
+            cfg, metrics, self.topology, ds, observations, self.wire, out, self.model
+        )
         for hook in self.hooks:
             hook.on_train_end(result)
         return result

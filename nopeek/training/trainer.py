@@ -1,11 +1,12 @@
-"""The split trainer's entry points: ``train`` (one process, or one party of a distributed run)
-and ``build_run`` (the seeded model and topology an attack rebuilds a run from).
+"""The split trainer's entry point: ``train`` (one process, or one party of a distributed run).
 
-``train`` validates everything before it creates the run directory, builds the topology (every
-cut through a channel, see :mod:`nopeek.runtime`) and hands it to the run loop
-(:class:`~nopeek.training.runner.Runner`): checkpoints atomically after each epoch (``--resume``
-continues to bit-identical final weights), evaluation on the test split, and the leakage of
-the cut activations (distance correlation).
+``train`` validates everything before it creates the run directory, assembles the run
+(:func:`nopeek.training.assemble.assemble`: the topology, every cut through a channel, see
+:mod:`nopeek.runtime`) and runs it (:class:`~nopeek.training.runner.Runner`): checkpoints
+atomically after each epoch (``--resume`` continues to bit-identical final weights),
+evaluation on the test split, and the leakage of the cut activations (distance correlation).
+``build_run`` and ``pick_device`` live in :mod:`nopeek.training.assemble` (also importable
+from here).
 """
 
 from __future__ import annotations
@@ -26,39 +27,18 @@ from nopeek.data import Dataset, check_finite
 from nopeek.data.party import party_view, read_own, roster
 from nopeek.errors import CheckpointError, ConfigError
 from nopeek.hooks import CutHook
-from nopeek.models import MODELS, build_model
 from nopeek.plugins import build_hooks
 from nopeek.rundir import MARKER, RunDir
 from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.runtime.align import align_own
 from nopeek.runtime.handshake import agree, fingerprint, prove
 from nopeek.runtime.launch import PartyLaunch, schedule
-from nopeek.runtime.plans import first_nodes
-from nopeek.seeding import seeded
-from nopeek.topology import TOPOLOGIES, Topology
-from nopeek.topology.crossings import pack_crossings
-from nopeek.topology.shapes import check_shapes
+from nopeek.topology import Topology
+from nopeek.training.assemble import assemble, build_run, build_topology, pick_device
 from nopeek.training.epoch_log import check_tensorboard
-from nopeek.training.runner import Runner, TrainResult  # noqa: F401 (TrainResult: public here)
+from nopeek.training.runner import TrainResult
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked but no CUDA device is available; use --device cpu")
-    return torch.device(name)
-
-
-def _seeded_model(config: TrainConfig, dataset: Dataset) -> nn.Sequential:
-    """Build the model with weights fixed by the seed, without touching global RNG state."""
-    with seeded(config.seed, "model.init"):
-        return build_model(
-            config.model, input_shape=dataset.input_shape, n_classes=dataset.n_classes
-        )
 
 
 def _prepare_out(out: Path | None, *, resume: bool, overwrite: bool) -> RunDir | None:
@@ -79,33 +59,6 @@ def _prepare_out(out: Path | None, *, resume: bool, overwrite: bool) -> RunDir |
             )
         raise CheckpointError(f"no checkpoint in {out} to resume; train without --resume first")
     return run_dir
-
-
-def _make_model(config: TrainConfig):
-    """``(input_shape, n_classes, index) -> model``: fresh models for the other segments of a
-    multi-party topology (client bottoms, task heads), each seeded from (seed, index)."""
-
-    def make(input_shape: tuple[int, ...], n_classes: int, index: int) -> nn.Sequential:
-        with seeded(config.seed, "model.segment", index):
-            return MODELS.get(config.model).build(tuple(input_shape), n_classes)
-
-    return make
-
-
-def build_topology(config: TrainConfig, dataset: Dataset, model: nn.Sequential) -> Topology:
-    """The topology ``config`` names, over ``model`` (the seeded whole model) and ``dataset``."""
-    ctx = config.build_context(dataset, _make_model(config))
-    with seeded(config.seed, "topology.init"):  # a layer the topology adds (vertical's adapter)
-        topology = TOPOLOGIES.get(config.topology)(model, config.cuts, ctx)
-    # the input's shape and dtype only: the dry run packs cuts a skip crosses
-    return pack_crossings(topology, tuple(dataset.input_shape), dataset.input_dtype)
-
-
-def build_run(config: TrainConfig, dataset: Dataset) -> tuple[nn.Sequential, Topology]:
-    """The seeded whole model and the topology over it, exactly as ``train`` builds them
-    (what an attack rebuilds a finished run from). ``config`` must be resolved."""
-    model = _seeded_model(config, dataset)
-    return model, build_topology(config, dataset, model)
 
 
 def train(
@@ -148,9 +101,6 @@ def train(
         dataset = config.load_data()
     for name in ("train", "test"):
         check_finite(getattr(dataset, name).x, what=f"{dataset.name} {name} inputs")
-    model = model if model is not None else _seeded_model(config, dataset)
-    topology = build_topology(config, dataset, model)
-    check_shapes(topology, dataset.train.x[:2], nodes=first_nodes(topology))
     state = _checkpoint.load(out, config) if resume else None
     finished = run_dir is not None and run_dir.has(RunDir.METRICS)
     if state is not None and state["epoch"] >= config.epochs and finished:
@@ -158,9 +108,11 @@ def train(
             f"run {out} already finished its {config.epochs} epochs; nothing to resume "
             "(train anew with --overwrite)"
         )
-    model.to(device)
-    runner = Runner(config, dataset, topology, hooks, device, quiet=quiet, tensorboard=tensorboard)
-    return _run_in(run_dir, out, runner, state, model, resume=resume, overwrite=overwrite)
+    runner = assemble(
+        config, dataset, model=model, hooks=hooks, device=device, quiet=quiet,
+        tensorboard=tensorboard,
+    )  # fmt: skip
+    return _run_in(run_dir, out, runner, state, resume=resume, overwrite=overwrite)
 
 
 def _tensorboard_dir(folder: str | Path | None, launch: PartyLaunch | None) -> Path | None:
@@ -180,15 +132,15 @@ def _tensorboard_dir(folder: str | Path | None, launch: PartyLaunch | None) -> P
 
 
 def _run_in(
-    run_dir, out, runner, state, model, *, resume: bool, overwrite: bool, keep=None
+    run_dir, out, runner, state, *, resume: bool, overwrite: bool, keep=None
 ) -> TrainResult:
     """Run ``runner`` writing through ``run_dir``: a fresh run in place (an interrupt keeps it for
     --resume, an error removes it); an overwrite in a staging sibling swapped in only at the end
     (see :mod:`nopeek.rundir`)."""
     if run_dir is None:
-        return runner.run(None, state, model)
+        return runner.run(None, state)
     with run_dir.writing(resume=resume, overwrite=overwrite, keep=keep) as where:
-        result = runner.run(where, state, model)
+        result = runner.run(where, state)
     result.run_dir = out
     return result
 
@@ -233,10 +185,9 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
         if launch.secret is not None:
             prove(channel, me, label, parties, launch.secret)
         data, model, topology = start.data(config, channel, launch)
-        model.to(device)
-        runner = Runner(
-            config, data, topology, hooks, device, quiet=quiet, local=[me],
-            make_channel=_attached(channel),
+        runner = assemble(
+            config, data, model=model, topology=topology, hooks=hooks, device=device,
+            quiet=quiet, local=[me], make_channel=_attached(channel),
         )  # fmt: skip
         settings = fingerprint(config.to_dict(), resume=resume, data=data.agreed)
         epoch = state["epoch"] if state is not None else 0
@@ -244,9 +195,8 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
         if state is not None:
             state = _checkpoint.load_epoch(out, config, common)
         return _run_in(
-            run_dir, out, runner, state, model, resume=resume, overwrite=overwrite,
-            keep=_has_checkpoint,
-        )  # fmt: skip
+            run_dir, out, runner, state, resume=resume, overwrite=overwrite, keep=_has_checkpoint
+        )
     except Exception as exc:
         channel.broadcast_error(f"{me}: {str(exc).splitlines()[0][:300]}")
         raise
@@ -305,3 +255,7 @@ def _attached(channel):
         return channel
 
     return make
+
+
+# build_run, build_topology, pick_device and TrainResult are importable from here too
+__all__ = ["TrainResult", "build_run", "build_topology", "pick_device", "train"]

@@ -74,7 +74,7 @@ def _bn_digits_model(config, dataset):
 
 
 def test_dpsgd_on_a_batchnorm_model_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("nopeek.training.trainer._seeded_model", _bn_digits_model)
+    monkeypatch.setattr("nopeek.training.assemble._seeded_model", _bn_digits_model)
     argv = ["train", "--defense", "dp-sgd:epsilon=8", "--out", str(tmp_path / "r"), *FAST]
     assert main(argv) == 2
     line = _one_line_error(capsys)
