@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 from nopeek.errors import ConfigError
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from nopeek.data import Dataset
+    from nopeek.data.party import RunData
 
 SEED_MAX = 2**31 - 1
 """Seeds are integers in 0..SEED_MAX: every seed derived from them (batch order, data splits,
@@ -255,7 +260,9 @@ class TrainConfig:
                     "one row per sample)"
                 )
 
-    def build_context(self, dataset: Dataset, make_model) -> Any:
+    def build_context(
+        self, dataset: RunData, make_model: Callable[[tuple[int, ...], int, int], nn.Module]
+    ) -> Any:
         """The :class:`~nopeek.topology.BuildContext` of this config for ``dataset``: the data's
         shape and classes, and the options its topology takes."""
         from nopeek.topology import TOPOLOGIES, BuildContext
@@ -348,19 +355,17 @@ def _parse_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _toml():
+def _toml() -> types.ModuleType:
     """The stdlib TOML reader (Python >= 3.11), else the ``tomli`` backport if installed."""
-    try:
-        import tomllib
-    except ImportError:
+    for name in ("tomllib", "tomli"):
         try:
-            import tomli as tomllib
+            return importlib.import_module(name)
         except ImportError:
-            raise ConfigError(
-                "reading TOML needs Python 3.11 or the tomli package; `pip install tomli`, or "
-                "give a .json config file"
-            ) from None
-    return tomllib
+            continue
+    raise ConfigError(
+        "reading TOML needs Python 3.11 or the tomli package; `pip install tomli`, or "
+        "give a .json config file"
+    )
 
 
 def with_flags(saved: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:

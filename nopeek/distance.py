@@ -155,7 +155,7 @@ class _Gram(torch.autograd.Function):
         ctx.save_for_backward(inputs[0])
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+    def backward(ctx: torch.autograd.function.BackwardCFunction, grad: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
         return (grad + grad.mT) @ x
 
@@ -178,7 +178,7 @@ def _pairwise_distances(x: Tensor) -> Tensor:
     mask would do the same, but ``torch.where`` on (N, N) bool masks is slow on CPU.)
     """
     x = x - x[:1]
-    gram = _Gram.apply(x)
+    gram: Tensor = _Gram.apply(x)
     sq = gram.diagonal()
     d2 = torch.sub(sq.unsqueeze(1) + sq, gram, alpha=2.0).relu()
     info = torch.finfo(x.dtype)

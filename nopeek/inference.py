@@ -35,6 +35,7 @@ from nopeek.errors import ConfigError, DataError
 from nopeek.io import atomic_write_bytes, atomic_write_json
 from nopeek.observe import Observations
 from nopeek.rundir import RunDir
+from nopeek.runtime import InProcessRuntime
 from nopeek.runtime.channel import WireLog
 from nopeek.training.assemble import load_run_config, restore
 from nopeek.training.measures import predict_all, task_labels
@@ -130,11 +131,21 @@ def infer(
             atomic_write_bytes(where / "predictions.csv", _csv(result).encode())
             result.observations.save(where / RunDir.OBSERVATIONS)
             atomic_write_json(where / "inference.json", result.metrics)
-        result.out = Path(out)
+        result.out = target.path
     return result
 
 
-def _result(run_dir, config, runtime, samples, logits, wire, split, spec, data):
+def _result(
+    run_dir: Path,
+    config: TrainConfig,
+    runtime: InProcessRuntime,
+    samples: Split,
+    logits: dict[str, Tensor],
+    wire: WireLog,
+    split: str,
+    spec: str | None,
+    data: Dataset,
+) -> InferenceResult:
     topo = runtime.topology
     objectives = {o.name: o for o in topo.objectives}
     metrics: dict[str, Any] = {

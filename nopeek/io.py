@@ -16,8 +16,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 
@@ -46,7 +47,7 @@ def describe_os_error(exc: OSError, path: str | Path | None = None) -> str:
     'runs/a/x.pt: no space left on the device; free space or choose another --out'
     """
     where = path if path is not None else exc.filename
-    what = _FIXES.get(exc.errno)
+    what = _FIXES.get(exc.errno) if exc.errno is not None else None
     if what is None:
         reason = exc.strerror or str(exc) or type(exc).__name__
         what = f"{reason}; check the path and its permissions, or choose another --out"
@@ -65,7 +66,7 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, write) -> None:
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     path = Path(path)
     tmp: str | None = None
     try:
@@ -103,10 +104,11 @@ class _Recording:
     keeping the original error lets a full disk be reported as a full disk.
     """
 
-    def __init__(self, fh) -> None:
-        self.fh, self.error = fh, None
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
 
-    def write(self, data) -> int:
+    def write(self, data: bytes) -> int:
         try:
             return self.fh.write(data)
         except OSError as exc:
@@ -120,10 +122,11 @@ class _Recording:
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` atomically."""
 
-    def write(fh) -> None:
+    def write(fh: IO[bytes]) -> None:
         rec = _Recording(fh)
         try:
-            torch.save(obj, rec)
+            # torch.save writes to any object with write() and flush(); its hint says IO[bytes]
+            torch.save(obj, cast(IO[bytes], rec))
         except RuntimeError:
             if rec.error is not None:
                 raise rec.error from None

@@ -184,8 +184,11 @@ class Observations:
                 raise CheckpointError(f"{where} group {key!r} must be a dict of tensors; {_FIX}")
             for name in GROUP_FIELDS:
                 value = group.get(name)
-                ok = isinstance(value, Tensor) and value.dim() >= 1
-                if ok and name != "tensor":  # ids, epochs and steps: integers, one per message
+                if not isinstance(value, Tensor):
+                    ok = False
+                elif name == "tensor":
+                    ok = value.dim() >= 1
+                else:  # ids, epochs and steps: integers, one per message
                     ok = value.dim() == 1 and not value.is_floating_point()
                 if not ok:
                     want = "a tensor (M, ...)" if name == "tensor" else "an integer tensor (M,)"

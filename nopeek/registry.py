@@ -11,7 +11,7 @@ on the first lookup of a name that is not built in, or when all names are listed
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from nopeek.errors import ConfigError
 from nopeek.plugins import load_entries
@@ -37,7 +37,7 @@ class Registry(Generic[T]):
         kind: str,
         *,
         plugins: str | None = None,
-        check: Callable[[str, T], None] | None = None,
+        check: Callable[[str, object], None] | None = None,
     ) -> None:
         self.kind = kind
         self.plugins = plugins  # entry-point group of third-party entries, loaded lazily
@@ -48,10 +48,10 @@ class Registry(Generic[T]):
     def load_plugins(self) -> None:
         """Register the entries of the installed plug-ins (once; a broken one raises a one-line
         :class:`~nopeek.errors.PluginError` naming it and its package, every time it is asked)."""
-        if self._plugins_loaded:
+        if self._plugins_loaded or self.plugins is None:
             return
         for name, entry in load_entries(self.plugins, self.kind, self._entries, self.check):
-            self._entries[name] = entry
+            self._entries[name] = cast(T, entry)  # an object ``check`` accepted
         self._plugins_loaded = True
 
     def register(self, name: str, entry: T) -> T:

@@ -135,7 +135,7 @@ class NoPeekLoss(nn.Module):
         Returns:
             (), ``task_loss + alpha * sum_k dCor(inputs, activations[k])``.
         """
-        task = self.task_loss(logits, labels)
+        task: Tensor = self.task_loss(logits, labels)
         return task + nopeek_penalty(inputs, activations, alpha=self.alpha)
 
     def extra_repr(self) -> str:

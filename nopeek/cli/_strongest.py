@@ -7,8 +7,14 @@ Shared by ``nopeek attack`` (and whatever else re-attacks a run); torch loads on
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from nopeek.cli._fmt import metric, number
+
+if TYPE_CHECKING:  # (above the core: unchecked here, Any to mypy)
+    from nopeek.attacks.search import Strongest
+    from nopeek.attacks.spec import AttackRun
 
 
 def attack_budget(text: str) -> int:
@@ -41,11 +47,11 @@ def add_strongest_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _config(config: dict) -> str:
+def _config(config: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in config.items() if v is not None) or "defaults"
 
 
-def _line(s) -> str:
+def _line(s: Strongest) -> str:
     """One search: the worst case and the configuration reaching it, the survivor's interval."""
     j = s.to_json()
     worst, winner = j["worst"], j["winner"]
@@ -74,7 +80,7 @@ def _line(s) -> str:
     )
 
 
-def run_strongest(args: argparse.Namespace, attacks) -> int:
+def run_strongest(args: argparse.Namespace, attacks: Sequence[AttackRun]) -> int:
     """Search every attack of ``attacks`` (:class:`~nopeek.attacks.spec.AttackRun`), one line
     each, then the verdict: the worst case over them."""
     from nopeek.attacks.search import DEFAULT_BUDGET, strongest, worst_of

@@ -23,7 +23,7 @@ _LAUNCH |= {"peers", "ca", "cert", "key", "job_secret_file"}
 _RUN = {"out", "overwrite", "handler", "command", "verbose"}
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "align",
         help=summary("align"),

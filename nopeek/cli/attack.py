@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from nopeek.cli._fmt import metric, number
 from nopeek.cli._strongest import add_strongest_args, run_strongest
@@ -20,7 +21,7 @@ def add_budget_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "attack",
         help=summary("attack"),
@@ -63,7 +64,7 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def result_summary(m: dict) -> str:
+def result_summary(m: dict[str, Any]) -> str:
     """The result's metrics, each after its name (:mod:`nopeek.cli._fmt`), ``leak`` first."""
     parts = [metric("leak", m.get("leak"))]
     if m["kind"] == "label":

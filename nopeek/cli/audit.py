@@ -9,7 +9,7 @@ from nopeek.cli.attack import add_budget_args
 from nopeek.cli.commands import summary
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "audit",
         help=summary("audit"),

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from nopeek.cli.commands import summary
+
+if TYPE_CHECKING:  # (above the core: unchecked here, Any to mypy)
+    from nopeek.eval.benchmark import BenchmarkSpec
 
 S = argparse.SUPPRESS
 _TRAIN = {
@@ -24,7 +28,7 @@ def _list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "benchmark",
         help=summary("benchmark"),
@@ -75,7 +79,7 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def spec_of(args: argparse.Namespace):
+def spec_of(args: argparse.Namespace) -> BenchmarkSpec:
     """The :class:`~nopeek.eval.benchmark.BenchmarkSpec` the arguments ask for."""
     from nopeek.attacks import ATTACKS
     from nopeek.eval import benchmark as B

@@ -9,11 +9,15 @@ formulas' predictions. See :mod:`nopeek.eval.cost`.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from nopeek.cli.commands import summary
 
+if TYPE_CHECKING:
+    from nopeek.rundir import RunDir
 
-def add_parser(sub) -> None:
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "cost",
         help=summary("cost"),
@@ -77,7 +81,8 @@ def _clients(text: str) -> list[int]:
         raise ConfigError(
             f"--clients must be integers >= 1 separated by commas (e.g. 100,500), got {text!r}"
         ) from None
-    return check_clients(values)
+    clients: list[int] = check_clients(values)
+    return clients
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,7 +153,7 @@ def _measure(args: argparse.Namespace, clients: int) -> int:
     return 0
 
 
-def _plan(out: str | None):
+def _plan(out: str | None) -> RunDir | None:
     """The output folder, checked before any work (a file, a link, a foreign folder: refused)."""
     if out is None:
         return None
@@ -159,7 +164,7 @@ def _plan(out: str | None):
     return folder
 
 
-def _write(folder, record: dict) -> None:
+def _write(folder: RunDir | None, record: dict[str, Any]) -> None:
     if folder is None:
         return
     from nopeek.io import atomic_write_json

@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from nopeek.cli.commands import COMMANDS
 from nopeek.errors import NopeekError
@@ -15,7 +16,7 @@ from nopeek.errors import NopeekError
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line (no usage dump) and exits 2."""
 
-    def error(self, message: str):  # noqa: D102 - argparse API
+    def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse API
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
 
 

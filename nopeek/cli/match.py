@@ -7,7 +7,7 @@ import argparse
 from nopeek.cli.commands import summary
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "match",
         help=summary("match"),

@@ -3,14 +3,16 @@ cuts of any model (torchvision:, module:) with the shape of what crosses each.""
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 from nopeek.cli.commands import summary
 from nopeek.errors import ConfigError
-from nopeek.models import MODELS, build_model, cut_info
+from nopeek.models import MODELS, ModelSpec, build_model, cut_info
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("models", help=summary("models"))
     p.add_argument(
         "--model",
@@ -27,7 +29,7 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def _shape(text: str | None, spec, name: str) -> tuple[int, ...]:
+def _shape(text: str | None, spec: ModelSpec, name: str) -> tuple[int, ...]:
     if text is None:
         shape = spec.input_shapes[0] if spec.input_shapes else spec.example_shape
         if not shape:
@@ -44,7 +46,7 @@ def _shape(text: str | None, spec, name: str) -> tuple[int, ...]:
     return shape
 
 
-def _list_cuts(args) -> int:
+def _list_cuts(args: argparse.Namespace) -> int:
     """The valid cuts of ``args.model`` with the shape of what crosses each."""
     spec = MODELS.get(args.model)
     shape = _shape(args.input_shape, spec, args.model)
@@ -69,7 +71,7 @@ def _list_cuts(args) -> int:
     return 0
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.model:
         return _list_cuts(args)
     for name in MODELS.names():

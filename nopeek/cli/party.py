@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nopeek.cli.commands import summary
 from nopeek.config import TrainConfig
-from nopeek.runtime.launch import DEFAULT_TIMEOUT, PartyLaunch
+from nopeek.runtime.launch import DEFAULT_TIMEOUT, Launch, PartyLaunch
 
 S = argparse.SUPPRESS
 
@@ -71,7 +71,7 @@ def add_launch_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "party",
         help=summary("party"),
@@ -100,7 +100,7 @@ def own_source(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
     return config
 
 
-def make_launch(args: argparse.Namespace):
+def make_launch(args: argparse.Namespace) -> Launch:
     """This process's place in the run: torch.distributed ranks, or gRPC peers and identity."""
     if args.transport == "grpc":
         from nopeek.errors import ConfigError

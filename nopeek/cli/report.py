@@ -9,7 +9,7 @@ from pathlib import Path
 from nopeek.cli.commands import summary
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "report",
         help=summary("report"),

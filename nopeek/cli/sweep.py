@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from nopeek.cli.commands import summary
 from nopeek.config import TrainConfig
-from nopeek.eval.defaults import SWEEP_ATTACKS
 from nopeek.eval.settings import make_settings, parse_attacks, parse_floats, parse_ints
+
+if TYPE_CHECKING:  # (above the core: unchecked here, Any to mypy)
+    from nopeek.eval.summary import SettingSummary
 
 S = argparse.SUPPRESS
 _BASE = {
@@ -68,7 +72,7 @@ def attack_options(args: argparse.Namespace) -> dict[str, int | None]:
     return {k: getattr(args, k) for k in _ATTACK_OPTS}
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sweep",
         help=summary("sweep"),
@@ -103,7 +107,7 @@ def add_parser(sub) -> None:
         default=None,
         help="attacks to run on every run: comma-separated names, each optionally with its own "
         "options (inverse-network:width=32); repeatable; 'none' for no attack "
-        f"(default {','.join(SWEEP_ATTACKS)})",
+        "(default inverse-network)",
     )
     p.add_argument("--out", default="sweeps/latest", help="sweep directory (default sweeps/latest)")
     p.add_argument(
@@ -127,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             args.compress or ["none"],
         ),
         seeds=parse_ints(args.seeds, what="--seeds"),
-        attacks=parse_attacks(args.attacks or SWEEP_ATTACKS),
+        attacks=parse_attacks(args.attacks or ["inverse-network"]),
         attack_options=attack_options(args),
     )
     began = time.perf_counter()
@@ -141,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(summaries) -> None:
+def print_summary(summaries: Sequence[SettingSummary]) -> None:
     """One line per setting: accuracy, dCor, each attack's leak (mean ± std over seeds), the
     trade-off score and VFLAIR's C-DCS (n/a without the undefended setting)."""
     for s in summaries:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from nopeek.cli.commands import summary
 from nopeek.config import TrainConfig
@@ -11,7 +12,7 @@ from nopeek.errors import CheckpointError
 S = argparse.SUPPRESS
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "train",
         help=summary("train"),
@@ -213,7 +214,7 @@ def add_topology_args(p: argparse.ArgumentParser) -> None:
 _RUN_FLAGS = {"out", "overwrite", "resume", "quiet", "handler", "command", "verbose", "tensorboard"}
 
 
-def given_fields(args: argparse.Namespace, exclude: frozenset[str] = frozenset()) -> dict:
+def given_fields(args: argparse.Namespace, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The config fields the user set: those of ``--config FILE`` overridden by the flags given
     (the parser leaves out every flag not given; ``exclude``: other flags that are no field);
     each ``--defense`` value may join specs with ``+`` as in ``nopeek sweep`` (``none``: no
@@ -261,11 +262,12 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         tensorboard=args.tensorboard,
     )
+    assert result.metrics is not None  # in-process: no other party holds the metrics
     print(_result_line(result.metrics) + f"  -> {args.out}")
     return 0
 
 
-def _result_line(m: dict) -> str:
+def _result_line(m: dict[str, Any]) -> str:
     """The run's headline metrics, each after its name; ``epsilon_dpsgd`` only where its
     guarantee holds (``dpsgd_guarantee_holds``), else why it does not.
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from nopeek.cli._fmt import metric, number
 from nopeek.cli._strongest import attack_budget
 from nopeek.cli.commands import summary
 from nopeek.cli.sweep import add_base_args, attack_options, base_config
-from nopeek.eval import defaults
 from nopeek.eval.settings import parse_attacks, parse_ints
 
-# the default sweeps' attacks (nopeek.eval.defaults), as one --attack value each
-RECON_ATTACKS = ",".join(defaults.RECON_ATTACKS)
-LABEL_ATTACKS = ",".join(defaults.LABEL_ATTACKS)
+if TYPE_CHECKING:  # (above the core: unchecked here, Any to mypy)
+    from nopeek.eval.summary import SettingSummary, Stat
+    from nopeek.eval.tune import Budget, TuneResult
+
+RECON_ATTACKS = "inverse-network:steps=300,width=32,white-box:steps=300,n_samples=64"
+LABEL_ATTACKS = "norm,direction"
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "tune",
         help=summary("tune"),
@@ -120,17 +123,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mean(name: str, stat) -> str:
+def _mean(name: str, stat: Stat | None) -> str:
     return metric(name, None if stat is None else stat.mean)
 
 
-def _leaks(s) -> str:
+def _leaks(s: SettingSummary) -> str:
     """``leak 0.930  ssim 0.870``: the leak, and SSIM and label AUC where measured."""
     shown = [("leak", s.leakage), ("ssim", s.best_ssim), ("label_auc", s.label_auc)]
     return "  ".join(_mean(k, v) for k, v in shown if k == "leak" or v is not None)
 
 
-def _limits(budget) -> str:
+def _limits(budget: Budget) -> str:
     limits = []
     if budget.max_leak is not None:
         limits.append(f"leak <= {number(budget.max_leak)}")
@@ -150,7 +153,7 @@ _MISSES = {  # budget_misses key -> (printed name, SettingSummary field, Budget 
 }
 
 
-def _missed(misses: dict[str, float], summary, budget) -> str:
+def _missed(misses: dict[str, float], summary: SettingSummary, budget: Budget) -> str:
     """``leak 0.350 above budget 0.200 by 0.150; accuracy_drop 7.2 points, 2.2 over 5``."""
     said = []
     for key, (name, field, limit) in _MISSES.items():
@@ -163,7 +166,7 @@ def _missed(misses: dict[str, float], summary, budget) -> str:
     return "; ".join(said)
 
 
-def print_result(result, budget) -> None:
+def print_result(result: TuneResult, budget: Budget) -> None:
     print(f"budget: {_limits(budget)} (strongest attack, mean over seeds)")
     ref = result.reference_accuracy
     for setting, s, ok in result.candidates():
@@ -197,7 +200,7 @@ def print_result(result, budget) -> None:
           f"searched worst {metric('leak', cert.leak)}, margin {number(cert.margin)}")  # fmt: skip
 
 
-def _print_certificates(result) -> None:
+def _print_certificates(result: TuneResult) -> None:
     """One line per setting re-attacked at full strength: its searched worst case, by whom."""
     for cert in result.certificates.values():
         w = cert.worst

@@ -57,7 +57,7 @@ class _Affine(Compressor):
 
     @property
     def qmax(self) -> int:
-        return 2**self.bits - 1
+        return (1 << self.bits) - 1
 
     def _code_bytes(self, d: int) -> int:
         return d if self.bits == 8 else math.ceil(d / 2)

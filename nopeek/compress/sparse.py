@@ -157,4 +157,5 @@ class RandomK(_Sparsifier):
         if "generator" in state:
             if self._generator is None:
                 self._setup(0)
+            assert self._generator is not None  # made by _setup
             self._generator.set_state(state["generator"])

@@ -90,7 +90,7 @@ def parse_compressor(spec: str) -> Compressor:
     return cls(**options)
 
 
-def parse_compress(text: str) -> dict[str, Compressor]:
+def parse_compress(text: str | None) -> dict[str, Compressor]:
     """One ``--compress`` value -> {direction: compressor} (empty for ``none`` or "").
 
     >>> {d: c.spec() for d, c in parse_compress("forward=topk:0.1,backward=int8").items()}
@@ -129,12 +129,12 @@ def canonical(text: str) -> str:
     return ",".join(f"{d}={c.spec()}" for d, c in parse_compress(text).items())
 
 
-def by_kind(text: str) -> dict[str, Compressor]:
+def by_kind(text: str | None) -> dict[str, Compressor]:
     """{message kind: compressor} of a ``--compress`` value: what a receiver decodes with."""
     return {KIND_OF[d]: c for d, c in parse_compress(text).items()}
 
 
-def for_party(text: str, *, seed: int, party: str) -> dict[str, Compressor]:
+def for_party(text: str | None, *, seed: int, party: str) -> dict[str, Compressor]:
     """{message kind: compressor} that ``party`` sends with: its own instances, seeded."""
     return {k: c.bind(seed=seed, party=party, kind=k) for k, c in by_kind(text).items()}
 

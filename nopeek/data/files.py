@@ -165,8 +165,8 @@ def read_csv(path: Path, *, target: str | None, labels: bool = True, **_: Any) -
             x[i, j] = parse_number(row[col], path, i, line, header[col])
         if row[t].lower() in MISSING:
             missing_cell(path, i, line, target)
-    labels = np.array([row[t] for _, row in rows])
-    y, names = label_classes(labels, f"csv:{path} column {target!r}")
+    cells = np.array([row[t] for _, row in rows])
+    y, names = label_classes(cells, f"csv:{path} column {target!r}")
     ids = torch.arange(len(rows), dtype=torch.int64)
     return Table(torch.from_numpy(x), y, ids, "tabular", names)
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from nopeek.errors import DataError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 """What torchvision's ``ImageFolder`` reads."""
@@ -65,7 +69,9 @@ def list_images(root: Path) -> tuple[list[tuple[Path, int]], tuple[str, ...]]:
     return files, classes
 
 
-def _walk(root: Path, folder: Path, above: frozenset = frozenset()) -> list[tuple[str, list]]:
+def _walk(
+    root: Path, folder: Path, above: frozenset[tuple[int, int]] = frozenset()
+) -> list[tuple[str, list[str]]]:
     """``(folder, file names)`` of ``folder`` and every folder below it, links followed, hidden
     ones skipped; a link back to a folder above it (a loop: ``os.walk`` would follow it round
     and round) is one line naming it."""
@@ -89,7 +95,7 @@ def _walk(root: Path, folder: Path, above: frozenset = frozenset()) -> list[tupl
     return out
 
 
-def _is_dir(entry: os.DirEntry) -> bool:
+def _is_dir(entry: os.DirEntry[str]) -> bool:
     try:
         return entry.is_dir()  # follows links; a dangling one is no folder
     except OSError:
@@ -132,7 +138,7 @@ def _wh(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def _open(file: Path):
+def _open(file: Path) -> PILImage:
     from PIL import Image, UnidentifiedImageError
 
     try:

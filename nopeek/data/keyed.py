@@ -42,6 +42,8 @@ class KeyedRows:
     def with_labels(self, labels: KeyedRows) -> KeyedRows:
         """These features with ``labels`` (the same party's label file) on the ids both hold,
         in this file's order: a join of one party's own files, in its own process."""
+        if labels.labels is None:
+            raise ValueError("with_labels takes the rows of a label file (read_labels)")
         held = set(labels.ids)
         keep = tuple(i for i in self.ids if i in held)
         x = self.x[self.rows_of(keep)] if self.x is not None else None
@@ -65,13 +67,16 @@ def csv_path(spec: str, flag: str) -> Path:
     return where
 
 
-def _ids(path: Path, header: list[str], rows, id_column: str) -> tuple[str, ...]:
+def _ids(
+    path: Path, header: list[str], rows: list[tuple[int, list[str]]], id_column: str
+) -> tuple[str, ...]:
     if id_column not in header:
         raise DataError(
             f"csv:{path} has no --id-column {id_column!r}; the columns are: {', '.join(header)}"
         )
     j = header.index(id_column)
-    ids, seen = [], {}
+    ids: list[str] = []
+    seen: dict[str, int] = {}
     for i, (line, row) in enumerate(rows):
         sample = row[j]
         if sample.lower() in MISSING:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 import torch
@@ -35,6 +35,27 @@ from nopeek.data.keyed import KeyedRows, read_features, read_labels
 from nopeek.data.splits import AUX_FRACTION, TEST_FRACTION, Dataset, Split, check_finite
 from nopeek.errors import ConfigError, DataError
 from nopeek.seeding import numpy_rng
+
+if TYPE_CHECKING:
+    from nopeek.topology import Topology
+
+
+class OwnFiles(Protocol):
+    """What this module reads of a run's config (a :class:`nopeek.config.TrainConfig`)."""
+
+    topology: str
+    clients: int
+    label_party: str
+    dataset: str
+    labels: str | None
+    target: str | None
+    id_column: str | None
+    columns: str | None
+    one_vs_rest: int | None
+    shuffle_labels: bool
+    seed: int
+    max_train: int | None
+
 
 MIN_ALIGNED = 20
 """Samples the parties must share: a fifth of them is the test split, and dCor needs 4."""
@@ -103,7 +124,7 @@ class PartyData:
     feature_std: Tensor | None = field(default=None, repr=False)
 
 
-def party_view(dataset: Dataset, topology, party: str) -> PartyData:
+def party_view(dataset: Dataset, topology: Topology, party: str) -> PartyData:
     """Party ``party``'s view of the whole ``dataset``: per split, only the keys it holds."""
 
     def view(split: Split) -> PartySplit:
@@ -123,6 +144,13 @@ def party_view(dataset: Dataset, topology, party: str) -> PartyData:
         tuple(dataset.class_names) if labels else (),
         input_dtype=dataset.input_dtype,
     )
+
+
+RunSplit: TypeAlias = Split | PartySplit
+"""A split as the runtime and the run loop read it (``batch``, ``subset``, ``y``, ``ids``): a
+whole data set's, or one party's part of it in a distributed run."""
+RunData: TypeAlias = Dataset | PartyData
+"""What a run trains on: a whole data set (in one process), or one party's part of it."""
 
 
 # --- who holds what, before the topology is built -------------------------------------------
@@ -145,7 +173,7 @@ class Roster:
         """The parties that hold any data (they take part in the alignment)."""
         return [p for p in self.parties if self.holds[p]]
 
-    def check(self, topology) -> None:
+    def check(self, topology: Topology) -> None:
         """The built topology gives every party the keys this roster said (else a bug)."""
         got = {
             p: tuple(k for k in topology.owners if p in topology.holders(k)) for p in self.parties
@@ -154,7 +182,7 @@ class Roster:
             raise AssertionError(f"roster {self.holds} != topology {got}")
 
 
-def roster(config) -> Roster:
+def roster(config: OwnFiles) -> Roster:
     """The :class:`Roster` of ``config``'s topology (vanilla or vertical)."""
     if config.topology == "vanilla":
         return Roster(
@@ -162,7 +190,8 @@ def roster(config) -> Roster:
         )
     if config.topology == "vertical":
         clients = [f"client{k}" for k in range(config.clients)]
-        holds = {c: (f"x{k}",) for k, c in enumerate(clients)} | {"server": ()}
+        holds: dict[str, tuple[str, ...]] = {c: (f"x{k}",) for k, c in enumerate(clients)}
+        holds |= {"server": ()}
         holds[config.label_party] += ("y",)
         return Roster("vertical", [*clients, "server"], holds, config.label_party)
     raise ConfigError(
@@ -172,13 +201,13 @@ def roster(config) -> Roster:
 
 
 # --- one party's own files ------------------------------------------------------------------
-def _columns(config) -> list[str] | None:
+def _columns(config: OwnFiles) -> list[str] | None:
     if config.columns is None:
         return None
     return [c.strip() for c in config.columns.split(",") if c.strip()]
 
 
-def read_own(config, plan: Roster, me: str) -> KeyedRows:
+def read_own(config: OwnFiles, plan: Roster, me: str) -> KeyedRows:
     """The rows of party ``me``'s own files: its features (``--dataset csv:PATH``) if it holds
     an input, its labels (``--labels csv:PATH``, column ``--target``) if it holds the labels.
     A file its role does not hold, or a missing one, is one line."""
@@ -201,13 +230,15 @@ def read_own(config, plan: Roster, me: str) -> KeyedRows:
         raise ConfigError(
             f"{me} holds the labels: give its own file, --labels csv:PATH --target COLUMN"
         )
+    if config.id_column is None:
+        raise ConfigError("a party's own files need --id-column COLUMN (the sample ids)")
     x = y = None
-    if wants_x:
+    if wants_x and config.dataset:  # (a party wanting x without --dataset was refused above)
         skip = (config.target,) if config.target else ()
         x = read_features(
             config.dataset, id_column=config.id_column, columns=_columns(config), exclude=skip
         )
-    if wants_y:
+    if wants_y and config.labels:  # (as is one wanting y without --labels)
         y = read_labels(config.labels, id_column=config.id_column, target=config.target)
     if x is not None and y is not None:
         return x.with_labels(y)
@@ -232,7 +263,11 @@ def aligned_splits(
     test, aux, train = order[:n_test], order[n_test : n_test + n_aux], order[n_test + n_aux :]
     if max_train is not None and max_train < len(train):
         train = numpy_rng(seed, "data.aligned-max-train").permutation(train)[:max_train]
-    return tuple(torch.from_numpy(np.sort(part).astype(np.int64)) for part in (train, test, aux))
+    return _sorted_positions(train), _sorted_positions(test), _sorted_positions(aux)
+
+
+def _sorted_positions(part: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.sort(part).astype(np.int64))
 
 
 def standardize(train: Tensor) -> tuple[Tensor, Tensor]:
@@ -278,7 +313,7 @@ def describe_own(rows: KeyedRows, ids: Sequence[str] | None, *, where: str) -> d
 
 
 def own_party_data(
-    config, plan: Roster, me: str, rows: KeyedRows, ids: Sequence[str] | None, n: int,
+    config: OwnFiles, plan: Roster, me: str, rows: KeyedRows, ids: Sequence[str] | None, n: int,
     shapes: dict[str, dict[str, Any]], agreed: dict[str, Any],
 ) -> PartyData:  # fmt: skip
     """Party ``me``'s :class:`PartyData` from its own ``rows``: the aligned samples ``ids`` (in
@@ -343,6 +378,7 @@ def load_keyed(
     ids = sorted(rows.ids)
     _check_size(len(ids))
     order = rows.rows_of(ids)
+    assert rows.x is not None and rows.labels is not None  # features joined with labels
     x = rows.x[order]
     check_finite(x, what=f"{spec} x")
     y, classes = _labels(rows.labels[order.numpy()], f"{spec} column {target!r}")

@@ -21,7 +21,11 @@ from nopeek.registry import Registry
 
 Loader = Callable[..., Dataset]  # (*, seed, data_root, download, max_train) -> Dataset
 
-SHAPE_MODELS = {(1, 8, 8): "digits-cnn", (1, 28, 28): "lenet", (3, 32, 32): "resnet18"}
+SHAPE_MODELS: dict[tuple[int, ...], str] = {
+    (1, 8, 8): "digits-cnn",
+    (1, 28, 28): "lenet",
+    (3, 32, 32): "resnet18",
+}
 """Default model for images of a reference model's fixed input shape; other images get ``cnn``."""
 
 

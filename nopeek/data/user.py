@@ -26,6 +26,7 @@ names the place and the fix, raised before anything is written.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -182,9 +183,10 @@ def _load(
             f"{name} now has classes {_short(table.class_names)}, but the run was trained on "
             f"{_short(class_names)}; restore the data or train anew with --overwrite"
         )
-    splits = split_bundled(table.x, table.y, seed)  # ids: row positions, mapped back below
-    splits = tuple(replace(s, ids=table.ids[s.ids]) for s in splits)
+    positions = split_bundled(table.x, table.y, seed)  # ids: row positions, mapped back below
+    train, test, aux = (replace(s, ids=table.ids[s.ids]) for s in positions)
     names = table.class_names
+    splits = (train, test, aux)
     return finish(name, splits, kind=table.kind, class_names=names, seed=seed, max_train=max_train)
 
 
@@ -261,7 +263,7 @@ def _check_counts(name: str, names: tuple[str, ...], y: Tensor) -> None:
         )
 
 
-def _short(names) -> str:
+def _short(names: Sequence[str]) -> str:
     shown = ", ".join(repr(n) for n in list(names)[:8])
     return f"[{shown}{', ...' if len(names) > 8 else ''}] ({len(names)})"
 
@@ -274,6 +276,10 @@ def _read_images(path: Path, *, image_size: int | None, **_: Any) -> Table:
     return Table(x, y, torch.arange(len(files)), "image", classes)
 
 
-_READERS = {"npz": read_npz, "csv": read_csv, "imagefolder": _read_images}
+_READERS: dict[str, Callable[..., Table]] = {
+    "npz": read_npz,
+    "csv": read_csv,
+    "imagefolder": _read_images,
+}
 for _fmt in _READERS:  # their default model: file_model of each file's kind and shape
     FORMATS.register(_fmt, DataSource(partial(_load, _fmt)))

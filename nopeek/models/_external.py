@@ -24,6 +24,8 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,6 +74,7 @@ def _fit_channels(model: nn.Module, channels: int, name: str) -> str | None:
     if path is None:
         return None
     conv = model.get_submodule(path)
+    assert isinstance(conv, nn.Conv2d)  # what _first_conv looks for
     if conv.in_channels == channels:
         return None
     if conv.groups != 1:
@@ -79,13 +82,14 @@ def _fit_channels(model: nn.Module, channels: int, name: str) -> str | None:
             f"torchvision:{name}'s first convolution is grouped and cannot take {channels} "
             "channels; use another model or images with its channels"
         )
+    # torch types these attributes tuple[int, ...]: for a Conv2d they are the pairs it was made with
     fresh = nn.Conv2d(
         channels,
         conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
+        conv.kernel_size,  # type: ignore[arg-type]
+        stride=conv.stride,  # type: ignore[arg-type]
+        padding=conv.padding,  # type: ignore[arg-type]
+        dilation=conv.dilation,  # type: ignore[arg-type]
         bias=conv.bias is not None,
         padding_mode=conv.padding_mode,
     )
@@ -165,7 +169,7 @@ def torchvision_model(
             f"{what} takes images (C, H, W), the data have shape {shape}; use --model mlp or a "
             "module: factory for flat features"
         )
-    kwargs: dict = {"num_classes": n_classes, "weights": None}
+    kwargs: dict[str, Any] = {"num_classes": n_classes, "weights": None}
     if name in _AUX_LOGITS:
         kwargs.update(aux_logits=False, init_weights=True)
     if name.startswith("vit_"):
@@ -178,7 +182,7 @@ def torchvision_model(
     try:
         import torchvision  # on use: importing it costs about a second
 
-        model = torchvision.models.get_model(name, **kwargs)
+        model: nn.Module = torchvision.models.get_model(name, **kwargs)
     except (ValueError, TypeError, AssertionError) as exc:
         raise ConfigError(f"cannot build {what} for {shape} ({first_line(exc)})") from None
     refit = _fit_channels(model, shape[0], name)
@@ -229,7 +233,7 @@ def _torchvision_spec(rest: str) -> ModelSpec:
 
 
 # --- the user's own factory -------------------------------------------------------------------
-def _import(module_name: str, spec: str):
+def _import(module_name: str, spec: str) -> ModuleType:
     """Import ``module_name`` like ``python -m`` would: installed packages or the current
     folder (added to ``sys.path`` only when the module is found nowhere else)."""
     try:
@@ -274,7 +278,9 @@ def _module_spec(rest: str) -> ModelSpec:
     return ModelSpec(spec, f"{module_name}.{attr}(input_shape, n_classes)", build, "any", "", ())
 
 
-def _call(factory: Callable, what: str, shape: tuple[int, ...], n_classes: int):
+def _call(
+    factory: Callable[..., object], what: str, shape: tuple[int, ...], n_classes: int
+) -> object:
     """``factory(shape, n_classes)``; an exception inside the user's code is one line naming
     the factory and where it raised (the whole traceback is logged: ``nopeek -v``)."""
     try:

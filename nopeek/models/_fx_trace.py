@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import fx, nn
@@ -40,7 +40,13 @@ class _ScopeTracer(fx.Tracer):
             m, module_qualified_name
         )
 
-    def call_module(self, m, forward, args, kwargs):
+    def call_module(
+        self,
+        m: nn.Module,
+        forward: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         path = self.path_of_module(m)
         self.paths.append(path)
         try:
@@ -52,7 +58,7 @@ class _ScopeTracer(fx.Tracer):
         finally:
             self.paths.pop()
 
-    def create_node(self, *args, **kwargs):
+    def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:
         node = super().create_node(*args, **kwargs)
         node.meta["nopeek_scope"] = tuple(self.paths)
         return node
@@ -151,11 +157,12 @@ def _first_difference(a: fx.Graph, b: fx.Graph) -> fx.Node | None:
     if _code(a) == _code(b):
         return None
 
-    def key(n: fx.Node) -> tuple:
+    def key(n: fx.Node) -> tuple[str, str, str, str]:
         return (n.op, str(n.target), str(n.args), str(n.kwargs))
 
     pairs = zip(a.nodes, b.nodes)
-    return next((x for x, y in pairs if key(x) != key(y)), list(a.nodes)[-1])
+    last: fx.Node = list(a.nodes)[-1]
+    return next((x for x, y in pairs if key(x) != key(y)), last)
 
 
 def trace_graph(model: nn.Module) -> tuple[fx.Graph, dict[str, str]]:

@@ -152,7 +152,7 @@ def split(model: nn.Module, cuts: str | Sequence[str]) -> list[nn.Module]:
     if cuts and _use_fx(model, cuts):
         from nopeek.models.fx_split import split_fx
 
-        return split_fx(model, cuts)
+        return [*split_fx(model, cuts)]
     valid = cut_names(model)
     if not cuts:
         raise CutError(f"no cut given; choose one or more of: {', '.join(valid)}")

@@ -112,10 +112,10 @@ class Traced:
             else:
                 continue
             for t in used:
-                name = names.get(id(t))
-                if name is not None:
-                    a, b = spans.get(name, (lo, hi))
-                    spans[name] = (min(a, lo), max(b, hi))
+                weight = names.get(id(t))
+                if weight is not None:
+                    a, b = spans.get(weight, (lo, hi))
+                    spans[weight] = (min(a, lo), max(b, hi))
         return spans
 
     def crossing(self, p: int) -> list[fx.Node]:
@@ -140,7 +140,7 @@ class Traced:
         crossing = self.crossing(p)
         raw = [n for n in crossing if n.op == "placeholder"]
         if raw:
-            reader = min((u for u in raw[0].users if self.pos[u] > p), key=self.pos.get)
+            reader = min((u for u in raw[0].users if self.pos[u] > p), key=self.pos.__getitem__)
             where = scope_of(reader)
             return (
                 f"cut {name!r} is not on every path from the input: {where} reads the raw "
@@ -193,7 +193,7 @@ def _mutates(user: fx.Node, value: fx.Node, model: nn.Module) -> bool:
     if not user.args or user.args[0] is not value:
         return False
     if user.op == "call_module":
-        return bool(getattr(model.get_submodule(user.target), "inplace", False))
+        return bool(getattr(model.get_submodule(str(user.target)), "inplace", False))
     if user.op == "call_method":
         name = str(user.target)
         return name.endswith("_") and not name.endswith("__")

@@ -26,7 +26,9 @@ from nopeek.io import output_error
 try:
     import fcntl
 except ImportError:  # pragma: no cover (Windows)
-    fcntl = None
+    _HAS_FCNTL = False
+else:
+    _HAS_FCNTL = True
 
 SUFFIX = ".nopeek-lock"
 
@@ -51,7 +53,7 @@ def locked(path: str | Path, *, flag: str = "--out") -> Iterator[None]:
     ...             print(f"another nopeek process (pid {os.getpid()})" in str(exc))
     True
     """
-    if fcntl is None:  # pragma: no cover
+    if not _HAS_FCNTL:  # pragma: no cover
         yield
         return
     path = Path(path)

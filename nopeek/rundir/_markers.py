@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from nopeek.errors import OutputError
 from nopeek.io import TEMP_NAME, atomic_write_json
@@ -19,7 +20,7 @@ CONFIG, CHECKPOINT, SWEEP, REPORT = "config.json", "checkpoint.pt", "sweep.json"
 REPORT_ENTRIES = ("figures", REPORT, "report.html", "report.md")
 
 
-def _read_json(path: Path):
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

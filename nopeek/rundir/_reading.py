@@ -158,7 +158,8 @@ class Reading:
         :meth:`nopeek.eval.SweepSpec.from_json`)."""
         path = self.path / self.SWEEP
         try:
-            return json.loads(path.read_text())
+            spec: dict[str, Any] = json.loads(path.read_text())
+            return spec
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(
                 f"{self.path} is not a finished sweep (cannot read {path}: "

@@ -36,7 +36,7 @@ def remove_tree(path: Path) -> None:
         log.warning("could not remove %s (%s); delete it by hand", path, exc)
 
 
-def _settle(stage: Path, match: re.Match) -> None:
+def _settle(stage: Path, match: re.Match[str]) -> None:
     """Deal with a staging or set-aside folder left by a kill.
 
     Staging folders are unfinished: deleted. A set-aside old folder whose original is missing

@@ -142,7 +142,7 @@ class RunDir(Reading):
     @contextmanager
     def _fresh(self, keep: Callable[[Path], bool] | None) -> Iterator[Path]:
         # the parents exist by now (writing made them for the lock): this creates the folder
-        created = []  # the folders this call creates, outermost first
+        created: list[Path] = []  # the folders this call creates, outermost first
         missing = Path(os.path.abspath(self.path))
         while not missing.exists():
             created.insert(0, missing)
@@ -206,7 +206,7 @@ def _make_parents(path: Path) -> list[Path]:
     """Create the missing parents of ``path``; the ones this call created, outermost first.
     A parent made meanwhile by another process (the parties of a distributed run create
     ``out/`` together) is fine."""
-    created = []
+    created: list[Path] = []
     missing = Path(os.path.abspath(path)).parent
     while not missing.exists():
         created.insert(0, missing)

@@ -12,21 +12,48 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from nopeek.runtime.channel import TextChannel
 from nopeek.runtime.wire import STATS
+
+if TYPE_CHECKING:
+    from nopeek.runtime.inprocess import InProcessRuntime
+    from nopeek.topology import Topology
 
 _PER_PARTY = ("bytes_sent", "bytes_received", "weight_bytes", "flops", "applied")
 _DATA_SUMS = ("bytes_client_to_server", "bytes_server_to_client")
 
 
-def _me(runner) -> str:
+class Runner(Protocol):
+    """What the gathering reads of a party's run (:class:`nopeek.training.runner.Runner`)."""
+
+    @property
+    def runtime(self) -> InProcessRuntime: ...
+
+    @property
+    def parties(self) -> Mapping[str, object]:  # this process's own party
+        ...
+
+    @property
+    def label_party(self) -> str: ...
+
+    @property
+    def topology(self) -> Topology: ...
+
+
+def _channel(runner: Runner) -> TextChannel:
+    return cast(TextChannel, runner.runtime.channel)  # only distributed runs gather
+
+
+def _me(runner: Runner) -> str:
     return next(iter(runner.parties))
 
 
-def epoch_loss(runner, steps: list[tuple[int, int, list[float]]]) -> float:
+def epoch_loss(runner: Runner, steps: list[tuple[int, int, list[float]]]) -> float:
     """The epoch's mean training loss over all parties' terms (label party); NaN elsewhere."""
-    channel, me, label = runner.runtime.channel, _me(runner), runner.label_party
+    channel, me, label = _channel(runner), _me(runner), runner.label_party
     if me != label:
         channel.send_text(STATS, label, json.dumps({"steps": steps}))
         return math.nan
@@ -47,9 +74,9 @@ def epoch_loss(runner, steps: list[tuple[int, int, list[float]]]) -> float:
     return total / count
 
 
-def metrics(runner, mine: dict[str, Any]) -> dict[str, Any] | None:
+def metrics(runner: Runner, mine: dict[str, Any]) -> dict[str, Any] | None:
     """The run's metrics, merged at the label party from every party's own; None elsewhere."""
-    channel, me, label = runner.runtime.channel, _me(runner), runner.label_party
+    channel, me, label = _channel(runner), _me(runner), runner.label_party
     mine = dict(mine)
     mine["_wire"] = [channel.header_bytes + channel.payload_bytes, channel.payload_bytes]
     if me != label:
@@ -69,7 +96,7 @@ def metrics(runner, mine: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def _merge(topology, parts: dict[str, dict[str, Any]], label: str) -> dict[str, Any]:
+def _merge(topology: Topology, parts: dict[str, dict[str, Any]], label: str) -> dict[str, Any]:
     out = {k: v for k, v in parts[label].items() if not k.startswith("_")}
     for party, part in parts.items():
         for key, value in part.items():

@@ -39,7 +39,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -47,13 +47,20 @@ from nopeek.data.keyed import KeyedRows
 from nopeek.data.party import PartyData, Roster, describe_own, own_party_data, read_own, roster
 from nopeek.errors import ChannelError, ConfigError, DataError
 from nopeek.runtime import wire
+from nopeek.runtime.channel import TextChannel
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+    from nopeek.config import TrainConfig
+    from nopeek.runtime.launch import Launch
 
 FPR = 1e-9
 """The chance that the label party's compressed set answers one false match to a whole query (the
 label party refuses such an id, so it would stop the run, not join wrong samples)."""
 
 
-def _psi():
+def _psi() -> Any:  # openmined-psi has no types
     try:
         import private_set_intersection.python as psi
     except ModuleNotFoundError:
@@ -93,7 +100,7 @@ class Alignment:
         return out | ({"ids": list(self.ids)} if self.ids is not None else {})
 
 
-def _send(channel, peer: str, message: dict[str, Any], what: str) -> None:
+def _send(channel: TextChannel, peer: str, message: dict[str, Any], what: str) -> None:
     text = json.dumps(message)
     if len(text.encode()) > wire.MAX_TEXT:
         raise ConfigError(
@@ -103,7 +110,7 @@ def _send(channel, peer: str, message: dict[str, Any], what: str) -> None:
     channel.send_text(wire.STATS, peer, text)
 
 
-def _recv(channel, peer: str, step: str, fields: dict[str, type]) -> dict[str, Any]:
+def _recv(channel: TextChannel, peer: str, step: str, fields: dict[str, type]) -> dict[str, Any]:
     """The next message from ``peer``: alignment step ``step`` with ``fields`` of those types."""
     got = channel.recv_text(peer)
     if isinstance(got, dict) and "settings" in got:
@@ -117,7 +124,8 @@ def _recv(channel, peer: str, step: str, fields: dict[str, type]) -> dict[str, A
     )
     if not ok:
         raise ChannelError(f"{peer} sent something other than the alignment's {step!r} message")
-    return got
+    message: dict[str, Any] = got
+    return message
 
 
 def _bytes(text: str, peer: str) -> bytes:
@@ -127,7 +135,7 @@ def _bytes(text: str, peer: str) -> bytes:
         raise ChannelError(f"{peer} sent an alignment message that is not base64") from None
 
 
-def _proto(cls, text: str, peer: str):
+def _proto(cls: type[Message], text: str, peer: str) -> Message:
     from google.protobuf.message import DecodeError
 
     message = cls()
@@ -138,7 +146,7 @@ def _proto(cls, text: str, peer: str):
     return message
 
 
-def _ids(value: list, peer: str, allowed: set[str]) -> list[str]:
+def _ids(value: list[str], peer: str, allowed: set[str]) -> list[str]:
     """``value`` as a list of unique ids, each in ``allowed``."""
     if not all(isinstance(i, str) for i in value) or len(set(value)) != len(value):
         raise ChannelError(f"{peer} sent an id list that is not unique text")
@@ -148,8 +156,8 @@ def _ids(value: list, peer: str, allowed: set[str]) -> list[str]:
 
 
 def align(
-    channel, me: str, label_party: str, data_parties: list[str], parties: list[str],
-    ids: Sequence[str],
+    channel: TextChannel, me: str, label_party: str, data_parties: list[str],
+    parties: list[str], ids: Sequence[str],
 ) -> Alignment:  # fmt: skip
     """Align ``ids`` (this party's own, unique; empty for a party without data) with the other
     parties over ``channel`` (``send_text`` / ``recv_text``); see the module's protocol."""
@@ -182,12 +190,15 @@ def align(
     return Alignment(me, len(final), tuple(final), rows, {me: len(matched)}, digest(final))
 
 
-def _serve(channel, me: str, clients: list[str], parties: list[str], ids: list[str]) -> Alignment:
+def _serve(
+    channel: TextChannel, me: str, clients: list[str], parties: list[str], ids: list[str]
+) -> Alignment:
     """The label party's side: PSI server to every data party, then the aligned list to all."""
     psi = _psi()
     server = psi.server.CreateWithNewKey(True)
     own = set(ids)
-    rows, matched, shared = {me: len(ids)}, {}, set(ids)
+    rows, shared = {me: len(ids)}, set(ids)
+    matched: dict[str, int] = {}
     for peer in clients:
         got = _recv(channel, peer, "request", {"rows": int, "request": str})
         request = _proto(psi.Request, got["request"], peer)
@@ -218,7 +229,7 @@ def _serve(channel, me: str, clients: list[str], parties: list[str], ids: list[s
 
 
 def exchange_shapes(
-    channel, me: str, label_party: str, parties: list[str], mine: dict[str, Any]
+    channel: TextChannel, me: str, label_party: str, parties: list[str], mine: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     """Every party's data description (feature count, number of classes), gathered by the label
     party and sent to all: what each party needs to build the same model."""
@@ -248,7 +259,9 @@ def _shape(value: dict[str, Any], peer: str) -> dict[str, Any]:
 
 
 # --- a run on the parties' own files (nopeek.data.party) ---------------------------------
-def align_own(config, plan: Roster, me: str, rows: KeyedRows, channel) -> PartyData:
+def align_own(
+    config: TrainConfig, plan: Roster, me: str, rows: KeyedRows, channel: TextChannel
+) -> PartyData:
     """Party ``me``'s :class:`PartyData`: its own ``rows`` aligned with the other parties' over
     ``channel`` (:func:`align`), after every party told the others the
     shape of its data (:func:`exchange_shapes`)."""
@@ -263,7 +276,9 @@ def align_own(config, plan: Roster, me: str, rows: KeyedRows, channel) -> PartyD
     return own_party_data(config, plan, me, rows, done.ids, done.size, shapes, agreed)
 
 
-def align_files(config, launch, *, device=None):
+def align_files(
+    config: TrainConfig, launch: Launch, *, device: torch.device | None = None
+) -> Alignment:
     """Run the alignment alone: party ``launch.party(...)`` reads its own files, meets the
     others, proves the job secret if there is one and aligns; returns its
     :class:`Alignment` (``nopeek align``)."""

@@ -14,32 +14,39 @@ from __future__ import annotations
 import datetime
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nopeek.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 ROLE = re.compile(r"^(server|client\d*)$")
 
 
-def _crypto():
+def _crypto() -> None:
+    """cryptography is optional (the deploy extra): without it, one line saying how to get it."""
     try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
+        import cryptography  # noqa: F401
     except ModuleNotFoundError:
         raise ConfigError(
             "making certificates needs cryptography; install it with pip install 'nopeek[deploy]'"
         ) from None
-    return x509, hashes, serialization, ec, NameOID
 
 
-def _name(common_name: str):
-    x509, _, _, _, NameOID = _crypto()
+def _name(common_name: str) -> x509.Name:
+    _crypto()
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _pem_key(key) -> bytes:
-    _, _, serialization, _, _ = _crypto()
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    _crypto()
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -47,8 +54,20 @@ def _pem_key(key) -> bytes:
     )
 
 
-def _certificate(subject: str, issuer: str, key, signer, *, ca: bool, days: int, san: bool):
-    x509, hashes, serialization, _, _ = _crypto()
+def _certificate(
+    subject: str,
+    issuer: str,
+    key: ec.EllipticCurvePrivateKey,
+    signer: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    days: int,
+    san: bool,
+) -> bytes:
+    _crypto()
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (
         x509.CertificateBuilder()
@@ -68,7 +87,9 @@ def _certificate(subject: str, issuer: str, key, signer, *, ca: bool, days: int,
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def make_certs(out: str | Path, parties: list[str], *, job: str = "nopeek-job", days: int = 30):
+def make_certs(
+    out: str | Path, parties: list[str], *, job: str = "nopeek-job", days: int = 30
+) -> list[Path]:
     """Write a CA (``ca.pem``, ``ca.key``) and ``<role>.pem``/``<role>.key`` for each of
     ``parties`` into ``out``; returns the paths written. Keys are written readable by the owner
     only.
@@ -77,7 +98,9 @@ def make_certs(out: str | Path, parties: list[str], *, job: str = "nopeek-job", 
     >>> sorted(p.name for p in make_certs(tempfile.mkdtemp(), ["client", "server"]))
     ['ca.key', 'ca.pem', 'client.key', 'client.pem', 'server.key', 'server.pem']
     """
-    _, _, _, ec, _ = _crypto()
+    _crypto()
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     bad = [p for p in parties if not ROLE.match(p)]
     if bad or not parties:
         raise ConfigError(
@@ -92,7 +115,7 @@ def make_certs(out: str | Path, parties: list[str], *, job: str = "nopeek-job", 
         key = ec.generate_private_key(ec.SECP256R1())
         files[f"{role}.key"] = _pem_key(key)
         files[f"{role}.pem"] = _certificate(role, job, key, ca_key, ca=False, days=days, san=True)
-    written = []
+    written: list[Path] = []
     for name, data in files.items():
         path = out / name
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -105,7 +128,10 @@ def make_certs(out: str | Path, parties: list[str], *, job: str = "nopeek-job", 
 
 def common_name(pem: bytes) -> str:
     """The subject common name of a PEM certificate (the role it names)."""
-    x509, _, _, _, NameOID = _crypto()
+    _crypto()
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     try:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError:

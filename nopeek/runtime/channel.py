@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor
 
@@ -119,7 +119,9 @@ class WireLog:
     epoch: int = 0
     step: int = 0
 
-    def at(self, *, phase: str | None = None, epoch: int | None = None, step: int | None = None):
+    def at(
+        self, *, phase: str | None = None, epoch: int | None = None, step: int | None = None
+    ) -> None:
         """Set the position that the next messages are recorded at."""
         if phase is not None:
             self.phase = phase
@@ -215,6 +217,21 @@ class Channel(ABC):
         self, *, sender: str, receiver: str, kind: str, cut: str, step: int | None = None
     ) -> Message:
         """The next message from ``sender`` to ``receiver``; it must be the expected one."""
+
+
+class TextChannel(Protocol):
+    """The JSON text messages of a distributed channel (``torch.distributed`` or gRPC): the
+    handshake, the alignment and the label party's gathering of metrics use them."""
+
+    header_bytes: int
+    payload_bytes: int
+    text_bytes_received: tuple[int, int]  # (wire, payload) of the texts received
+
+    def send_text(self, kind: str, receiver: str, text: str, *, step: int = 0) -> None:
+        """Send ``text`` (a message of ``kind``) to ``receiver``."""
+
+    def recv_text(self, sender: str, kind: str = ...) -> Any:
+        """The next text of ``kind`` from ``sender``, parsed as JSON."""
 
 
 class InProcessChannel(Channel):

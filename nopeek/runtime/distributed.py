@@ -17,14 +17,15 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from nopeek.compress import Packed
+from nopeek.compress import Compressor, Packed
 from nopeek.errors import ChannelError, PeerError
 from nopeek.runtime import wire
 from nopeek.runtime.channel import ACTIVATION, GRADIENT, Channel, Message, WireLog, check_message
@@ -40,7 +41,9 @@ def _left(deadline: float) -> datetime.timedelta:
     return datetime.timedelta(seconds=max(deadline - time.monotonic(), 0.01))
 
 
-def _body(header: wire.Header, codecs=None) -> list[tuple[tuple[int, ...], torch.dtype]] | None:
+def _body(
+    header: wire.Header, codecs: dict[int, Compressor] | None = None
+) -> list[tuple[tuple[int, ...], torch.dtype]] | None:
     """The parts that follow ``header`` on the wire: its tensor (a compressed message: its
     payload, by ``codecs``: tag -> compressor), then its ids if any; None for an unknown tag."""
     parts = [(header.shape, header.dtype)]
@@ -52,6 +55,13 @@ def _body(header: wire.Header, codecs=None) -> list[tuple[tuple[int, ...], torch
     if header.n_ids:
         parts.append(((header.n_ids,), torch.int64))
     return parts
+
+
+def _wait_for(work: dist.Work | None, timeout: datetime.timedelta) -> None:
+    """Wait for a started send or receive (torch starts none only on a rank outside the
+    group, which no party is)."""
+    assert work is not None
+    work.wait(timeout=timeout)
 
 
 def _fits(body: list[tuple[tuple[int, ...], torch.dtype]]) -> bool:
@@ -79,7 +89,7 @@ class TorchDistributedChannel(Channel):
         timeout: float,
         device: torch.device | None = None,
         log: WireLog | None = None,
-        codecs: dict | None = None,
+        codecs: dict[str, Compressor] | None = None,
     ) -> None:
         super().__init__(log)
         self.codecs = dict(codecs or {})
@@ -150,7 +160,7 @@ class TorchDistributedChannel(Channel):
         data = wire.text_bytes(wire.ERROR, text, sender=self.me)
         deadline = time.monotonic() + ERROR_GRACE_S
         peers = [p for p in self.ranks if p != self.me]
-        posted: dict[str, list] = {}
+        posted: dict[str, list[tuple[Tensor, dist.Work | None]]] = {}
         for peer in peers:
             header = wire.encode(wire.ERROR, -1, self.ranks[self.me], 0, data, 0, self.device)
             with contextlib.suppress(RuntimeError):
@@ -165,7 +175,7 @@ class TorchDistributedChannel(Channel):
         for works in posted.values():
             with contextlib.suppress(RuntimeError):
                 for _, work in works:
-                    work.wait(timeout=_left(deadline))
+                    _wait_for(work, _left(deadline))
                 self.header_bytes += wire.HEADER_LEN * 8
                 self.payload_bytes += len(data)
         for drain in drains:
@@ -177,7 +187,7 @@ class TorchDistributedChannel(Channel):
 
         def receive(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
             t = torch.empty(shape, dtype=dtype, device=self.device)
-            dist.irecv(t, src=rank).wait(timeout=_left(deadline))
+            _wait_for(dist.irecv(t, src=rank), _left(deadline))
             return t
 
         body = self._unread.pop(peer, [])
@@ -193,7 +203,7 @@ class TorchDistributedChannel(Channel):
         """Post a message's parts together (header first: pairs deliver in order), then wait:
         one rendezvous a message instead of one a part. The receiver still reads the header
         alone and checks it before it allocates the rest."""
-        self._wait([lambda t=t: dist.isend(t, dst=dst) for t in parts], self.names[dst], what)
+        self._wait([partial(dist.isend, t, dst=dst) for t in parts], self.names[dst], what)
 
     # --- receiving -----------------------------------------------------------------------------
     def recv(
@@ -208,7 +218,9 @@ class TorchDistributedChannel(Channel):
             tail=tail, flat=flat, max_batch=self.max_batch, codec=codec.tag if codec else 0,
         )  # fmt: skip
         wire.check(header, want, sender_name=sender, cut_name=cut)
-        (shape, dtype), *_ = _body(header, self._by_tag)
+        body = _body(header, self._by_tag)
+        assert body is not None  # wire.check accepted the codec tag
+        (shape, dtype), *_ = body
         tensor = torch.empty(shape, dtype=dtype, device=self.device)
         parts, ids = [tensor], None
         if header.n_ids:
@@ -259,17 +271,17 @@ class TorchDistributedChannel(Channel):
 
     def _recv(self, parts: list[Tensor], sender: str, what: str) -> None:
         src = self.ranks[sender]
-        starts = [lambda t=t: dist.irecv(t, src=src) for t in parts]
+        starts = [partial(dist.irecv, t, src=src) for t in parts]
         self._wait(starts, sender, f"waiting for {what}")
 
-    def _wait(self, starts: list[Callable[[], Any]], peer: str, what: str) -> None:
+    def _wait(self, starts: Sequence[Callable[[], dist.Work | None]], peer: str, what: str) -> None:
         """Start operations together and wait for each until the deadline; a closed or
         timed-out pair (gloo raises at the start or at the wait) becomes a one-line
         :class:`PeerError`."""
         try:
             works = [start() for start in starts]
             for work in works:
-                work.wait(timeout=datetime.timedelta(seconds=self.timeout))
+                _wait_for(work, datetime.timedelta(seconds=self.timeout))
         except RuntimeError as exc:
             text = str(exc).lower()  # gloo: "Timed out waiting 2000ms for recv operation"
             timed_out = "timed out" in text or "timeout" in text

@@ -27,11 +27,12 @@ import json
 import os
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -40,6 +41,11 @@ from nopeek.compress import Packed
 from nopeek.errors import ChannelError, ConfigError, PeerError
 from nopeek.runtime import wire
 from nopeek.runtime.channel import ACTIVATION, GRADIENT, Channel, Message, WireLog, check_message
+
+if TYPE_CHECKING:
+    import grpc
+
+    from nopeek.compress import Compressor
 
 METHOD = "/nopeek.Wire/Deliver"
 HEADER_BYTES = wire.HEADER_LEN * 8
@@ -51,7 +57,7 @@ HELLO = "hello"  # the text a party sends each peer once both can talk: proves t
 ExpectFn = Callable[[str, str, str], tuple[tuple[int, ...] | None, int | None]]
 
 
-def _grpc():
+def _grpc() -> ModuleType:
     # gRPC's core logs failed TLS handshakes to fd 2 on its own threads; the one-line error
     # this channel raises says it (with -v, nopeek's logging shows more)
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
@@ -97,9 +103,11 @@ class _Inbox:
     """Per-sender bounded queues of raw messages, filled by the gRPC server's threads."""
 
     def __init__(self, peers: list[str]) -> None:
-        self.queues = {p: queue.Queue(maxsize=QUEUE_BOUND) for p in peers}
+        self.queues: dict[str, queue.Queue[bytes]] = {
+            p: queue.Queue(maxsize=QUEUE_BOUND) for p in peers
+        }
 
-    def deliver(self, request: bytes, context) -> bytes:
+    def deliver(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         grpc = _grpc()
         sender = _caller_role(context)
         box = self.queues.get(sender)
@@ -112,9 +120,11 @@ class _Inbox:
         return b""
 
 
-def _caller_role(context) -> str:
+def _caller_role(context: grpc.ServicerContext) -> str:
     """The common name of the caller's verified certificate ('' when there is none)."""
-    names = context.auth_context().get("x509_common_name", [])
+    # grpc gives a list of bytes per property; the grpc stubs say one bytes
+    auth: Mapping[str, list[bytes]] = context.auth_context()  # type: ignore[assignment]
+    names = auth.get("x509_common_name", [])
     return names[0].decode() if names else ""
 
 
@@ -140,7 +150,7 @@ class GrpcChannel(Channel):
         max_message: int,
         timeout: float,
         log: WireLog | None = None,
-        codecs: dict | None = None,
+        codecs: dict[str, Compressor] | None = None,
     ) -> None:
         super().__init__(log)
         self.codecs = dict(codecs or {})
@@ -154,7 +164,7 @@ class GrpcChannel(Channel):
         self.peers = [p for p in ranks if p != me]
         self._identity = identity
         self._inbox = _Inbox(self.peers)
-        self._server = None
+        self._server: grpc.Server | None = None
         self._stubs: dict[str, Any] = {}
         self._channels: list[Any] = []
 
@@ -211,8 +221,8 @@ class GrpcChannel(Channel):
             certificate_chain=self._identity.cert,
         )
         for peer in self.peers:
-            options = [*limits, ("grpc.ssl_target_name_override", peer)]
-            channel = grpc.secure_channel(self.addresses[peer], client, options=options)
+            dial = [*limits, ("grpc.ssl_target_name_override", peer)]
+            channel = grpc.secure_channel(self.addresses[peer], client, options=dial)
             self._channels.append(channel)
             self._stubs[peer] = channel.unary_unary(METHOD)
         for peer in self.peers:
@@ -288,7 +298,7 @@ class GrpcChannel(Channel):
                     continue
                 raise PeerError(self._why(peer, what, exc)) from None
 
-    def _why(self, peer: str, what: str, exc) -> str:
+    def _why(self, peer: str, what: str, exc: grpc.RpcError) -> str:
         grpc = _grpc()
         code, detail = exc.code(), (exc.details() or "").splitlines()[0][:200]
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -10,15 +10,21 @@ headers, same numbers).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from nopeek.errors import ConfigError
 from nopeek.runtime import wire
+from nopeek.runtime.channel import WireLog
 from nopeek.runtime.grpc_channel import GrpcChannel, Identity, _grpc, max_message_bytes
-from nopeek.runtime.launch import DEFAULT_TIMEOUT, Schedule, schedule, unplanned
+from nopeek.runtime.launch import DEFAULT_TIMEOUT, Parties, Schedule, schedule, unplanned
 from nopeek.topology import Topology
+
+if TYPE_CHECKING:
+    from nopeek.compress import Compressor
 
 
 def parse_peers(text: str) -> dict[str, str]:
@@ -52,7 +58,7 @@ class GrpcLaunch:
     def __post_init__(self) -> None:
         _grpc()  # without grpcio: one line naming the extra, before any data set is loaded
 
-    def party(self, topology: Topology) -> str:
+    def party(self, topology: Parties) -> str:
         """The role this process's certificate names; refuses one the topology has not, or
         addresses that do not cover every party."""
         me = self.identity.role()
@@ -79,14 +85,21 @@ class GrpcLaunch:
             raise ConfigError("the gRPC transport carries CPU tensors; train with --device cpu")
 
     def channel(
-        self, topology: Topology, me: str, *, x: torch.Tensor, max_batch: int, device, codecs=None
-    ):
+        self,
+        topology: Topology,
+        me: str,
+        *,
+        x: torch.Tensor,
+        max_batch: int,
+        device: torch.device,
+        codecs: dict[str, Compressor] | None = None,
+    ) -> Callable[[WireLog | None], GrpcChannel]:
         """``wire_log -> GrpcChannel`` for party ``me``, started (peers dialled, hellos
         exchanged) before it is returned; ``codecs`` decode compressed messages."""
         plan = schedule(topology, x)
         limit = _limit(plan, max_batch, codecs)
 
-        def build(log):
+        def build(log: WireLog | None) -> GrpcChannel:
             channel = GrpcChannel(
                 me=me,
                 ranks=plan.ranks,
@@ -105,7 +118,14 @@ class GrpcLaunch:
         return build
 
     def open(
-        self, me: str, parties: list[str], *, max_batch: int, device, plan=None, codecs=None
+        self,
+        me: str,
+        parties: list[str],
+        *,
+        max_batch: int,
+        device: torch.device,
+        plan: Schedule | None = None,
+        codecs: dict[str, Compressor] | None = None,
     ) -> GrpcChannel:
         """Party ``me``'s channel, started (peers dialled, hellos exchanged): scheduled by
         ``plan`` (a :class:`~nopeek.runtime.launch.Schedule`), or carrying only text messages
@@ -129,7 +149,7 @@ class GrpcLaunch:
         """Give a channel opened without a plan the run's schedule."""
         channel.plan(plan.cuts, plan.expect, _limit(plan, max_batch, channel.codecs))
 
-    def close(self, channel) -> None:
+    def close(self, channel: GrpcChannel | None) -> None:
         """Stop this party's server and hang up."""
         if channel is not None:
             channel.close()
@@ -146,7 +166,9 @@ def _started(channel: GrpcChannel) -> GrpcChannel:
     return channel
 
 
-def _limit(plan: Schedule | None, max_batch: int, codecs: dict | None = None) -> int:
+def _limit(
+    plan: Schedule | None, max_batch: int, codecs: dict[str, Compressor] | None = None
+) -> int:
     """The largest message ``plan`` sends (a text's bound without a plan), compressed payloads
     included: one may outgrow the float64 dense size (top-k near 1 carries indices too)."""
     if plan is None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from nopeek.errors import ChannelError, ConfigError, PeerError
 from nopeek.runtime import wire
+from nopeek.runtime.channel import TextChannel
 
 # Fields that are this party's own business: where its data live, its device, what it records,
 # and the learning rate of its own optimizer (it steps only its own segments).
@@ -73,7 +74,13 @@ def differences(mine: dict[str, Any], theirs: dict[str, Any], *, me: str, peer: 
 
 
 def agree(
-    channel, me: str, label_party: str, parties: list[str], mine: dict[str, Any], *, epoch: int = 0
+    channel: TextChannel,
+    me: str,
+    label_party: str,
+    parties: list[str],
+    mine: dict[str, Any],
+    *,
+    epoch: int = 0,
 ) -> int:
     """Exchange fingerprints over ``channel`` (a distributed channel with ``send_text`` and
     ``recv_text``); returns, once every party agreed, the last epoch every party has a
@@ -127,7 +134,9 @@ def _mac(secret: bytes, sender: str, receiver: str, nonce: str) -> str:
     return hmac.new(secret, f"{sender}>{receiver}|{nonce}".encode(), hashlib.sha256).hexdigest()
 
 
-def prove(channel, me: str, label_party: str, parties: list[str], secret: bytes) -> None:
+def prove(
+    channel: TextChannel, me: str, label_party: str, parties: list[str], secret: bytes
+) -> None:
     """Mutual HMAC-SHA256 challenge over ``channel`` between the label party and every other
     party, keyed by the job ``secret``; a party that cannot prove it is one line (and the peer
     that doubted the label party sends it nothing more).

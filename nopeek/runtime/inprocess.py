@@ -245,5 +245,6 @@ class InProcessRuntime:
 def weighted_mean(flats: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
     """sum_k w_k * flat_k / sum_k w_k, accumulated in float64 (P,)."""
     total = sum(weights[k] for k in flats)
-    acc = sum(flats[k].double() * (weights[k] / total) for k in flats)
+    terms = [flats[k].double() * (weights[k] / total) for k in flats]
+    acc = sum(terms[1:], terms[0])  # terms[0] + terms[1] + ..., as sum(terms) adds them
     return acc.to(torch.float32)

@@ -16,20 +16,77 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from nopeek.errors import ChannelError, ConfigError, NopeekError, PeerError
-from nopeek.runtime.channel import WEIGHTS
+from nopeek.runtime.channel import WEIGHTS, WireLog
 from nopeek.runtime.distributed import TorchDistributedChannel
 from nopeek.runtime.party import flatten_state
 from nopeek.topology import Topology
 from nopeek.topology.crossings import dry_run
 
+if TYPE_CHECKING:
+    from nopeek.compress import Compressor
+    from nopeek.runtime.grpc_channel import GrpcChannel
+
 DEFAULT_TIMEOUT = 300.0
+
+
+class Parties(Protocol):
+    """A topology, or a roster of one before it is built: its name and parties in rank order."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def parties(self) -> list[str]: ...
+
+
+class Launch(Protocol):
+    """How this process joins a distributed run: :class:`PartyLaunch` (torch.distributed) or
+    :class:`~nopeek.runtime.grpc_launch.GrpcLaunch` (gRPC with mutual TLS)."""
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def secret(self) -> bytes | None: ...
+
+    def party(self, topology: Parties) -> str: ...
+
+    def join(self, me: str, device: torch.device, peers: list[str] | None = None) -> None: ...
+
+    def channel(
+        self,
+        topology: Topology,
+        me: str,
+        *,
+        x: torch.Tensor,
+        max_batch: int,
+        device: torch.device,
+        codecs: dict[str, Compressor] | None = None,
+    ) -> Callable[[WireLog | None], TorchDistributedChannel | GrpcChannel]: ...
+
+    def open(
+        self,
+        me: str,
+        parties: list[str],
+        *,
+        max_batch: int,
+        device: torch.device,
+        plan: Schedule | None = None,
+        codecs: dict[str, Compressor] | None = None,
+    ) -> TorchDistributedChannel | GrpcChannel: ...
+
+    def schedule(self, channel: Any, plan: Schedule, *, max_batch: int) -> None: ...
+
+    def close(self, channel: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -46,7 +103,11 @@ class PartyLaunch:
 
     @classmethod
     def from_env(
-        cls, *, timeout: float = DEFAULT_TIMEOUT, role: str | None = None, secret=None
+        cls,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        role: str | None = None,
+        secret: bytes | None = None,
     ) -> PartyLaunch:
         """From the variables ``torchrun`` sets (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
         try:
@@ -65,7 +126,7 @@ class PartyLaunch:
                 "`nopeek party --rank R --world-size W`"
             ) from None
 
-    def party(self, topology: Topology) -> str:
+    def party(self, topology: Parties) -> str:
         """The party this process runs; refuses a world size or role that does not fit."""
         parties = topology.parties
         if self.world_size != len(parties):
@@ -87,15 +148,29 @@ class PartyLaunch:
         return me
 
     def channel(
-        self, topology: Topology, me: str, *, x: torch.Tensor, max_batch: int, device, codecs=None
-    ):
+        self,
+        topology: Topology,
+        me: str,
+        *,
+        x: torch.Tensor,
+        max_batch: int,
+        device: torch.device,
+        codecs: dict[str, Compressor] | None = None,
+    ) -> Callable[[WireLog | None], TorchDistributedChannel]:
         """``wire_log -> TorchDistributedChannel`` for party ``me`` (see :func:`make_channel`)."""
         return make_channel(
             topology, me, self, x=x, max_batch=max_batch, device=device, codecs=codecs
         )
 
     def open(
-        self, me: str, parties: list[str], *, max_batch: int, device, plan=None, codecs=None
+        self,
+        me: str,
+        parties: list[str],
+        *,
+        max_batch: int,
+        device: torch.device,
+        plan: Schedule | None = None,
+        codecs: dict[str, Compressor] | None = None,
     ) -> TorchDistributedChannel:
         """Party ``me``'s channel, once :meth:`join` ed: scheduled by ``plan``
         (:class:`Schedule`), or carrying only text messages (the handshake, the alignment) until
@@ -111,11 +186,11 @@ class PartyLaunch:
             codecs=codecs,
         )
 
-    def schedule(self, channel: TorchDistributedChannel, plan: Schedule, *, max_batch: int):
+    def schedule(self, channel: TorchDistributedChannel, plan: Schedule, *, max_batch: int) -> None:
         """Give a channel opened without a plan the run's :class:`Schedule`."""
         channel.plan(plan.cuts, plan.expect)
 
-    def close(self, channel) -> None:
+    def close(self, channel: TorchDistributedChannel) -> None:
         """Leave the process group (``channel`` is unused: the group is the transport)."""
         dist.destroy_process_group()
 
@@ -169,6 +244,7 @@ def _store(launch: PartyLaunch, where: str) -> dist.Store:
     """Rank 0's store at ``where`` (rank 0 hosts it; under torchrun, its agent does)."""
     timeout = datetime.timedelta(seconds=launch.timeout)
     url = f"tcp://{where}"
+    store: dist.Store
     store, _, _ = next(dist.rendezvous(url, launch.rank, launch.world_size, timeout=timeout))
     store.set_timeout(timeout)
     return store
@@ -208,7 +284,7 @@ def _check_gloo_transport() -> None:
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def _quiet_stderr() -> Iterator[None]:
     """Hold what native code writes to stderr (fd 2) while joining; replay it when logging is
     verbose (``nopeek -v``), drop it otherwise, so a failed join stays a one-line error."""
     sys.stderr.flush()
@@ -259,13 +335,13 @@ class Schedule:
     tails: dict[tuple[str, str], tuple[int, ...]]
     sizes: dict[str, int]
 
-    def expect(self, kind: str, cut: str, sender: str):
+    def expect(self, kind: str, cut: str, sender: str) -> tuple[tuple[int, ...] | None, int | None]:
         if kind == WEIGHTS:
             return None, self.sizes[cut]
         return self.tails[(cut, sender)], None
 
 
-def unplanned(kind: str, cut: str, sender: str):
+def unplanned(kind: str, cut: str, sender: str) -> NoReturn:
     """The ``expect`` of a channel whose schedule is not known yet: no tensor may come."""
     raise ChannelError(
         f"{sender} sent a {kind} at cut {cut!r} before the parties agreed on the run; start "
@@ -277,11 +353,11 @@ def schedule(topology: Topology, x: torch.Tensor) -> Schedule:
     """The :class:`Schedule` of ``topology`` (shapes from :func:`cut_shapes` on two samples of
     ``x``, weights sizes from the architecture)."""
     shapes = cut_shapes(topology, x[:2])
-    tails = {}
+    tails: dict[tuple[str, str], tuple[int, ...]] = {}
     for edge in topology.edges():
         tails.setdefault((edge.cut, edge.sender), shapes[edge.src])
         tails.setdefault((edge.cut, edge.receiver), shapes[edge.src])
-    sizes = {}
+    sizes: dict[str, int] = {}
     for node in topology.nodes:
         if node.cut is not None and (node.module is not None or node.name in topology.factories):
             module: nn.Module = node.module or topology.factories[node.name]()
@@ -297,15 +373,15 @@ def make_channel(
     *,
     x: torch.Tensor,
     max_batch: int,
-    device,
-    codecs=None,
-):
+    device: torch.device,
+    codecs: dict[str, Compressor] | None = None,
+) -> Callable[[WireLog | None], TorchDistributedChannel]:
     """``wire_log -> TorchDistributedChannel`` for party ``me``, knowing what every message at
     every cut should look like (:func:`schedule`) and how compressed ones decode (``codecs``:
     message kind -> compressor, :func:`nopeek.compress.by_kind`)."""
     plan = schedule(topology, x)
 
-    def build(log):
+    def build(log: WireLog | None) -> TorchDistributedChannel:
         return TorchDistributedChannel(
             me=me,
             ranks=plan.ranks,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -80,7 +80,10 @@ class Party:
         self.view: dict[str, Tensor] = {}
         self.flops: float | None = None  # set to 0.0 to count this party's FLOPs
         self._shells: dict[str, tuple[nn.Module, torch.device]] = {}
-        self._routes: dict[tuple, Any] = {}  # who reads what, per step plan (fixed per topology)
+        # who reads what, per step plan (fixed per topology): (node, active) -> receivers, and
+        # (src, node, active) -> whether node is this party's last reader of src in backward
+        self._routes: dict[tuple[str, frozenset[str]], list[str]] = {}
+        self._last_readers: dict[tuple[str, str, frozenset[str]], bool] = {}
         self._clear()
 
     # --- state --------------------------------------------------------------------------------
@@ -229,7 +232,9 @@ class Party:
         """Backpropagate own node ``node_name``: its losses and the gradients of what it sent."""
         active = active if isinstance(active, frozenset) else frozenset(active)
         node = self.nodes[node_name]
-        roots = [(t, None) for n, t in self.terms.values() if n == node_name]
+        roots: list[tuple[Tensor, Tensor | None]] = [
+            (t, None) for n, t in self.terms.values() if n == node_name
+        ]
         roots += self.roots.pop(node_name, [])
         for receiver in self._receivers(node_name, active):
             sent = self.sent.pop((step, node_name))
@@ -255,7 +260,7 @@ class Party:
 
     # --- pieces -----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _counting(self):
+    def _counting(self) -> Iterator[None]:
         """Count FLOPs of what runs inside into ``self.flops`` when counting is on."""
         if self.flops is None:
             yield
@@ -387,9 +392,9 @@ class Party:
         """Whether ``node_name`` is the last of this party's readers of ``src`` to run backward
         (the first in forward order), so the leaf's gradient is complete."""
         key = (src, node_name, active)
-        if key not in self._routes:
-            self._routes[key] = self._find_last_reader(src, node_name, active)
-        return self._routes[key]
+        if key not in self._last_readers:
+            self._last_readers[key] = self._find_last_reader(src, node_name, active)
+        return self._last_readers[key]
 
     def _find_last_reader(self, src: str, node_name: str, active: frozenset[str]) -> bool:
         readers = [n.name for n in self._topo.nodes if src in n.inputs and n.name in active]
@@ -410,7 +415,14 @@ class Party:
         self._post(GRADIENT, src, src_party, step, grad.detach(), training=True)
 
     def _post(
-        self, kind: str, node_name: str, receiver: str, step: int, tensor: Tensor, *, training
+        self,
+        kind: str,
+        node_name: str,
+        receiver: str,
+        step: int,
+        tensor: Tensor,
+        *,
+        training: bool,
     ) -> None:
         """Post ``tensor`` (compressed, if this party compresses ``kind`` messages)."""
         cut = self._topo.cut_of(node_name) if kind != WEIGHTS else node_name
@@ -424,11 +436,18 @@ class Party:
     # --- weights (relay, federated averaging) -------------------------------------------------
     def send_weights(self, node_name: str, receiver: str, *, step: int, release: bool) -> None:
         """Send the segment of ``node_name`` as one flat vector; ``release`` drops it here."""
-        flat = flatten_state(self.segments[node_name])
+        flat = flatten_state(self._segment(node_name))
         cut = self._topo.cut_of(node_name)
         self.channel.post(Message(WEIGHTS, cut, self.name, receiver, step, flat))
         if release:
             self._release(node_name)
+
+    def _segment(self, node_name: str) -> nn.Module:
+        """The segment of ``node_name``, which this party must hold now."""
+        module = self.segments[node_name]
+        if module is None:
+            raise ChannelError(f"{self.name} does not hold the segment of {node_name} to send")
+        return module
 
     def receive_weights(self, cut: str, sender: str, *, step: int) -> Tensor:
         """The flat state (P,) of a segment ending at ``cut``, sent by ``sender``."""
@@ -444,7 +463,7 @@ class Party:
         meta device) and its empty shell kept, so the next hand-off allocates instead of
         rebuilding; the topology's own module (the initial weights) is only let go of."""
         module = self.segments[node_name]
-        if module is not self.nodes[node_name].module:
+        if module is not None and module is not self.nodes[node_name].module:
             device = next((t.device for t in module.state_dict().values()), torch.device("cpu"))
             self._shells[node_name] = (module.to("meta"), device)
         self.segments[node_name] = None
@@ -452,13 +471,15 @@ class Party:
 
     def load_weights(self, node_name: str, flat: Tensor, *, fresh_optimizer: bool) -> None:
         """Put a flat state into the segment of ``node_name`` (building it if not held)."""
-        if self.segments[node_name] is None:
+        module = self.segments[node_name]
+        if module is None:
             if node_name in self._shells:
                 shell, device = self._shells.pop(node_name)
-                self.segments[node_name] = shell.to_empty(device=device)
+                module = shell.to_empty(device=device)
             else:
-                self.segments[node_name] = self.factories[node_name]()
-        load_flat_state(self.segments[node_name], flat)
+                module = self.factories[node_name]()
+            self.segments[node_name] = module
+        load_flat_state(module, flat)
         if fresh_optimizer:
             self.reset_optimizer()
 

@@ -18,17 +18,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from nopeek.data import Split
-from nopeek.errors import ConfigError
+from nopeek.data.party import RunSplit
+from nopeek.errors import ChannelError, ConfigError
 from nopeek.registry import Registry
 from nopeek.runtime import InProcessRuntime, flatten_state, load_flat_state, weighted_mean
 from nopeek.seeding import generator, numpy_rng
 from nopeek.topology import Topology
+
+if TYPE_CHECKING:
+    from nopeek.runtime import Party
 
 
 @dataclass
@@ -44,7 +48,9 @@ class Step:
     index: int
 
 
-def batches(split: Split, batch_size: int, *, seed: int, epoch: int, client: int = 0):
+def batches(
+    split: RunSplit, batch_size: int, *, seed: int, epoch: int, client: int = 0
+) -> Iterator[dict[str, Tensor]]:
     """Shuffled batches of ``split``; the order depends only on (seed, epoch, client)."""
     gen = generator(seed, "batches", epoch, client)
     order = torch.randperm(len(split), generator=gen)
@@ -70,19 +76,21 @@ def shard_indices(y: Tensor, clients: int, *, non_iid: float | None, seed: int) 
     if clients == 1:
         return [torch.arange(n)]
     rng = numpy_rng(seed, "shards")
+    parts: list[np.ndarray] | list[list[int]]
     if non_iid is None:
         parts = np.array_split(rng.permutation(n), clients)
     else:
         if not non_iid > 0:
             raise ConfigError(f"--non-iid must be > 0 (a Dirichlet concentration), got {non_iid}")
-        parts = [[] for _ in range(clients)]
+        grouped: list[list[int]] = [[] for _ in range(clients)]
         labels = y.numpy()
         for c in np.unique(labels):
             idx = rng.permutation(np.flatnonzero(labels == c))
             share = rng.dirichlet(np.full(clients, non_iid))
             cuts = (np.cumsum(share)[:-1] * len(idx)).round().astype(int)
             for k, part in enumerate(np.split(idx, cuts)):
-                parts[k].extend(part.tolist())
+                grouped[k].extend(part.tolist())
+        parts = grouped
     shards = [torch.as_tensor(np.sort(np.asarray(p, dtype=np.int64))) for p in parts]
     empty = [k for k, s in enumerate(shards) if len(s) == 0]
     if empty:
@@ -104,12 +112,14 @@ def first_nodes(topology: Topology) -> list[str]:
 class Strategy:
     """Base: plans epochs for ``topology`` on ``train`` (set up by :meth:`bind`)."""
 
-    def __init__(self, topology: Topology, train: Split, *, non_iid: float | None, seed: int):
+    def __init__(
+        self, topology: Topology, train: RunSplit, *, non_iid: float | None, seed: int
+    ) -> None:
         self.topology, self.train, self.seed = topology, train, seed
         self.clients = [p for p in topology.parties if p in topology.holders("x")]
         self.shards = self._shards(non_iid)
 
-    def _shards(self, non_iid: float | None) -> dict[str, Split]:
+    def _shards(self, non_iid: float | None) -> dict[str, RunSplit]:
         return {c: self.train for c in self.clients}
 
     def shard_sizes(self) -> dict[str, int]:
@@ -126,17 +136,17 @@ class Strategy:
 class SingleGroup(Strategy):
     """Every node on every batch of the whole training split."""
 
-    def _shards(self, non_iid):
+    def _shards(self, non_iid: float | None) -> dict[str, RunSplit]:
         return {"all": self.train}
 
-    def epoch(self, runtime, batch_size, epoch):
+    def epoch(self, runtime: InProcessRuntime, batch_size: int, epoch: int) -> Iterator[Step]:
         nodes = [n.name for n in self.topology.nodes]
         for i, batch in enumerate(batches(self.train, batch_size, seed=self.seed, epoch=epoch)):
             yield Step(nodes, batch, list(self.topology.parties), i)
 
 
 class _Sharded(Strategy):
-    def _shards(self, non_iid):
+    def _shards(self, non_iid: float | None) -> dict[str, RunSplit]:
         if non_iid is None:  # IID shards need only the number of samples
             y = torch.zeros(len(self.train), dtype=torch.int64)
         elif not self.train.holds("y"):
@@ -157,7 +167,7 @@ class _Sharded(Strategy):
 class Relay(_Sharded):
     """Clients in turns, one pass over the own shard each; weights handed on after a turn."""
 
-    def epoch(self, runtime, batch_size, epoch):
+    def epoch(self, runtime: InProcessRuntime, batch_size: int, epoch: int) -> Iterator[Step]:
         via = "server" if self.topology.options.get("relay") == "server" else None
         holder = self.clients[0] if epoch == 0 else self.clients[-1]  # who ended the last epoch
         for k, client in enumerate(self.clients):
@@ -172,7 +182,7 @@ class Relay(_Sharded):
             ):
                 yield Step(nodes, batch, parties, i)
 
-    def eval_nodes(self):
+    def eval_nodes(self) -> list[str]:
         last = self.clients[-1]
         return [last, *self._readers(last)]
 
@@ -180,7 +190,7 @@ class Relay(_Sharded):
 class SplitFed(_Sharded):
     """Clients in parallel; client segments (and v1's server copies) averaged each round."""
 
-    def epoch(self, runtime, batch_size, epoch):
+    def epoch(self, runtime: InProcessRuntime, batch_size: int, epoch: int) -> Iterator[Step]:
         streams = [
             iter(batches(self.shards[c], batch_size, seed=self.seed, epoch=epoch, client=k))
             for k, c in enumerate(self.clients)
@@ -205,18 +215,26 @@ class SplitFed(_Sharded):
     def _server_copies(self) -> dict[str, str]:
         return {c: self._readers(c)[0] for c in self.clients}
 
-    def eval_nodes(self):
+    def eval_nodes(self) -> list[str]:
         first = self.clients[0]
         return [first, *self._readers(first)]
 
 
 @torch.no_grad()
-def average_local(party, copies: dict[str, str], weights: dict[str, float]) -> None:
+def average_local(party: Party, copies: dict[str, str], weights: dict[str, float]) -> None:
     """A party's own segment copies (client -> node) replaced by their weighted mean."""
-    flats = {c: flatten_state(party.segments[n]) for c, n in copies.items()}
+    held = {c: _held(party, n) for c, n in copies.items()}
+    flats = {c: flatten_state(m) for c, m in held.items()}
     mean = weighted_mean(flats, weights)
-    for node in copies.values():
-        load_flat_state(party.segments[node], mean)
+    for module in held.values():
+        load_flat_state(module, mean)
+
+
+def _held(party: Party, node: str) -> nn.Module:
+    module = party.segments[node]
+    if module is None:
+        raise ChannelError(f"{party.name} does not hold {node}, so it cannot average it")
+    return module
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -33,6 +34,9 @@ from torch import Tensor
 from nopeek.compress import family
 from nopeek.errors import ChannelError
 from nopeek.runtime.channel import ACTIVATION, GRADIENT, WEIGHTS
+
+if TYPE_CHECKING:
+    from nopeek.compress import Packed
 
 MAGIC = 0x4E4F5045  # "NOPE"
 VERSION = 1
@@ -84,7 +88,14 @@ class Expect:
 
 
 def encode(
-    kind: str, cut: int, sender: int, step: int, tensor: Tensor, n_ids: int, device, packed=None
+    kind: str,
+    cut: int,
+    sender: int,
+    step: int,
+    tensor: Tensor,
+    n_ids: int,
+    device: torch.device | str,
+    packed: Packed | None = None,
 ) -> Tensor:
     """The header (HEADER_LEN,) int64 for ``tensor``, or for the compressed message whose
     payload it is (``packed``: a :class:`~nopeek.compress.Packed`)."""

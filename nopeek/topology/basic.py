@@ -18,7 +18,7 @@ from nopeek.topology.builder import TopologyBuilder
 from nopeek.topology.graph import DATA_PREFIX, Node, Objective, Topology
 
 
-def vanilla(model: nn.Sequential, cuts: Sequence[str], *, name: str = "vanilla") -> Topology:
+def vanilla(model: nn.Module, cuts: Sequence[str], *, name: str = "vanilla") -> Topology:
     """client -> [relay1 -> ...] -> server, labels at the server. One cut per hop.
 
     >>> from nopeek.models import build_model
@@ -40,7 +40,7 @@ def vanilla(model: nn.Sequential, cuts: Sequence[str], *, name: str = "vanilla")
     )
 
 
-def multi_hop(model: nn.Sequential, cuts: Sequence[str]) -> Topology:
+def multi_hop(model: nn.Module, cuts: Sequence[str]) -> Topology:
     """client -> relay1 -> ... -> server: vanilla with two or more cuts, one party per hop.
 
     >>> from nopeek.models import build_model
@@ -56,7 +56,7 @@ def multi_hop(model: nn.Sequential, cuts: Sequence[str]) -> Topology:
     return vanilla(model, cuts, name="multi-hop")
 
 
-def u_shaped(model: nn.Sequential, cuts: Sequence[str]) -> Topology:
+def u_shaped(model: nn.Module, cuts: Sequence[str]) -> Topology:
     """client head -> server body -> client tail; the client keeps inputs *and* labels.
 
     Needs exactly two cuts: the head ends at the first, the tail starts after the second.

@@ -35,7 +35,7 @@ class BuildContext:
 
     input_shape: tuple[int, ...]
     n_classes: int
-    make_model: Callable[[tuple[int, ...], int, int], nn.Sequential]
+    make_model: Callable[[tuple[int, ...], int, int], nn.Module]
     clients: int = 2
     merge: str = "concat"
     tasks: tuple[str, ...] = ("label",)
@@ -105,7 +105,7 @@ CLIENTS_OPTION = Option("clients", _clients)
 def _ctx(ctx: BuildContext | None) -> BuildContext:
     if ctx is None:
 
-        def refuse(*_: object) -> nn.Sequential:
+        def refuse(*_: object) -> nn.Module:
             raise ValueError("this topology needs a BuildContext (input shape, model factory)")
 
         return BuildContext((), 0, refuse)
@@ -122,13 +122,13 @@ class TopologyBuilder:
     """
 
     name: str
-    build: Callable[[nn.Sequential, Sequence[str], BuildContext], Topology]
+    build: Callable[[nn.Module, Sequence[str], BuildContext], Topology]
     options: tuple[Option, ...] = ()
     rule: Callable[[Configured], None] | None = None
     fewer_cuts: str | None = None
 
     def __call__(
-        self, model: nn.Sequential, cuts: Sequence[str], ctx: BuildContext | None = None
+        self, model: nn.Module, cuts: Sequence[str], ctx: BuildContext | None = None
     ) -> Topology:
         return self.build(model, cuts, _ctx(ctx))
 

@@ -54,7 +54,7 @@ def _check(clients: int, cuts: Sequence[str], what: str) -> None:
 
 
 def many_clients(
-    model: nn.Sequential, cuts: Sequence[str], *, clients: int = 2, relay: str = "peer"
+    model: nn.Module, cuts: Sequence[str], *, clients: int = 2, relay: str = "peer"
 ) -> Topology:
     """K clients take turns with one server, relaying the client segment's weights.
 
@@ -85,7 +85,7 @@ def many_clients(
 
 
 def splitfed(
-    model: nn.Sequential, cuts: Sequence[str], *, clients: int = 2, version: str = "v2"
+    model: nn.Module, cuts: Sequence[str], *, clients: int = 2, version: str = "v2"
 ) -> Topology:
     """K clients in parallel, client segments averaged each round by the fed server.
 

@@ -58,12 +58,12 @@ def parse_tasks(text: str) -> list[str]:
 
 
 def multi_task(
-    model: nn.Sequential,
+    model: nn.Module,
     cuts: Sequence[str],
     *,
     tasks: Sequence[str],
     n_classes: int,
-    build_model: Callable[[int, int], nn.Sequential],
+    build_model: Callable[[int, int], nn.Module],
 ) -> Topology:
     """client -> one server head per task; labels (all derived tasks) at the server.
 

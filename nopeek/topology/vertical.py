@@ -150,11 +150,11 @@ def _adapter(merged: tuple[int, ...], expected: tuple[int, ...]) -> nn.Module | 
 
 
 def vertical(
-    model: nn.Sequential,
+    model: nn.Module,
     cuts: Sequence[str],
     *,
     input_shape: tuple[int, ...],
-    build_bottom: Callable[[tuple[int, ...], int], nn.Sequential],
+    build_bottom: Callable[[tuple[int, ...], int], nn.Module],
     clients: int = 2,
     merge: str = "concat",
     label_party: str = "server",

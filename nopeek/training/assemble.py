@@ -26,6 +26,7 @@ from torch import nn
 
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset
+from nopeek.data.party import PartyData, RunData
 from nopeek.errors import CheckpointError, ConfigError
 from nopeek.hooks import CutHook
 from nopeek.models import MODELS, build_model
@@ -57,7 +58,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _seeded_model(config: TrainConfig, dataset: Dataset) -> nn.Sequential:
+def _seeded_model(config: TrainConfig, dataset: RunData) -> nn.Module:
     """Build the model with weights fixed by the seed, without touching global RNG state."""
     with seeded(config.seed, "model.init"):
         return build_model(
@@ -76,7 +77,7 @@ def _make_model(config: TrainConfig) -> Callable[[tuple[int, ...], int, int], nn
     return make
 
 
-def build_topology(config: TrainConfig, dataset: Dataset, model: nn.Sequential) -> Topology:
+def build_topology(config: TrainConfig, dataset: RunData, model: nn.Module) -> Topology:
     """The topology ``config`` names, over ``model`` (the seeded whole model) and ``dataset``;
     a cut that a skip connection crosses is packed into one message.
 
@@ -94,7 +95,7 @@ def build_topology(config: TrainConfig, dataset: Dataset, model: nn.Sequential) 
     return pack_crossings(topology, tuple(dataset.input_shape), dataset.input_dtype)
 
 
-def build_run(config: TrainConfig, dataset: Dataset) -> tuple[nn.Sequential, Topology]:
+def build_run(config: TrainConfig, dataset: RunData) -> tuple[nn.Module, Topology]:
     """The seeded whole model and the topology over it, exactly as a run builds them (what a
     finished run is rebuilt from; a fresh copy for an attacker's architecture). ``config``
     must be resolved.
@@ -111,9 +112,9 @@ def build_run(config: TrainConfig, dataset: Dataset) -> tuple[nn.Sequential, Top
 
 def assemble(
     config: TrainConfig,
-    dataset: Dataset | None = None,
+    dataset: RunData | None = None,
     *,
-    model: nn.Sequential | None = None,
+    model: nn.Module | None = None,
     topology: Topology | None = None,
     hooks: Sequence[CutHook] = (),
     device: torch.device | str | None = None,
@@ -142,6 +143,11 @@ def assemble(
     dataset = dataset if dataset is not None else config.load_data()
     device = pick_device(config.device) if device is None else torch.device(device)
     if topology is None:
+        if isinstance(dataset, PartyData):  # its rows are not the whole inputs to check with
+            raise TypeError(
+                "one party's data come with the topology built for them: pass model= and "
+                "topology= from build_run"
+            )
         model = model if model is not None else _seeded_model(config, dataset)
         topology = build_topology(config, dataset, model)
         check_shapes(topology, dataset.train.x[:2], nodes=first_nodes(topology))

@@ -14,7 +14,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from nopeek.data import Dataset, Split
+from nopeek.data.party import RunData, RunSplit
 from nopeek.distance import distance_correlation, u_distance_correlation_sqr
 from nopeek.runtime import InProcessRuntime
 from nopeek.runtime.channel import ACTIVATION, WEIGHTS, WireLog
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 @torch.no_grad()
 def predict_all(
     runtime: InProcessRuntime,
-    split: Split,
+    split: RunSplit,
     batch_size: int,
     device: torch.device,
     *,
@@ -55,7 +55,7 @@ def predict_all(
 
 
 def predict(
-    runtime: InProcessRuntime, split: Split, batch_size: int, device: torch.device, **kw: Any
+    runtime: InProcessRuntime, split: RunSplit, batch_size: int, device: torch.device, **kw: Any
 ) -> Tensor | None:
     """Logits ``(N, classes)`` of the first objective's node for ``split``, in order (None in a
     process that does not run that node: a distributed party without the labels)."""
@@ -82,7 +82,7 @@ def _scores(logits: Tensor, y: Tensor) -> dict[str, float]:
 
 def evaluate(
     runtime: InProcessRuntime,
-    split: Split,
+    split: RunSplit,
     batch_size: int,
     device: torch.device,
     *,
@@ -102,7 +102,7 @@ def evaluate(
     return out
 
 
-def leakage_sample(split: Split, *, n: int, seed: int) -> Split:
+def leakage_sample(split: RunSplit, *, n: int, seed: int) -> RunSplit:
     """A fixed, seeded sample of up to ``n`` examples (in id order) to measure leakage on."""
     rng = numpy_rng(seed, "leakage-sample")
     k = min(n, len(split))
@@ -117,7 +117,7 @@ def _raw_key(topology: Topology, node: str) -> str:
 
 def measure_dcor(
     runtime: InProcessRuntime,
-    sample: Split,
+    sample: RunSplit,
     batch_size: int,
     device: torch.device,
     *,
@@ -197,7 +197,7 @@ def party_costs(wire: WireLog, topology: Topology, *, epochs: int) -> dict[str, 
 def client_accuracies(
     runtime: InProcessRuntime,
     strategy: Strategy,
-    dataset: Dataset,
+    dataset: RunData,
     batch_size: int,
     device: torch.device,
 ) -> dict[str, float]:

@@ -15,16 +15,18 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from nopeek.compress import for_party
 from nopeek.config import TrainConfig
-from nopeek.data import Dataset, Split
+from nopeek.data.party import RunData, RunSplit
 from nopeek.errors import DataError, TrainingError
 from nopeek.hooks import CutHook, TrainContext, bind_hooks, hook_metrics
 from nopeek.io import atomic_write_json
@@ -32,9 +34,10 @@ from nopeek.observe import Observations, capture_policy
 from nopeek.regularizers import nopeek_penalty
 from nopeek.rundir import RunDir
 from nopeek.rundir import checkpoint as _checkpoint
-from nopeek.runtime import InProcessRuntime, _gather
-from nopeek.runtime.channel import Capture, InProcessChannel, WireLog, WireRecord
-from nopeek.runtime.plans import STRATEGIES
+from nopeek.runtime import InProcessRuntime, StepOutput, _gather
+from nopeek.runtime.channel import Capture, Channel, InProcessChannel, WireLog, WireRecord
+from nopeek.runtime.party import Penalty
+from nopeek.runtime.plans import STRATEGIES, Step
 from nopeek.topology import DATA_PREFIX, Topology
 from nopeek.training.epoch_log import EpochLog
 from nopeek.training.measures import (
@@ -51,22 +54,26 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    """The outcome of a run: flat metrics (as in metrics.json) and the live objects."""
+    """The outcome of a run: flat metrics (as in metrics.json) and the live objects.
+
+    In a distributed run, ``metrics`` is None at every party but the label party (which writes
+    metrics.json), and ``dataset`` is this party's own part of the data.
+    """
 
     config: TrainConfig
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] | None
     topology: Topology
-    dataset: Dataset
+    dataset: RunData
     observations: Observations
     wire: WireLog
     run_dir: Path | None = None
     model: nn.Module | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.metrics)
+        return dict(self.metrics or {})
 
 
-def _penalties(topology: Topology, alpha: float) -> dict:
+def _penalties(topology: Topology, alpha: float) -> dict[str, Penalty]:
     """NoPeek on every node of a data party whose output crosses to another party, against
     that party's own raw inputs (a vertical client: its own feature slice)."""
     if alpha == 0:
@@ -80,7 +87,7 @@ def _penalties(topology: Topology, alpha: float) -> dict:
     return out
 
 
-def _nopeek_on(key: str, alpha: float):
+def _nopeek_on(key: str, alpha: float) -> Penalty:
     return lambda view, z: nopeek_penalty(view[key], z, alpha=alpha)
 
 
@@ -95,15 +102,15 @@ class Runner:
 
     def __init__(
         self,
-        config,
-        dataset,
-        topology,
-        hooks,
-        device,
+        config: TrainConfig,
+        dataset: RunData,
+        topology: Topology,
+        hooks: list[CutHook],
+        device: torch.device,
         *,
         quiet: bool,
         local: list[str] | None = None,
-        make_channel=None,
+        make_channel: Callable[[WireLog], Channel] | None = None,
         tensorboard: Path | None = None,
         model: nn.Module | None = None,
     ) -> None:
@@ -286,7 +293,7 @@ class Runner:
             lines=not self.quiet and not sys.stderr.isatty(),
         )
 
-    def _evaluate(self, split: Split) -> dict[str, float]:
+    def _evaluate(self, split: RunSplit) -> dict[str, float]:
         return evaluate(
             self.runtime,
             split,
@@ -295,7 +302,7 @@ class Runner:
             nodes=self.strategy.eval_nodes(),
         )
 
-    def _epoch(self, epoch: int, bar) -> float:
+    def _epoch(self, epoch: int, bar: tqdm[Any]) -> float:
         self.runtime.train_mode(True)
         total, count = 0.0, 0
         steps: list[tuple[int, int, list[float]]] = []  # (tick, n, this process's loss terms)
@@ -328,14 +335,14 @@ class Runner:
             return _gather.epoch_loss(self, steps)
         return total / count
 
-    def _diverged(self, epoch: int, step, what: str) -> TrainingError:
+    def _diverged(self, epoch: int, step: Step, what: str) -> TrainingError:
         return TrainingError(
             f"training diverged at epoch {epoch + 1}, step {step.index + 1} ({what}); lower --lr "
             f"(now {self.config.lr:g}) or weaken --alpha/--defense, then train again (nothing of "
             "this run was kept)"
         )
 
-    def _step(self, batch, step):
+    def _step(self, batch: dict[str, Tensor], step: Step) -> StepOutput:
         """One training step; the first one of each plan also counts every party's FLOPs."""
         key = tuple(step.nodes)
         if key in self.flops_per_sample or not self.parties:
@@ -374,16 +381,16 @@ class Runner:
             "test_accuracy_per_epoch": self.history["test_accuracy"],
         }
         metrics |= hook_metrics(self.runtime)
-        if self.distributed:
-            metrics = _gather.metrics(self, metrics)
+        # in a distributed run, the label party's merged metrics (None at the other parties)
+        gathered = _gather.metrics(self, metrics) if self.distributed else metrics
         observations = Observations.from_captures(self.wire.captures)
         if out is not None:  # a kill before metrics.json resumes into this step again
             observations.save(out / RunDir.OBSERVATIONS)
-            if metrics is not None:  # in a distributed run, the label party writes it
-                atomic_write_json(out / RunDir.METRICS, metrics)
+            if gathered is not None:  # in a distributed run, the label party writes it
+                atomic_write_json(out / RunDir.METRICS, gathered)
             _checkpoint.save(out, self, self.epoch, captures=False)
         result = TrainResult(
-            cfg, metrics, self.topology, ds, observations, self.wire, out, self.model
+            cfg, gathered, self.topology, ds, observations, self.wire, out, self.model
         )
         for hook in self.hooks:
             hook.on_train_end(result)

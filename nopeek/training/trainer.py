@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 from torch import nn
@@ -24,19 +24,28 @@ from torch import nn
 from nopeek.compress import by_kind
 from nopeek.config import TrainConfig
 from nopeek.data import Dataset, check_finite
-from nopeek.data.party import party_view, read_own, roster
+from nopeek.data.keyed import KeyedRows
+from nopeek.data.party import PartyData, Roster, RunData, party_view, read_own, roster
 from nopeek.errors import CheckpointError, ConfigError
 from nopeek.hooks import CutHook
 from nopeek.plugins import build_hooks
 from nopeek.rundir import MARKER, RunDir
 from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.runtime.align import align_own
+from nopeek.runtime.channel import WireLog
+from nopeek.runtime.distributed import TorchDistributedChannel
 from nopeek.runtime.handshake import agree, fingerprint, prove
-from nopeek.runtime.launch import PartyLaunch, schedule
+from nopeek.runtime.launch import Launch, schedule
 from nopeek.topology import Topology
 from nopeek.training.assemble import assemble, build_run, build_topology, pick_device
 from nopeek.training.epoch_log import check_tensorboard
-from nopeek.training.runner import TrainResult
+from nopeek.training.runner import Runner, TrainResult
+
+if TYPE_CHECKING:  # gRPC is an optional dependency (nopeek[deploy])
+    from nopeek.runtime.grpc_channel import GrpcChannel
+
+    # a distributed party's open channel (Launch.open)
+    PartyChannel: TypeAlias = TorchDistributedChannel | GrpcChannel
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,8 @@ def _prepare_out(out: Path | None, *, resume: bool, overwrite: bool) -> RunDir |
     ``--resume``, and (with ``--overwrite``) any folder that nopeek did not write.
     """
     if out is None:
+        if resume:
+            raise CheckpointError("--resume needs the folder of the run to continue (out)")
         return None
     run_dir = RunDir(out, "run")
     run_dir.plan(resume=resume, overwrite=overwrite)
@@ -69,9 +80,9 @@ def train(
     overwrite: bool = False,
     quiet: bool = False,
     hooks: Sequence[CutHook] = (),
-    model: nn.Sequential | None = None,
+    model: nn.Module | None = None,
     dataset: Dataset | None = None,
-    launch: PartyLaunch | None = None,
+    launch: Launch | None = None,
     tensorboard: str | Path | None = None,
 ) -> TrainResult:
     """Train a split model as ``config`` says; write the run to ``out`` (if given).
@@ -101,7 +112,7 @@ def train(
         dataset = config.load_data()
     for name in ("train", "test"):
         check_finite(getattr(dataset, name).x, what=f"{dataset.name} {name} inputs")
-    state = _checkpoint.load(out, config) if resume else None
+    state = _checkpoint.load(out, config) if resume and out is not None else None
     finished = run_dir is not None and run_dir.has(RunDir.METRICS)
     if state is not None and state["epoch"] >= config.epochs and finished:
         raise ConfigError(
@@ -115,7 +126,7 @@ def train(
     return _run_in(run_dir, out, runner, state, resume=resume, overwrite=overwrite)
 
 
-def _tensorboard_dir(folder: str | Path | None, launch: PartyLaunch | None) -> Path | None:
+def _tensorboard_dir(folder: str | Path | None, launch: Launch | None) -> Path | None:
     """The TensorBoard folder, checked before anything runs (one line if it cannot be used)."""
     if folder is None:
         return None
@@ -132,7 +143,14 @@ def _tensorboard_dir(folder: str | Path | None, launch: PartyLaunch | None) -> P
 
 
 def _run_in(
-    run_dir, out, runner, state, *, resume: bool, overwrite: bool, keep=None
+    run_dir: RunDir | None,
+    out: Path | None,
+    runner: Runner,
+    state: dict[str, Any] | None,
+    *,
+    resume: bool,
+    overwrite: bool,
+    keep: Callable[[Path], bool] | None = None,
 ) -> TrainResult:
     """Run ``runner`` writing through ``run_dir``: a fresh run in place (an interrupt keeps it for
     --resume, an error removes it); an overwrite in a staging sibling swapped in only at the end
@@ -160,7 +178,15 @@ def _party_device(name: str) -> torch.device:
     return torch.device("cuda", local)
 
 
-def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: bool):
+def _train_party(
+    config: TrainConfig,
+    out: str | Path | None,
+    launch: Launch,
+    *,
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+) -> TrainResult:
     """One party of a distributed run (see :func:`train`). It hands the runtime only its own
     data (:func:`~nopeek.data.party.party_view`); with ``id_column`` it reads only its own files
     and aligns the samples with the other parties first
@@ -174,9 +200,13 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
     me, parties, label = start.me, start.who.parties, start.who.label_parties[0]
     out = Path(out) / me if out is not None else None
     run_dir = _prepare_out(out, resume=resume, overwrite=overwrite)
-    state = _checkpoint.load(out, config) if resume else None
+    state = _checkpoint.load(out, config) if resume and out is not None else None
     launch.join(me, device, [p for p in parties if p != me])
-    plan = None if start.topology is None else schedule(start.topology, _probe(start.dataset))
+    plan = (
+        schedule(start.topology, _probe(start.dataset))
+        if start.topology is not None and start.dataset is not None  # not its own files
+        else None
+    )
     channel = launch.open(
         me, parties, max_batch=config.batch_size, device=device, plan=plan,
         codecs=by_kind(config.compress),
@@ -192,7 +222,7 @@ def _train_party(config, out, launch, *, resume: bool, overwrite: bool, quiet: b
         settings = fingerprint(config.to_dict(), resume=resume, data=data.agreed)
         epoch = state["epoch"] if state is not None else 0
         common = agree(channel, me, label, parties, settings, epoch=epoch)
-        if state is not None:
+        if state is not None and out is not None:
             state = _checkpoint.load_epoch(out, config, common)
         return _run_in(
             run_dir, out, runner, state, resume=resume, overwrite=overwrite, keep=_has_checkpoint
@@ -211,15 +241,15 @@ class _PartyStart:
     and its data: a data set loaded whole with the model built, or its own files' rows (the
     model is built once the parties have aligned)."""
 
-    who: Any
+    who: Topology | Roster
     me: str
     dataset: Dataset | None = None
-    model: nn.Sequential | None = None
+    model: nn.Module | None = None
     topology: Topology | None = None
-    rows: Any = None
+    rows: KeyedRows | None = None
 
     @classmethod
-    def of(cls, config: TrainConfig, launch) -> _PartyStart:
+    def of(cls, config: TrainConfig, launch: Launch) -> _PartyStart:
         if config.own_files:  # read before meeting anyone: a bad file stops only this party
             who = roster(config)
             me = launch.party(who)
@@ -229,11 +259,15 @@ class _PartyStart:
         model, topology = build_run(config, dataset)
         return cls(topology, launch.party(topology), dataset, model, topology)
 
-    def data(self, config: TrainConfig, channel, launch):
+    def data(
+        self, config: TrainConfig, channel: PartyChannel, launch: Launch
+    ) -> tuple[PartyData, nn.Module, Topology]:
         """``(this party's data, the model, the topology)``; on its own files, after aligning
         with the others over ``channel`` (which then gets the run's schedule)."""
         if not config.own_files:
+            assert self.dataset is not None and self.model is not None and self.topology is not None
             return party_view(self.dataset, self.topology, self.me), self.model, self.topology
+        assert isinstance(self.who, Roster) and self.rows is not None
         data = align_own(config, self.who, self.me, self.rows, channel)
         model, topology = build_run(config, data)
         self.who.check(topology)
@@ -241,16 +275,16 @@ class _PartyStart:
         return data, model, topology
 
 
-def _probe(data) -> torch.Tensor:
+def _probe(data: RunData) -> torch.Tensor:
     """Two zero samples of the model's input: the dry run that measures the cuts needs only
     the shape (the architecture is public; no party's data is involved)."""
     return torch.zeros(2, *data.input_shape, dtype=data.input_dtype)
 
 
-def _attached(channel):
+def _attached(channel: PartyChannel) -> Callable[[WireLog], PartyChannel]:
     """The runner's ``make_channel``: the party's open channel, logging to the run's wire log."""
 
-    def make(log):
+    def make(log: WireLog) -> PartyChannel:
         channel.log = log
         return channel
 
