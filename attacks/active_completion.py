@@ -133,7 +133,7 @@ class ActiveCompletion(CutHook):
         return out
 
 
-@MALICIOUS_SERVERS.decorator("active-completion")
+@MALICIOUS_SERVERS.decorator(ActiveCompletion.name)
 def _active_completion_from_config(config: TrainConfig) -> ActiveCompletion:
     """Active model completion's malicious data party (its optimizer; no options)."""
     return ActiveCompletion()

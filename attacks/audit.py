@@ -366,7 +366,7 @@ def _run_one(
 ) -> AttackResult:
     inputs = _grant(attack, material, seed)
     inputs.options = options
-    n = n if n is not None else getattr(attack, "default_samples", None)
+    n = n if n is not None else attack.default_samples
     inputs.activations = _first_ids(inputs.activations, n)
     inputs.steps = steps
     output = attack.run(inputs)
@@ -380,7 +380,7 @@ def _run_one(
         receiver="server",
         run=label,
         seed=seed,
-        steps=steps if steps is not None else getattr(attack, "default_steps", None),
+        steps=steps if steps is not None else attack.default_steps,
         aux_size=len(inputs.aux) if inputs.aux is not None else None,
         settings=dict(output.extra),
         output=output,

@@ -164,14 +164,30 @@ class Attack:
     """Base class: set ``name``, ``kind``, ``threat_model`` and ``option_keys``; implement
     :meth:`run`.
 
-    ``option_keys`` lists every key of :attr:`AttackInputs.options` that :meth:`run` reads;
-    :func:`check_options` refuses any other key, so a typo is never recorded as applied.
+    ``name`` is the attack's one name: the registry files the class under it (a plug-in's entry
+    point must carry the same name). ``option_keys`` lists every key of
+    :attr:`AttackInputs.options` that :meth:`run` reads; :func:`check_options` refuses any other
+    key, so a typo is never recorded as applied.
+
+    What the layers above need to know of an attack is declared here too, so that none of them
+    keeps a list of attack names:
+
+    - ``binary_only``: it scores one class against the other, so sweeps, benchmarks and tune
+      refuse it on a task with more than two classes before anything trains (its :meth:`run`
+      refuses such a run too, for a direct ``run_attack``);
+    - ``default_steps``: its optimisation steps when the caller gives none (None: it has no
+      steps), recorded as ``steps`` in its result and searched from by ``--strongest``;
+    - ``default_samples``: how many victims it attacks when the caller gives no ``n_samples``
+      (None: every observed one).
     """
 
     name: str = ""
     kind: str = RECONSTRUCTION
     threat_model: ThreatModel = ThreatModel()
     option_keys: tuple[str, ...] = ()
+    binary_only: ClassVar[bool] = False
+    default_steps: ClassVar[int | None] = None
+    default_samples: ClassVar[int | None] = None
     search_space: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
     """The attack's strength knobs for ``--strongest`` (:mod:`nopeek.attacks.search`): knob ->
     candidate values, the first being what the attack does by default. A knob is an option key

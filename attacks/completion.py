@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nopeek.attacks.base import LABEL, Attack, AttackInputs, LabelScores, ThreatModel
-from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.registry import register
 from nopeek.data import Split
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.seeding import generator, seeded
@@ -92,7 +92,7 @@ class _Completed(nn.Module):
         return self.head(self.bottom(x))
 
 
-@ATTACKS.decorator("passive-completion")
+@register
 class PassiveCompletion(Attack):
     """Passive model completion (Fu et al. 2022): fine-tune own bottom + head on a few labels.
 

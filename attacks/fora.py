@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from nopeek.attacks.base import RECONSTRUCTION, Attack, AttackInputs, Reconstruction, ThreatModel
 from nopeek.attacks.inverse_network import build_decoder, fit_decoder
-from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.registry import register
 from nopeek.attacks.whitebox import count_option, is_image, positive_option, steps_of
 from nopeek.seeding import generator, seeded, stream_seed
 
@@ -158,7 +158,7 @@ def train_substitute(
     return last
 
 
-@ATTACKS.decorator("fora")
+@register
 class Fora(Attack):
     """Substitute client fitted to the observed messages, then its inverse (module docstring).
 

@@ -215,7 +215,7 @@ class FSHAServer(CutHook):
             self.snapshots, scratch, observed, result.dataset, aux_x=self.aux.x
         )
         self.result = {
-            "attack": "fsha",
+            "attack": self.name,
             "threat_model": THREAT_MODEL,
             "cut": self.cut,
             **report,
@@ -331,7 +331,7 @@ def _save_picture(path: Path, x: Tensor, x_hat: Tensor, report: dict, dataset: D
     save_grid(fig, path)
 
 
-@MALICIOUS_SERVERS.decorator("fsha")
+@MALICIOUS_SERVERS.decorator(FSHAServer.name)
 def _fsha_from_config(config: TrainConfig) -> FSHAServer:
     """FSHA at the config's first cut, with the aux split of the config's data set and seed.
 

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from nopeek.attacks._vertical import vertical_refusal
 from nopeek.attacks.base import RECONSTRUCTION, Attack, AttackInputs, Reconstruction, ThreatModel
-from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.registry import register
 from nopeek.attacks.whitebox import count_option, is_image, positive_option, steps_of
 from nopeek.config import TrainConfig
 from nopeek.seeding import generator, seeded
@@ -87,7 +87,7 @@ def grn_loss(scores: Tensor, target: Tensor, x_hat: Tensor, var_weight: float) -
     return fit + var_weight * spread
 
 
-@ATTACKS.decorator("grn")
+@register
 class GenerativeRegressionNetwork(Attack):
     """Train ``G(own columns, noise) -> victim columns`` so that the trained model's predictions
     on the joined columns match the observed ones (module docstring).

@@ -391,7 +391,7 @@ def run_attack(
         receiver=run.receiver,
         run=str(run_dir),
         seed=seed,
-        steps=steps if steps is not None else getattr(attack, "default_steps", None),
+        steps=steps if steps is not None else attack.default_steps,
         aux_size=len(inputs.aux) if inputs.aux is not None else None,
         settings=dict(output.extra),
         output=output,
@@ -458,7 +458,7 @@ def _prepare(
         obs = RunDir.open(run.folders.home, "run").observations()
     _refuse(run, attack, obs)
     inputs = _grant(run, obs, attack, seed, aux_size, sender)
-    n = n if n is not None else getattr(attack, "default_samples", None)
+    n = n if n is not None else attack.default_samples
     if inputs.activations is not None:
         inputs.activations = _first_ids(inputs.activations, n)
     if inputs.own_train_inputs is not None and n is not None:

@@ -33,7 +33,7 @@ from nopeek.attacks.base import (
     Reconstruction,
     ThreatModel,
 )
-from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.registry import register
 from nopeek.attacks.whitebox import count_option, is_image, positive_option, steps_of
 from nopeek.seeding import seeded, stream_seed
 
@@ -150,7 +150,7 @@ def fit_decoder(
     return float(loss.detach())
 
 
-@ATTACKS.decorator("inverse-network")
+@register
 class InverseNetwork(Attack):
     """Learn ``activation -> input`` from queries on auxiliary data; decode the victims.
 

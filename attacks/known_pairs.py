@@ -21,7 +21,7 @@ from torch import Tensor
 
 from nopeek.attacks.base import AttackInputs, ThreatModel
 from nopeek.attacks.inverse_network import InverseNetwork
-from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.registry import register
 from nopeek.errors import ThreatModelError
 from nopeek.observe import Observed
 
@@ -59,7 +59,7 @@ def set_aside_aux(inputs: AttackInputs, aux_split_ids: Tensor, *, pairs: bool) -
         inputs.aux_activations = split_known(own, inputs.need("aux").ids)[1]
 
 
-@ATTACKS.decorator("known-pairs")
+@register
 class KnownPairs(InverseNetwork):
     """Learn ``activation -> input`` from known (input, activation) pairs; decode the victims.
 

@@ -29,7 +29,7 @@ from sklearn.cluster import KMeans
 from torch import Tensor, nn
 
 from nopeek.attacks.base import LABEL, Attack, AttackInputs, LabelScores, ThreatModel
-from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.registry import register
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.observe import Observed
 from nopeek.seeding import generator, seeded, stream_seed
@@ -113,7 +113,7 @@ def cosine_scores(g: Tensor, *, reference: str, generator: torch.Generator) -> T
     return (u @ ref).float()
 
 
-@ATTACKS.decorator("norm")
+@register
 class NormAttack(Attack):
     """Norm scoring (Li et al. 2022): score = ||cut gradient||, per epoch, binary tasks only.
 
@@ -125,6 +125,7 @@ class NormAttack(Attack):
 
     name = "norm"
     kind = LABEL
+    binary_only = True
     threat_model = ThreatModel(gradients=True)
     option_keys = ("positive",)
 
@@ -141,7 +142,7 @@ class NormAttack(Attack):
         return LabelScores(ids=ids, scores=scores, extra={"positive": positive})
 
 
-@ATTACKS.decorator("direction")
+@register
 class DirectionAttack(Attack):
     """Cosine scoring (Li et al. 2022), per epoch, binary tasks only.
 
@@ -155,6 +156,7 @@ class DirectionAttack(Attack):
 
     name = "direction"
     kind = LABEL
+    binary_only = True
     threat_model = ThreatModel(gradients=True)
     option_keys = ("positive", "reference")
 
@@ -280,7 +282,7 @@ def _build_clone(inputs: AttackInputs, a: Tensor) -> nn.Module:
     return clone
 
 
-@ATTACKS.decorator("grad-match")
+@register
 class GradMatchAttack(Attack):
     """Gradient matching with a cloned tail (after UnSplit, Erdogan et al. 2021).
 

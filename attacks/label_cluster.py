@@ -31,7 +31,7 @@ from torch import Tensor
 
 from nopeek.attacks.base import LABEL, Attack, AttackInputs, LabelScores, ThreatModel
 from nopeek.attacks.label import POSITIVE_CHOICES, _by_epoch, _choice, _positive_class, unit_rows
-from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.registry import register
 from nopeek.errors import ThreatModelError
 from nopeek.seeding import stream_seed
 
@@ -59,7 +59,7 @@ def cluster_gradients(g: Tensor, k: int, *, metric: str, seed: int) -> tuple[Ten
     return torch.as_tensor(labels, dtype=torch.long), torch.as_tensor(km.transform(data))
 
 
-@ATTACKS.decorator("cluster")
+@register
 class ClusterAttack(Attack):
     """k-means of each epoch's cut gradients into the classes (Liu and Lyu 2022).
 

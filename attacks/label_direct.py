@@ -31,7 +31,7 @@ import torch
 
 from nopeek.attacks.base import LABEL, Attack, AttackInputs, LabelScores, ThreatModel
 from nopeek.attacks.label import _by_epoch
-from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.registry import register
 from nopeek.errors import ThreatModelError
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def _check_logit_cut(inputs: AttackInputs, shape: tuple[int, ...]) -> None:
         )
 
 
-@ATTACKS.decorator("direct-label")
+@register
 class DirectLabelAttack(Attack):
     """Direct label inference (Fu et al. 2022; Zou et al. 2022): labels from the sign pattern
     of the gradient at the logits, per epoch. Options: none."""

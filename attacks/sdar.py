@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from nopeek.attacks.base import RECONSTRUCTION, Attack, AttackInputs, Reconstruction, ThreatModel
 from nopeek.attacks.fora import build_critic, build_substitute
 from nopeek.attacks.inverse_network import build_decoder
-from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.registry import register
 from nopeek.attacks.whitebox import count_option, positive_option, steps_of
 from nopeek.config import TrainConfig
 from nopeek.seeding import generator, seeded
@@ -66,7 +66,7 @@ def _with_labels(shape: tuple[int, ...], classes: int) -> tuple[int, ...]:
     return (shape[0] + classes, *shape[1:]) if len(shape) == 3 else (math.prod(shape) + classes,)
 
 
-@ATTACKS.decorator("sdar")
+@register
 class Sdar(Attack):
     """Simulator trained through the server's own segment on labelled aux data, regularised
     towards the observed messages, and a label-conditional decoder (module docstring).

@@ -330,7 +330,7 @@ def search(
                  attack.name, len(configs), budget)  # fmt: skip
     run_seeds = [(seed + k) % (SEED_MAX + 1) for k in range(seeds)]
     members: list[Member] = []
-    full = getattr(attack, "default_steps", None)
+    full = attack.default_steps
 
     def objective(i: int, fraction: float, attack_seed: int) -> float:
         config = configs[i]

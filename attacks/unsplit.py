@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from nopeek.attacks.base import RECONSTRUCTION, Attack, AttackInputs, Reconstruction, ThreatModel
-from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.registry import register
 from nopeek.attacks.whitebox import (
     activation_loss,
     best_restart,
@@ -87,7 +87,7 @@ def alternate(
     return x.detach(), fit
 
 
-@ATTACKS.decorator("unsplit")
+@register
 class UnSplit(Attack):
     """Query-free inversion with a fresh clone of the client segment (architecture only).
 

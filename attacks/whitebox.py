@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from nopeek.attacks.base import RECONSTRUCTION, Attack, AttackInputs, Reconstruction, ThreatModel
-from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.registry import register
 from nopeek.errors import ConfigError
 from nopeek.seeding import generator
 
@@ -154,7 +154,7 @@ def invert(
     return x.detach()
 
 
-@ATTACKS.decorator("white-box")
+@register
 class WhiteBoxInversion(Attack):
     """Regularised maximum-likelihood inversion with the trained client segment (white box).
 

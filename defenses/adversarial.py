@@ -126,10 +126,15 @@ class Adversarial(Defense):
     the noisy message, as a real attacker would. ``metrics.json`` gains
     ``adversarial_decoder_r2``: the simulated decoder's R^2 on the client's batches (before
     clipping), mean of the last 50 steps.
+
+    It acts through the client's training loss only (:meth:`penalty`); what the trained client
+    sends, and so what answers an attacker's query, is its segment's output as is
+    (``acts_on_queries`` False).
     """
 
     name = "adversarial"
     acts_at = "data"
+    acts_on_queries = False
     options: ClassVar[dict[str, str]] = {
         "weight": "float",
         "decoder": "|".join(DECODERS),

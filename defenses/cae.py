@@ -105,10 +105,14 @@ class CAE(Defense):
 
     ``confusion``: lambda, the entropy weight (default 1); ``steps``: the autoencoder's training
     steps before the split training starts (default 2000).
+
+    It acts at the label party (its labels and predictions), not on what the data party sends:
+    a query to the client does not pass through it (``acts_on_queries`` False).
     """
 
     name = "cae"
     acts_at = "labels"
+    acts_on_queries = False
     options: ClassVar[dict[str, str]] = {"confusion": "float", "steps": "float"}
     positional = "confusion"
     purpose = 10

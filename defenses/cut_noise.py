@@ -111,10 +111,14 @@ class CutNoise(Defense):
     Exactly one of ``sigma`` / ``target_epsilon`` for Gaussian (``target_epsilon`` calibrates
     ``sigma`` before training with Opacus' ``get_noise_multiplier``), ``b`` for Laplace.
     ``cut``: the cut to act on (default: the first cut the data party sends on).
+
+    At inference it clips what the client sends (and noises it with ``inference=true``), so an
+    attacker's queries to the client pass through it (``acts_on_queries``).
     """
 
     name = "cut-noise"
     acts_at = "data"
+    acts_on_queries = True
     options: ClassVar[dict[str, str]] = {
         "mechanism": f"{GAUSSIAN}|{LAPLACE}",
         "sigma": "float",

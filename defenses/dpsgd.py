@@ -65,10 +65,19 @@ def coupling_layers(modules: list[nn.Module]) -> list[str]:
 
 
 class DPSGD(Defense):
-    """Opacus DP-SGD on the data party's segments: give ``epsilon`` (target) or ``sigma``."""
+    """Opacus DP-SGD on the data party's segments: give ``epsilon`` (target) or ``sigma``.
+
+    It changes the client's weight updates only, never a message it sends: a query to the
+    trained client is answered by its segment as is (``acts_on_queries`` False). It wraps the
+    party's optimizer, which a many-clients relay replaces every turn, so it cannot follow the
+    client segment through a relay (``follows_relay`` False: :func:`~nopeek.hooks.bind_hooks`
+    refuses it there).
+    """
 
     name = "dp-sgd"
     acts_at = "data"
+    follows_relay = False
+    acts_on_queries = False
     options: ClassVar[dict[str, str]] = {
         "epsilon": "float",
         "sigma": "float",

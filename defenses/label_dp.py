@@ -77,11 +77,14 @@ def check_one_task(name: str, ctx: TrainContext) -> None:
 class LabelDP(Defense):
     """Randomized response on the training labels, once per sample: eps-label-DP (Ghazi et al.).
 
-    ``epsilon`` (required, > 0): the label-DP budget.
+    ``epsilon`` (required, > 0): the label-DP budget. It changes the training labels at the
+    label party only, so a query to the client does not pass through it (``acts_on_queries``
+    False).
     """
 
     name = "label-dp"
     acts_at = "labels"
+    acts_on_queries = False
     options: ClassVar[dict[str, str]] = {"epsilon": "float"}
     positional = "epsilon"
     purpose = 11

@@ -87,9 +87,12 @@ class LabelGradientDefense(Defense):
     """Base class: perturb the rows of the gradient the label party sends back.
 
     Subclasses implement :meth:`noise` -> ``(eta (N, d), designed expected power per row)``.
+    They change the gradient sent back while training, never what the data party sends, so a
+    query to the client does not pass through them (``acts_on_queries`` False).
     """
 
     acts_at = "labels"
+    acts_on_queries = False
 
     needs_binary: ClassVar[bool] = False
     couples_batch: ClassVar[bool] = True  # noise scales come from batch statistics

@@ -140,7 +140,11 @@ def marvell_noise(sol: MarvellNoise, e: Tensor, positive: Tensor, gen: torch.Gen
 
 
 class Marvell(LabelGradientDefense):
-    """Li et al.'s Marvell with power budget ``P = s * ||mean g1 - mean g0||^2`` (binary labels)."""
+    """Li et al.'s Marvell with power budget ``P = s * ||mean g1 - mean g0||^2`` (binary labels).
+
+    It noises the gradient sent back while training; a query to the client does not pass
+    through it (``acts_on_queries`` False).
+    """
 
     name = "marvell"
     options: ClassVar[dict[str, str]] = {"s": "float"}

@@ -87,10 +87,15 @@ class MID(Defense):
 
     ``weight``: the KL weight lambda (default 0.01); ``dim``: the bottleneck's size (default
     ``min(d, 64)`` for a cut of ``d`` values).
+
+    The bottleneck is the label party's, applied to what it *receives*: the client sends its
+    segment's output as is, so a query to the client does not pass through it
+    (``acts_on_queries`` False).
     """
 
     name = "mid"
     acts_at = "labels"
+    acts_on_queries = False
     options: ClassVar[dict[str, str]] = {"weight": "float", "dim": "float"}
     positional = "weight"
     purpose = 9

@@ -69,7 +69,8 @@ class GradientSparsification(LabelGradientDefense):
     """Keep the ``keep`` fraction of largest-magnitude entries of the gradient sent back.
 
     ``keep`` in (0, 1] (default 0.1; 1 sends everything), ``per`` ``sample`` (default) or
-    ``batch``. Applied by the label party, on every gradient it sends back (any class count).
+    ``batch``. Applied by the label party, on every gradient it sends back (any class count);
+    a query to the client does not pass through it (``acts_on_queries`` False).
     """
 
     name = "grad-sparsify"

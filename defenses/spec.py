@@ -221,16 +221,19 @@ def sender_transform(
     """What the data party's defenses do to an activation it sends at ``cut`` at inference.
 
     For attacks with black-box query access to the client: a query returns what the client
-    would *send* (clipped, and noised when ``inference=true``), not the raw segment output.
-    Noise is drawn from generators seeded by ``seed`` (the attacker's queries get fresh noise,
-    independent of the training run's). Returns the identity when no defense acts forward.
+    would *send*, not the raw segment output: every defense that declares ``acts_on_queries``
+    (:class:`~nopeek.hooks.CutHook`; cut noise clips, and noises with ``inference=true``; a
+    plug-in's forward defense likewise) transforms it, in ``specs`` order, with
+    ``training=False``. Noise is drawn from generators seeded by ``seed`` (the attacker's
+    queries get fresh noise, independent of the training run's). Returns the identity when no
+    defense acts on queries.
 
     >>> import torch
     >>> t = sender_transform(["cut-noise:sigma=1,clip=1"], cut="conv2", seed=0)
     >>> float(t(torch.full((1, 4), 10.0)).norm())
     1.0
     """
-    hooks = [h for h in parse_defenses(specs, delta=delta) if isinstance(h, CutNoise)]
+    hooks = [h for h in parse_defenses(specs, delta=delta) if h.acts_on_queries]
     ctx = TrainContext(
         n_train=1,
         batch_size=1,

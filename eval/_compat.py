@@ -7,9 +7,6 @@ from collections.abc import Sequence
 from nopeek.config import TrainConfig
 from nopeek.errors import ConfigError
 
-# Label attacks that rank one class against the other (Li et al. 2022): binary tasks only.
-BINARY_ONLY = ("norm", "direction")
-
 
 def check_attack_options(specs: Sequence[str]) -> None:
     """Each spec's options must be ones its attack declares, or the shared ``steps``,
@@ -69,7 +66,8 @@ def check_attacks_fit(base: TrainConfig, attacks: Sequence[str]) -> None:
     """Unknown attacks or options, duplicates and binary-only label attacks on a multi-class task
     fail here.
 
-    ``attacks`` are attack specs (``name[:key=value,...]``).
+    ``attacks`` are attack specs (``name[:key=value,...]``); an attack is binary-only when its
+    class declares ``binary_only`` (:class:`~nopeek.attacks.Attack`), plug-ins included.
 
     >>> check_attacks_fit(TrainConfig(dataset="digits"), ["norm"])
     Traceback (most recent call last):
@@ -81,10 +79,12 @@ def check_attacks_fit(base: TrainConfig, attacks: Sequence[str]) -> None:
     names = [parse_attack(a)[0] for a in attacks]
     if len(set(names)) != len(names):
         raise ConfigError(f"--attack lists an attack twice: {','.join(names)}; give each once")
+    from nopeek.attacks import ATTACKS
+
     for name in names:
         attack_kind(name)
     check_attack_options(attacks)
-    binary = [a for a in names if a in BINARY_ONLY]
+    binary = [a for a in names if ATTACKS.get(a).binary_only]
     if binary:
         k = n_classes(base)
         if k != 2:

@@ -25,6 +25,7 @@ SIGMAS = (0.05, 0.1, 0.2)
 RECON_ATTACKS = ["inverse-network:steps=300,width=32", "white-box:steps=300,n_samples=64"]
 LABEL_DEFENSES = ((), ("max-norm",), ("marvell:s=1",), ("isotropic:r=1",))
 LABEL_ATTACKS = ["norm", "direction"]
+SWEEP_ATTACKS = ["inverse-network"]  # what `nopeek sweep` runs without --attack
 
 
 def _seeds() -> list[int]:

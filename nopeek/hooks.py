@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from torch import Tensor, nn
 
@@ -68,11 +68,28 @@ class CutHook:
     label-gradient defenses), ``"server"`` (the party receiving the data parties' activations: a
     malicious server), or ``None`` (every party, one shared instance: custom hooks).
     ``party_index`` numbers the instances of one hook (0 for the first party).
+
+    What a hook needs of a run is declared here, as class attributes, so that no lower layer
+    names a built-in: :func:`bind_hooks` refuses a hook on a topology it cannot serve, and the
+    attack harness answers queries through the hooks that act on them.
+
+    - ``follows_relay``: whether the hook can follow a client segment through a many-clients
+      relay (each turn hands the segment's weights on and starts a fresh optimizer, so a hook
+      that wraps the optimizer, like DP-SGD, cannot).
+    - ``acts_on_queries``: whether :meth:`forward` changes what the data party sends *outside
+      training*; an attacker's black-box query to the client then passes through it, as the
+      deployed client's answer would (:func:`nopeek.defenses.sender_transform`). Such a hook is
+      set up for the queries with a :class:`TrainContext` that names no parties.
+    - ``one_sender``: whether it attacks one client's cut, so a topology with several sending
+      clients is refused.
     """
 
     name = "identity"
     acts_at: str | None = None
     party_index = 0
+    follows_relay: ClassVar[bool] = True
+    acts_on_queries: ClassVar[bool] = False
+    one_sender: ClassVar[bool] = False
 
     def setup(self, ctx: TrainContext) -> None:
         """Called once before training (and again on resume, before loading state)."""
@@ -144,7 +161,7 @@ class CutHook:
 
 def _hook_parties(hook: CutHook, topology: Any) -> list[str]:
     """The parties a hook acts for, from its ``acts_at`` (None: every party, one instance)."""
-    where = getattr(hook, "acts_at", None)
+    where = hook.acts_at
     if where == "data":
         return list(topology.data_parties)
     if where == "labels":
@@ -165,15 +182,16 @@ def bind_hooks(hooks: list[CutHook], topology: Any) -> dict[str, list[CutHook]]:
     """
     out: dict[str, list[CutHook]] = {p: [] for p in topology.parties}
     for hook in hooks:
-        if getattr(hook, "name", "") == "dp-sgd" and topology.strategy == "relay":
+        if not hook.follows_relay and topology.strategy == "relay":
             from nopeek.errors import ConfigError
 
             raise ConfigError(
-                "dp-sgd cannot follow the client segment through a many-clients relay (each "
-                "turn starts a fresh optimizer); use --topology splitfed or cut-noise instead"
+                f"{hook.name} cannot follow the client segment through a many-clients relay "
+                "(each turn starts a fresh optimizer); use --topology splitfed or cut-noise "
+                "instead"
             )
         senders = {e.sender for e in topology.edges() if e.sender in topology.data_parties}
-        if getattr(hook, "one_sender", False) and len(senders) > 1:
+        if hook.one_sender and len(senders) > 1:
             from nopeek.errors import ConfigError
 
             raise ConfigError(
@@ -182,7 +200,7 @@ def bind_hooks(hooks: list[CutHook], topology: Any) -> dict[str, list[CutHook]]:
                 "multi-hop)"
             )
         parties = _hook_parties(hook, topology)
-        shared = getattr(hook, "acts_at", None) is None
+        shared = hook.acts_at is None
         for i, party in enumerate(parties):
             instance = hook if (shared or i == 0) else copy.deepcopy(hook)
             if not shared:

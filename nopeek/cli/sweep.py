@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from nopeek.cli.commands import summary
 from nopeek.config import TrainConfig
+from nopeek.eval.defaults import SWEEP_ATTACKS
 from nopeek.eval.settings import make_settings, parse_attacks, parse_floats, parse_ints
 
 if TYPE_CHECKING:  # (above the core: unchecked here, Any to mypy)
@@ -107,7 +108,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         help="attacks to run on every run: comma-separated names, each optionally with its own "
         "options (inverse-network:width=32); repeatable; 'none' for no attack "
-        "(default inverse-network)",
+        f"(default {','.join(SWEEP_ATTACKS)})",
     )
     p.add_argument("--out", default="sweeps/latest", help="sweep directory (default sweeps/latest)")
     p.add_argument(
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             args.compress or ["none"],
         ),
         seeds=parse_ints(args.seeds, what="--seeds"),
-        attacks=parse_attacks(args.attacks or ["inverse-network"]),
+        attacks=parse_attacks(args.attacks or SWEEP_ATTACKS),
         attack_options=attack_options(args),
     )
     began = time.perf_counter()

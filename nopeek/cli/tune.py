@@ -9,14 +9,16 @@ from nopeek.cli._fmt import metric, number
 from nopeek.cli._strongest import attack_budget
 from nopeek.cli.commands import summary
 from nopeek.cli.sweep import add_base_args, attack_options, base_config
+from nopeek.eval import defaults
 from nopeek.eval.settings import parse_attacks, parse_ints
 
 if TYPE_CHECKING:  # (above the core: unchecked here, Any to mypy)
     from nopeek.eval.summary import SettingSummary, Stat
     from nopeek.eval.tune import Budget, TuneResult
 
-RECON_ATTACKS = "inverse-network:steps=300,width=32,white-box:steps=300,n_samples=64"
-LABEL_ATTACKS = "norm,direction"
+# the default sweeps' attacks (nopeek.eval.defaults), as one --attack value each
+RECON_ATTACKS = ",".join(defaults.RECON_ATTACKS)
+LABEL_ATTACKS = ",".join(defaults.LABEL_ATTACKS)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

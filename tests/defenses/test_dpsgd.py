@@ -12,9 +12,9 @@ from torch import nn
 from nopeek import InProcessChannel, TrainConfig, build_model, train
 from nopeek.defenses import DPSGD
 from nopeek.errors import ConfigError
-from nopeek.hooks import PartyState, TrainContext
+from nopeek.hooks import CutHook, PartyState, TrainContext, bind_hooks
 from nopeek.runtime import InProcessRuntime
-from nopeek.topology import u_shaped, vanilla
+from nopeek.topology import many_clients, splitfed, u_shaped, vanilla
 
 
 def _setup(build, cuts, *, clip, n=16):
@@ -154,3 +154,25 @@ def test_target_epsilon_is_calibrated_for_the_exact_number_of_steps():
     reference = RDPAccountant()
     reference.history = [(hook.noise_multiplier, 1 / 75, 225)]
     assert 1.95 < reference.get_epsilon(1e-5) <= 2.0
+
+
+class _WrapsTheOptimizer(CutHook):
+    """A hook of the user's that, like DP-SGD, cannot follow a segment through a relay."""
+
+    name = "my-optimizer-hook"
+    acts_at = "data"
+    follows_relay = False
+
+
+@pytest.mark.parametrize("hook", [DPSGD(epsilon=8), _WrapsTheOptimizer()], ids=["dp-sgd", "own"])
+def test_a_hook_that_cannot_follow_a_relay_is_refused_there_by_name(hook):
+    model = build_model("digits-cnn", input_shape=(1, 8, 8), n_classes=10)
+    relay = many_clients(model, ["conv2"], clients=2)
+    with pytest.raises(ConfigError) as err:
+        bind_hooks([hook], relay)
+    assert str(err.value) == (
+        f"{hook.name} cannot follow the client segment through a many-clients relay (each "
+        "turn starts a fresh optimizer); use --topology splitfed or cut-noise instead"
+    )
+    bound = bind_hooks([hook], splitfed(model, ["conv2"], clients=2))  # averaging: no relay
+    assert [type(h) for h in bound["client1"]] == [type(hook)]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from nopeek import CutHook, TrainConfig, train
+from nopeek.attacks._fsha_nets import decoder_net
 from nopeek.cli.main import main
 from nopeek.errors import ConfigError
 from nopeek.io import safe_torch_load
@@ -46,19 +47,52 @@ def test_api_defense_changes_the_weights_and_matches_the_cli(tmp_path):
     assert json.loads((tmp_path / "api" / "config.json").read_text())["defenses"] == [spec]
 
 
-def test_api_cut_noise_is_applied_and_accounted(tiny_config):
+def _victims(result, cut="conv2"):
+    """The inference messages that crossed the wire at ``cut`` and the victims' true inputs
+    (N, 1, 8, 8), matched by sample id (ground truth, for checking only)."""
+    sent = result.observations.get(cut=cut, direction="forward", phase="inference")
+    test = result.dataset.test
+    row = {int(i): k for k, i in enumerate(test.ids)}
+    return sent, test.x[[row[int(i)] for i in sent.ids]]
+
+
+def test_api_cut_noise_clips_and_noises_what_crosses_the_wire(tiny_config):
     cfg = tiny_config(epochs=1, max_train=200, defenses=["cut-noise:gaussian,sigma=0.5,clip=1"])
-    metrics = train(cfg, quiet=True).metrics
-    assert metrics["cut_noise_sigma"] == 0.5 and metrics["epsilon_cut"] > 0
+    result = train(cfg, quiet=True)
+    sent, x = _victims(result)
+    with torch.no_grad():  # the client segment (conv1, conv2) of the trained model, by hand
+        z = result.model[:2].eval()(x)
+    norm = z.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1)
+    assert bool((norm > 1).all())  # so clipping changes every message
+    # at inference (inference=false) each message is exactly the output clipped to norm 1
+    torch.testing.assert_close(sent.tensor, z / norm)
+    # in training each carries noise of std sigma * clip = 0.5 on top (||clip(z)||^2 / d <= 1/512)
+    noisy = result.observations.get(cut="conv2", direction="forward", phase="train").tensor
+    assert float(noisy.pow(2).mean()) == pytest.approx(0.25, abs=0.01)
+    assert result.metrics["cut_noise_sigma"] == 0.5 and result.metrics["epsilon_cut"] > 0
 
 
 def test_api_malicious_server_runs_from_the_config(tmp_path):
     out = tmp_path / "fsha"
     cfg = TrainConfig(dataset="digits", epochs=1, max_train=200, malicious_server="fsha")
-    train(cfg, out, quiet=True)
+    result = train(cfg, out, quiet=True)
     report = json.loads((out / "attacks" / "fsha.json").read_text())
-    assert report["attack"] == "fsha" and report["mse"] > 0  # the server attacked
+    assert report["attack"] == "fsha"
     assert json.loads((out / "config.json").read_text())["malicious_server"] == "fsha"
+    (server,) = safe_torch_load(out / "checkpoint.pt")["hooks"]  # the server's own state
+    assert server["step"] == -(-len(result.dataset.train) // 64)  # it hijacked every step
+    # its report, recomputed: the server's final decoder on the messages that crossed the wire,
+    # against the victims' true inputs; the blind guess is the mean of its aux inputs
+    decoder = decoder_net(tuple(server["spec"]["cut_shape"]), (1, 8, 8), unit_range=True)
+    decoder.load_state_dict(server["nets"]["decoder"])
+    sent, x = _victims(result)
+    with torch.no_grad():
+        x_hat = decoder.eval()(sent.tensor)
+    guess = result.dataset.aux.x.mean(0, keepdim=True)
+    assert report["n_samples"] == len(x) > 0
+    assert report["mse"] == pytest.approx(float((x_hat.double() - x.double()).pow(2).mean()))
+    assert report["baseline_mse"] == pytest.approx(float((guess.double() - x).pow(2).mean()))
+    assert report["mse"] != pytest.approx(report["baseline_mse"])  # it decoded, not guessed
 
 
 class _Seen(CutHook):
