@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format bench clean
+.PHONY: run test test-fast typecheck lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy nopeek
 	$(BIN)/python -m pytest tests
 	bash scripts/wheel_smoke.sh $(VENV)
 	site=$$(mktemp -d) && $(BIN)/mkdocs build --strict --quiet --site-dir $$site; \
@@ -29,7 +30,12 @@ test: $(STAMP)
 # the fast tier (under 2 minutes on 2 cores): everything but the tests marked slow in tests/conftest.py
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy nopeek
 	$(BIN)/python -m pytest tests -m "not slow"
+
+# strict type check of the core package (settings: [tool.mypy] in pyproject.toml)
+typecheck: $(STAMP)
+	$(BIN)/mypy nopeek
 
 lint format:
 	$(BIN)/ruff check --fix .
@@ -44,4 +50,4 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_transport.py
 
 clean:
-	rm -rf $(VENV) runs reports sweeps .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) runs reports sweeps .pytest_cache .ruff_cache .mypy_cache *.egg-info
