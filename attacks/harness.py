@@ -251,6 +251,27 @@ def _as_sent_defended(run: Target, query, seed: int, sender: Sender | None):
     return lambda x: send(query(x))
 
 
+class _Public(nn.Module):
+    """The public part of the client's forward defenses as a layer (no parameters)."""
+
+    def __init__(self, public: Callable[[Tensor], Tensor]) -> None:
+        super().__init__()
+        self.public = public
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.public(z)
+
+
+def _then_public(run: Target, segment: nn.Module, seed: int, sender: Sender | None) -> nn.Module:
+    """``segment`` followed by what the client's defenses do to its output that holds no secret
+    (cut noise's clipping: Kerckhoffs), so that a white-box attacker inverts what the client
+    really sends; ``segment`` itself on an undefended run or without a ``sender``."""
+    public = None
+    if run.config.defenses and sender is not None:
+        public = getattr(sender(run.config, run.cut, seed), "public", None)
+    return segment if public is None else nn.Sequential(segment, _Public(public))
+
+
 def _grant(
     run: Target,
     obs: Observations,
@@ -273,12 +294,13 @@ def _grant(
         load_weights(run)
         head = client_segment(run)  # raw inputs -> cut, sharing the loaded weights
         if tm.client_weights:
-            inputs.client_segment = copy.deepcopy(head)
+            inputs.client_segment = _then_public(run, copy.deepcopy(head), seed, sender)
         if tm.query_client:
             query = _query(copy.deepcopy(head).eval())
             inputs.query_client = _as_sent(run, query, seed, sender)
     if tm.client_architecture:
-        inputs.client_architecture = fresh(run, seed, 0)
+        build = fresh(run, seed, 0)
+        inputs.client_architecture = lambda: _then_public(run, build(), seed, sender)
     if tm.sent_activations:
         inputs.sent_activations = _get(obs, run, "forward", "train")
     if tm.tail_architecture:

@@ -165,8 +165,11 @@ class WhiteBoxInversion(Attack):
     CNN: SSIM 0.88 at tv=0.01, 1.00 at 0) and helps little where it is not (fc1: 0.59 vs 0.56).
 
     Knowledge assumed: the victims' messages and a copy of the trained client segment; no
-    data. It inverts the segment's output, so clipping or noise that the client adds after the
-    segment is seen as a mismatch (the squared error is the noise's likelihood).
+    data. The harness appends the public part of the client's defenses to that segment
+    (:meth:`nopeek.hooks.CutHook.public`: cut noise's clipping), so it inverts what the client
+    really sends; the noise is left to the squared error (the Gaussian noise's likelihood).
+    Through the clipping of ``cut-noise:sigma=0.01,clip=1`` (digits, conv2, 5 epochs) it
+    recovers the victims exactly (leak 1.000), against 0.780 inverting the segment alone.
     """
 
     name = "white-box"

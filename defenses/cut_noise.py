@@ -167,6 +167,17 @@ class CutNoise(Defense):
             return clipped
         return clipped + self.noise(clipped, stream="train" if training else "inference")
 
+    def public(self, cut: str, z: Tensor) -> Tensor:
+        """The clipping alone: the clip bound is public, the noise draws are not.
+
+        >>> hook = CutNoise(sigma=1.0, clip=1.0)
+        >>> float(hook.public("conv2", torch.full((1, 4), 10.0)).norm())
+        1.0
+        """
+        if self.cut is not None and cut != self.cut:
+            return z
+        return clip_per_sample(z, clip=self.clip, norm=1 if self.mechanism == LAPLACE else 2)
+
     def noise(self, like: Tensor, *, stream: str) -> Tensor:
         """Noise shaped like ``like`` from the seeded generator of ``stream``."""
         gen = self.generator(stream)

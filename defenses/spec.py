@@ -247,13 +247,34 @@ def sender_transform(
     )
     for hook in hooks:
         hook.setup(ctx)
+    return Sent(hooks, cut)
 
-    def transform(z: Tensor) -> Tensor:
-        for hook in hooks:
-            z = hook.forward(cut, z, training=False)
+
+class Sent:
+    """What the data party sends at ``cut`` for a segment output ``z`` (N, *cut_shape):
+    ``sent(z)`` passes it through every defense that acts on queries (noise drawn afresh),
+    ``sent.public(z)`` through their public part only (:meth:`nopeek.hooks.CutHook.public`:
+    cut noise's clipping), which a white-box attacker appends to the segment it inverts.
+
+    >>> import torch
+    >>> sent = sender_transform(["cut-noise:sigma=1,clip=1,inference=true"], cut="c", seed=0)
+    >>> z = torch.full((1, 4), 10.0)
+    >>> float(sent.public(z).norm()), torch.equal(sent(z), sent.public(z))
+    (1.0, False)
+    """
+
+    def __init__(self, hooks: Sequence[CutHook], cut: str) -> None:
+        self.hooks, self.cut = list(hooks), cut
+
+    def __call__(self, z: Tensor) -> Tensor:
+        for hook in self.hooks:
+            z = hook.forward(self.cut, z, training=False)
         return z
 
-    return transform
+    def public(self, z: Tensor) -> Tensor:
+        for hook in self.hooks:
+            z = hook.public(self.cut, z)
+        return z
 
 
 def run_sender(config: TrainConfig, cut: str, seed: int) -> Callable[[Tensor], Tensor]:

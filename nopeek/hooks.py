@@ -98,6 +98,14 @@ class CutHook:
         """Transform the activation ``z`` (still attached to the sender's graph) before sending."""
         return z
 
+    def public(self, cut: str, z: Tensor) -> Tensor:
+        """The part of :meth:`forward` outside training that holds no secret: what an attacker
+        who knows the mechanism and its public parameters (Kerckhoffs) computes itself from a
+        segment output ``z`` (N, *cut_shape), e.g. cut noise's clipping, without its noise.
+        White-box attackers invert the client segment followed by it (only for hooks that
+        declare ``acts_on_queries``). The identity by default."""
+        return z
+
     def backward(
         self, cut: str, grad: Tensor, *, activation: Tensor, labels: Tensor | None
     ) -> Tensor:
