@@ -25,6 +25,9 @@ SIGMAS = (0.05, 0.1, 0.2)
 RECON_ATTACKS = ["inverse-network:steps=300,width=32", "white-box:steps=300,n_samples=64"]
 LABEL_DEFENSES = ((), ("max-norm",), ("marvell:s=1",), ("isotropic:r=1",))
 LABEL_ATTACKS = ["norm", "direction"]
+TABULAR_ATTACKS = ["white-box-prior:steps=300,n_samples=64"]
+"""Added to the reconstruction attacks where the model takes rows: a ReLU layer leaves some
+rows with fewer active units than features, which only a data prior resolves."""
 SWEEP_ATTACKS = ["inverse-network"]  # what `nopeek sweep` runs without --attack
 
 
@@ -58,3 +61,19 @@ def label_sweep() -> SweepSpec:
 def default_sweeps() -> list[tuple[str, SweepSpec]]:
     """(name, spec) of every default sweep, in report order."""
     return [("reconstruction", reconstruction_sweep()), ("labels", label_sweep())]
+
+
+def recon_attacks(config: TrainConfig) -> list[str]:
+    """The reconstruction attacks a verdict on ``config``'s runs uses by default:
+    :data:`RECON_ATTACKS`, plus :data:`TABULAR_ATTACKS` when its model takes rows.
+
+    >>> recon_attacks(TrainConfig(dataset="breast-cancer").resolved())[-1]
+    'white-box-prior:steps=300,n_samples=64'
+    >>> recon_attacks(TrainConfig(dataset="digits").resolved()) == RECON_ATTACKS
+    True
+    """
+    from nopeek.models import MODELS
+
+    entry = MODELS.get(config.model) if config.model in MODELS else None
+    tabular = entry is not None and entry.input_kind == "tabular"
+    return RECON_ATTACKS + (TABULAR_ATTACKS if tabular else [])

@@ -64,7 +64,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="append",
         dest="attacks",
         default=None,
-        help=f"attacks to measure leakage (default: {RECON_ATTACKS} for --max-leak and "
+        help=f"attacks to measure leakage (default: {RECON_ATTACKS} (plus "
+        f"{defaults.TABULAR_ATTACKS[0]} on tabular data) for --max-leak and "
         f"--max-ssim, plus {LABEL_ATTACKS} for --max-label-auc)",
     )
     p.add_argument(
@@ -98,14 +99,16 @@ def run(args: argparse.Namespace) -> int:
         limits["max_accuracy_drop"] = args.max_accuracy_drop
     budget = Budget(**limits)
     recon = budget.max_leak is not None or budget.max_ssim is not None
-    default_attacks = ([RECON_ATTACKS] if recon else []) + (
+    base = base_config(args)
+    recon_default = ",".join(defaults.recon_attacks(base))  # + white-box-prior on tables
+    default_attacks = ([recon_default] if recon else []) + (
         [LABEL_ATTACKS] if budget.max_label_auc is not None else []
     )
     search = args.search or (
         "alpha,cut-noise" + (",isotropic" if budget.max_label_auc is not None else "")
     )
     spec = SweepSpec(
-        base=base_config(args),
+        base=base,
         settings=[Setting()],
         seeds=parse_ints(args.seeds, what="--seeds"),
         attacks=parse_attacks(args.attacks or default_attacks),
