@@ -6,8 +6,8 @@ with each attack's family search (:func:`nopeek.attacks.search.strongest`, the s
 ``nopeek attack --strongest`` and ``nopeek tune``'s certification, seeds of its own included) on
 every seed's run, and replaces each attack's figures by the worst member's. The card then
 recommends the most accurate setting that still meets the budget under the search, trying the
-candidates in order of accuracy; the undefended setting is searched too, so that both columns
-of the card show the same attacker.
+candidates in order of accuracy. A setting that fails at fixed strength is not searched (a
+stronger attacker only confirms it), and the card marks which figures are searched.
 
 The settings table, the frontier and the curves keep the sweep's fixed-strength figures (every
 setting measured alike); the card says which figures are searched and with which budget.
@@ -32,9 +32,9 @@ REPORT_BUDGET = 2  # `nopeek report`'s default --attack-budget: keeps `make run`
 
 @dataclass
 class SearchedCard:
-    """What the card shows: the undefended and recommended settings with searched figures
-    (``recommended`` None: no candidate held), the candidates tried (label -> searched worst
-    leak) and each searched attack's worst configuration per setting label."""
+    """What the card shows: the undefended setting with searched figures if it was a candidate
+    (else None), the recommended one (None: no candidate held), the candidates tried (label ->
+    searched worst leak) and each searched attack's worst configuration per setting label."""
 
     reference: SettingSummary | None
     recommended: SettingSummary | None
@@ -87,8 +87,10 @@ def searched_card(
     budget: int = REPORT_BUDGET,
     max_candidates: int = MAX_CANDIDATES,
 ) -> SearchedCard:
-    """Search the undefended setting and, in order of accuracy, the settings that meet the
-    card's budget at fixed strength, until one still meets it (at most ``max_candidates``)."""
+    """Search, in order of accuracy, the settings that meet the card's budget at fixed strength
+    until one still meets it (at most ``max_candidates``). A setting that already fails at fixed
+    strength (the undefended one, usually) is not searched: a stronger attacker only confirms
+    it; the card marks its figures as fixed-strength."""
     ref = reference(summaries)
     ref_accuracy = None if ref is None else ref.accuracy.mean
     budget_kw = {"max_leak": limit, "max_accuracy_drop": S.ACCURACY_DROP_POINTS,
@@ -101,12 +103,12 @@ def searched_card(
         card.configs[s.label] = configs
         return found
 
-    if ref is not None:
-        card.reference = search(ref)
     candidates = [s for s in summaries if meets(s, **budget_kw)]
     candidates.sort(key=lambda s: -s.accuracy.mean)
     for s in candidates[:max_candidates]:
-        found = card.reference if s is ref else search(s)
+        found = search(s)
+        if s is ref:
+            card.reference = found
         card.tried[s.label] = None if found.leakage is None else found.leakage.mean
         if meets(found, **budget_kw):
             card.recommended = found

@@ -131,7 +131,7 @@ def report_card(
     shown = [] if ref is None else [(ref, "without a defense")]
     if rec.label != (ref.label if ref is not None else None):
         shown.append((rec, f"with {rec.label}"))
-    header = ["", "threshold"] + [name for _, name in shown]
+    header = ["", "threshold"] + [_column(name, s, searched) for s, name in shown]
     rows = [["test accuracy", "—"] + [_fmt(s.accuracy) for s, _ in shown]]
     for attack in rec.attacks:
         kind = V.modality(rec, attack)
@@ -151,6 +151,14 @@ def report_card(
     return blocks
 
 
+def _column(name: str, s: SettingSummary, card: SearchedCard | None) -> str:
+    """A column's header; on a searched card, whether its figures are searched."""
+    if card is None:
+        return name
+    searched = s.label in card.configs
+    return f"{name} ({'searched' if searched else 'fixed strength: a lower bound'})"
+
+
 def _searched_text(card: SearchedCard) -> str:
     """What the searched card measured: the budget, and each candidate tried with its leak."""
     tried = "; ".join(
@@ -159,8 +167,9 @@ def _searched_text(card: SearchedCard) -> str:
     )
     return (f"Leak figures are the worst case of each attack's strength search (budget "
             f"{card.budget} configurations at the first rung, several attack seeds, as "
-            f"`nopeek attack --strongest`), not the sweep's fixed-strength figures in the table "
-            f"above. Settings re-attacked before one held, most accurate first: "
+            f"`nopeek attack --strongest`) for the settings marked searched; a setting that "
+            f"already fails at fixed strength is shown with the sweep's figures, a lower bound. "
+            f"Settings re-attacked before one held, most accurate first: "
             f"{tried or 'none met the budget at fixed strength'}.")  # fmt: skip
 
 

@@ -46,3 +46,13 @@ def test_a_weaker_search_never_lowers_the_sweeps_own_figure(tiny_sweep):
     for attack, stat in fixed.attacks.items():
         assert card.reference.attacks[attack].mean == stat.mean
     assert set(card.configs["undefended"].values()) == {"the sweep's"}
+
+
+def test_a_setting_failing_at_fixed_strength_is_not_searched(tiny_sweep):
+    sweep, _ = tiny_sweep
+    summaries = summarize(read_results(sweep))
+    calls = []
+    card = searched_card(summaries, sweep, _searcher({}, calls), limit=-1.0)
+    assert calls == [] and card.reference is None and card.recommended is None
+    text = "\n".join(str(b) for b in report_card(summaries, limit=-1.0, searched=card))
+    assert "without a defense (fixed strength: a lower bound)" in text
