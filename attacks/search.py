@@ -203,9 +203,10 @@ def known_about(
     observations: str | Path | None = None,
     sender: Sender | None = None,
     defender_decoders: DefenderDecoders | None = None,
-) -> tuple[Attack, Known, str, str]:
+) -> tuple[Attack, Known, str, Path]:
     """What the attacker of ``name`` knows of the run (:class:`~nopeek.attacks.base.Known`),
-    its attack object, the attacked cut and the file stem of its results.
+    its attack object, the attacked cut and the path of its search result (in the attacker's
+    own folder of a distributed run, as :func:`~nopeek.attacks.run_attack` writes there).
 
     Fresh noise is found by sending the same message twice through ``sender`` (the deployed
     client's defenses); ``defender_decoders(config)`` names the client's own simulated
@@ -224,7 +225,8 @@ def known_about(
     widths = dict(defender_decoders(run.config)) if defender_decoders is not None else {}
     known = Known(cut_shape, tuple(inputs.input_shape), fresh, widths)
     stem = _stem(name, run.cut, run.topology.edges()[0].cut, party)
-    return attack, known, run.cut, stem
+    home = run.folders.home if run.folders else run_dir  # a distributed run: the attacker's
+    return attack, known, run.cut, home / RunDir.ATTACKS / f"{stem}.strongest.json"
 
 
 def strongest(
@@ -257,7 +259,7 @@ def strongest(
     started = time.perf_counter()
     check_search(name, budget, seed, seeds, pinned)
     run_dir = Path(run_dir)
-    attack, known, at_cut, stem = known_about(
+    attack, known, at_cut, where_to = known_about(
         run_dir,
         name,
         cut=cut,
@@ -282,7 +284,7 @@ def strongest(
     )  # fmt: skip
     result.seconds = time.perf_counter() - started
     if write:
-        result.path = run_dir / RunDir.ATTACKS / f"{stem}.strongest.json"
+        result.path = where_to
         result.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(result.path, result.to_json())
     return result

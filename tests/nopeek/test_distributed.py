@@ -456,6 +456,10 @@ def test_an_attack_on_a_distributed_run_is_its_attackers(cluster, tmp_path, caps
         assert got.pop("run") == str(run) and want.pop("run") == str(ref)
         assert got == want, name
     assert sorted(p.name for p in run.iterdir()) == ["client", "server"]
+    strongest = ["--attack", "white-box:n_samples=2", "--strongest", "--attack-budget", "1"]
+    assert main(["attack", "--run", str(run), *strongest, "--steps", "2"]) == 0
+    assert (run / "server" / "attacks" / "white-box.strongest.json").is_file()  # the attacker's
+    assert sorted(p.name for p in run.iterdir()) == ["client", "server"]
 
 
 def test_an_attack_on_one_party_folder_runs_as_that_party(cluster, tmp_path, capsys):
