@@ -4,7 +4,8 @@
   messages, the in-process channel and the wire log every crossing is recorded on;
 - :mod:`nopeek.runtime.wire`, :mod:`~nopeek.runtime.distributed`,
   :mod:`~nopeek.runtime.grpc_channel`: the wire format and the two network channels
-  (``torch.distributed``, gRPC with mutual TLS), with :mod:`~nopeek.runtime.handshake` (prove
+  (``torch.distributed``, gRPC with mutual TLS, a long-lived stream a peer:
+  :mod:`~nopeek.runtime.grpc_streams`), with :mod:`~nopeek.runtime.handshake` (prove
   membership, agree on settings) and :mod:`~nopeek.runtime.launch` / ``grpc_launch``;
 - :class:`Party` (:mod:`nopeek.runtime.party`): one party's nodes, data view, optimizer, hooks
   and the tensors it sent, kept until their gradients come back;

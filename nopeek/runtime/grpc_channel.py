@@ -6,16 +6,21 @@ message is the validated :mod:`~nopeek.runtime.wire` header (16 int64), then the
 then (activations, gradients) the batch's sample ids; ``stats`` and ``error`` messages carry
 UTF-8 JSON text. No pickled object crosses.
 
-Each party serves one RPC (``/nopeek.Wire/Deliver``, raw bytes in, empty bytes out) on its own
-address and calls its peers' servers. Both ends authenticate with certificates signed by the
-job's CA (``grpc.ssl_server_credentials(..., require_client_auth=True)``): the caller checks that
-the server's certificate names the role it dials (its subject alternative name), and the server
+Each party serves two RPCs on its own address and calls its peers' servers:
+``/nopeek.Wire/Deliver`` (one message in, empty bytes out) for the hellos and a failing party's
+last words, and ``/nopeek.Wire/Stream`` (client streaming) for everything else, one long-lived
+stream to each peer (:mod:`~nopeek.runtime.grpc_streams`): a send returns once its message is
+queued, and a failed stream is named at the next send, receive or :meth:`GrpcChannel.close`.
+Both ends authenticate with certificates signed by the job's CA
+(``grpc.ssl_server_credentials(..., require_client_auth=True)``): the caller checks that the
+server's certificate names the role it dials (its subject alternative name), and the server
 files every incoming message under the role named in the *caller's* certificate (its common
-name), never under what the message claims. A process without a certificate for a role can
-therefore neither receive that role's messages nor send as it. Messages from a peer wait in a
-bounded queue of their own until the schedule asks for them; the receiver checks the header
-against what it expects (kind, cut, sender, step, dtype, shape, size bound) before it builds
-any tensor, and gRPC's own ``max_receive_message_length`` bounds what the transport accepts.
+name; read once a stream, which is one authenticated connection), never under what the message
+claims. A process without a certificate for a role can therefore neither receive that role's
+messages nor send as it. Messages from a peer wait in a bounded queue of their own until the
+schedule asks for them; the receiver checks the header against what it expects (kind, cut,
+sender, step, dtype, shape, size bound) before it builds any tensor, and gRPC's own
+``max_receive_message_length`` bounds what the transport accepts.
 
 What TLS does not hide: who talks to whom, when, and how many bytes (traffic analysis).
 """
@@ -27,7 +32,7 @@ import json
 import os
 import queue
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +46,7 @@ from nopeek.compress import Packed
 from nopeek.errors import ChannelError, ConfigError, PeerError
 from nopeek.runtime import wire
 from nopeek.runtime.channel import ACTIVATION, GRADIENT, Channel, Message, WireLog, check_message
+from nopeek.runtime.grpc_streams import Ended, Failure, Inbox, Outbox, first_line
 
 if TYPE_CHECKING:
     import grpc
@@ -48,9 +54,10 @@ if TYPE_CHECKING:
     from nopeek.compress import Compressor
 
 METHOD = "/nopeek.Wire/Deliver"
+STREAM = "/nopeek.Wire/Stream"
 HEADER_BYTES = wire.HEADER_LEN * 8
-QUEUE_BOUND = 64  # messages a peer may have in flight to this party (the schedule needs 2)
 ERROR_GRACE_S = 3.0
+STOP_GRACE_S = 0.5  # how long a closing party still serves peers' streams (they end theirs)
 HELLO = "hello"  # the text a party sends each peer once both can talk: proves the pair works
 
 # (kind, cut, sender) -> (tail shape or None, flat size or None): what the topology sends there
@@ -99,35 +106,6 @@ class Identity:
         return common_name(self.cert)
 
 
-class _Inbox:
-    """Per-sender bounded queues of raw messages, filled by the gRPC server's threads."""
-
-    def __init__(self, peers: list[str]) -> None:
-        self.queues: dict[str, queue.Queue[bytes]] = {
-            p: queue.Queue(maxsize=QUEUE_BOUND) for p in peers
-        }
-
-    def deliver(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        grpc = _grpc()
-        sender = _caller_role(context)
-        box = self.queues.get(sender)
-        if box is None:
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{sender!r} is no party of this job")
-        try:
-            box.put(request, timeout=30.0)
-        except queue.Full:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many messages in flight")
-        return b""
-
-
-def _caller_role(context: grpc.ServicerContext) -> str:
-    """The common name of the caller's verified certificate ('' when there is none)."""
-    # grpc gives a list of bytes per property; the grpc stubs say one bytes
-    auth: Mapping[str, list[bytes]] = context.auth_context()  # type: ignore[assignment]
-    names = auth.get("x509_common_name", [])
-    return names[0].decode() if names else ""
-
-
 class GrpcChannel(Channel):
     """Messages between this party (``me``) and its peers over gRPC + mutual TLS.
 
@@ -163,10 +141,12 @@ class GrpcChannel(Channel):
         self.text_bytes_received = (0, 0)
         self.peers = [p for p in ranks if p != me]
         self._identity = identity
-        self._inbox = _Inbox(self.peers)
+        self._inbox = Inbox(self.peers)
         self._server: grpc.Server | None = None
         self._stubs: dict[str, Any] = {}
+        self._outboxes: dict[str, Outbox] = {}
         self._channels: list[Any] = []
+        self._failing = False  # broadcast_error was called: close delivers on a short grace
 
     def plan(self, cuts: list[str], expect: ExpectFn, max_message: int) -> None:
         """The schedule of a channel started before it was known (the text messages of the
@@ -199,10 +179,15 @@ class GrpcChannel(Channel):
         # gRPC sets SO_REUSEPORT by default: a second process of the same role would share
         # this address (and its incoming connections) instead of failing to listen
         options = [*limits, ("grpc.so_reuseport", 0)]
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
-        handler = grpc.unary_unary_rpc_method_handler(self._inbox.deliver)
+        # a thread a peer's stream, for as long as it runs, and some for single calls
+        pool = futures.ThreadPoolExecutor(max_workers=len(self.peers) + 4)
+        server = grpc.server(pool, options=options)
+        handlers = {
+            "Deliver": grpc.unary_unary_rpc_method_handler(self._inbox.deliver),
+            "Stream": grpc.stream_unary_rpc_method_handler(self._inbox.stream),
+        }
         server.add_generic_rpc_handlers(
-            [grpc.method_handlers_generic_handler("nopeek.Wire", {"Deliver": handler})]
+            [grpc.method_handlers_generic_handler("nopeek.Wire", handlers)]
         )
         address = self.addresses[self.me]
         try:
@@ -225,18 +210,54 @@ class GrpcChannel(Channel):
             channel = grpc.secure_channel(self.addresses[peer], client, options=dial)
             self._channels.append(channel)
             self._stubs[peer] = channel.unary_unary(METHOD)
-        for peer in self.peers:
+        for peer in self.peers:  # one call each, answered: proves the pair, or names the peer
             self.send_text(wire.STATS, peer, json.dumps({HELLO: self.me}))
+        for peer, channel in zip(self.peers, self._channels, strict=True):
+            stream = channel.stream_unary(STREAM)
+            self._outboxes[peer] = Outbox(stream.future, self._wake(peer))
         for peer in self.peers:
             if self.recv_text(peer) != {HELLO: peer}:
                 raise ChannelError(f"{peer} answered the hello with something else")
 
+    def _wake(self, peer: str) -> Callable[[Failure], None]:
+        """What a failed stream to ``peer`` does: wake a receive waiting on ``peer``."""
+
+        def wake(failure: Failure) -> None:
+            with contextlib.suppress(queue.Full):
+                self._inbox.queues[peer].put_nowait(Ended(self._reason(peer, failure)))
+
+        return wake
+
     def close(self) -> None:
-        """Stop serving and hang up (after a short grace for messages still being read)."""
+        """Deliver what is queued (a peer that finished first needs none of it), then stop
+        serving and hang up; a stream that failed before its messages were delivered is a
+        :class:`PeerError` naming the peer (unless this party already failed and said so)."""
+        deadline = time.monotonic() + (ERROR_GRACE_S if self._failing else self.timeout)
+        lost = [
+            self._undelivered(peer, outbox, deadline) for peer, outbox in self._outboxes.items()
+        ]
+        self._outboxes = {}  # closing twice closes nothing more
         for channel in self._channels:
             channel.close()
+        self._channels = []
         if self._server is not None:
-            self._server.stop(grace=1.0).wait()
+            self._server.stop(grace=STOP_GRACE_S).wait()
+            self._server = None
+        reasons = [why for why in lost if why is not None]
+        if reasons and not self._failing:
+            raise PeerError(reasons[0])
+
+    def _undelivered(self, peer: str, outbox: Outbox, deadline: float) -> str | None:
+        """Why what this party queued for ``peer`` may not have arrived (None: it did)."""
+        failure = outbox.wait(deadline)
+        if failure is None:
+            return None
+        # the peer stopped serving: fine once it finished, which it says by ending its own
+        # stream here in order first (on another connection: give that a moment to arrive)
+        self._inbox.ended[peer].wait(timeout=min(max(deadline - time.monotonic(), 0.0), 1.0))
+        if peer in self._inbox.orderly:
+            return None
+        return self._why(peer, "delivering its last messages", failure)
 
     # --- sending -------------------------------------------------------------------------------
     def post(self, msg: Message) -> None:
@@ -255,7 +276,7 @@ class GrpcChannel(Channel):
         if ids is not None:
             parts.append(ids.to(torch.int64).cpu().contiguous())
         article = "an" if msg.kind[0] in "aeiou" else "a"
-        self._call(msg.receiver, parts, f"sending {article} {msg.kind} at cut {msg.cut!r}")
+        self._send(msg.receiver, parts, f"sending {article} {msg.kind} at cut {msg.cut!r}")
         self.header_bytes += HEADER_BYTES
         self.payload_bytes += msg.tensor.numel() * msg.tensor.element_size() + 8 * n_ids
 
@@ -263,12 +284,16 @@ class GrpcChannel(Channel):
         """Send UTF-8 text (``stats`` JSON or an ``error``) to ``receiver``."""
         data = wire.text_bytes(kind, text, sender=self.me)
         header = wire.encode(kind, -1, self.ranks[self.me], step, data, 0, "cpu")
-        self._call(receiver, [header, data], f"sending {kind}")
+        self._send(receiver, [header, data], f"sending {kind}")
         self.header_bytes += HEADER_BYTES
         self.payload_bytes += len(data)
 
     def broadcast_error(self, text: str) -> None:
-        """Best effort: tell every peer why this party stops (a short deadline, errors ignored)."""
+        """Best effort: tell every peer why this party stops (a short deadline, errors ignored).
+
+        One call a peer, beside the stream (which may be what failed); the error may overtake
+        messages still queued there, which the peer no longer needs."""
+        self._failing = True
         data = wire.text_bytes(wire.ERROR, text, sender=self.me)
         header = wire.encode(wire.ERROR, -1, self.ranks[self.me], 0, data, 0, "cpu")
         blob = _join([header, data])
@@ -282,9 +307,22 @@ class GrpcChannel(Channel):
             with contextlib.suppress(Exception):
                 call.result()
 
-    def _call(self, peer: str, parts: list[Tensor], what: str) -> None:
+    def _send(self, peer: str, parts: list[Tensor], what: str) -> None:
+        """Queue a message on the stream to ``peer`` (before there is one: a single call); a
+        stream that failed, or stays full past the deadline, is a :class:`PeerError`."""
+        outbox = self._outboxes.get(peer)
+        if outbox is None:
+            self._call(peer, _join(parts), what)
+            return
+        failure = outbox.failure()
+        if failure is None and outbox.put(_join(parts), time.monotonic() + self.timeout):
+            return
         grpc = _grpc()
-        blob = _join(parts)
+        failure = failure or outbox.failure() or Failure(grpc.StatusCode.DEADLINE_EXCEEDED, "")
+        raise PeerError(self._why(peer, what, failure))
+
+    def _call(self, peer: str, blob: bytes, what: str) -> None:
+        grpc = _grpc()
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -296,21 +334,27 @@ class GrpcChannel(Channel):
                 if code == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline - 0.2:
                     time.sleep(0.2)
                     continue
-                raise PeerError(self._why(peer, what, exc)) from None
+                failure = Failure(code, first_line(exc.details()))
+                raise PeerError(self._why(peer, what, failure)) from None
 
-    def _why(self, peer: str, what: str, exc: grpc.RpcError) -> str:
+    def _why(self, peer: str, what: str, failure: Failure) -> str:
+        return f"{self.me} gave up on {peer} {what}: {self._reason(peer, failure)}"
+
+    def _reason(self, peer: str, failure: Failure) -> str:
+        """Why a call or stream to ``peer`` failed, in words."""
         grpc = _grpc()
-        code, detail = exc.code(), (exc.details() or "").splitlines()[0][:200]
+        code, detail = failure.code, failure.detail
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            reason = f"timed out after at most {self.timeout:g} s"
-        elif code == grpc.StatusCode.UNAVAILABLE:
-            reason = (
+            return f"timed out after at most {self.timeout:g} s"
+        broke = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        if peer in self._outboxes and code in broke:  # it answered the hello: it broke later
+            return f"its connection closed ({detail}): it stopped or died; see its own log"
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return (
                 f"could not reach it at {self.addresses[peer]} with mutual TLS ({detail}): it is "
                 "not running there, or its certificate is not the job CA's for that role"
             )
-        else:
-            reason = f"{code.name.lower()}: {detail}"
-        return f"{self.me} gave up on {peer} {what}: {reason}"
+        return f"{code.name.lower()}: {detail}"
 
     # --- receiving -----------------------------------------------------------------------------
     def recv(
@@ -348,43 +392,63 @@ class GrpcChannel(Channel):
         _check_length(body, header.numel, sender)
         got_wire, got_payload = self.text_bytes_received
         self.text_bytes_received = (got_wire + HEADER_BYTES + len(body), got_payload + len(body))
-        return json.loads(body.decode(errors="replace"))
+        return json.loads(bytes(body).decode(errors="replace"))
 
-    def _next(self, sender: str, what: str) -> tuple[wire.Header, bytes]:
+    def _next(self, sender: str, what: str) -> tuple[wire.Header, memoryview]:
         """The next message from ``sender`` as (decoded header, body bytes); a peer's error is a
-        :class:`PeerError` carrying its words."""
+        :class:`PeerError` carrying its words, and so is the end of its stream (or of this
+        party's stream to it) while nothing from it is left to read."""
+        box = self._inbox.queues[sender]
         try:
-            blob = self._inbox.queues[sender].get(timeout=self.timeout)
+            item = box.get_nowait()
         except queue.Empty:
-            raise PeerError(
-                f"{self.me} gave up on {sender} waiting for {what}: timed out after at most "
-                f"{self.timeout:g} s; check that {sender} is running with the same flags (or "
-                "raise --timeout)"
-            ) from None
-        if len(blob) < HEADER_BYTES:
+            item = self._wait(sender, box, what)
+        if isinstance(item, Ended):
+            raise PeerError(f"{self.me} gave up on {sender} waiting for {what}: {item.why}")
+        if len(item) < HEADER_BYTES:
             raise ChannelError(f"message from {sender} is shorter than a header")
+        blob = memoryview(item)
         raw = torch.frombuffer(bytearray(blob[:HEADER_BYTES]), dtype=torch.int64)
         header = wire.decode(raw, sender_name=sender)
         body = blob[HEADER_BYTES:]
         if header.kind == wire.ERROR:
             if header.dtype != torch.uint8 or len(header.shape) != 1:
                 raise ChannelError(f"message from {sender}: a malformed error message")
-            raise PeerError(f"{sender} stopped: {body[: wire.MAX_TEXT].decode(errors='replace')}")
+            words = bytes(body[: wire.MAX_TEXT]).decode(errors="replace")
+            raise PeerError(f"{sender} stopped: {words}")
         return header, body
+
+    def _wait(self, sender: str, box: queue.Queue[bytes | Ended], what: str) -> bytes | Ended:
+        """Wait for ``sender``'s next message until the deadline (nothing more comes once this
+        party's stream to it failed)."""
+        outbox = self._outboxes.get(sender)
+        failure = outbox.failure() if outbox is not None else None
+        if failure is not None:
+            raise PeerError(self._why(sender, f"waiting for {what}", failure))
+        try:
+            return box.get(timeout=self.timeout)
+        except queue.Empty:
+            raise PeerError(
+                f"{self.me} gave up on {sender} waiting for {what}: timed out after at most "
+                f"{self.timeout:g} s; check that {sender} is running with the same flags (or "
+                "raise --timeout)"
+            ) from None
 
 
 def _join(parts: list[Tensor]) -> bytes:
-    return b"".join(t.contiguous().view(torch.uint8).numpy().tobytes() for t in parts)
+    """The parts' bytes, one after the other (one copy)."""
+    return b"".join(t.contiguous().view(torch.uint8).numpy().data for t in parts)
 
 
-def _check_length(body: bytes, want: int, sender: str) -> None:
+def _check_length(body: bytes | memoryview, want: int, sender: str) -> None:
     if len(body) != want:
         raise ChannelError(
             f"message from {sender}: its body has {len(body)} bytes, its header announces {want}"
         )
 
 
-def _tensor(raw: bytes, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
+def _tensor(raw: memoryview, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
+    """A tensor of its own (writable) over a copy of ``raw``."""
     if not raw:
         return torch.empty(shape, dtype=dtype)
     return torch.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)
