@@ -62,6 +62,8 @@ def searched_rows(
     the sweep's attack was the worst)."""
     rows, worst = [], {}
     for run in s.runs:
+        if not run.attacks:  # a run of a sweep without attacks: its metrics row alone
+            rows.append(dict(run.metrics))
         for stem, row in run.attacks.items():
             name, party = _split_stem(stem)
             found = searcher(sweep / run.run, name, party, run.seed)

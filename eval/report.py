@@ -346,13 +346,13 @@ def write_report(
             f"each attack's search; 0: the sweep's fixed-strength figures), got {attack_budget!r}"
         )
     loaded = [(s, load_spec(s), summarize(read_results(s))) for s in map(Path, sweeps)]
-    cards = [None if not attack_budget else searched_card(
-        summaries, sweep, default_card_searcher(spec, attack_budget), budget=attack_budget)
-        for sweep, spec, summaries in loaded]  # fmt: skip
     with (
         RunDir(out, "report").writing(reuse=True) as folder,
         staged_entries(folder, REPORT_ENTRIES) as staging,
-    ):
+    ):  # ``out`` is checked before the (costly) searches
+        cards = [None if not attack_budget else searched_card(
+            summaries, sweep, default_card_searcher(spec, attack_budget), budget=attack_budget)
+            for sweep, spec, summaries in loaded]  # fmt: skip
         _render(loaded, staging, title, cards)
     return out / "report.md"
 
