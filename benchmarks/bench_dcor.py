@@ -4,7 +4,9 @@ Run ``python benchmarks/bench_dcor.py`` (with the repo on PYTHONPATH). It prints
 summary table; it asserts nothing about time, since timings depend on the machine.
 
 (a) speed: torch forward+backward (float32, CPU) vs ``dcor.distance_correlation`` (numpy,
-    default method), n=256, x 784-dim, z 512-dim. Goal: >= 100x.
+    default method), n=256, x 784-dim, z 512-dim. Goal: >= 100x. Also against the previous kernel
+    (before the NaN/inf and scale checks, copied below as ``_previous_distance_correlation``),
+    timed interleaved in the same process. Goal (issue 21): within 1.1x.
 (b) memory: peak extra memory of forward+backward at n=1024, x 3072-dim, z 512-dim, measured in a
     fresh subprocess (CUDA allocator peak when a GPU is present, else the VmHWM RSS high-water
     mark, reset just before), vs the n*n*d float64 buffer that a naive broadcast
@@ -59,8 +61,32 @@ def _print_ratio(label: str, num: list[float], den: list[float]) -> None:
 # ---------------------------------------------------------------------------- (a) speed
 
 
+def _previous_distance_correlation(x: Tensor, z: Tensor) -> Tensor:
+    """REFERENCE ONLY: the dCor kernel before the NaN/inf and scale checks (nopeek/distance.py at
+    commit b8614e1), for (N, D) float inputs, kept to time the current one against (issue 21)."""
+
+    def centered(t: Tensor) -> Tensor:
+        t = t - t[:1]
+        sq = (t * t).sum(dim=1)
+        d2 = torch.addmm(sq.unsqueeze(1) + sq.unsqueeze(0), t, t.mT, alpha=-2.0)
+        d2 = d2.masked_fill(torch.eye(t.shape[0], dtype=torch.bool), 0.0)
+        eps = (d2.detach().max() * torch.finfo(d2.dtype).eps).clamp(min=torch.finfo(d2.dtype).tiny)
+        d = torch.where(d2 > eps, d2.clamp(min=eps).sqrt(), 0.0)
+        return d - d.mean(dim=0, keepdim=True) - d.mean(dim=1, keepdim=True) + d.mean()
+
+    a, b = centered(x), centered(z)
+    n2 = x.shape[0] ** 2
+    cov, var_a, var_b = (a * b).sum() / n2, (a * a).sum() / n2, (b * b).sum() / n2
+    denom_sqr = (var_a * var_b).abs()
+    nonzero = denom_sqr > 0
+    dcor_sqr = torch.where(nonzero, cov / torch.where(nonzero, denom_sqr, 1.0).sqrt(), 0.0)
+    eps = torch.finfo(x.dtype).eps
+    return torch.where(dcor_sqr > eps, dcor_sqr.clamp(min=eps).sqrt(), 0.0)
+
+
 def bench_speed(n: int = 256, dx: int = 784, dz: int = 512) -> dict[str, float]:
-    """Seconds per call (median and min): ours fwd+bwd float32 and dcor float64 numpy."""
+    """Seconds per call (median and min): ours and the previous kernel fwd+bwd float32
+    (interleaved), and dcor float64 numpy."""
     import dcor  # slow import (numba), so only here
 
     g = torch.Generator().manual_seed(0)
@@ -72,7 +98,16 @@ def bench_speed(n: int = 256, dx: int = 784, dz: int = 512) -> dict[str, float]:
         z.grad = None
         distance_correlation(x, z).backward()
 
-    t_ours = _timings(ours, warmup=10, reps=60)
+    def previous() -> None:
+        z.grad = None
+        _previous_distance_correlation(x, z).backward()
+
+    _timings(ours, warmup=10, reps=0), _timings(previous, warmup=10, reps=0)
+    t_ours, t_prev = [], []
+    for _ in range(60):  # interleaved, so load from other processes hits both alike
+        t_ours += _timings(ours, warmup=0, reps=1)
+        t_prev += _timings(previous, warmup=0, reps=1)
+    same = abs(distance_correlation(x, z).item() - _previous_distance_correlation(x, z).item())
     t_dcor = _timings(lambda: dcor.distance_correlation(x_np, z_np), warmup=2, reps=9)
     error = abs(
         distance_correlation(x.double(), z.double()).item() - dcor.distance_correlation(x_np, z_np)
@@ -81,14 +116,18 @@ def bench_speed(n: int = 256, dx: int = 784, dz: int = 512) -> dict[str, float]:
     print(f"(a) n={n}, x {dx}-dim, z {dz}-dim (gradient w.r.t. z, as in NoPeek)")
     print(f"    {'':34}  {'median':>10} {'min':>10}")
     _print_times("ours fwd+bwd, float32 torch", t_ours)
+    _print_times("previous kernel fwd+bwd (b8614e1)", t_prev)
     _print_times("dcor forward, float64 numpy", t_dcor)
+    _print_ratio("ratio ours / previous kernel", t_ours, t_prev)
     _print_ratio("ratio dcor / ours", t_dcor, t_ours)
-    print(f"    |ours(float64) - dcor| = {error:.1e}")
+    print(f"    |ours(float64) - dcor| = {error:.1e}, |ours - previous| = {same:.1e}")
     return {
         "ours": med_ours,
         "dcor": med_dcor,
         "ratio": med_dcor / med_ours,
         "ratio_min": min(t_dcor) / min(t_ours),
+        "vs_previous": med_ours / statistics.median(t_prev),
+        "vs_previous_min": min(t_ours) / min(t_prev),
     }
 
 
@@ -250,6 +289,12 @@ def main() -> None:
             f"{speed['ratio']:.1f}x ({speed['ratio_min']:.1f}x)",
             ">= 100x",
             speed["ratio"] >= 100,
+        ),
+        (
+            "(a) speed, ours / previous",
+            f"{speed['vs_previous']:.2f}x ({speed['vs_previous_min']:.2f}x)",
+            "<= 1.1x",
+            speed["vs_previous"] <= 1.1,
         ),
         (
             "(b) peak memory, n=1024",

@@ -17,10 +17,14 @@ O(N^2) (about 15 ``(N, N)`` buffers at the peak of forward+backward) plus a copy
 the naive ``(N, N, D)`` difference tensor is never built. Each input is first scaled by an
 exact power of two (detached) to unit max-abs, so the value is scale-invariant across the whole
 range of the dtype (float32 Gram matrices otherwise overflow or underflow, e.g. for ``x * 1e20``
-or ``x * 1e-20``); NaN/inf inputs are refused with a :class:`~nopeek.errors.DataError`.
+or ``x * 1e-20``); NaN/inf inputs are refused with a :class:`~nopeek.errors.DataError`. The
+finiteness check and the scale come from one min/max reduction per input and one host sync for
+both, so they cost about two elementwise passes (issue 21).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -47,7 +51,7 @@ def _compute_dtype(x: Tensor, z: Tensor) -> torch.dtype:
 
 
 def _as_pair(x: Tensor, z: Tensor, *, min_samples: int, name: str) -> tuple[Tensor, Tensor]:
-    """Check two batches and flatten them per sample.
+    """Check two batches, flatten them per sample and normalize them (:func:`_normalize_pair`).
 
     x: (N, ...), z: (N, ...) -> (N, Dx), (N, Dz), same floating dtype and device.
     """
@@ -72,16 +76,15 @@ def _as_pair(x: Tensor, z: Tensor, *, min_samples: int, name: str) -> tuple[Tens
         )
     dtype = _compute_dtype(x, z)
     n = x.shape[0]
-    x, z = x.reshape(n, -1).to(dtype), z.reshape(n, -1).to(dtype)
-    _check_finite(x, z, name=name)
-    return x, z
+    return _normalize_pair(x.reshape(n, -1).to(dtype), z.reshape(n, -1).to(dtype), name=name)
 
 
 def _check_finite(x: Tensor, z: Tensor, *, name: str) -> None:
     """Raise ``DataError`` naming the argument that holds NaN/inf, and how many entries.
 
     x: (N, Dx), z: (N, Dz). Non-finite values would propagate into every centered distance and
-    make the ratio NaN (formerly reported as 0, "independent"). One host sync for both inputs.
+    make the ratio NaN (formerly reported as 0, "independent"). Counts entries, so it runs only
+    once :func:`_normalize_pair` has seen a non-finite extreme (the refusal path, not every call).
     """
     counts = torch.stack([(~torch.isfinite(t)).sum() for t in (x, z)]).tolist()
     for arg, t, count in zip(("x", "z"), (x, z), counts):
@@ -127,6 +130,50 @@ def _normalize(x: Tensor) -> Tensor:
     return _pow2_scale(x - x[:1])
 
 
+def _extremes(y: Tensor) -> Tensor:
+    """``[min(y), max(y)]`` in one fused pass, NaN if ``y`` holds one; ``[0, 0]`` if empty.
+
+    y: (N, D) -> (2,), detached.
+    """
+    if y.numel() == 0:
+        return y.new_zeros(2)
+    return torch.stack(torch.aminmax(y.detach()))
+
+
+def _normalize_pair(x: Tensor, z: Tensor, *, name: str) -> tuple[Tensor, Tensor]:
+    """Both inputs as :func:`_normalize` makes them, NaN/inf refused, with one host sync for both.
+
+    x: (N, Dx), z: (N, Dz) -> (N, Dx), (N, Dz): first sample exactly 0, max-abs in [0.5, 1).
+
+    The hot path takes ``y = x - x_0`` and its min and max (one fused reduction, into which any
+    NaN/inf propagates) for both inputs, fetched together, and multiplies ``y`` by ``2^-e`` for
+    ``max |y| = m 2^e`` with ``m`` in [0.5, 1): the same values as :func:`_normalize` (powers of
+    two commute with rounding, barring subnormal entries) in two elementwise passes instead of
+    ten, and no separate finiteness pass. A non-finite extreme means NaN/inf in the input
+    (refused by :func:`_check_finite`, which counts them) or an overflow of ``x - x_0`` (entries
+    near the dtype's max); that, and a factor ``2^-e`` outside the normal range (a spread in the
+    subnormal range), take the two-stage :func:`_normalize`.
+
+    ``x_0`` is detached, exactly as the scale factors are: dCor is invariant to translation, so
+    the gradient along ``x_0`` (minus the sum of the per-sample gradients) is 0.
+    """
+    shifted = [t - t[:1].detach() for t in (x, z)]
+    extremes: list[float] = torch.cat([_extremes(y) for y in shifted]).tolist()  # the one sync
+    if not all(math.isfinite(v) for v in extremes):
+        _check_finite(x, z, name=name)  # raises if the inputs hold NaN/inf
+    info = torch.finfo(x.dtype)
+    out = []
+    for t, y, low, high in zip((x, z), shifted, extremes[::2], extremes[1::2]):
+        spread = max(-low, high)  # y_0 = 0, so low <= 0 <= high
+        if spread == 0.0:
+            out.append(y)
+            continue
+        normal = info.tiny <= spread <= info.max  # else subnormal, or x - x_0 overflowed
+        factor = math.ldexp(1.0, -math.frexp(spread)[1]) if normal else math.inf
+        out.append(y * factor if info.tiny <= factor <= info.max else _normalize(t))
+    return out[0], out[1]
+
+
 def _safe_sqrt(t: Tensor, keep: Tensor, eps: Tensor | float) -> Tensor:
     """``sqrt(t)`` where ``keep``, exactly 0 elsewhere, with a finite gradient everywhere.
 
@@ -161,15 +208,23 @@ class _Gram(torch.autograd.Function):
 
 
 def _pairwise_distances(x: Tensor) -> Tensor:
+    """Euclidean distance matrix of any ``x``: :func:`_gram_distances` of ``x - x_0``.
+
+    x: (N, D) -> (N, N). The first sample is subtracted first: distances do not change, the
+    numbers get smaller (less cancellation), and a constant batch becomes exactly 0, so it gives
+    exactly zero distances (and dCor exactly 0). :func:`_normalize_pair` has done that already.
+    """
+    return _gram_distances(x - x[:1])
+
+
+def _gram_distances(x: Tensor) -> Tensor:
     """Euclidean distance matrix from the Gram matrix, without an (N, N, D) buffer.
 
-    x: (N, D) -> (N, N), with an exactly zero diagonal.
+    x: (N, D) -> (N, N), with an exactly zero diagonal; best with ``x_0 = 0``.
 
     ``d2_ij = G_ii + G_jj - 2 G_ij`` with ``G = x x^T``: the squared norms are the Gram
     diagonal, so the diagonal of ``d2`` is exactly 0 in floating point (``2a - 2a``) and one
-    matmul serves both forward and backward. The first sample is subtracted first: distances do
-    not change, the numbers get smaller (less cancellation), and a constant batch becomes
-    exactly 0, so it gives exactly zero distances (and dCor exactly 0).
+    matmul serves both forward and backward.
 
     The sqrt is taken as ``sqrt(max(d2, 0) + eps) - sqrt(eps)``: exactly 0 at ``d2 = 0``, slope
     at most ``1 / (2 sqrt(eps))``, so gradients stay finite for duplicated samples. With
@@ -177,7 +232,6 @@ def _pairwise_distances(x: Tensor) -> Tensor:
     of the largest norm, below the rounding noise of the Gram formula itself. (A clamp plus a
     mask would do the same, but ``torch.where`` on (N, N) bool masks is slow on CPU.)
     """
-    x = x - x[:1]
     gram: Tensor = _Gram.apply(x)
     sq = gram.diagonal()
     d2 = torch.sub(sq.unsqueeze(1) + sq, gram, alpha=2.0).relu()
@@ -189,12 +243,13 @@ def _pairwise_distances(x: Tensor) -> Tensor:
 def _centered_distances(x: Tensor, *, unbiased: bool) -> Tensor:
     """Double-centered (``unbiased=False``) or U-centered (``unbiased=True``) distance matrix.
 
-    x: (N, D) -> (N, N). Double centering subtracts row and column means and adds the grand
-    mean; U-centering (Szekely & Rizzo, 2014) divides the sums by ``N - 2`` and
-    ``(N - 1)(N - 2)`` instead and zeroes the diagonal, which makes the inner product unbiased.
+    x: (N, D), normalized by :func:`_normalize_pair` -> (N, N). Double centering subtracts row
+    and column means and adds the grand mean; U-centering (Szekely & Rizzo, 2014) divides the
+    sums by ``N - 2`` and ``(N - 1)(N - 2)`` instead and zeroes the diagonal, which makes the
+    inner product unbiased.
     The distance matrix is symmetric (up to rounding), so column means are the row means.
     """
-    d = _pairwise_distances(_normalize(x))
+    d = _gram_distances(x)
     n = d.shape[0]
     if not unbiased:
         rows = d.mean(dim=1)
