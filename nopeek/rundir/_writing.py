@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -41,9 +42,30 @@ class RunDir(Reading):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.path, self.kind, self.flag, self.fix = Path(path), kind, flag, fix
+        self._holding = False  # inside held(): plan() and writing() take no lock of their own
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r}, {self.kind!r})"
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold this folder's lock across :meth:`plan` and :meth:`writing` (which then take it
+        again as a no-op), so that no other process writes the folder between the check and
+        the last byte; nothing to hold while its parent does not exist (``writing`` locks
+        once it has made it)."""
+        if not self.path.parent.is_dir():
+            yield
+            return
+        with locked(self.path, flag=self.flag):
+            self._holding = True
+            try:
+                yield
+            finally:
+                self._holding = False
+
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        """This folder's lock, or nothing when :meth:`held` holds it already."""
+        return contextlib.nullcontext() if self._holding else locked(self.path, flag=self.flag)
 
     def plan(self, *, resume: bool = False, overwrite: bool = False, reuse: bool = False) -> str:
         """``"fresh"``, ``"resume"``, ``"reuse"`` or ``"overwrite"``; refuses what it must.
@@ -56,7 +78,7 @@ class RunDir(Reading):
         check_out(self.path, flag=self.flag)
         if not self.path.parent.is_dir():  # nothing there yet: no writer, no leftovers
             return self._decide(resume=resume, overwrite=overwrite, reuse=reuse)
-        with locked(self.path, flag=self.flag):
+        with self._lock():
             return self._decide(resume=resume, overwrite=overwrite, reuse=reuse)
 
     def _decide(self, *, resume: bool, overwrite: bool, reuse: bool) -> str:
@@ -122,7 +144,7 @@ class RunDir(Reading):
         self.plan(resume=resume, overwrite=overwrite, reuse=reuse)  # refusals before any mkdir
         parents = _make_parents(self.path)  # the lock lives in the parent
         try:
-            with locked(self.path, flag=self.flag):  # one writer at a time, then decide anew
+            with self._lock():  # one writer at a time, then decide anew
                 mode = self._decide(resume=resume, overwrite=overwrite, reuse=reuse)
                 if mode == "overwrite":
                     with self._staged() as staging:

@@ -11,6 +11,7 @@ from here).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -50,17 +51,19 @@ if TYPE_CHECKING:  # gRPC is an optional dependency (nopeek[deploy])
 log = logging.getLogger(__name__)
 
 
-def _prepare_out(out: Path | None, *, resume: bool, overwrite: bool) -> RunDir | None:
-    """Check ``out`` before anything runs; the :class:`~nopeek.rundir.RunDir` to write through.
+def _prepare_out(where: Path | RunDir | None, *, resume: bool, overwrite: bool) -> RunDir | None:
+    """Check ``where`` (a folder, or the :class:`~nopeek.rundir.RunDir` whose lock the caller
+    holds) before anything runs; the :class:`~nopeek.rundir.RunDir` to write through.
 
     Refuses a file, a link or an unwritable folder, an existing run without ``--overwrite`` or
     ``--resume``, and (with ``--overwrite``) any folder that nopeek did not write.
     """
-    if out is None:
+    if where is None:
         if resume:
             raise CheckpointError("--resume needs the folder of the run to continue (out)")
         return None
-    run_dir = RunDir(out, "run")
+    run_dir = where if isinstance(where, RunDir) else RunDir(where, "run")
+    out = run_dir.path
     run_dir.plan(resume=resume, overwrite=overwrite)
     if resume and not run_dir.checkpoint_path.exists():
         if out.is_dir() and any(p.name != MARKER for p in out.iterdir()):  # killed in epoch 1
@@ -106,7 +109,30 @@ def train(
     config = config.resolved() if model is None else config
     hooks = [*build_hooks(config), *hooks]  # bad specs fail here, before anything is written
     out = Path(out) if out is not None else None
-    run_dir = _prepare_out(out, resume=resume, overwrite=overwrite)
+    folder = RunDir(out, "run") if out is not None else None
+    with folder.held() if folder is not None else contextlib.nullcontext():
+        return _train_in_process(
+            config, folder, hooks, resume=resume, overwrite=overwrite, quiet=quiet, model=model,
+            dataset=dataset, tensorboard=tensorboard,
+        )  # fmt: skip
+
+
+def _train_in_process(
+    config: TrainConfig,
+    folder: RunDir | None,
+    hooks: list[CutHook],
+    *,
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+    model: nn.Module | None,
+    dataset: Dataset | None,
+    tensorboard: Path | None,
+) -> TrainResult:
+    """:func:`train` in this process, once ``out``'s lock is held (one writer from the first
+    check to the last byte)."""
+    out = None if folder is None else folder.path
+    run_dir = _prepare_out(folder, resume=resume, overwrite=overwrite)
     device = pick_device(config.device)
     if dataset is None:
         dataset = config.load_data()

@@ -331,3 +331,21 @@ def test_a_failing_write_inside_torch_save_is_reported_as_itself(tmp_path, monke
 def test_os_errors_are_described_in_one_line_with_a_fix(code, fix):
     text = describe_os_error(OSError(code, os.strerror(code), "runs/a\nb"))
     assert fix in text and "\n" not in text and text.startswith("runs/a b: ")
+
+
+def test_held_keeps_the_lock_from_the_plan_to_the_last_byte(tmp_path):
+    """`train` holds the folder across plan() and writing(): between the two no other writer
+    can plan or write it (it used to be free there, so two overwrites could both succeed)."""
+    out = tmp_path / "runs" / "run"
+    _finished_run(out)
+    lock = out.parent / ".run.nopeek-lock"
+    folder = RunDir(out, "run")
+    with folder.held():
+        assert folder.plan(overwrite=True) == "overwrite"
+        assert lock.read_text() == f"{os.getpid()}\n"  # still held after the plan
+        with pytest.raises(OutputError, match="is being written by another nopeek process"):
+            RunDir(out, "run").plan(overwrite=True)
+        with folder.writing(overwrite=True) as where:  # its own lock: no second acquisition
+            (where / "metrics.json").write_text("held")
+        assert lock.exists()
+    assert (out / "metrics.json").read_text() == "held" and not lock.exists()
