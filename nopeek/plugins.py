@@ -42,7 +42,9 @@ a one-line :class:`~nopeek.errors.PluginError` naming the entry point and its pa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container
+import importlib
+import sys
+from collections.abc import Callable, Container, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -168,3 +170,28 @@ def load_entries(
             ) from exc
         out.append((ep.name, obj))
     return out
+
+
+def lazy_exports(
+    package: str, table: Mapping[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A package's PEP 562 ``__getattr__`` and ``__dir__`` for ``table`` (public name -> the
+    module that defines it): each name is imported on first use and kept in the package, so
+    importing the package pays for none of them (``nopeek --help`` imports no torch).
+
+    >>> getattr_, dir_ = lazy_exports("nopeek", {"ConfigError": "nopeek.errors"})
+    >>> getattr_("ConfigError").__name__, "ConfigError" in dir_()
+    ('ConfigError', True)
+    """
+
+    def getattr_(name: str) -> Any:
+        if name not in table:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(table[name]), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def dir_() -> list[str]:
+        return sorted(set(vars(sys.modules[package])) | set(table))
+
+    return getattr_, dir_
