@@ -36,8 +36,9 @@ from torch import Tensor, nn
 
 from nopeek.attacks._client_file import FrozenSegment, load_activations, load_client_model
 from nopeek.attacks._scoring import check_ids, score, truth, write_result
+from nopeek.attacks._sending import query_segment
 from nopeek.attacks.base import LABEL, Attack, AttackInputs, Known, check_options
-from nopeek.attacks.harness import AttackResult, _first_ids, _query
+from nopeek.attacks.harness import AttackResult, _first_ids
 from nopeek.attacks.known_pairs import set_aside_aux
 from nopeek.attacks.registry import ATTACKS
 from nopeek.attacks.search import check_budget, search_options
@@ -205,7 +206,7 @@ def _grant(attack: Attack, material: AuditInputs, seed: int) -> AttackInputs:
     if tm.client_weights:
         inputs.client_segment = _copy(material.segment)
     if tm.query_client:
-        inputs.query_client = _query(_copy(material.segment).eval())
+        inputs.query_client = query_segment(_copy(material.segment).eval())
     return inputs
 
 

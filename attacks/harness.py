@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
 from nopeek.attacks import _vertical
 from nopeek.attacks._folders import RunFolders
 from nopeek.attacks._scoring import check_ids, score, write_result
+from nopeek.attacks._sending import Sender, as_sent, query_segment, then_public
 from nopeek.attacks._target import (
     Target,
     client_segment,
@@ -40,13 +39,11 @@ from nopeek.attacks.base import (
 )
 from nopeek.attacks.known_pairs import set_aside_aux
 from nopeek.attacks.registry import ATTACKS
-from nopeek.compress import by_kind
 from nopeek.config import TrainConfig, check_seed
 from nopeek.data import Dataset, Split, stratified_take
 from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.observe import Observations, Observed
 from nopeek.rundir import RunDir
-from nopeek.runtime.channel import ACTIVATION
 from nopeek.seeding import stream_seed
 
 log = logging.getLogger(__name__)
@@ -62,8 +59,6 @@ _TABULAR_KEYS += ("tolerance",)
 _LABEL_KEYS = ("auc", "auc_per_epoch", "epochs", "auc_folded", "auc_orientation")
 _LABEL_KEYS += ("auc_folded_per_epoch", "auc_folded_max", "auc_folded_max_epoch")
 _LABEL_KEYS += ("chance_auc_folded_max",)
-# (run config, attacked cut, attack seed) -> what the client's defenses do to a sent activation
-Sender = Callable[[TrainConfig, str, int], Callable[[Tensor], Tensor]]
 
 
 @dataclass
@@ -210,68 +205,6 @@ def _aux(dataset: Dataset, size: int | None, seed: int, labels: bool) -> Split:
     return aux if labels else Split(aux.x, torch.full_like(aux.y, -1), aux.ids)
 
 
-def _query(segment: nn.Module, batch: int = 512) -> Callable[[Tensor], Tensor]:
-    """Black-box access: (B, *input_shape) -> (B, *cut_shape), detached, no gradients."""
-
-    @torch.no_grad()
-    def query(x: Tensor) -> Tensor:
-        return torch.cat([segment(x[i : i + batch]).detach() for i in range(0, len(x), batch)])
-
-    return query
-
-
-def _as_sent(run: Target, query: Callable[[Tensor], Tensor], seed: int, sender: Sender | None):
-    """A query returns what the client would *send*: its forward defenses (clipping, noise at
-    inference) applied, as the deployed client would; the attacker's noise is freshly seeded.
-    What the run compresses forward is compressed too, and decoded, as the receiver sees it
-    (without the stream's error-feedback residual, which depends on the batches before).
-
-    ``sender`` builds that transform from the run's config (attacks do not import defenses);
-    without one, a defended run's queries are refused rather than answered undefended."""
-    codec = by_kind(run.config.compress).get(ACTIVATION)
-    if codec is not None:
-        return _compressed(_as_sent_defended(run, query, seed, sender), codec)
-    return _as_sent_defended(run, query, seed, sender)
-
-
-def _compressed(query: Callable[[Tensor], Tensor], codec) -> Callable[[Tensor], Tensor]:
-    return lambda x: codec.roundtrip(query(x))
-
-
-def _as_sent_defended(run: Target, query, seed: int, sender: Sender | None):
-    """The query through the client's forward defenses (see :func:`_as_sent`)."""
-    if not run.config.defenses:
-        return query
-    if sender is None:
-        raise ThreatModelError(
-            f"{run.run_dir} was trained with defenses {run.config.defenses}, so query answers "
-            "must pass through them; call run_attack(..., sender=nopeek.defenses.run_sender)"
-        )
-    send = sender(run.config, run.cut, seed)
-    return lambda x: send(query(x))
-
-
-class _Public(nn.Module):
-    """The public part of the client's forward defenses as a layer (no parameters)."""
-
-    def __init__(self, public: Callable[[Tensor], Tensor]) -> None:
-        super().__init__()
-        self.public = public
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.public(z)
-
-
-def _then_public(run: Target, segment: nn.Module, seed: int, sender: Sender | None) -> nn.Module:
-    """``segment`` followed by what the client's defenses do to its output that holds no secret
-    (cut noise's clipping: Kerckhoffs), so that a white-box attacker inverts what the client
-    really sends; ``segment`` itself on an undefended run or without a ``sender``."""
-    public = None
-    if run.config.defenses and sender is not None:
-        public = getattr(sender(run.config, run.cut, seed), "public", None)
-    return segment if public is None else nn.Sequential(segment, _Public(public))
-
-
 def _grant(
     run: Target,
     obs: Observations,
@@ -294,13 +227,13 @@ def _grant(
         load_weights(run)
         head = client_segment(run)  # raw inputs -> cut, sharing the loaded weights
         if tm.client_weights:
-            inputs.client_segment = _then_public(run, copy.deepcopy(head), seed, sender)
+            inputs.client_segment = then_public(run, copy.deepcopy(head), seed, sender)
         if tm.query_client:
-            query = _query(copy.deepcopy(head).eval())
-            inputs.query_client = _as_sent(run, query, seed, sender)
+            query = query_segment(copy.deepcopy(head).eval())
+            inputs.query_client = as_sent(run, query, seed, sender)
     if tm.client_architecture:
         build = fresh(run, seed, 0)
-        inputs.client_architecture = lambda: _then_public(run, build(), seed, sender)
+        inputs.client_architecture = lambda: then_public(run, build(), seed, sender)
     if tm.sent_activations:
         inputs.sent_activations = _get(obs, run, "forward", "train")
     if tm.tail_architecture:

@@ -40,9 +40,10 @@ from typing import Any
 
 import torch
 
+from nopeek.attacks._sending import Sender
 from nopeek.attacks.base import Attack, AttackInputs, Known, check_options
 from nopeek.attacks.halving import ETA, sample_configs, successive_halving, t_interval
-from nopeek.attacks.harness import AttackResult, Sender, _prepare, run_attack
+from nopeek.attacks.harness import AttackResult, _prepare, run_attack
 from nopeek.attacks.registry import ATTACKS
 from nopeek.config import SEED_MAX, TrainConfig, check_seed
 from nopeek.errors import ConfigError

@@ -186,7 +186,7 @@ def test_the_harness_queries_through_the_defense_it_is_handed():
 
     import torch
 
-    from nopeek.attacks.harness import _as_sent
+    from nopeek.attacks._sending import as_sent as _as_sent
     from nopeek.config import TrainConfig
     from nopeek.defenses import run_sender, sender_transform
     from nopeek.errors import ThreatModelError

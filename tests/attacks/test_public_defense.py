@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from nopeek.attacks import run_attack
+from nopeek.attacks._sending import then_public as _then_public
 from nopeek.attacks._target import client_segment, load_weights, rebuild
-from nopeek.attacks.harness import _then_public
 from nopeek.cli.main import main
 from nopeek.defenses import run_sender
 from nopeek.defenses.cut_noise import clip_per_sample

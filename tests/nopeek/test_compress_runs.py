@@ -91,7 +91,7 @@ def test_cli_records_the_canonical_spec_and_refuses_a_bad_one(tmp_path, capsys):
 
 
 def test_an_attackers_queries_are_compressed_like_the_runs_messages():
-    from nopeek.attacks.harness import _as_sent
+    from nopeek.attacks._sending import as_sent as _as_sent
     from nopeek.config import TrainConfig
 
     run = SimpleNamespace(config=TrainConfig(compress="forward=int4"), cut="conv2", run_dir=None)
