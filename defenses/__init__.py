@@ -12,6 +12,7 @@
 - label defenses at the label party: :class:`GradientSparsification` (``grad-sparsify``, top-k
   of the gradient sent back), :class:`MID` (``mid``, a variational bottleneck on what it
   receives), :class:`CAE` (``cae``, soft fake labels from a confusional autoencoder),
+  :class:`DCAE` (``dcae``, CAE then the gradient sent back quantised, DiscreteSGD),
   :class:`LabelDP` (``label-dp``, randomized response on the labels).
 
 Each is a :class:`~nopeek.hooks.CutHook`; :func:`parse_defenses` builds them from the
@@ -29,6 +30,7 @@ from nopeek.defenses.cut_noise import (
     gaussian_cut_epsilon,
     laplace_cut_epsilon,
 )
+from nopeek.defenses.dcae import DCAE
 from nopeek.defenses.dpsgd import DPSGD
 from nopeek.defenses.label_dp import LabelDP
 from nopeek.defenses.label_gradient import (
@@ -53,6 +55,7 @@ __all__ = [
     "DEFENSES",
     "Adversarial",
     "CAE",
+    "DCAE",
     "DPSGD",
     "CutNoise",
     "Defense",

@@ -22,7 +22,7 @@ Details the paper leaves open, as chosen here:
 - the last term is unbounded (E(y)'s mass on the true class can go to 0), so it reads
   ``CE`` with E(y) clipped at 1e-4: it stops pushing once that mass is below 1e-4;
 - predictions are ``log D(softmax(logits))``, so evaluation's argmax and softmax read the
-  decoded classes; DCAE (CAE with DiscreteSGD) is not implemented.
+  decoded classes. DCAE (CAE followed by DiscreteSGD) is :mod:`nopeek.defenses.dcae`.
 
 E(onehot(k)) is the same for every example of class k, so the fake labels are a fixed recoding
 of the classes: an attacker that only groups gradients (clustering, scored up to a renaming of
@@ -119,11 +119,11 @@ class CAE(Defense):
 
     def __init__(self, *, confusion: float | None = None, steps: float | None = None) -> None:
         super().__init__()
-        example = "e.g. --defense cae:confusion=1,steps=2000"
+        example = f"e.g. --defense {self.name}:confusion=1,steps=2000"
         check_positive(self.name, "confusion", confusion, example=example)
         check_positive(self.name, "steps", steps, example=example)
         if steps is not None and steps != int(steps):
-            raise ConfigError(f"cae steps must be a whole number, got {steps}; {example}")
+            raise ConfigError(f"{self.name} steps must be a whole number, got {steps}; {example}")
         self.confusion = 1.0 if confusion is None else float(confusion)
         self.steps = 2000 if steps is None else int(steps)
         self.autoencoder: ConfusionalAutoencoder | None = None
@@ -132,7 +132,7 @@ class CAE(Defense):
         check_one_task(self.name, ctx)
         k = ctx.extra.get("n_classes")
         if not isinstance(k, int) or k < 2:
-            raise ConfigError(f"cae needs the number of classes before training, got {k!r}")
+            raise ConfigError(f"{self.name} needs the number of classes before training, got {k!r}")
         # trained on the CPU before the run starts: its draws come from a CPU generator
         draws = generator(ctx.seed, "defense.noise", self.purpose, self.party_index, 0)
         with seeded(ctx.seed, "defense.layers", self.purpose, self.party_index, "", ""):
@@ -143,8 +143,9 @@ class CAE(Defense):
         accuracy, _ = self.round_trip()
         if accuracy < 1.0:
             log.warning(
-                "cae: the decoder recovers %.0f%% of the %d classes after %d steps; predictions "
-                "of the others decode wrongly (raise cae steps)",
+                "%s: the decoder recovers %.0f%% of the %d classes after %d steps; predictions "
+                "of the others decode wrongly (raise its steps)",
+                self.name,
                 100 * accuracy,
                 k,
                 self.steps,
@@ -152,11 +153,11 @@ class CAE(Defense):
 
     def _ae(self, n_classes: int) -> ConfusionalAutoencoder:
         if self.autoencoder is None:
-            raise RuntimeError("cae: call setup(ctx) before training")
+            raise RuntimeError(f"{self.name}: call setup(ctx) before training")
         if n_classes != self.autoencoder.k:
             raise ConfigError(
-                f"cae was trained for {self.autoencoder.k} classes but an objective has "
-                f"{n_classes}; use cae on single-task runs"
+                f"{self.name} was trained for {self.autoencoder.k} classes but an objective has "
+                f"{n_classes}; use {self.name} on single-task runs"
             )
         return self.autoencoder
 
@@ -174,7 +175,7 @@ class CAE(Defense):
         """(decoder accuracy on the K one-hot labels, share of fake labels whose top class is
         another class)."""
         if self.autoencoder is None:
-            raise RuntimeError("cae: call setup(ctx) before training")
+            raise RuntimeError(f"{self.name}: call setup(ctx) before training")
         ae = self.autoencoder
         eye = torch.eye(ae.k, device=next(ae.parameters()).device)
         fake = ae.encoder(eye)
@@ -188,10 +189,11 @@ class CAE(Defense):
         return {"confusion": self.confusion, "steps": self.steps}
 
     def metrics(self) -> dict[str, Any]:
-        out = {f"cae_{k}": v for k, v in self.params().items()}
+        prefix = self.name.replace("-", "_")
+        out = {f"{prefix}_{k}": v for k, v in self.params().items()}
         if self.autoencoder is not None:
             accuracy, other = self.round_trip()
-            out |= {"cae_decoder_accuracy": accuracy, "cae_fake_top_other": other}
+            out |= {f"{prefix}_decoder_accuracy": accuracy, f"{prefix}_fake_top_other": other}
         return out
 
     def state_dict(self) -> dict[str, Any]:

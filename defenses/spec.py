@@ -13,7 +13,7 @@ A value is converted by the kind its defense declares: ``float`` (finite), ``boo
     cut-noise:gaussian,target_epsilon=8,clip=1,inference=true
     dp-sgd:epsilon=8,delta=1e-5    max-norm    marvell:s=1    isotropic:match=marvell,s=1
     adversarial:weight=1,decoder=conv    grad-sparsify:keep=0.1    mid:weight=0.01
-    cae:confusion=1    label-dp:epsilon=2
+    cae:confusion=1    dcae:bins=12    label-dp:epsilon=2
 
 Every mistake is one :class:`~nopeek.errors.ConfigError` line naming the fix.
 """
@@ -31,6 +31,7 @@ from nopeek.defenses.adversarial import Adversarial
 from nopeek.defenses.base import Defense
 from nopeek.defenses.cae import CAE
 from nopeek.defenses.cut_noise import CutNoise
+from nopeek.defenses.dcae import DCAE
 from nopeek.defenses.dpsgd import DPSGD
 from nopeek.defenses.label_dp import LabelDP
 from nopeek.defenses.label_gradient import (
@@ -66,7 +67,7 @@ DEFENSES: Registry[type[Defense]] = Registry(
 )
 for _cls in (CutNoise, DPSGD, MaxNorm, MaxNormMult, Marvell, IsotropicNoise, Adversarial):
     DEFENSES.register(_cls.name, _cls)
-for _cls in (GradientSparsification, MID, CAE, LabelDP):  # label defenses of issue 20
+for _cls in (GradientSparsification, MID, CAE, DCAE, LabelDP):  # label defenses of issue 20
     DEFENSES.register(_cls.name, _cls)
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
@@ -171,6 +172,8 @@ def parse_defenses(
         if any(h.name == name for h in hooks):
             raise ConfigError(f"defense {name} is given twice; give each defense once")
         hooks.append(DEFENSES.get(name)(**options))
+    if {"cae", "dcae"} <= {h.name for h in hooks}:
+        raise ConfigError("dcae is cae followed by DiscreteSGD; give one of cae and dcae")
     for hook in hooks:
         if getattr(hook, "needs_binary", False) and n_classes is not None and n_classes != 2:
             raise binary_labels_error(hook.name, n_classes)

@@ -4,6 +4,7 @@ import pytest
 
 from nopeek.defenses import (
     CAE,
+    DCAE,
     DEFENSES,
     DPSGD,
     MID,
@@ -23,7 +24,7 @@ from nopeek.errors import ConfigError
 
 def test_every_defense_is_registered_under_its_name():
     classes = (CutNoise, DPSGD, MaxNorm, MaxNormMult, Marvell, IsotropicNoise, Adversarial)
-    classes += (GradientSparsification, MID, CAE, LabelDP)
+    classes += (GradientSparsification, MID, CAE, DCAE, LabelDP)
     assert DEFENSES.names() == sorted(c.name for c in classes)
     for cls in classes:
         assert DEFENSES.get(cls.name) is cls
@@ -53,7 +54,7 @@ def test_specs_parse_to_typed_options(spec, name, options):
 @pytest.mark.parametrize(
     "spec,match",
     [
-        ("noise", "unknown defense 'noise'; choose one of: adversarial, cae, cut-noise, dp-sgd, "
+        ("noise", "unknown defense 'noise'; choose one of: adversarial, cae, cut-noise, dcae, dp-sgd, "
                   "grad-sparsify, isotropic, label-dp, marvell, max-norm, max-norm-mult, mid"),
         ("", "empty defense"),
         ("cut-noise:sgima=1", "unknown option 'sgima' for cut-noise; valid options: mechanism"),
