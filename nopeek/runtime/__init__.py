@@ -25,7 +25,8 @@ from nopeek.plugins import lazy_exports
 
 if TYPE_CHECKING:
     from nopeek.runtime.inprocess import InProcessRuntime, StepOutput, weighted_mean
-    from nopeek.runtime.party import Party, Penalty, flatten_state, load_flat_state
+    from nopeek.runtime.party import Party, Penalty
+    from nopeek.runtime.segments import flatten_state, load_flat_state
 
 _LAZY = {
     "InProcessRuntime": "nopeek.runtime.inprocess",
@@ -33,8 +34,8 @@ _LAZY = {
     "weighted_mean": "nopeek.runtime.inprocess",
     "Party": "nopeek.runtime.party",
     "Penalty": "nopeek.runtime.party",
-    "flatten_state": "nopeek.runtime.party",
-    "load_flat_state": "nopeek.runtime.party",
+    "flatten_state": "nopeek.runtime.segments",
+    "load_flat_state": "nopeek.runtime.segments",
 }
 
 

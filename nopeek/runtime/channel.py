@@ -24,7 +24,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor
@@ -89,6 +89,20 @@ class WireRecord:
     receiver: str = ""
     kind: str = ""
     codec: str = ""  # the compressor's spec ("" uncompressed); shape and dtype are decoded ones
+
+    def row(self) -> tuple[Any, ...]:
+        """The fields in order, as a checkpoint stores them (``WireRecord(*row)`` is this record
+        again); a shallow copy, unlike ``dataclasses.astuple``, which recursed into every field
+        and made each epoch's checkpoint of a long run cost seconds.
+
+        >>> r = WireRecord("conv2", "forward", "train", 0, 3, (64, 8), "float32", 2048)
+        >>> WireRecord(*r.row()) == r
+        True
+        """
+        return tuple(getattr(self, name) for name in _RECORD_FIELDS)
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(WireRecord))
 
 
 @dataclass
@@ -243,11 +257,13 @@ class InProcessChannel(Channel):
     def __init__(self, log: WireLog | None = None) -> None:
         super().__init__(log)
         self._queues: dict[tuple[str, str], deque[Message]] = defaultdict(deque)
+        self._pending = 0  # messages queued: counted, so a check costs nothing per queue
 
     def _deliver(self, msg: Message) -> None:
         ids = None if msg.ids is None else msg.ids.clone()
         copy = replace(msg, tensor=msg.tensor.clone(), ids=ids)
         self._queues[(msg.sender, msg.receiver)].append(copy)
+        self._pending += 1
 
     def recv(
         self, *, sender: str, receiver: str, kind: str, cut: str, step: int | None = None
@@ -258,6 +274,7 @@ class InProcessChannel(Channel):
                 f"{receiver} expected a {kind} at cut {cut!r} from {sender}, but none was sent"
             )
         msg = queue.popleft()
+        self._pending -= 1
         got = (msg.kind, msg.cut, msg.step if step is not None else None)
         want = (kind, cut, step)
         if got != want:
@@ -269,4 +286,4 @@ class InProcessChannel(Channel):
 
     def pending(self) -> int:
         """Messages sent but not yet received (0 after a complete step)."""
-        return sum(len(q) for q in self._queues.values())
+        return self._pending

@@ -81,7 +81,8 @@ class InProcessRuntime:
         }
         self.tick = 0  # message step counter: every party derives the same one from the schedule
         self._all = tuple(n.name for n in topology.nodes)
-        self._plans: dict[tuple[str, ...], frozenset[str]] = {}
+        self._plans: dict[tuple[str, ...], tuple[frozenset[str], list[str], list[str]]] = {}
+        self._viewing: set[str] = set(self.parties)  # the parties that may hold a view
 
     @property
     def hooks(self) -> list[CutHook]:
@@ -138,10 +139,12 @@ class InProcessRuntime:
             for hook, hs in zip(self._hooks_of(names), state["hooks"], strict=True):
                 hook.load_state_dict(copy.deepcopy(hs))  # nothing of ``state`` shared after
 
-    def views(self, batch: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
-        """What each party of this process holds of ``batch`` (its own keys, plus the sample
-        ids)."""
-        views = self.topology.views(batch, self.local)
+    def views(
+        self, batch: dict[str, Tensor], parties: Sequence[str] | None = None
+    ) -> dict[str, dict[str, Tensor]]:
+        """What each party of this process (or of ``parties``) holds of ``batch`` (its own
+        keys, plus the sample ids)."""
+        views = self.topology.views(batch, self.local if parties is None else list(parties))
         if "ids" in batch:
             for view in views.values():
                 view["ids"] = batch["ids"]
@@ -156,15 +159,9 @@ class InProcessRuntime:
         accumulate in the segments' parameters.
         """
         plan = tuple(nodes) if nodes is not None else self._all
-        active = self._plans.get(plan)
-        if active is None:
-            active = self._plans.setdefault(plan, frozenset(plan))
-        taking_part = {self.topology.node(n).party for n in plan}
-        for name, view in self.views(batch).items():  # a party sitting this step out gets none
-            if name in self.parties:
-                self.parties[name].view = view if name in taking_part else {}
+        active, taking_part, mine = self._plan(plan)
+        self._give_views(batch, taking_part)
         step, self.tick = self.tick, self.tick + 1
-        mine = [n for n in plan if self.topology.node(n).party in self.parties]
         for name in mine:
             self._party_of(name).forward(name, step=step, train=train, active=active)
         if train:
@@ -172,11 +169,33 @@ class InProcessRuntime:
                 self._party_of(name).backward(name, step=step, active=active)
         outputs = {n: self._party_of(n).outputs[n] for n in mine}
         losses: dict[str, float] = {}
-        for party in self.parties.values():
-            losses |= party.end_step()
+        for name in taking_part:  # the others sent nothing and computed no loss
+            losses |= self.parties[name].end_step()
         if isinstance(self.channel, InProcessChannel) and self.channel.pending():
             raise ChannelError("a message was sent that no party received; the schedule is wrong")
         return StepOutput(outputs, losses)
+
+    def _plan(self, plan: tuple[str, ...]) -> tuple[frozenset[str], list[str], list[str]]:
+        """A step plan's active nodes, its parties here (in party order) and its nodes here;
+        worked out once per plan, so a step costs nothing per party that sits it out."""
+        known = self._plans.get(plan)
+        if known is None:
+            parties = {self.topology.node(n).party for n in plan}
+            known = self._plans[plan] = (
+                frozenset(plan),
+                [p for p in self.parties if p in parties],
+                [n for n in plan if self.topology.node(n).party in self.parties],
+            )
+        return known
+
+    def _give_views(self, batch: dict[str, Tensor], taking_part: list[str]) -> None:
+        """Each party of the step gets its view of ``batch``; one sitting it out gets none."""
+        views = self.views(batch, taking_part)
+        for name in self._viewing.difference(taking_part):
+            self.parties[name].view = {}
+        for name in taking_part:
+            self.parties[name].view = views[name]
+        self._viewing = set(taking_part)
 
     def counted_step(
         self, batch: dict[str, Tensor], *, nodes: Sequence[str] | None = None

@@ -38,6 +38,7 @@ from nopeek.compress import Compressor, Packed
 from nopeek.errors import ChannelError
 from nopeek.hooks import CutHook
 from nopeek.runtime.channel import ACTIVATION, GRADIENT, WEIGHTS, Channel, Message
+from nopeek.runtime.segments import Spares, flatten_state, load_flat_state
 from nopeek.topology import DATA_PREFIX, Node, Topology
 
 # A penalty on one node's output, computed by that node's party: (its data view, output) -> loss
@@ -79,7 +80,7 @@ class Party:
         self.reset_optimizer()
         self.view: dict[str, Tensor] = {}
         self.flops: float | None = None  # set to 0.0 to count this party's FLOPs
-        self._shells: dict[str, tuple[nn.Module, torch.device]] = {}
+        self._spares = Spares(self.factories)  # segments given up, kept without their memory
         # who reads what, per step plan (fixed per topology): (node, active) -> receivers, and
         # (src, node, active) -> whether node is this party's last reader of src in backward
         self._routes: dict[tuple[str, frozenset[str]], list[str]] = {}
@@ -436,7 +437,7 @@ class Party:
     # --- weights (relay, federated averaging) -------------------------------------------------
     def send_weights(self, node_name: str, receiver: str, *, step: int, release: bool) -> None:
         """Send the segment of ``node_name`` as one flat vector; ``release`` drops it here."""
-        flat = flatten_state(self._segment(node_name))
+        flat = self._spares.export(node_name, self._segment(node_name))
         cut = self._topo.cut_of(node_name)
         self.channel.post(Message(WEIGHTS, cut, self.name, receiver, step, flat))
         if release:
@@ -459,49 +460,24 @@ class Party:
         self.channel.post(Message(WEIGHTS, cut, self.name, receiver, step, flat.detach().clone()))
 
     def _release(self, node_name: str) -> None:
-        """Give up the segment. One this party built itself has its tensors freed (moved to the
-        meta device) and its empty shell kept, so the next hand-off allocates instead of
-        rebuilding; the topology's own module (the initial weights) is only let go of."""
+        """Give up the segment. One this party built itself is kept with its memory freed, so
+        the next hand-off copies into it instead of rebuilding
+        (:class:`~nopeek.runtime.segments.Spares`); the topology's own module (the initial
+        weights) is only let go of."""
         module = self.segments[node_name]
         if module is not None and module is not self.nodes[node_name].module:
-            device = next((t.device for t in module.state_dict().values()), torch.device("cpu"))
-            self._shells[node_name] = (module.to("meta"), device)
+            self._spares.give_up(node_name, module)
         self.segments[node_name] = None
         self.reset_optimizer()
 
     def load_weights(self, node_name: str, flat: Tensor, *, fresh_optimizer: bool) -> None:
-        """Put a flat state into the segment of ``node_name`` (building it if not held)."""
+        """Put a flat state into the segment of ``node_name`` (taking it back if not held)."""
         module = self.segments[node_name]
         if module is None:
-            if node_name in self._shells:
-                shell, device = self._shells.pop(node_name)
-                module = shell.to_empty(device=device)
-            else:
-                module = self.factories[node_name]()
-            self.segments[node_name] = module
-        load_flat_state(module, flat)
+            module = self.segments[node_name] = self._spares.take(node_name)
+        self._spares.load(node_name, module, flat)
         if fresh_optimizer:
             self.reset_optimizer()
 
 
-def flatten_state(module: nn.Module) -> Tensor:
-    """A module's whole state (parameters and buffers) as one flat float32 vector (P,)."""
-    parts = [t.detach().reshape(-1).to(torch.float32).cpu() for t in module.state_dict().values()]
-    return torch.cat(parts) if parts else torch.zeros(0)
-
-
-def load_flat_state(module: nn.Module, flat: Tensor) -> None:
-    """Inverse of :func:`flatten_state`: copy ``flat`` (P,) into ``module``'s state in place."""
-    state = module.state_dict()
-    total = sum(t.numel() for t in state.values())
-    if flat.dim() != 1 or flat.numel() != total:
-        raise ChannelError(
-            f"weights message holds {flat.numel()} values but the segment has {total}; "
-            "sender and receiver must run the same architecture"
-        )
-    offset = 0
-    with torch.no_grad():
-        for t in state.values():
-            n = t.numel()
-            t.copy_(flat[offset : offset + n].reshape(t.shape).to(t.dtype))
-            offset += n
+__all__ = ["Party", "Penalty", "flatten_state", "load_flat_state"]
