@@ -151,6 +151,12 @@ STREAMS: dict[str, Stream] = {
         "derive_seed(seed, 'data.aligned-max-train')",
         derived("data.aligned-max-train"),
     ),
+    "data.augment": Stream(
+        "nopeek.data.bundled: the pixel shifts of the copies of digits-x10's training images",
+        (),
+        "derive_seed(seed, 'data.augment')",
+        derived("data.augment"),
+    ),
     "model.init": Stream(
         "nopeek.training.assemble, eval.fedavg: the initial weights of the whole model",
         (),

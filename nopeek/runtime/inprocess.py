@@ -242,28 +242,60 @@ class InProcessRuntime:
     @torch.no_grad()
     def fedavg(self, nodes: dict[str, str], fed: str, weights: dict[str, float]) -> None:
         """Federated averaging of client segments: each client (``nodes``: client -> node) sends
-        its segment to ``fed``, which returns the mean weighted by ``weights`` (shard sizes)."""
+        its segment to ``fed``, which returns the mean weighted by ``weights`` (shard sizes).
+
+        Streaming: ``fed`` adds each client's segment to one running sum as it arrives and each
+        client takes the mean as soon as it is sent, so neither ``fed`` nor the channel ever
+        holds more than one client's segment besides the sum (the same numbers as
+        :func:`weighted_mean` over all of them)."""
         step, self.tick = self.tick, self.tick + 1
         local = self.parties
         cuts = {c: self.topology.cut_of(n) for c, n in nodes.items()}
+        acc = WeightedSum({c: weights[c] for c in nodes})
         for client, node in nodes.items():
             if client in local:
                 local[client].send_weights(node, fed, step=step, release=False)
-        if fed in local:
-            server = local[fed]
-            got = {c: server.receive_weights(cuts[c], c, step=step) for c in nodes}
-            mean = weighted_mean(got, weights)
-            for client in nodes:
-                server.forward_weights(mean, cuts[client], client, step=step)
+            if fed in local:
+                acc.add(client, local[fed].receive_weights(cuts[client], client, step=step))
+        mean = acc.mean() if fed in local else None
         for client, node in nodes.items():
+            if mean is not None:
+                local[fed].forward_weights(mean, cuts[client], client, step=step)
             if client in local:
                 flat = local[client].receive_weights(cuts[client], fed, step=step)
                 local[client].load_weights(node, flat, fresh_optimizer=False)
 
 
+class WeightedSum:
+    """The weighted mean of flat vectors added one at a time, in float64 (only the running sum
+    is kept): :func:`weighted_mean`'s numbers, bit for bit, when added in its order.
+
+    >>> acc = WeightedSum({"a": 1.0, "b": 3.0})
+    >>> acc.add("a", torch.tensor([4.0])); acc.add("b", torch.tensor([8.0]))
+    >>> acc.mean().tolist()
+    [7.0]
+    """
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        self.weights = weights
+        self.total = sum(weights.values())
+        self._acc: Tensor | None = None
+
+    def add(self, key: str, flat: Tensor) -> None:
+        """Add ``flat`` (P,) with the weight of ``key``."""
+        term = flat.double() * (self.weights[key] / self.total)
+        self._acc = term if self._acc is None else self._acc.add_(term)
+
+    def mean(self) -> Tensor:
+        """The weighted mean (P,) float32 of what was added."""
+        if self._acc is None:
+            raise ChannelError("no segment was added to the average")
+        return self._acc.to(torch.float32)
+
+
 def weighted_mean(flats: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
     """sum_k w_k * flat_k / sum_k w_k, accumulated in float64 (P,)."""
-    total = sum(weights[k] for k in flats)
-    terms = [flats[k].double() * (weights[k] / total) for k in flats]
-    acc = sum(terms[1:], terms[0])  # terms[0] + terms[1] + ..., as sum(terms) adds them
-    return acc.to(torch.float32)
+    acc = WeightedSum({k: weights[k] for k in flats})
+    for key, flat in flats.items():
+        acc.add(key, flat)
+    return acc.mean()

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from nopeek.data.party import RunSplit
 from nopeek.errors import ChannelError, ConfigError
 from nopeek.registry import Registry
-from nopeek.runtime import InProcessRuntime, flatten_state, load_flat_state, weighted_mean
+from nopeek.runtime import InProcessRuntime, flatten_state, load_flat_state
+from nopeek.runtime.inprocess import WeightedSum
 from nopeek.seeding import generator, numpy_rng
 from nopeek.topology import Topology
 
@@ -222,10 +223,13 @@ class SplitFed(_Sharded):
 
 @torch.no_grad()
 def average_local(party: Party, copies: dict[str, str], weights: dict[str, float]) -> None:
-    """A party's own segment copies (client -> node) replaced by their weighted mean."""
+    """A party's own segment copies (client -> node) replaced by their weighted mean, summed
+    one copy at a time (one flat copy besides the running sum)."""
     held = {c: _held(party, n) for c, n in copies.items()}
-    flats = {c: flatten_state(m) for c, m in held.items()}
-    mean = weighted_mean(flats, weights)
+    acc = WeightedSum({c: weights[c] for c in copies})
+    for client, module in held.items():
+        acc.add(client, flatten_state(module))
+    mean = acc.mean()
     for module in held.values():
         load_flat_state(module, mean)
 

@@ -177,3 +177,8 @@ class Spares:
             kept.load(flat)
         else:
             load_flat_state(module, flat)
+
+    def take_if_kept(self, node: str) -> nn.Module | None:
+        """The kept segment of ``node`` as it is (its storage freed), or None."""
+        kept = self._kept.get(node)
+        return kept.module if kept is not None else None

@@ -96,7 +96,14 @@ def _all_ids(ds) -> torch.Tensor:
 
 
 def test_registry_names() -> None:
-    assert DATASETS.names() == ["breast-cancer", "cifar10", "digits", "fashion-mnist", "mnist"]
+    assert DATASETS.names() == [
+        "breast-cancer",
+        "cifar10",
+        "digits",
+        "digits-x10",
+        "fashion-mnist",
+        "mnist",
+    ]
 
 
 def test_digits_shapes_ranges_ids() -> None:
