@@ -13,7 +13,8 @@
   of the gradient sent back), :class:`MID` (``mid``, a variational bottleneck on what it
   receives), :class:`CAE` (``cae``, soft fake labels from a confusional autoencoder),
   :class:`DCAE` (``dcae``, CAE then the gradient sent back quantised, DiscreteSGD),
-  :class:`LabelDP` (``label-dp``, randomized response on the labels).
+  :class:`LabelDP` (``label-dp``, randomized response on the labels), :class:`Mixup`
+  (``mixup``, training on mixed received activations and labels).
 
 Each is a :class:`~nopeek.hooks.CutHook`; :func:`parse_defenses` builds them from the
 ``--defense`` specs (grammar in :mod:`nopeek.defenses.spec`) and :data:`DEFENSES` lists them.
@@ -41,6 +42,7 @@ from nopeek.defenses.label_gradient import (
 )
 from nopeek.defenses.marvell import Marvell, MarvellNoise, solve_marvell, sum_kl
 from nopeek.defenses.mid import MID
+from nopeek.defenses.mixup import Mixup
 from nopeek.defenses.sparsify import GradientSparsification
 from nopeek.defenses.spec import (
     DEFENSES,
@@ -64,6 +66,7 @@ __all__ = [
     "LabelDP",
     "LabelGradientDefense",
     "MID",
+    "Mixup",
     "Marvell",
     "MarvellNoise",
     "MaxNorm",

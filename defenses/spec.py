@@ -13,7 +13,7 @@ A value is converted by the kind its defense declares: ``float`` (finite), ``boo
     cut-noise:gaussian,target_epsilon=8,clip=1,inference=true
     dp-sgd:epsilon=8,delta=1e-5    max-norm    marvell:s=1    isotropic:match=marvell,s=1
     adversarial:weight=1,decoder=conv    grad-sparsify:keep=0.1    mid:weight=0.01
-    cae:confusion=1    dcae:bins=12    label-dp:epsilon=2
+    cae:confusion=1    dcae:bins=12    label-dp:epsilon=2    mixup:lam=0.5
 
 Every mistake is one :class:`~nopeek.errors.ConfigError` line naming the fix.
 """
@@ -43,6 +43,7 @@ from nopeek.defenses.label_gradient import (
 )
 from nopeek.defenses.marvell import Marvell
 from nopeek.defenses.mid import MID
+from nopeek.defenses.mixup import Mixup
 from nopeek.defenses.sparsify import GradientSparsification
 from nopeek.errors import ConfigError
 from nopeek.hooks import CutHook, TrainContext
@@ -67,7 +68,7 @@ DEFENSES: Registry[type[Defense]] = Registry(
 )
 for _cls in (CutNoise, DPSGD, MaxNorm, MaxNormMult, Marvell, IsotropicNoise, Adversarial):
     DEFENSES.register(_cls.name, _cls)
-for _cls in (GradientSparsification, MID, CAE, DCAE, LabelDP):  # label defenses of issue 20
+for _cls in (GradientSparsification, MID, CAE, DCAE, LabelDP, Mixup):  # label defenses, issue 20
     DEFENSES.register(_cls.name, _cls)
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}

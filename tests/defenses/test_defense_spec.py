@@ -16,6 +16,7 @@ from nopeek.defenses import (
     Marvell,
     MaxNorm,
     MaxNormMult,
+    Mixup,
     parse_defenses,
     parse_spec,
 )
@@ -24,7 +25,7 @@ from nopeek.errors import ConfigError
 
 def test_every_defense_is_registered_under_its_name():
     classes = (CutNoise, DPSGD, MaxNorm, MaxNormMult, Marvell, IsotropicNoise, Adversarial)
-    classes += (GradientSparsification, MID, CAE, DCAE, LabelDP)
+    classes += (GradientSparsification, MID, CAE, DCAE, LabelDP, Mixup)
     assert DEFENSES.names() == sorted(c.name for c in classes)
     for cls in classes:
         assert DEFENSES.get(cls.name) is cls
@@ -54,8 +55,9 @@ def test_specs_parse_to_typed_options(spec, name, options):
 @pytest.mark.parametrize(
     "spec,match",
     [
-        ("noise", "unknown defense 'noise'; choose one of: adversarial, cae, cut-noise, dcae, dp-sgd, "
-                  "grad-sparsify, isotropic, label-dp, marvell, max-norm, max-norm-mult, mid"),
+        ("noise", "unknown defense 'noise'; choose one of: adversarial, cae, cut-noise, dcae, "
+                  "dp-sgd, grad-sparsify, isotropic, label-dp, marvell, max-norm, max-norm-mult, "
+                  "mid, mixup"),
         ("", "empty defense"),
         ("cut-noise:sgima=1", "unknown option 'sgima' for cut-noise; valid options: mechanism"),
         ("max-norm:r=1", "unknown option 'r' for max-norm; valid options: none"),
