@@ -9,6 +9,13 @@ one class get gradients that point alike (for softmax cross-entropy the logit gr
 ``p - onehot(y)``, back-propagated through the label party's layers), so each cluster is one
 class. Unlike the norm and direction scores it works for any number of classes.
 
+Liu and Lyu cluster the smashed data as well: the forward activations the data party itself
+computes and sends, which a trained client segment already groups by class (the server's layers
+separate the classes from them). ``cluster-activations`` (:class:`ClusterActivations`) is that
+variant: the same k-means over the activations the gradient receiver sent at the cut in the
+training phase (granted ``sent_activations``: its own messages, nothing of the label party),
+for the epochs the trainer kept them (the last one).
+
 Details the papers leave open, as chosen here:
 
 - ``metric=cosine`` (default) clusters the unit-normalised gradient rows (the direction only, as
@@ -38,9 +45,11 @@ from nopeek.seeding import stream_seed
 METRICS = ("cosine", "euclidean")
 
 
-def cluster_gradients(g: Tensor, k: int, *, metric: str, seed: int) -> tuple[Tensor, Tensor]:
-    """k-means of gradient rows g (M, *cut_shape) -> (cluster of each row (M,), distances to
-    the k centroids (M, k)); ``metric="cosine"`` clusters the unit rows.
+def cluster_gradients(
+    g: Tensor, k: int, *, metric: str, seed: int, what: str = "gradients"
+) -> tuple[Tensor, Tensor]:
+    """k-means of rows g (M, *cut_shape) (gradients or activations) -> (cluster of each row
+    (M,), distances to the k centroids (M, k)); ``metric="cosine"`` clusters the unit rows.
 
     >>> g = torch.tensor([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0], [0.1, 3.0]])
     >>> labels, _ = cluster_gradients(g, 2, metric="cosine", seed=0)
@@ -49,7 +58,7 @@ def cluster_gradients(g: Tensor, k: int, *, metric: str, seed: int) -> tuple[Ten
     """
     if len(g) < k:
         raise ThreatModelError(
-            f"cluster needs at least {k} observed gradients per epoch, got {len(g)}; train with "
+            f"cluster needs at least {k} observed {what} per epoch, got {len(g)}; train with "
             "a larger --record-samples"
         )
     rows = unit_rows(g) if metric == "cosine" else g.detach().flatten(1).double()
@@ -71,6 +80,7 @@ class ClusterAttack(Attack):
     threat_model = ThreatModel(gradients=True)
     option_keys = ("metric", "positive")
     search_space = {"metric": METRICS}
+    observes = "gradients"  # the granted stream it clusters, epoch by epoch
 
     def __init__(self, *, metric: str | None = None, positive: str | None = None) -> None:
         self.metric, self.positive = metric, positive
@@ -80,9 +90,10 @@ class ClusterAttack(Attack):
         positive = _choice(self.positive, inputs, "positive", POSITIVE_CHOICES)
         k = inputs.n_classes
         ids, scores, predicted = {}, {}, {}
-        for epoch, seen in _by_epoch(inputs.need("gradients")):
+        what = "gradients" if self.observes == "gradients" else "activations"
+        for epoch, seen in _by_epoch(inputs.need(self.observes)):
             seed = stream_seed(inputs.seed, "attack.cluster", epoch)
-            labels, dist = cluster_gradients(seen.tensor, k, metric=metric, seed=seed)
+            labels, dist = cluster_gradients(seen.tensor, k, metric=metric, seed=seed, what=what)
             ids[epoch] = seen.ids.clone()
             if k > 2:
                 scores[epoch], predicted[epoch] = -dist.float(), labels
@@ -92,3 +103,18 @@ class ClusterAttack(Attack):
             predicted[epoch] = (labels == pos).long()
         extra = {"metric": metric, "positive": positive, "classes_up_to_permutation": k > 2}
         return LabelScores(ids=ids, scores=scores, predicted=predicted, extra=extra)
+
+
+@register
+class ClusterActivations(ClusterAttack):
+    """k-means of the activations the attacker itself sent at the cut while training, into the
+    classes (Liu and Lyu 2022 on smashed data); the options of ``cluster``.
+
+    Granted only ``sent_activations``: the data party's own forward messages (training phase,
+    the epochs the trainer kept), no gradient and nothing of the label party.
+    """
+
+    name = "cluster-activations"
+    threat_model = ThreatModel(sent_activations=True)
+    option_keys = ClusterAttack.option_keys
+    observes = "sent_activations"

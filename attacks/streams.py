@@ -95,7 +95,8 @@ ATTACK_STREAMS: dict[str, Stream] = {
         lambda seed: seed * CLONE_MUL + CLONE_OFFSET,
     ),
     "attack.cluster": Stream(
-        "attacks.label_cluster: the k-means start of one epoch's gradients (sklearn random_state)",
+        "attacks.label_cluster: the k-means start of one epoch's gradients or activations "
+        "(sklearn random_state)",
         ("epoch",),
         "derive_seed(seed, 'attack.cluster', epoch)",
         derived("attack.cluster"),
