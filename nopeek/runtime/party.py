@@ -84,6 +84,7 @@ class Party:
         # who reads what, per step plan (fixed per topology): (node, active) -> receivers, and
         # (src, node, active) -> whether node is this party's last reader of src in backward
         self._routes: dict[tuple[str, frozenset[str]], list[str]] = {}
+        self._used: dict[tuple[str, frozenset[str]], list[str]] = {}  # (node, active) -> inputs
         self._last_readers: dict[tuple[str, str, frozenset[str]], bool] = {}
         self._clear()
 
@@ -210,11 +211,7 @@ class Party:
                 "the relay must hand them over first"
             )
         with torch.set_grad_enabled(train):
-            args = [
-                self._input(src, step, train, node_name)
-                for src in node.inputs
-                if self._uses(src, active)
-            ]
+            args = [self._input(src, step, train, node_name) for src in self._uses(node, active)]
             with self._counting():
                 out = module(*args)
                 self._losses(node_name, out, train)
@@ -253,10 +250,8 @@ class Party:
         if todo:
             with self._counting():
                 torch.autograd.backward([t for t, _ in todo], [g for _, g in todo])
-        for src in node.inputs:
-            if src.startswith(DATA_PREFIX) or not self._uses(src, active):
-                continue
-            if self._is_last_reader(src, node_name, active):
+        for src in self._uses(node, active):
+            if not src.startswith(DATA_PREFIX) and self._is_last_reader(src, node_name, active):
                 self._send_back(src, step)
 
     # --- pieces -----------------------------------------------------------------------------
@@ -270,8 +265,13 @@ class Party:
             yield
         self.flops += float(counter.get_total_flops())
 
-    def _uses(self, src: str, active: frozenset[str]) -> bool:
-        return src.startswith(DATA_PREFIX) or src in active
+    def _uses(self, node: Node, active: frozenset[str]) -> list[str]:
+        """The inputs ``node`` reads in a step of ``active`` nodes: its data and the active
+        sources (worked out once per plan: a server read by K clients reads one per step)."""
+        key = (node.name, active)
+        if key not in self._used:
+            self._used[key] = [s for s in node.inputs if s.startswith(DATA_PREFIX) or s in active]
+        return self._used[key]
 
     def _input(self, src: str, step: int, train: bool, node_name: str) -> Tensor:
         if src.startswith(DATA_PREFIX):

@@ -161,8 +161,13 @@ class _Sharded(Strategy):
         return {c: self.train.subset(p) for c, p in zip(self.clients, parts)}
 
     def _readers(self, client: str) -> list[str]:
-        """The nodes of the server side that read ``client``'s output."""
-        return [n.name for n in self.topology.nodes if client in n.inputs]
+        """The nodes of the server side that read ``client``'s output (indexed once)."""
+        if not hasattr(self, "_read_by"):
+            self._read_by: dict[str, list[str]] = {}
+            for n in self.topology.nodes:
+                for src in dict.fromkeys(n.inputs):
+                    self._read_by.setdefault(src, []).append(n.name)
+        return list(self._read_by.get(client, []))
 
 
 class Relay(_Sharded):
