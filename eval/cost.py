@@ -90,6 +90,7 @@ __all__ = [
     "profile_split",
     "sgd_values",
     "sl_values",
+    "splitfed_values",
 ]
 
 BYTES_PER_VALUE = 4  # float32 activations, gradients and weights
@@ -123,6 +124,18 @@ def fedavg_values(*, params: int, clients: int) -> float:
     92.0
     """
     return float(2 * params * clients)
+
+
+def splitfed_values(*, p: int, q: int, clients: int, shared: int) -> float:
+    """Values a SplitFed epoch (Thapa et al. 2022, v1 or v2) moves in total:
+    ``2pq + 2 * shared * K``: the cut both ways for every sample, and each client's segment
+    (``shared`` = ``eta*N``) up to the fed server and the average back once per round. v1's
+    averaging of the server copies happens inside the server: nothing crosses for it.
+
+    >>> splitfed_values(p=10, q=3, clients=2, shared=15)
+    120.0
+    """
+    return float(2 * p * q + 2 * shared * clients)
 
 
 def sgd_values(*, params: int, clients: int, p: int, batch: int) -> float:

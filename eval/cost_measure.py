@@ -33,6 +33,7 @@ from nopeek.eval.cost import (
     fedavg_values,
     profile_split,
     sl_values,
+    splitfed_values,
 )
 from nopeek.eval.fedavg import fedavg
 from nopeek.runtime.channel import WireLog
@@ -73,13 +74,14 @@ def _train_bytes(wire: WireLog, epochs: int) -> float:
     return float(sum(r.nbytes for r in wire.records if r.phase == "train" and r.epoch < epochs))
 
 
-def _split_run(base: TrainConfig, target: float, max_epochs: int):
-    """Train the relay run for 8, 16, ... epochs until the target is reached (or max_epochs)."""
+def _split_run(base: TrainConfig, target: float, max_epochs: int, **topology: str):
+    """Train the relay run (or ``topology``'s) for 8, 16, ... epochs until the target is
+    reached (or max_epochs)."""
     from nopeek.training.trainer import train
 
     epochs = min(FIRST_SPLIT_EPOCHS, max_epochs)
     while True:
-        cfg = TrainConfig(**(base.to_dict() | {"epochs": epochs}))
+        cfg = TrainConfig(**(base.to_dict() | topology | {"epochs": epochs}))
         result = train(cfg, quiet=True)
         hit = _first_hit(result.metrics["test_accuracy_per_epoch"], target)
         if hit is not None or epochs >= max_epochs:
@@ -100,9 +102,11 @@ def measure(
     seed: int = 0,
     relay: str = "peer",
     max_train: int | None = None,
+    splitfed: tuple[str, ...] = (),
 ) -> dict:
-    """Split learning (many-clients relay) and FedAvg trained to ``target`` test accuracy;
-    returns ``{"setting": ..., "split": Measured, "fedavg": Measured}`` (see module doc).
+    """Split learning (many-clients relay), SplitFed (each version in ``splitfed``: v1, v2)
+    and FedAvg trained to ``target`` test accuracy; returns ``{"setting": ..., "split":
+    Measured, "splitfed-v1": Measured, ..., "fedavg": Measured}`` (see module doc).
 
     >>> out = measure(clients=2, target=1.0, max_epochs=1, max_train=40)
     >>> sl = out["split"]  # one epoch: one hand-off fewer than the formula's K
@@ -138,6 +142,7 @@ def measure(
     net, _ = build_cost_model(base.model, input_shape=ds.input_shape, n_classes=ds.n_classes)
     prof = profile_split(net, input_shape=ds.input_shape, cut=base.cut, name=base.model)
     sl = _measure_split(base, prof, p, target, max_epochs)
+    sf = {f"splitfed-{v}": _measure_splitfed(base, prof, p, target, v) for v in splitfed}
     fl = _measure_fedavg(base, ds, prof, target)
     setting = {
         "dataset": dataset,
@@ -155,7 +160,7 @@ def measure(
         "seed": seed,
         "relay": relay,
     }
-    return {"setting": setting, "split": sl, "fedavg": fl}
+    return {"setting": setting, "split": sl, **sf, "fedavg": fl}
 
 
 def _measure_split(base: TrainConfig, prof, p: int, target: float, max_epochs: int) -> Measured:
@@ -172,6 +177,27 @@ def _measure_split(base: TrainConfig, prof, p: int, target: float, max_epochs: i
         reached=hit is not None,
         test_accuracy=accs[e - 1],
         bytes_total=_train_bytes(split.wire, e),
+        bytes_predicted=e * per_epoch * BYTES_PER_VALUE,
+        flops_clients=e * flops,
+        flops_predicted=e * prof.flops_client * p,
+    )
+
+
+def _measure_splitfed(base: TrainConfig, prof, p: int, target: float, version: str) -> Measured:
+    run, hit = _split_run(
+        base, target, base.epochs, topology="splitfed", splitfed=version, relay="peer"
+    )
+    accs = run.metrics["test_accuracy_per_epoch"]
+    e = hit or len(accs)
+    per_epoch = splitfed_values(p=p, q=prof.q, clients=base.clients, shared=prof.client_params)
+    flops = sum(run.metrics.get(f"flops_client{k}", 0.0) for k in range(base.clients))
+    return Measured(
+        method=f"SplitFed {version}",
+        clients=base.clients,
+        epochs=e,
+        reached=hit is not None,
+        test_accuracy=accs[e - 1],
+        bytes_total=_train_bytes(run.wire, e),
         bytes_predicted=e * per_epoch * BYTES_PER_VALUE,
         flops_clients=e * flops,
         flops_predicted=e * prof.flops_client * p,
@@ -206,15 +232,15 @@ def format_measured(out: dict) -> str:
         f"{'method':30s}{'epochs':>7s}{'test acc':>9s}{'client MB':>11s}{'formula':>10s}"
         f"{'diff':>8s}{'client GFLOPs':>15s}{'formula':>10s}",
     ]
-    for key in ("split", "fedavg"):
-        m: Measured = out[key]
+    methods: list[Measured] = [m for m in out.values() if isinstance(m, Measured)]
+    for m in methods:
         epochs = f"{m.epochs}" if m.reached else f"{m.epochs}*"
         lines.append(
             f"{m.method:30s}{epochs:>7s}{m.test_accuracy:9.3f}{m.bytes_total / 1e6:11.3f}"
             f"{m.bytes_predicted / 1e6:10.3f}{m.bytes_error:8.2%}{m.flops_clients / 1e9:15.3f}"
             f"{m.flops_predicted / 1e9:10.3f}"
         )
-    if not (out["split"].reached and out["fedavg"].reached):
+    if not all(m.reached for m in methods):
         lines.append("* did not reach the target within --max-epochs")
     lines.append(
         "(client MB: every training message, each counted once; GFLOPs: all clients together)"

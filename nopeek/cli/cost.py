@@ -68,6 +68,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--relay", choices=["peer", "server"], default="peer", help="weight hand-off (peer)"
     )
     m.add_argument("--max-train", type=int, help="keep this many training samples")
+    m.add_argument(
+        "--splitfed",
+        default="v1,v2",
+        help="SplitFed versions to train as well, comma-separated, or none (default v1,v2)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -89,10 +94,9 @@ def run(args: argparse.Namespace) -> int:
     from nopeek.errors import ConfigError
 
     if args.measure:
-        clients = _clients(args.clients or "10")
-        if len(clients) != 1:
-            raise ConfigError(f"--measure takes one --clients value, got {args.clients}")
-        return _measure(args, clients[0])
+        for k in _clients(args.clients or "10"):
+            _measure(args, k, _versions(args.splitfed))
+        return 0
     if args.max_train is not None:
         raise ConfigError("--max-train applies to --measure only; drop it")
     return _compute(args, _clients(args.clients or "100,500"))
@@ -130,7 +134,17 @@ def _compute(args: argparse.Namespace, clients: list[int]) -> int:
     return 0
 
 
-def _measure(args: argparse.Namespace, clients: int) -> int:
+def _versions(text: str) -> tuple[str, ...]:
+    from nopeek.errors import ConfigError
+
+    versions = () if text == "none" else tuple(v.strip() for v in text.split(","))
+    bad = [v for v in versions if v not in ("v1", "v2")]
+    if bad:
+        raise ConfigError(f"--splitfed takes v1, v2 (comma-separated) or none, got {text!r}")
+    return versions
+
+
+def _measure(args: argparse.Namespace, clients: int, splitfed: tuple[str, ...]) -> int:
     from nopeek.eval.cost_measure import format_measured, measure
 
     folder = _plan(args.out)
@@ -146,10 +160,12 @@ def _measure(args: argparse.Namespace, clients: int) -> int:
         seed=args.seed,
         relay=args.relay,
         max_train=args.max_train,
+        splitfed=splitfed,
     )
     print(format_measured(out))
-    record = {"setting": out["setting"], "split": out["split"].to_json()}
-    _write(folder, {"measured": record | {"fedavg": out["fedavg"].to_json()}})
+    record = {k: v if k == "setting" else v.to_json() for k, v in out.items()}
+    name = "cost.json" if args.clients in (None, str(clients)) else f"cost-k{clients}.json"
+    _write(folder, {"measured": record}, name)
     return 0
 
 
@@ -164,11 +180,11 @@ def _plan(out: str | None) -> RunDir | None:
     return folder
 
 
-def _write(folder: RunDir | None, record: dict[str, Any]) -> None:
+def _write(folder: RunDir | None, record: dict[str, Any], name: str = "cost.json") -> None:
     if folder is None:
         return
     from nopeek.io import atomic_write_json
 
     with folder.writing(reuse=True) as where:
-        atomic_write_json(where / "cost.json", record)
-    print(f"-> {folder.path / 'cost.json'}")
+        atomic_write_json(where / name, record)
+    print(f"-> {folder.path / name}")

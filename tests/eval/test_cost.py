@@ -188,6 +188,7 @@ def test_cli_measure_and_list_cuts(capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "split learning (relay, peer)" in text and "federated learning (FedAvg)" in text
+    assert "SplitFed v1" in text and "SplitFed v2" in text
     assert main(["cost", "--model", "resnet50", "--list-cuts"]) == 0
     cuts = capsys.readouterr().out.split()
     assert "layer1*" in cuts and "layer2.0" in cuts
@@ -208,7 +209,7 @@ def test_cli_measure_and_list_cuts(capsys):
         (["--cut", "classifier.6"], r"is vgg16's output"),
         (["--dataset", "nope"], r"unknown dataset 'nope'"),
         (["--dataset", "digits"], r"vgg16 does not run on inputs of shape \(1, 8, 8\)"),
-        (["--measure", "--clients", "2,3"], r"--measure takes one --clients value"),
+        (["--measure", "--splitfed", "v3"], r"--splitfed takes v1, v2 .* or none, got 'v3'"),
         (["--measure", "--target", "1.5"], r"--target must be an accuracy"),
     ],
 )
