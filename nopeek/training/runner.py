@@ -16,7 +16,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,7 @@ class Runner:
         self.history: dict[str, list[float]] = {"train_loss": [], "test_accuracy": []}
         self.train_seconds = 0.0
         self.flops_per_sample: dict[tuple[str, ...], dict[str, float]] = {}
+        self.capture_files: list[tuple[str, int]] = []  # the checkpoint's shards: (file, count)
 
     def state_dict(self, *, captures: bool = True) -> dict[str, Any]:
         """The run's state as plain tensors and containers (what ``--resume`` needs to continue
@@ -168,9 +169,11 @@ class Runner:
         ``hooks`` (each hook instance's state once: noise generators, accountants), ``history``
         (name -> one number per epoch), ``train_seconds``, ``flops_per_sample`` (``"node|node"``
         -> party -> FLOPs), ``channel_bytes`` (a distributed channel's header and payload byte
-        counters), ``wire_records`` (one tuple per message) and ``captures`` (``(record, tensor
+        counters), ``wire_records`` (one tuple per message), ``captures`` (``(record, tensor
         (N, ...), ids (N,))``; ``captures=False``: none, for a finished run whose captures are
-        in observations.pt).
+        in observations.pt, or a checkpoint that keeps them in shards) and ``capture_files``
+        (the shards written so far: ``(file name, captures in it)``; see
+        :func:`nopeek.rundir.checkpoint.save`).
 
         >>> from nopeek import TrainConfig
         >>> from nopeek.training.assemble import assemble
@@ -192,10 +195,11 @@ class Runner:
                 int(getattr(channel, "header_bytes", 0)),
                 int(getattr(channel, "payload_bytes", 0)),
             ],
-            "wire_records": [astuple(r) for r in self.wire.records],
-            "captures": [(astuple(c.record), c.tensor, c.ids) for c in self.wire.captures]
+            "wire_records": [r.row() for r in self.wire.records],
+            "captures": [(c.record.row(), c.tensor, c.ids) for c in self.wire.captures]
             if captures
             else [],
+            "capture_files": [list(f) for f in self.capture_files],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -218,6 +222,7 @@ class Runner:
             channel.header_bytes, channel.payload_bytes = (int(v) for v in saved)
         self.wire.records[:] = [WireRecord(*r) for r in state["wire_records"]]
         self.wire.captures[:] = [Capture(WireRecord(*r), t, i) for r, t, i in state["captures"]]
+        self.capture_files = [(str(n), int(c)) for n, c in state.get("capture_files", [])]
 
     def _setup_hooks(self, bound: dict[str, list[CutHook]]) -> None:
         cfg, sizes = self.config, self.strategy.shard_sizes()

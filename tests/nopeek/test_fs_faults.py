@@ -164,7 +164,7 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_nothing(tmp_path, capsys, mo
 
     calls = []
 
-    def fsync(fd):  # the marker and config.json fit, the first checkpoint does not
+    def fsync(fd):  # the marker and config.json fit, the first checkpoint (its captures) not
         calls.append(fd)
         if len(calls) >= 3:
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -172,7 +172,8 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_nothing(tmp_path, capsys, mo
     monkeypatch.setattr(io.os, "fsync", fsync)
     assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 2
     err = _err(capsys)
-    assert "checkpoint.pt: no space left on the device; free space or choose another" in err
+    assert "/run/captures/00000000-" in err  # the epoch's capture shard, written first
+    assert ".pt: no space left on the device; free space or choose another" in err
     assert len(calls) == 3 and list(tmp_path.iterdir()) == []
 
 

@@ -274,3 +274,44 @@ def test_a_last_batch_of_one_sample_trains_and_resumes_under_nopeek(tmp_path, mo
     monkeypatch.setattr(checkpoint, "save", save)
     assert main(_argv(0, tmp_path / "cut", "--resume")) == 0
     _assert_same_run(tmp_path / "cut", tmp_path / "full")
+
+
+# ------------------------------------------------------------------ capture shards
+
+
+def test_each_checkpoint_writes_only_its_epochs_captures(tmp_path, monkeypatch, capsys):
+    """A checkpoint lists shards, each written once with the captures since the last one; they
+    restore the wire log's captures in order, a damaged one is one line, and the finished run
+    keeps its captures in observations.pt only."""
+    save, sizes, out = checkpoint.save, [], tmp_path / "cut"
+
+    def save_then_interrupt(out, runner, epochs_done, **kw):  # Ctrl-C after epoch 2
+        save(out, runner, epochs_done, **kw)
+        sizes.append(len(runner.wire.captures))
+        if epochs_done == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_interrupt)
+    assert main(_argv(0, out)) == 130
+    capsys.readouterr()
+    state = torch.load(out / checkpoint.FILENAME, weights_only=True)
+    assert state["captures"] == []  # none inline
+    bounds = [0, *sizes]
+    want = [[f"{a:08d}-{b:08d}.pt", b - a] for a, b in zip(bounds, bounds[1:]) if b > a]
+    assert [list(f) for f in state["capture_files"]] == want and len(want) == 2
+    restored = checkpoint.read(out / checkpoint.FILENAME)["captures"]
+    shards = [torch.load(out / "captures" / n, weights_only=True) for n, _ in want]
+    assert len(restored) == sizes[-1] == sum(len(s) for s in shards)
+    for got, saved in zip(restored, [c for s in shards for c in s]):
+        assert tuple(got[0]) == tuple(saved[0]) and torch.equal(got[1], saved[1])
+
+    kept = (out / "captures" / want[1][0]).read_bytes()
+    (out / "captures" / want[1][0]).write_bytes(kept[: len(kept) // 2])
+    monkeypatch.setattr(checkpoint, "save", save)
+    assert main(_argv(0, out, "--resume")) == 2
+    assert f"capture shard {out / 'captures' / want[1][0]} is corrupt" in _err(capsys)
+    (out / "captures" / want[1][0]).write_bytes(kept)
+    assert main(_argv(0, out, "--resume")) == 0
+    assert main(_argv(0, tmp_path / "full")) == 0
+    _assert_same_run(out, tmp_path / "full")
+    assert not (out / "captures").exists()
