@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_dcor.py
 	$(BIN)/python benchmarks/bench_report.py
 	$(BIN)/python benchmarks/bench_parties.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_scale.py
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_distributed.py
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_transport.py
 
