@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from nopeek.attacks._target import Target
-from nopeek.compress import by_kind
+from nopeek.compress import Compressor, by_kind
 from nopeek.config import TrainConfig
 from nopeek.errors import ThreatModelError
 from nopeek.runtime.channel import ACTIVATION
@@ -30,6 +30,12 @@ def query_segment(segment: nn.Module, batch: int = 512) -> Callable[[Tensor], Te
     return query
 
 
+def forward_codec(run: Target) -> Compressor | None:
+    """The compressor ``run`` applies to the activations it sends (None: uncompressed): the
+    recorded activations are its decode, and a white-box attacker inverts through it."""
+    return by_kind(run.config.compress).get(ACTIVATION)
+
+
 def as_sent(run: Target, query: Callable[[Tensor], Tensor], seed: int, sender: Sender | None):
     """A query returns what the client would *send*: its forward defenses (clipping, noise at
     inference) applied, as the deployed client would; the attacker's noise is freshly seeded.
@@ -38,7 +44,7 @@ def as_sent(run: Target, query: Callable[[Tensor], Tensor], seed: int, sender: S
 
     ``sender`` builds that transform from the run's config (attacks do not import defenses);
     without one, a defended run's queries are refused rather than answered undefended."""
-    codec = by_kind(run.config.compress).get(ACTIVATION)
+    codec = forward_codec(run)
     if codec is not None:
         return _compressed(_as_sent_defended(run, query, seed, sender), codec)
     return _as_sent_defended(run, query, seed, sender)

@@ -20,6 +20,7 @@ from nopeek.errors import ConfigError, ThreatModelError
 from nopeek.observe import Observed
 
 if TYPE_CHECKING:
+    from nopeek.compress import Compressor
     from nopeek.config import TrainConfig
 
 RECONSTRUCTION = "reconstruction"
@@ -106,6 +107,10 @@ class AttackInputs:
 
     ``own_train_inputs`` holds the attacking data party's own inputs of the training samples
     (its view: a vertical client's feature slice), labels -1, in id order.
+
+    ``compressor``: with ``activations``, the compressor the run applies to them on the wire
+    (its configuration is public), whose decode the recorded activations are; None when the
+    cut is not compressed forward.
     """
 
     input_shape: tuple[int, ...]
@@ -127,6 +132,7 @@ class AttackInputs:
     own_features: Tensor | None = None
     joint_model: nn.Module | None = None
     receiver_segment: nn.Module | None = None
+    compressor: Compressor | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def need(self, name: str) -> Any:

@@ -20,7 +20,7 @@ import torch
 from nopeek.attacks import _vertical
 from nopeek.attacks._folders import RunFolders
 from nopeek.attacks._scoring import check_ids, score, write_result
-from nopeek.attacks._sending import Sender, as_sent, query_segment, then_public
+from nopeek.attacks._sending import Sender, as_sent, forward_codec, query_segment, then_public
 from nopeek.attacks._target import (
     Target,
     client_segment,
@@ -218,6 +218,7 @@ def _grant(
     inputs = AttackInputs(ds.input_shape, ds.data_range, ds.n_classes, seed)
     if tm.activations:
         inputs.activations = _get(obs, run, "forward", "inference")
+        inputs.compressor = forward_codec(run)
     if tm.gradients:
         inputs.gradients = _get(obs, run, "backward", "train")
     if tm.aux_data:

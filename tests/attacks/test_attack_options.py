@@ -83,7 +83,8 @@ def test_the_keys_an_attack_reads_are_exactly_the_declared_ones(run_dir, name):
 def test_run_attack_refuses_an_unknown_option_before_writing(run_dir):
     with pytest.raises(
         ConfigError,
-        match=r"^unknown option 'stepz' for attack white-box; valid options: tv, lr, restarts$",
+        match=r"^unknown option 'stepz' for attack white-box; valid options: tv, lr, restarts, "
+        r"decode$",
     ):
         run_attack(run_dir, "white-box", steps=1, options={"stepz": 2})
     assert not (run_dir / "attacks").exists()
@@ -112,7 +113,6 @@ def test_sweep_and_tune_refuse_an_unknown_option_before_training(tmp_path, capsy
     argv += ["--max-ssim", "0.3"] if command == "tune" else []
     assert main(argv) == 2
     err = _one_line(capsys)
-    assert re.search(
-        r"unknown option 'stepz' for attack white-box; valid options: tv, lr, restarts, steps", err
-    )
+    valid = "tv, lr, restarts, decode, steps"
+    assert re.search(rf"unknown option 'stepz' for attack white-box; valid options: {valid}", err)
     assert not out.exists()
