@@ -31,7 +31,8 @@ class MaxPool2d(nn.MaxPool2d):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:  # (C, H, W): nothing to gain
-            return super().forward(x)
+            out: Tensor = super().forward(x)
+            return out
         y = F.max_pool2d(
             x.contiguous(memory_format=torch.channels_last),
             self.kernel_size,
