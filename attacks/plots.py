@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import torch
 from matplotlib.figure import Figure  # no pyplot: renders with Agg, never opens a window
 from torch import Tensor
 
@@ -16,10 +17,21 @@ FONT = 10  # points: SSIM numbers and row labels (about 14 px at DPI)
 CELL = 0.8  # inches per image column: 12 columns fit a report page (about 1000 px)
 
 
-def _as_image(x: Tensor):
-    """(C, H, W) tensor -> an array matplotlib shows: (H, W) for grey, (H, W, C) for colour."""
-    x = x.detach().float().cpu()
-    return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+GAP = 0.125  # of an image's width: the white space between two pictures
+
+
+def _mosaic(x: Tensor, x_hat: Tensor, data_range: float) -> Tensor:
+    """``x`` over ``x_hat`` (N, C, H, W) as one picture on [0, 1]: 2 rows of N images with
+    white gaps, (2H + g, N(W + g) - g) for grey images, with a trailing C for colour."""
+    n, c, h, w = x.shape
+    g = max(1, round(GAP * w))
+    out = torch.ones(c, 2 * h + g, n * (w + g) - g)
+    for row, images in enumerate((x, x_hat)):
+        scaled = images.detach().float().cpu().clamp(0, data_range) / data_range
+        for i in range(n):
+            top, left = row * (h + g), i * (w + g)
+            out[:, top : top + h, left : left + w] = scaled[i]
+    return out[0] if c == 1 else out.permute(1, 2, 0)
 
 
 def reconstruction_grid(
@@ -33,31 +45,34 @@ def reconstruction_grid(
 ) -> Figure:
     """A 2-row figure: ``x`` (N, C, H, W) on top, ``x_hat`` below, for the first ``max_images``.
 
-    ``ssim`` (N,) per-image values label the reconstructions. Pixel values are shown on the
-    fixed scale [0, data_range], so a washed-out reconstruction looks washed out. Text is
-    :data:`FONT` points, legible at 100 % zoom of the PNG saved at :data:`DPI`.
+    ``ssim`` (N,) per-image values are written under the reconstructions. Pixel values are shown
+    on the fixed scale [0, data_range], so a washed-out reconstruction looks washed out. Text is
+    :data:`FONT` points, legible at 100 % zoom of the PNG saved at :data:`DPI`. The pictures are
+    one image on one axes (24 axes took 0.3 s to build, twice the time of saving the PNG).
+
+    >>> fig = reconstruction_grid(torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8),
+    ...                           ssim=torch.tensor([0.5, 0.25, 1.0]), data_range=1.0, title="t")
+    >>> [t.get_text() for t in fig.axes[0].texts]
+    ['original', 'reconstr.', '0.50', '0.25', '1.00']
     """
     n = min(len(x), max_images)
-    fig = Figure(figsize=(max(CELL * n + 0.6, 4.5), 2.5), dpi=DPI)
-    axes = fig.subplots(2, n, squeeze=False)
-    for i in range(n):
-        for row, img in enumerate((x[i], x_hat[i])):
-            ax = axes[row][i]
-            ax.imshow(
-                _as_image(img.clamp(0, data_range) / data_range),
-                cmap="gray",
-                vmin=0.0,
-                vmax=1.0,
-                interpolation="nearest",
-            )
-            ax.set_xticks([])
-            ax.set_yticks([])
-        if ssim is not None:
-            axes[1][i].set_title(f"{float(ssim[i]):.2f}", fontsize=FONT, pad=2)
-    axes[0][0].set_ylabel("original", fontsize=FONT)
-    axes[1][0].set_ylabel("reconstr.", fontsize=FONT)
+    h, w = x.shape[-2:]
+    mosaic = _mosaic(x[:n], x_hat[:n], data_range)
+    width, height = max(CELL * n + 0.6, 4.5), 2.5
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    # room for the row labels on the left, the title above and the SSIM numbers below
+    ax = fig.add_axes((0.5 / width, 0.3 / height, 1 - 0.6 / width, 1 - 0.75 / height))
+    ax.imshow(mosaic.numpy(), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_axis_off()
+    g = max(1, round(GAP * w))
+    for row, label in enumerate(("original", "reconstr.")):
+        ax.text(-g, row * (h + g) + h / 2, label, fontsize=FONT, rotation=90,
+                ha="right", va="center")  # fmt: skip
+    if ssim is not None:
+        for i in range(n):
+            ax.text(i * (w + g) + w / 2, 2 * h + g + 0.5, f"{float(ssim[i]):.2f}",
+                    fontsize=FONT, ha="center", va="top")  # fmt: skip
     fig.suptitle(title, fontsize=FONT + 1)
-    fig.tight_layout()
     return fig
 
 
