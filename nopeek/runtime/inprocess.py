@@ -265,6 +265,63 @@ class InProcessRuntime:
                 flat = local[client].receive_weights(cuts[client], fed, step=step)
                 local[client].load_weights(node, flat, fresh_optimizer=False)
 
+    @torch.no_grad()
+    def fed_add(self, client: str, node: str, fed: str, acc: WeightedSum) -> None:
+        """One client's part of a streamed federated average: ``client`` sends the segment of
+        ``node`` to ``fed``, which adds it to the running weighted sum ``acc`` (one message).
+        :meth:`fed_return` ends the round; together they move :meth:`fedavg`'s messages."""
+        step, self.tick = self.tick, self.tick + 1
+        local = self.parties
+        if client in local:
+            local[client].send_weights(node, fed, step=step, release=False)
+        if fed in local:
+            cut = self.topology.cut_of(node)
+            acc.add(client, local[fed].receive_weights(cut, client, step=step))
+
+    @torch.no_grad()
+    def fed_return(self, nodes: dict[str, str], fed: str, acc: WeightedSum) -> None:
+        """``fed`` sends the mean of ``acc`` to every client (``nodes``: client -> node), one
+        message at a time; each takes it as its segment's state. The clients of this process
+        that received the same state share one buffer of it (copy-on-write:
+        :meth:`~nopeek.runtime.segments.FlatSegment.share`), so K clients between rounds cost
+        one segment's memory."""
+        step, self.tick = self.tick, self.tick + 1
+        local = self.parties
+        mean = acc.mean() if fed in local else None
+        shared: Tensor | None = None
+        for client, node in nodes.items():
+            cut = self.topology.cut_of(node)
+            if mean is not None:
+                local[fed].forward_weights(mean, cut, client, step=step)
+            if client not in local:
+                continue
+            flat = local[client].receive_weights(cut, fed, step=step)
+            seg = local[client].flat_segment(node)
+            if seg is None:
+                local[client].load_weights(node, flat, fresh_optimizer=False)
+                continue
+            flat = flat.to(seg.flat.device)
+            if shared is not None and torch.equal(flat, shared):
+                flat = shared  # the same bytes: keep one buffer of them
+            seg.share(flat)
+            shared = flat
+
+    @torch.no_grad()
+    def share_identical(self, held: Sequence[tuple[str, str]]) -> None:
+        """Segments of this process (``held``: (party, node) pairs) whose state equals the
+        first one's, bit for bit, point into one buffer of it (copy-on-write): a SplitFed round
+        starts with one buffer for the K equal client segments (and v1's server copies)."""
+        first: Tensor | None = None
+        for party, node in held:
+            seg = self.parties[party].flat_segment(node) if party in self.parties else None
+            if seg is None:
+                continue
+            if first is None:
+                seg.share(seg.flat)  # no longer this segment's alone
+                first = seg.flat
+            elif seg.flat is not first and torch.equal(seg.flat, first):
+                seg.share(first)
+
 
 class WeightedSum:
     """The weighted mean of flat vectors added one at a time, in float64 (only the running sum

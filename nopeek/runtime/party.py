@@ -38,7 +38,7 @@ from nopeek.compress import Compressor, Packed
 from nopeek.errors import ChannelError
 from nopeek.hooks import CutHook
 from nopeek.runtime.channel import ACTIVATION, GRADIENT, WEIGHTS, Channel, Message
-from nopeek.runtime.segments import Spares, flatten_state, load_flat_state
+from nopeek.runtime.segments import FlatSegment, Spares, flatten_state, load_flat_state
 from nopeek.topology import DATA_PREFIX, Node, Topology
 
 # A penalty on one node's output, computed by that node's party: (its data view, output) -> loss
@@ -449,6 +449,15 @@ class Party:
         if module is None:
             raise ChannelError(f"{self.name} does not hold the segment of {node_name} to send")
         return module
+
+    def export_segment(self, node_name: str) -> Tensor:
+        """A copy of the held segment of ``node_name``'s state as one flat vector (P,)."""
+        return self._spares.export(node_name, self._segment(node_name))
+
+    def flat_segment(self, node_name: str) -> FlatSegment | None:
+        """The held segment of ``node_name`` as one flat buffer (None where it cannot be one):
+        what shares a state copy-on-write (SplitFed v1's turns)."""
+        return self._spares.flat(node_name, self._segment(node_name))
 
     def receive_weights(self, cut: str, sender: str, *, step: int) -> Tensor:
         """The flat state (P,) of a segment ending at ``cut``, sent by ``sender``."""

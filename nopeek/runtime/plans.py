@@ -27,8 +27,9 @@ from torch import Tensor, nn
 from nopeek.data.party import RunSplit
 from nopeek.errors import ChannelError, ConfigError
 from nopeek.registry import Registry
-from nopeek.runtime import InProcessRuntime, flatten_state, load_flat_state
+from nopeek.runtime import InProcessRuntime, load_flat_state
 from nopeek.runtime.inprocess import WeightedSum
+from nopeek.runtime.segments import FlatSegment
 from nopeek.seeding import generator, numpy_rng
 from nopeek.topology import Topology
 
@@ -194,9 +195,19 @@ class Relay(_Sharded):
 
 
 class SplitFed(_Sharded):
-    """Clients in parallel; client segments (and v1's server copies) averaged each round."""
+    """Clients in parallel; client segments (and v1's server copies) averaged each round.
+
+    v2 interleaves the clients step by step (its one server segment serves them in turn). In v1
+    the clients of a round are independent (each trains its own copy of the round's client
+    segment with its own server copy, averaged at the round's end), so one process takes them
+    one after another (:meth:`_v1_round`): the same numbers, with one client segment and one
+    server copy live at a time.
+    """
 
     def epoch(self, runtime: InProcessRuntime, batch_size: int, epoch: int) -> Iterator[Step]:
+        if self.topology.options.get("splitfed") == "v1":
+            yield from self._v1_round(runtime, batch_size, epoch)
+            return
         streams = [
             iter(batches(self.shards[c], batch_size, seed=self.seed, epoch=epoch, client=k))
             for k, c in enumerate(self.clients)
@@ -215,8 +226,33 @@ class SplitFed(_Sharded):
             i += 1
         sizes = {c: float(n) for c, n in self.shard_sizes().items()}
         runtime.fedavg({c: c for c in self.clients}, "fed", sizes)
-        if self.topology.options.get("splitfed") == "v1" and "server" in runtime.parties:
-            average_local(runtime.parties["server"], self._server_copies(), sizes)
+
+    def _v1_round(self, runtime: InProcessRuntime, batch_size: int, epoch: int) -> Iterator[Step]:
+        """A v1 round, client after client. Client k (and server copy k) start from the
+        round's global state, shared copy-on-write by every client (and copy): its turn copies
+        it, trains over the shard, adds the result to the fed server's (and the server's)
+        running weighted sum and drops the copy. At the end each client gets the fed server's
+        mean and every server copy the server's, again one shared buffer each."""
+        sizes = {c: float(n) for c, n in self.shard_sizes().items()}
+        copies = self._server_copies()
+        server = runtime.parties.get("server")
+        runtime.share_identical([(c, c) for c in self.clients])
+        runtime.share_identical([("server", s) for s in copies.values()])
+        fed_sum, server_sum = WeightedSum(dict(sizes)), WeightedSum(dict(sizes))
+        for k, client in enumerate(self.clients):
+            turn = _owned(runtime, [(client, client), ("server", copies[client])])
+            for i, batch in enumerate(
+                batches(self.shards[client], batch_size, seed=self.seed, epoch=epoch, client=k)
+            ):
+                yield Step([client, copies[client]], batch, [client, "server"], i)
+            runtime.fed_add(client, client, "fed", fed_sum)
+            if server is not None:
+                server_sum.add(client, server.export_segment(copies[client]))
+            for seg in turn:
+                seg.disown()
+        runtime.fed_return({c: c for c in self.clients}, "fed", fed_sum)
+        if server is not None:
+            average_into(server, copies, server_sum)
 
     def _server_copies(self) -> dict[str, str]:
         return {c: self._readers(c)[0] for c in self.clients}
@@ -226,17 +262,30 @@ class SplitFed(_Sharded):
         return [first, *self._readers(first)]
 
 
+def _owned(runtime: InProcessRuntime, held: list[tuple[str, str]]) -> list[FlatSegment]:
+    """The flat segments of ``held`` ((party, node) pairs of this process), each with a
+    private copy of its state (:meth:`FlatSegment.own`) for its turn."""
+    turn = []
+    for party, node in held:
+        seg = runtime.parties[party].flat_segment(node) if party in runtime.parties else None
+        if seg is not None:
+            seg.own()
+            turn.append(seg)
+    return turn
+
+
 @torch.no_grad()
-def average_local(party: Party, copies: dict[str, str], weights: dict[str, float]) -> None:
-    """A party's own segment copies (client -> node) replaced by their weighted mean, summed
-    one copy at a time (one flat copy besides the running sum)."""
-    held = {c: _held(party, n) for c, n in copies.items()}
-    acc = WeightedSum({c: weights[c] for c in copies})
-    for client, module in held.items():
-        acc.add(client, flatten_state(module))
+def average_into(party: Party, copies: dict[str, str], acc: WeightedSum) -> None:
+    """A party's own segment copies (client -> node) all take the mean of ``acc``: one shared
+    buffer (copy-on-write) where they are flat segments, a copy each otherwise."""
     mean = acc.mean()
-    for module in held.values():
-        load_flat_state(module, mean)
+    for node in copies.values():
+        seg = party.flat_segment(node)
+        if seg is None:
+            load_flat_state(_held(party, node), mean)
+        else:
+            seg.share(mean.to(seg.flat.device))
+            mean = seg.flat
 
 
 def _held(party: Party, node: str) -> nn.Module:

@@ -74,6 +74,8 @@ class FlatSegment:
     def __init__(self, module: nn.Module, flat: Tensor, tensors: list[Tensor]) -> None:
         self.module, self.flat, self._tensors = module, flat, tensors
         self._nbytes = flat.numel() * flat.element_size()
+        self.owned = True  # the buffer is this segment's alone (False: shared, copy-on-write)
+        self._before: Tensor | None = None  # the shared buffer :meth:`own` copied
 
     @classmethod
     @torch.no_grad()
@@ -112,6 +114,9 @@ class FlatSegment:
     def load(self, flat: Tensor) -> None:
         """Take ``flat`` (P,) as the state (re-allocating the buffer if it was freed)."""
         _check_size(flat, self.flat.numel())
+        if not self.owned:  # never write into a buffer others read
+            self._point(torch.empty_like(self.flat))
+            self.owned, self._before = True, None
         storage = self.flat.untyped_storage()
         if storage.nbytes() < self._nbytes:
             storage.resize_(self._nbytes)
@@ -122,11 +127,58 @@ class FlatSegment:
 
     def free(self) -> None:
         """Drop the buffer's memory and the gradients; the module object stays for the next
-        :meth:`load`."""
+        :meth:`load`. A shared buffer is not freed (others read it)."""
         for p in self.module.parameters():
             p.grad = None
-        if self.intact():
+        if self.owned and self.intact():
             self.flat.untyped_storage().resize_(0)
+
+    # --- copy-on-write: segments with the same state share one buffer ------------------------
+    @torch.no_grad()
+    def share(self, buffer: Tensor) -> None:
+        """Point the state into ``buffer`` (P,) float32 without copying it. The buffer is then
+        read-only to this segment: :meth:`own` copies it before anything writes (training).
+        Why: K copies of one averaged state (SplitFed's clients and v1's server copies between
+        rounds) cost one buffer instead of K."""
+        _check_size(buffer, self.flat.numel())
+        if buffer.dtype != torch.float32 or buffer.device != self.flat.device:
+            raise ChannelError(
+                f"a shared state must be float32 on {self.flat.device}, got {buffer.dtype} on "
+                f"{buffer.device}; load() it instead"
+            )
+        self._point(buffer)
+        self.owned, self._before = False, None
+
+    @torch.no_grad()
+    def own(self) -> None:
+        """A private copy of a shared state (one copy), so that training writes only here."""
+        if self.owned:
+            return
+        before = self.flat
+        self._point(before.clone())
+        self.owned, self._before = True, before
+
+    def disown(self) -> None:
+        """Drop the private state and the gradients: the segment points back into the buffer it
+        shared before :meth:`own` (so its values are those of before), or, without one, its
+        storage is freed. For a segment whose state was sent away and that is not read again
+        before it is given a new one (a SplitFed v1 client after its turn)."""
+        before = self._before
+        if before is None:
+            self.free()
+            return
+        for p in self.module.parameters():
+            p.grad = None
+        self._point(before)
+        self.owned, self._before = False, None
+
+    def _point(self, buffer: Tensor) -> None:
+        offset = 0
+        for t in self._tensors:
+            n = t.numel()
+            t.data = buffer[offset : offset + n].view(t.shape)
+            offset += n
+        self.flat = buffer
 
 
 class Spares:
@@ -139,6 +191,7 @@ class Spares:
         self.factories = factories
         self._kept: dict[str, FlatSegment] = {}
         self._meta: dict[str, tuple[nn.Module, torch.device]] = {}
+        self._adopted: dict[str, FlatSegment] = {}  # held segments made flat by :meth:`flat`
 
     def give_up(self, node: str, module: nn.Module) -> None:
         """Keep ``module`` (built by :meth:`take`) with its memory freed."""
@@ -164,10 +217,10 @@ class Spares:
         return module
 
     def export(self, node: str, module: nn.Module) -> Tensor:
-        """``module``'s state as one flat vector (P,), one copy when it is a kept segment."""
-        kept = self._kept.get(node)
-        if kept is not None and kept.module is module:
-            return kept.export()
+        """``module``'s state as one flat vector (P,), one copy when it is a flat segment."""
+        for known in (self._kept.get(node), self._adopted.get(node)):
+            if known is not None and known.module is module:
+                return known.export()
         return flatten_state(module)
 
     def load(self, node: str, module: nn.Module, flat: Tensor) -> None:
@@ -177,6 +230,20 @@ class Spares:
             kept.load(flat)
         else:
             load_flat_state(module, flat)
+
+    def flat(self, node: str, module: nn.Module) -> FlatSegment | None:
+        """``module`` (the held segment of ``node``) as a :class:`FlatSegment`, adopted on the
+        first call (None where it cannot be: then it is used as it is)."""
+        kept = self._kept.get(node)
+        if kept is not None and kept.module is module:
+            return kept
+        known = self._adopted.get(node)
+        if known is None or known.module is not module:
+            known = FlatSegment.adopt(module)
+            if known is None:
+                return None
+            self._adopted[node] = known
+        return known
 
     def take_if_kept(self, node: str) -> nn.Module | None:
         """The kept segment of ``node`` as it is (its storage freed), or None."""

@@ -15,6 +15,7 @@ from nopeek.errors import ChannelError
 from nopeek.models import build_model, split
 from nopeek.runtime import InProcessRuntime, flatten_state
 from nopeek.runtime.channel import InProcessChannel, Message
+from nopeek.runtime.inprocess import WeightedSum
 from nopeek.runtime.plans import Relay, SplitFed
 from nopeek.topology import many_clients, splitfed, vanilla
 from nopeek.training.trainer import train
@@ -89,7 +90,7 @@ def test_many_clients_with_one_client_equals_vanilla_exactly():
 
 # --- 2. SplitFed: a round ends in the shard-weighted mean ------------------------------------
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_splitfed_round_is_the_shard_weighted_mean(digits, version):
+def test_splitfed_round_is_the_shard_weighted_mean(digits, version, monkeypatch):
     topo = splitfed(_model(), ["conv2"], clients=3, version=version)
     runtime = InProcessRuntime(topo, lr=1e-2)
     strategy = SplitFed(topo, digits.train, non_iid=0.5, seed=0)
@@ -99,20 +100,23 @@ def test_splitfed_round_is_the_shard_weighted_mean(digits, version):
     assert sum(map(len, ids)) == len(digits.train) == len(set().union(*ids))  # disjoint, complete
     assert len(set(sizes.values())) == 3  # unequal shards: weighting matters
     servers = [f"server{k}" for k in range(3)] if version == "v1" else []
-    before: dict = {}
-    real_fedavg = runtime.fedavg
+    added: dict[int, list] = {}  # state size -> [(client, state as averaged, its weight)]
+    real_add = WeightedSum.add
 
-    def spy(nodes, fed, weights):
-        server = runtime.parties["server"]
-        before["clients"] = [
-            flatten_state(runtime.parties[c].segments[c]).double().numpy() for c in clients
-        ]
-        before["servers"] = [flatten_state(server.segments[s]).double().numpy() for s in servers]
-        before["weights"] = dict(weights)
-        real_fedavg(nodes, fed, weights)
+    def spy(acc, key, flat):  # what the fed server (and v1's server) sum, as they sum it
+        added.setdefault(flat.numel(), []).append((key, flat.double().numpy(), acc.weights[key]))
+        real_add(acc, key, flat)
 
-    runtime.fedavg = spy
+    monkeypatch.setattr(WeightedSum, "add", spy)
     _run_epoch(runtime, strategy, epoch=0)
+    p_client = _state_size(runtime.parties["client0"].segments["client0"])
+    before = {"clients": [f for _, f, _ in added[p_client]]}
+    before["weights"] = {k: w for k, _, w in added[p_client]}
+    assert [k for k, _, _ in added[p_client]] == clients
+    if servers:
+        p_server = _state_size(runtime.parties["server"].segments["server0"])
+        assert [k for k, _, _ in added[p_server]] == clients
+        before["servers"] = [f for _, f, _ in added[p_server]]
     assert before["weights"] == {c: float(sizes[c]) for c in clients}
     n = np.array([sizes[c] for c in clients], dtype=np.float64)
     groups = [("clients", [runtime.parties[c].segments[c] for c in clients])]
