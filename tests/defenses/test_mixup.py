@@ -119,3 +119,22 @@ def test_a_mixup_run_trains_and_reports(tmp_path):
     assert m["mixup_alpha"] == 1.0 and m["mixup_inputs"] is True
     assert 0.3 < m["mixup_mean_lambda"] < 0.7  # Beta(1, 1): mean 0.5
     assert m["test_accuracy"] > 0.2  # above the 0.1 of a constant guess
+
+
+@pytest.mark.parametrize("topology,cut", [("vertical", ""), ("u-shaped", "conv2,fc1")])
+def test_mixup_of_what_is_received_trains_on_other_topologies(tmp_path, topology, cut):
+    """Vertical: the server mixes both clients' activations with one draw; u-shaped: the client's
+    tail mixes what the server body returns."""
+    cfg = TrainConfig(
+        dataset="digits",
+        topology=topology,
+        cut=cut,
+        epochs=2,
+        max_train=200,
+        record_samples=16,
+        dcor_samples=50,
+        defenses=["mixup:inputs=true"],
+    )
+    m = train(cfg, tmp_path / "run", quiet=True).metrics
+    assert m["mixup_inputs"] is True and m["mixup_mean_lambda"] == 0.5
+    assert m["mixup_other_class_share"] > 0.5  # about 1 - 1/10 of the rows pair two classes
