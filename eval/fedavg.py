@@ -67,12 +67,25 @@ def _accuracy(model: nn.Module, split: Split, batch_size: int, device) -> float:
     return hits / len(split)
 
 
-def _local_epoch(model, shard: Split, cfg: TrainConfig, rnd: int, k: int, device) -> tuple:
-    """One client's local epoch: returns (FLOPs counted, mean loss)."""
+def _local_epoch(
+    model, shard: Split, cfg: TrainConfig, rnd: int, k: int, device, local_epochs: int = 1
+) -> tuple:
+    """One client's local training in round ``rnd``: ``local_epochs`` passes over its shard
+    (McMahan et al.'s E; pass e takes the batch order of epoch ``rnd * E + e``, so E = 1 is
+    the order of a split-learning client's turn) with one fresh Adam. Returns (FLOPs counted,
+    mean loss of the last pass)."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    flops = 0.0
+    for e in range(local_epochs):
+        done, loss = _one_pass(model, opt, shard, cfg, rnd * local_epochs + e, k, device)
+        flops += done
+    return flops, loss
+
+
+def _one_pass(model, opt, shard: Split, cfg: TrainConfig, epoch: int, k: int, device) -> tuple:
     flops, total = 0.0, 0.0
-    for batch in batches(shard, cfg.batch_size, seed=cfg.seed, epoch=rnd, client=k):
+    for batch in batches(shard, cfg.batch_size, seed=cfg.seed, epoch=epoch, client=k):
         x, y = batch["x"].to(device), batch["y"].to(device)
         opt.zero_grad(set_to_none=True)
         with FlopCounterMode(display=False) as counter:
@@ -85,11 +98,16 @@ def _local_epoch(model, shard: Split, cfg: TrainConfig, rnd: int, k: int, device
 
 
 def fedavg(
-    config: TrainConfig, *, target: float | None = None, dataset: Dataset | None = None
+    config: TrainConfig,
+    *,
+    target: float | None = None,
+    dataset: Dataset | None = None,
+    local_epochs: int = 1,
 ) -> FedAvgResult:
     """Train ``config.model`` on ``config.dataset`` by FedAvg with ``config.clients`` clients for
-    at most ``config.epochs`` rounds (one local epoch each), stopping after the first round whose
-    test accuracy reaches ``target``. ``cut`` and ``topology`` of the config are not used.
+    at most ``config.epochs`` rounds (``local_epochs`` passes over the own shard each), stopping
+    after the first round whose test accuracy reaches ``target``. ``cut`` and ``topology`` of
+    the config are not used.
 
     >>> cfg = TrainConfig(dataset="digits", clients=3, epochs=1, max_train=60, device="cpu")
     >>> res = fedavg(cfg)
@@ -102,6 +120,8 @@ def fedavg(
     cfg = config.resolved()
     if target is not None and not 0.0 < target <= 1.0:
         raise ConfigError(f"--target must be an accuracy in (0, 1], got {target}")
+    if local_epochs < 1:
+        raise ConfigError(f"--local-epochs must be >= 1, got {local_epochs}")
     ds = dataset if dataset is not None else cfg.load_data()
     device = pick_device(cfg.device)
     with seeded(cfg.seed, "model.init"):  # the initial weights of `nopeek train`, same seed
@@ -110,6 +130,7 @@ def fedavg(
     clients = [f"client{k}" for k in range(cfg.clients)]
     parts = shard_indices(ds.train.y, cfg.clients, non_iid=cfg.non_iid, seed=cfg.seed)
     run = _Run(cfg, global_model, {c: ds.train.subset(p) for c, p in zip(clients, parts)}, device)
+    run.local_epochs = local_epochs
     accuracies, losses = [], []
     for rnd in range(cfg.epochs):
         losses.append(run.round(rnd))
@@ -128,6 +149,7 @@ def fedavg(
         "parties": [*clients, SERVER],
         "seed": cfg.seed,
         "epochs": rounds,
+        "local_epochs": local_epochs,
         "test_accuracy": accuracies[-1],
         "train_loss_per_epoch": losses,
         "test_accuracy_per_epoch": accuracies,
@@ -148,6 +170,7 @@ class _Run:
         self.wire = WireLog()
         self.channel = InProcessChannel(self.wire)
         self.flops = dict.fromkeys(shards, 0.0)
+        self.local_epochs = 1
 
     def round(self, rnd: int) -> float:
         """One round: broadcast, local epochs, weighted average. Returns the mean train loss."""
@@ -160,7 +183,7 @@ class _Run:
             got = self.channel.recv(sender=SERVER, receiver=c, kind=WEIGHTS, cut=CUT, step=rnd)
             load_flat_state(self.local, got.tensor)
             done, client_loss = _local_epoch(
-                self.local, self.shards[c], self.cfg, rnd, k, self.device
+                self.local, self.shards[c], self.cfg, rnd, k, self.device, self.local_epochs
             )
             self.flops[c] += done
             loss += client_loss * self.sizes[c] / total

@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nopeek.cli.main import main
 from nopeek.config import TrainConfig
+from nopeek.errors import ConfigError
 from nopeek.eval.cost import (
     BYTES_PER_VALUE,
     build_cost_model,
@@ -23,6 +24,7 @@ from nopeek.eval.cost import (
 from nopeek.eval.cost_measure import measure
 from nopeek.eval.fedavg import fedavg
 from nopeek.models import build_model, split
+from nopeek.runtime import flatten_state
 from nopeek.runtime.plans import batches, shard_indices
 
 
@@ -220,3 +222,15 @@ def test_bad_input_is_one_line_and_exit_2(argv, match, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert re.search(match, err), err
+
+
+def test_fedavg_local_epochs_cost_flops_not_bytes():
+    cfg = TrainConfig(dataset="digits", clients=3, epochs=1, max_train=60, device="cpu")
+    one, three = fedavg(cfg), fedavg(cfg, local_epochs=3)
+    assert three.metrics["local_epochs"] == 3
+    for k in range(3):  # E passes: E times the FLOPs, the same weight messages
+        assert three.metrics[f"flops_client{k}"] == 3 * one.metrics[f"flops_client{k}"]
+    assert sum(r.nbytes for r in three.wire.records) == sum(r.nbytes for r in one.wire.records)
+    assert not torch.equal(flatten_state(three.model), flatten_state(one.model))
+    with pytest.raises(ConfigError, match="--local-epochs must be >= 1"):
+        fedavg(cfg, local_epochs=0)
