@@ -34,7 +34,12 @@ Residual = Callable[[Tensor, Tensor], Tensor]
 
 
 def plain_residual(y: Tensor, z: Tensor) -> Tensor:
-    """``y - z``: the guess's activation against the received one, as if nothing compressed."""
+    """``y - z``: the guess's activation against the received one, as if nothing compressed.
+
+    >>> import torch
+    >>> plain_residual(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 0.0]))
+    tensor([0., 2.])
+    """
     return y - z
 
 
