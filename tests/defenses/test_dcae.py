@@ -17,7 +17,7 @@ def _setup(hook, bare_ctx, k=10, seed=0):
 
 
 def test_discretise_matches_the_reference_rounding():
-    """VFLAIR's multistep_gradient, in numpy: round(g / (2B / bins)) * (2B / bins), |j| <= bins // 2."""
+    """VFLAIR's multistep_gradient in numpy: round(g / (2B / bins)) * 2B / bins, clipped."""
     g = torch.randn(64, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     for bins, bound in [(12, None), (4, None), (12, 0.5), (3, 2.0)]:
         b = float(np.abs(g.numpy()).max()) if bound is None else bound
