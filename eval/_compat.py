@@ -15,7 +15,7 @@ def check_attack_options(specs: Sequence[str]) -> None:
     >>> check_attack_options(["white-box:stepz=2"])
     Traceback (most recent call last):
     ...
-    nopeek.errors.ConfigError: unknown option 'stepz' for attack white-box; valid options: tv, lr, restarts, steps, aux_size, n_samples
+    nopeek.errors.ConfigError: unknown option 'stepz' for attack white-box; valid options: tv, lr, restarts, decode, steps, aux_size, n_samples
     """  # noqa: E501
     from nopeek.attacks import ATTACKS, check_options
     from nopeek.eval.settings import parse_attack
