@@ -118,7 +118,7 @@ def sl_values(*, p: int, q: int, clients: int, shared: int = 0, hops: int = 1) -
 
 
 def fedavg_values(*, params: int, clients: int) -> float:
-    """Values a FedAvg round (one local epoch) moves in total: ``2NK``.
+    """Values a FedAvg round moves in total: ``2NK``, whatever its local epochs.
 
     >>> fedavg_values(params=23, clients=2)
     92.0
@@ -126,16 +126,19 @@ def fedavg_values(*, params: int, clients: int) -> float:
     return float(2 * params * clients)
 
 
-def splitfed_values(*, p: int, q: int, clients: int, shared: int) -> float:
-    """Values a SplitFed epoch (Thapa et al. 2022, v1 or v2) moves in total:
-    ``2pq + 2 * shared * K``: the cut both ways for every sample, and each client's segment
-    (``shared`` = ``eta*N``) up to the fed server and the average back once per round. v1's
-    averaging of the server copies happens inside the server: nothing crosses for it.
+def splitfed_values(*, p: int, q: int, clients: int, shared: int, local_epochs: int = 1) -> float:
+    """Values a SplitFed round (Thapa et al. 2022, v1 or v2) moves in total:
+    ``2pq * E + 2 * shared * K``: the cut both ways for every sample in each of the ``E`` local
+    passes, and each client's segment (``shared`` = ``eta*N``) up to the fed server and the
+    average back once per round. v1's averaging of the server copies happens inside the server:
+    nothing crosses for it.
 
     >>> splitfed_values(p=10, q=3, clients=2, shared=15)
     120.0
+    >>> splitfed_values(p=10, q=3, clients=2, shared=15, local_epochs=2)
+    180.0
     """
-    return float(2 * p * q + 2 * shared * clients)
+    return float(2 * p * q * local_epochs + 2 * shared * clients)
 
 
 def sgd_values(*, params: int, clients: int, p: int, batch: int) -> float:

@@ -9,7 +9,8 @@ weights twice, with ``K`` clients:
 - by federated averaging (:func:`nopeek.eval.fedavg.fedavg`), read from its wire log and
   ``FlopCounterMode`` counts;
 
-each until its test accuracy first reaches ``target`` or ``max_epochs`` have run, and puts
+each until its test accuracy first reaches ``target`` or ``max_epochs`` have run (each method
+may have its own learning rate, local epochs and epoch budget: :class:`Knobs`), and puts
 next to every measured total the prediction of :mod:`nopeek.eval.cost`'s formulas for the same
 ``p``, ``q``, ``N``, ``eta`` and number of epochs. The split run is trained in one go for a
 number of epochs that doubles until the target is reached (a fixed seed makes its first ``e``
@@ -23,7 +24,8 @@ the hops) below the prediction: far inside the 5 % that the tests allow.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 
 from nopeek.config import TrainConfig
 from nopeek.errors import ConfigError
@@ -39,6 +41,44 @@ from nopeek.eval.fedavg import fedavg
 from nopeek.runtime.channel import WireLog
 
 FIRST_SPLIT_EPOCHS = 8
+METHODS = ("split", "splitfed-v1", "splitfed-v2", "fedavg")
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """One method's training knobs: Adam's learning rate, the local epochs ``E`` of a round
+    (SplitFed and FedAvg: passes over the own shard before the averaging; the relay has none)
+    and the most epochs (rounds) it may take.
+
+    >>> Knobs.parse("lr=3e-3,E=5,max=12", Knobs(1e-3, 1, 8))
+    Knobs(lr=0.003, local_epochs=5, max_epochs=12)
+    """
+
+    lr: float
+    local_epochs: int
+    max_epochs: int
+
+    @classmethod
+    def parse(cls, text: str, base: Knobs) -> Knobs:
+        """``lr=X,E=N,max=M`` (any of them; the others from ``base``), checked."""
+        names = {"lr": "lr", "E": "local_epochs", "max": "max_epochs"}
+        given: dict[str, float | int] = {}
+        for part in filter(None, (t.strip() for t in text.split(","))):
+            key, _, value = part.partition("=")
+            if key not in names:
+                raise ConfigError(
+                    f"knob {key!r} in {text!r} is none of lr, E, max; e.g. lr=3e-3,E=5"
+                )
+            try:
+                given[names[key]] = float(value) if key == "lr" else int(value)
+            except ValueError:
+                raise ConfigError(f"knob {part!r} needs a number, e.g. {key}=5") from None
+        return replace(base, **given).checked()
+
+    def checked(self) -> Knobs:
+        if not self.lr > 0 or self.local_epochs < 1 or self.max_epochs < 1:
+            raise ConfigError(f"knobs need lr > 0, E >= 1 and max >= 1, got {self}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -56,6 +96,9 @@ class Measured:
     bytes_predicted: float
     flops_clients: float
     flops_predicted: float
+    lr: float = 1e-3
+    local_epochs: int = 1
+    max_epochs: int = 0
 
     @property
     def bytes_error(self) -> float:
@@ -74,7 +117,7 @@ def _train_bytes(wire: WireLog, epochs: int) -> float:
     return float(sum(r.nbytes for r in wire.records if r.phase == "train" and r.epoch < epochs))
 
 
-def _split_run(base: TrainConfig, target: float, max_epochs: int, **topology: str):
+def _split_run(base: TrainConfig, target: float, max_epochs: int, **topology: str | int):
     """Train the relay run (or ``topology``'s) for 8, 16, ... epochs until the target is
     reached (or max_epochs)."""
     from nopeek.training.trainer import train
@@ -103,10 +146,14 @@ def measure(
     relay: str = "peer",
     max_train: int | None = None,
     splitfed: tuple[str, ...] = (),
+    knobs: Mapping[str, Knobs] | None = None,
 ) -> dict:
     """Split learning (many-clients relay), SplitFed (each version in ``splitfed``: v1, v2)
     and FedAvg trained to ``target`` test accuracy; returns ``{"setting": ..., "split":
     Measured, "splitfed-v1": Measured, ..., "fedavg": Measured}`` (see module doc).
+
+    ``knobs``: per method of :data:`METHODS`, its own :class:`Knobs`; the others train with
+    ``lr``, one local epoch and ``max_epochs``.
 
     >>> out = measure(clients=2, target=1.0, max_epochs=1, max_train=40)
     >>> sl = out["split"]  # one epoch: one hand-off fewer than the formula's K
@@ -119,6 +166,7 @@ def measure(
         raise ConfigError(f"--target must be an accuracy in (0, 1], got {target}")
     if max_epochs < 1:
         raise ConfigError(f"--max-epochs must be >= 1, got {max_epochs}")
+    knob = _knobs(knobs or {}, Knobs(lr, 1, max_epochs))
     base = TrainConfig(
         dataset=dataset,
         model=model,
@@ -141,9 +189,12 @@ def measure(
     p = len(ds.train)
     net, _ = build_cost_model(base.model, input_shape=ds.input_shape, n_classes=ds.n_classes)
     prof = profile_split(net, input_shape=ds.input_shape, cut=base.cut, name=base.model)
-    sl = _measure_split(base, prof, p, target, max_epochs)
-    sf = {f"splitfed-{v}": _measure_splitfed(base, prof, p, target, v) for v in splitfed}
-    fl = _measure_fedavg(base, ds, prof, target)
+    sl = _measure_split(_with(base, knob["split"]), prof, p, target)
+    sf = {
+        f"splitfed-{v}": _measure_splitfed(base, knob[f"splitfed-{v}"], prof, p, target, v)
+        for v in splitfed
+    }
+    fl = _measure_fedavg(_with(base, knob["fedavg"]), ds, prof, target, knob["fedavg"])
     setting = {
         "dataset": dataset,
         "model": base.model,
@@ -159,12 +210,29 @@ def measure(
         "lr": lr,
         "seed": seed,
         "relay": relay,
+        "knobs": {m: asdict(k) for m, k in knob.items()},
     }
     return {"setting": setting, "split": sl, **sf, "fedavg": fl}
 
 
-def _measure_split(base: TrainConfig, prof, p: int, target: float, max_epochs: int) -> Measured:
-    split, hit = _split_run(base, target, max_epochs)
+def _knobs(given: Mapping[str, Knobs], default: Knobs) -> dict[str, Knobs]:
+    unknown = sorted(set(given) - set(METHODS))
+    if unknown:
+        raise ConfigError(f"knobs for unknown methods {unknown}; use {', '.join(METHODS)}")
+    out = {m: given.get(m, default).checked() for m in METHODS}
+    if out["split"].local_epochs != 1:
+        raise ConfigError("split learning (relay) has no local epochs: drop E from its knobs")
+    return out
+
+
+def _with(base: TrainConfig, knobs: Knobs) -> TrainConfig:
+    """``base`` with a method's learning rate and epoch budget (its E goes to SplitFed's
+    topology option or to FedAvg)."""
+    return TrainConfig(**(base.to_dict() | {"lr": knobs.lr, "epochs": knobs.max_epochs}))
+
+
+def _measure_split(base: TrainConfig, prof, p: int, target: float) -> Measured:
+    split, hit = _split_run(base, target, base.epochs)
     accs = split.metrics["test_accuracy_per_epoch"]
     e = hit or len(accs)
     hops = 2 if base.relay == "server" else 1
@@ -180,16 +248,29 @@ def _measure_split(base: TrainConfig, prof, p: int, target: float, max_epochs: i
         bytes_predicted=e * per_epoch * BYTES_PER_VALUE,
         flops_clients=e * flops,
         flops_predicted=e * prof.flops_client * p,
+        lr=base.lr,
+        max_epochs=base.epochs,
     )
 
 
-def _measure_splitfed(base: TrainConfig, prof, p: int, target: float, version: str) -> Measured:
+def _measure_splitfed(
+    base: TrainConfig, knobs: Knobs, prof, p: int, target: float, version: str
+) -> Measured:
+    base, passes = _with(base, knobs), knobs.local_epochs
     run, hit = _split_run(
-        base, target, base.epochs, topology="splitfed", splitfed=version, relay="peer"
+        base,
+        target,
+        base.epochs,
+        topology="splitfed",
+        splitfed=version,
+        relay="peer",
+        local_epochs=passes,
     )
     accs = run.metrics["test_accuracy_per_epoch"]
     e = hit or len(accs)
-    per_epoch = splitfed_values(p=p, q=prof.q, clients=base.clients, shared=prof.client_params)
+    per_epoch = splitfed_values(
+        p=p, q=prof.q, clients=base.clients, shared=prof.client_params, local_epochs=passes
+    )
     flops = sum(run.metrics.get(f"flops_client{k}", 0.0) for k in range(base.clients))
     return Measured(
         method=f"SplitFed {version}",
@@ -200,12 +281,16 @@ def _measure_splitfed(base: TrainConfig, prof, p: int, target: float, version: s
         bytes_total=_train_bytes(run.wire, e),
         bytes_predicted=e * per_epoch * BYTES_PER_VALUE,
         flops_clients=e * flops,
-        flops_predicted=e * prof.flops_client * p,
+        flops_predicted=e * passes * prof.flops_client * p,
+        lr=base.lr,
+        local_epochs=passes,
+        max_epochs=base.epochs,
     )
 
 
-def _measure_fedavg(base: TrainConfig, ds, prof, target: float) -> Measured:
-    fed = fedavg(base, target=target, dataset=ds)  # base trains for max_epochs
+def _measure_fedavg(base: TrainConfig, ds, prof, target: float, knobs: Knobs) -> Measured:
+    E = knobs.local_epochs
+    fed = fedavg(base, target=target, dataset=ds, local_epochs=E)  # at most max_epochs rounds
     m, K = fed.metrics, base.clients
     rounds = m["epochs"]
     return Measured(
@@ -217,7 +302,10 @@ def _measure_fedavg(base: TrainConfig, ds, prof, target: float) -> Measured:
         bytes_total=_train_bytes(fed.wire, rounds),
         bytes_predicted=rounds * fedavg_values(params=prof.params, clients=K) * BYTES_PER_VALUE,
         flops_clients=rounds * sum(m[f"flops_client{k}"] for k in range(K)),
-        flops_predicted=rounds * prof.flops_model * len(ds.train),
+        flops_predicted=rounds * E * prof.flops_model * len(ds.train),
+        lr=base.lr,
+        local_epochs=E,
+        max_epochs=base.epochs,
     )
 
 
@@ -228,21 +316,23 @@ def format_measured(out: dict) -> str:
     lines = [
         f"measured: {s['model']} on {s['dataset']} (p = {s['p']}), cut {s['cut']} (q = {s['q']}), "
         f"N = {s['params']:,}, client eta*N = {s['client_params']:,}, K = {s['clients']} "
-        f"clients, until test accuracy >= {s['target']:g} (at most {s['max_epochs']} epochs)",
-        f"{'method':30s}{'epochs':>7s}{'test acc':>9s}{'client MB':>11s}{'formula':>10s}"
-        f"{'diff':>8s}{'client GFLOPs':>15s}{'formula':>10s}",
+        f"clients, until test accuracy >= {s['target']:g}",
+        f"{'method':30s}{'lr':>7s}{'E':>3s}{'epochs':>8s}{'test acc':>9s}{'client MB':>11s}"
+        f"{'formula':>10s}{'diff':>8s}{'client GFLOPs':>15s}{'formula':>10s}",
     ]
     methods: list[Measured] = [m for m in out.values() if isinstance(m, Measured)]
     for m in methods:
-        epochs = f"{m.epochs}" if m.reached else f"{m.epochs}*"
+        epochs = f"{m.epochs}/{m.max_epochs}" + ("" if m.reached else "*")
         lines.append(
-            f"{m.method:30s}{epochs:>7s}{m.test_accuracy:9.3f}{m.bytes_total / 1e6:11.3f}"
+            f"{m.method:30s}{m.lr:7.0e}{m.local_epochs:3d}{epochs:>8s}{m.test_accuracy:9.3f}"
+            f"{m.bytes_total / 1e6:11.3f}"
             f"{m.bytes_predicted / 1e6:10.3f}{m.bytes_error:8.2%}{m.flops_clients / 1e9:15.3f}"
             f"{m.flops_predicted / 1e9:10.3f}"
         )
     if not all(m.reached for m in methods):
-        lines.append("* did not reach the target within --max-epochs")
+        lines.append("* did not reach the target within its epoch budget")
     lines.append(
-        "(client MB: every training message, each counted once; GFLOPs: all clients together)"
+        "(epochs: used / budget, rounds for SplitFed and FedAvg, E local epochs each; client MB: "
+        "every training message, each counted once; GFLOPs: all clients together)"
     )
     return "\n".join(lines)

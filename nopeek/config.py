@@ -123,6 +123,7 @@ class TrainConfig:
     relay: str = "peer"
     non_iid: float | None = None
     splitfed: str = "v2"
+    local_epochs: int = 1
     label_party: str = "server"
     # the user's own data files (see nopeek.data.user): csv label column, imagefolder resize, and
     # the file's class names (filled in by resolved(); a reload checks the file still has them)

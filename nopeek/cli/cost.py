@@ -73,6 +73,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="v1,v2",
         help="SplitFed versions to train as well, comma-separated, or none (default v1,v2)",
     )
+    m.add_argument(
+        "--knobs",
+        action="append",
+        default=[],
+        metavar="METHOD:lr=X,E=N,max=M",
+        help="one method's own learning rate, local epochs per round (SplitFed, FedAvg) and "
+        "epoch budget; METHOD: split | splitfed-v1 | splitfed-v2 | fedavg (repeatable; "
+        "default --lr, E=1, --max-epochs)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -161,12 +170,28 @@ def _measure(args: argparse.Namespace, clients: int, splitfed: tuple[str, ...]) 
         relay=args.relay,
         max_train=args.max_train,
         splitfed=splitfed,
+        knobs=_knobs(args),
     )
     print(format_measured(out))
     record = {k: v if k == "setting" else v.to_json() for k, v in out.items()}
     name = "cost.json" if args.clients in (None, str(clients)) else f"cost-k{clients}.json"
     _write(folder, {"measured": record}, name)
     return 0
+
+
+def _knobs(args: argparse.Namespace) -> dict[str, Any]:
+    """``--knobs METHOD:lr=X,E=N,max=M`` as {method: Knobs}, over --lr and --max-epochs."""
+    from nopeek.errors import ConfigError
+    from nopeek.eval.cost_measure import Knobs
+
+    base = Knobs(args.lr, 1, args.max_epochs)
+    out: dict[str, Any] = {}
+    for text in args.knobs:
+        method, sep, rest = text.partition(":")
+        if not sep:
+            raise ConfigError(f"--knobs {text!r} needs METHOD:..., e.g. fedavg:lr=3e-3,E=5,max=12")
+        out[method.strip()] = Knobs.parse(rest, base)
+    return out
 
 
 def _plan(out: str | None) -> RunDir | None:

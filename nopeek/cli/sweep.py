@@ -30,6 +30,7 @@ _BASE = {
     "relay": (str, "many-clients: peer | server (default peer)"),
     "non_iid": (float, "many-clients / splitfed: Dirichlet concentration (default IID)"),
     "splitfed": (str, "splitfed: v1 | v2 (default v2)"),
+    "local_epochs": (int, "splitfed: passes over a shard per round (default 1)"),
     "epochs": (int, "training epochs per run (default 30)"),
     "batch_size": (int, "batch size (default 64)"),
     "lr": (float, "learning rate (default 1e-3)"),

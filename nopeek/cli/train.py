@@ -209,6 +209,13 @@ def add_topology_args(p: argparse.ArgumentParser) -> None:
         help="splitfed: v1 (one server copy per client, averaged) | v2 (one server segment, "
         "default)",
     )
+    p.add_argument(
+        "--local-epochs",
+        type=int,
+        dest="local_epochs",
+        help="splitfed: passes over its shard each client makes per round before the "
+        "averaging (default 1)",
+    )
 
 
 _RUN_FLAGS = {"out", "overwrite", "resume", "quiet", "handler", "command", "verbose", "tensorboard"}

@@ -9,7 +9,8 @@ batch of whose shard) and does the hand-offs between them on the runtime's chann
   client segment to client k+1 (``peer``) or through the server (``server``);
 - :class:`SplitFed`: in step s every client with an s-th batch runs it through the server (v2:
   one server segment, clients in turn; v1: its own server copy); at the end of the round the fed
-  server averages the client segments and v1's server averages its copies, by shard size.
+  server averages the client segments and v1's server averages its copies, by shard size. With
+  the topology's ``local_epochs`` E, a client's part of a round is E passes over its shard.
 
 Batch order depends only on (seed, epoch, client), so resume replays it exactly.
 """
@@ -127,6 +128,11 @@ class Strategy:
     def shard_sizes(self) -> dict[str, int]:
         return {c: len(s) for c, s in self.shards.items()}
 
+    @property
+    def passes(self) -> int:
+        """How many times an epoch goes over each shard (SplitFed's local epochs; else 1)."""
+        return int(self.topology.options.get("local_epochs", 1))
+
     def epoch(self, runtime: InProcessRuntime, batch_size: int, epoch: int) -> Iterator[Step]:
         raise NotImplementedError
 
@@ -208,10 +214,7 @@ class SplitFed(_Sharded):
         if self.topology.options.get("splitfed") == "v1":
             yield from self._v1_round(runtime, batch_size, epoch)
             return
-        streams = [
-            iter(batches(self.shards[c], batch_size, seed=self.seed, epoch=epoch, client=k))
-            for k, c in enumerate(self.clients)
-        ]
+        streams = [self._passes(c, k, batch_size, epoch) for k, c in enumerate(self.clients)]
         live = list(range(len(self.clients)))
         i = 0
         while live:
@@ -241,9 +244,7 @@ class SplitFed(_Sharded):
         fed_sum, server_sum = WeightedSum(dict(sizes)), WeightedSum(dict(sizes))
         for k, client in enumerate(self.clients):
             turn = _owned(runtime, [(client, client), ("server", copies[client])])
-            for i, batch in enumerate(
-                batches(self.shards[client], batch_size, seed=self.seed, epoch=epoch, client=k)
-            ):
+            for i, batch in enumerate(self._passes(client, k, batch_size, epoch)):
                 yield Step([client, copies[client]], batch, [client, "server"], i)
             runtime.fed_add(client, client, "fed", fed_sum)
             if server is not None:
@@ -253,6 +254,17 @@ class SplitFed(_Sharded):
         runtime.fed_return({c: c for c in self.clients}, "fed", fed_sum)
         if server is not None:
             average_into(server, copies, server_sum)
+
+    def _passes(
+        self, client: str, k: int, batch_size: int, epoch: int
+    ) -> Iterator[dict[str, Tensor]]:
+        """Client ``k``'s batches of round ``epoch``: its E local passes one after another,
+        pass e in the batch order of epoch ``epoch * E + e`` (E = 1: the round's own order)."""
+        passes = self.passes
+        for e in range(passes):
+            yield from batches(
+                self.shards[client], batch_size, seed=self.seed, epoch=epoch * passes + e, client=k
+            )
 
     def _server_copies(self) -> dict[str, str]:
         return {c: self._readers(c)[0] for c in self.clients}

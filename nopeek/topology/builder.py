@@ -41,6 +41,7 @@ class BuildContext:
     tasks: tuple[str, ...] = ("label",)
     relay: str = "peer"
     splitfed: str = "v2"
+    local_epochs: int = 1
     label_party: str = "server"
     widths: tuple[int, ...] | None = None  # vertical: each client's feature count (own files)
 

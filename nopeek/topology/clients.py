@@ -8,7 +8,8 @@
   its own copy of the client segment; at the end of the round a fed server (party ``fed``)
   averages the client segments, weighted by shard size, and sends the mean back. ``v1`` also
   keeps one server segment per client, averaged at the end of the round by the server; ``v2``
-  keeps one server segment that serves the clients in turn.
+  keeps one server segment that serves the clients in turn. With ``local_epochs`` E > 1 each
+  client makes E passes over its shard in a round before the averaging (McMahan et al.'s E).
 
 Labels sit at the server in both (it sees each client's batch labels, as in vanilla).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -42,6 +44,18 @@ RELAY_OPTION = Option("relay", one_of("--relay", RELAYS))
 """``--relay``: who hands a client's segment to the next (many-clients)."""
 SPLITFED_OPTION = Option("splitfed", one_of("--splitfed", SPLITFED_VERSIONS))
 """``--splitfed``: one server segment per client (v1) or one for all (v2)."""
+
+
+def _local_epochs(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"--local-epochs must be an integer >= 1 (passes over a shard per round), got {value!r}"
+        )
+    return value
+
+
+LOCAL_EPOCHS_OPTION = Option("local_epochs", _local_epochs, default=1, only="splitfed")
+"""``--local-epochs``: passes over its shard each client makes per SplitFed round (E)."""
 NON_IID_OPTION = Option("non_iid", _dirichlet)
 """``--non-iid``: the Dirichlet concentration of the clients' label shards (none: IID)."""
 
@@ -85,9 +99,15 @@ def many_clients(
 
 
 def splitfed(
-    model: nn.Module, cuts: Sequence[str], *, clients: int = 2, version: str = "v2"
+    model: nn.Module,
+    cuts: Sequence[str],
+    *,
+    clients: int = 2,
+    version: str = "v2",
+    local_epochs: int = 1,
 ) -> Topology:
-    """K clients in parallel, client segments averaged each round by the fed server.
+    """K clients in parallel, client segments averaged each round by the fed server;
+    ``local_epochs``: the passes over its shard each client makes in a round.
 
     >>> from nopeek.models import build_model
     >>> t = splitfed(build_model("mlp", input_shape=(4,), n_classes=2), ["fc1"], clients=2,
@@ -97,6 +117,7 @@ def splitfed(
     """
     _check(clients, cuts, "splitfed")
     SPLITFED_OPTION.check(version)
+    LOCAL_EPOCHS_OPTION.check(local_epochs)
     head, tail = split(model, cuts)
     names = [f"client{k}" for k in range(clients)]
     nodes = [
@@ -119,7 +140,7 @@ def splitfed(
         objectives,
         owners={"x": tuple(names), "y": "server"},
         strategy="splitfed",
-        options={"clients": clients, "splitfed": version},
+        options={"clients": clients, "splitfed": version, "local_epochs": local_epochs},
         extra_parties=("fed",),
     )
 
@@ -131,6 +152,8 @@ MANY_CLIENTS = TopologyBuilder(
 )
 SPLITFED = TopologyBuilder(
     "splitfed",
-    lambda m, cuts, ctx: splitfed(m, cuts, clients=ctx.clients, version=ctx.splitfed),
-    options=(CLIENTS_OPTION, SPLITFED_OPTION, NON_IID_OPTION),
+    lambda m, cuts, ctx: splitfed(
+        m, cuts, clients=ctx.clients, version=ctx.splitfed, local_epochs=ctx.local_epochs
+    ),
+    options=(CLIENTS_OPTION, SPLITFED_OPTION, LOCAL_EPOCHS_OPTION, NON_IID_OPTION),
 )

@@ -231,7 +231,7 @@ class Runner:
             ctx = TrainContext(
                 n_train=sizes.get(party, len(self.dataset.train)),
                 batch_size=cfg.batch_size,
-                epochs=cfg.epochs,
+                epochs=cfg.epochs * self.strategy.passes,  # passes over the shard (DP accounting)
                 seed=cfg.seed,
                 delta=cfg.delta,
                 parties=self.parties,
@@ -404,7 +404,7 @@ class Runner:
     def _flops(self) -> dict[str, float]:
         """``flops_<party>``: per-sample FLOPs (forward + backward) times samples per epoch."""
         out: dict[str, float] = {}
-        sizes = self.strategy.shard_sizes()
+        sizes = {c: n * self.strategy.passes for c, n in self.strategy.shard_sizes().items()}
         for plan, per_party in self.flops_per_sample.items():
             in_plan = [self.topology.node(n).party for n in plan]
             client = next((p for p in in_plan if p in sizes), None)

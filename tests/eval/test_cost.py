@@ -187,10 +187,14 @@ def test_cli_takes_every_model_spec_train_takes(capsys):
 
 def test_cli_measure_and_list_cuts(capsys):
     argv = ["cost", "--measure", "--clients", "3", "--max-epochs", "1", "--max-train", "60"]
-    assert main(argv) == 0
+    assert main([*argv, "--knobs", "fedavg:lr=3e-3,E=2", "--knobs", "splitfed-v1:E=3"]) == 0
     text = capsys.readouterr().out
     assert "split learning (relay, peer)" in text and "federated learning (FedAvg)" in text
-    assert "SplitFed v1" in text and "SplitFed v2" in text
+    assert "SplitFed v2" in text
+    fed, v1 = (
+        next(x for x in text.splitlines() if x.startswith(m)) for m in ("fed", "SplitFed v1")
+    )
+    assert fed.split()[3:5] == ["3e-03", "2"] and v1.split()[2:4] == ["1e-03", "3"]
     assert main(["cost", "--model", "resnet50", "--list-cuts"]) == 0
     cuts = capsys.readouterr().out.split()
     assert "layer1*" in cuts and "layer2.0" in cuts
@@ -213,6 +217,9 @@ def test_cli_measure_and_list_cuts(capsys):
         (["--dataset", "digits"], r"vgg16 does not run on inputs of shape \(1, 8, 8\)"),
         (["--measure", "--splitfed", "v3"], r"--splitfed takes v1, v2 .* or none, got 'v3'"),
         (["--measure", "--target", "1.5"], r"--target must be an accuracy"),
+        (["--measure", "--knobs", "fedavg"], r"--knobs 'fedavg' needs METHOD:\.\.\., e\.g\."),
+        (["--measure", "--knobs", "fedavg:E=x"], r"knob 'E=x' needs a number, e\.g\. E=5"),
+        (["--measure", "--knobs", "fedsgd:E=2"], r"knobs for unknown methods \['fedsgd'\]"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, match, capsys):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from nopeek.errors import ConfigError
 from nopeek.eval.cost import BYTES_PER_VALUE, splitfed_values
-from nopeek.eval.cost_measure import format_measured, measure
+from nopeek.eval.cost_measure import Knobs, format_measured, measure
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +43,45 @@ def test_the_table_lists_every_method(measured: dict) -> None:
 
 def test_splitfed_formula_by_hand() -> None:
     assert splitfed_values(p=100, q=8, clients=5, shared=40) == 2 * 100 * 8 + 2 * 40 * 5
+    got = splitfed_values(p=100, q=8, clients=5, shared=40, local_epochs=3)
+    assert got == 2 * 100 * 8 * 3 + 2 * 40 * 5
+
+
+@pytest.fixture(scope="module")
+def two_passes() -> dict:
+    knobs = {m: Knobs(1e-3, 2, 2) for m in ("splitfed-v1", "splitfed-v2", "fedavg")}
+    return measure(
+        clients=3, target=1.0, max_epochs=2, max_train=60, splitfed=("v1", "v2"), knobs=knobs
+    )
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_splitfed_local_epochs_bytes_are_the_formulas_at_k3(
+    measured: dict, two_passes: dict, version: str
+) -> None:
+    """E = 2: the cut crosses twice per sample per round (2pq * E), the weights once per
+    round (2 eta N K); the clients' FLOPs are twice those of E = 1."""
+    s, m = two_passes["setting"], two_passes[f"splitfed-{version}"]
+    per_round = 2 * s["p"] * s["q"] * 2 + 2 * s["client_params"] * 3  # written out
+    assert (m.epochs, m.local_epochs) == (2, 2)
+    assert m.bytes_total == 2 * per_round * BYTES_PER_VALUE == m.bytes_predicted
+    assert m.flops_clients == pytest.approx(2 * measured[f"splitfed-{version}"].flops_clients)
+    assert m.flops_clients == pytest.approx(m.flops_predicted, rel=1e-12)
+
+
+def test_fedavg_local_epochs_same_bytes_twice_the_flops(measured: dict, two_passes: dict) -> None:
+    one, two = measured["fedavg"], two_passes["fedavg"]
+    assert two.bytes_total == one.bytes_total == two.bytes_predicted  # 2NK a round, whatever E
+    assert two.flops_clients == pytest.approx(2 * one.flops_clients)
+    assert two.flops_clients == pytest.approx(two.flops_predicted, rel=1e-12)
+
+
+def test_bad_knobs_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="relay\\) has no local epochs"):
+        measure(clients=2, max_epochs=1, max_train=40, knobs={"split": Knobs(1e-3, 2, 1)})
+    with pytest.raises(ConfigError, match="unknown methods \\['fedsgd'\\]"):
+        measure(clients=2, max_epochs=1, max_train=40, knobs={"fedsgd": Knobs(1e-3, 1, 1)})
+    with pytest.raises(ConfigError, match="knob 'epochs' in 'epochs=3' is none of lr, E, max"):
+        Knobs.parse("epochs=3", Knobs(1e-3, 1, 1))
+    with pytest.raises(ConfigError, match="knobs need lr > 0, E >= 1 and max >= 1"):
+        Knobs.parse("E=0", Knobs(1e-3, 1, 1))
