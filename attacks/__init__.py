@@ -30,8 +30,9 @@ from nopeek.attacks.base import (
     check_options,
 )
 from nopeek.attacks.fsha import build_malicious_server
-from nopeek.attacks.harness import AttackResult, run_attack
+from nopeek.attacks.harness import run_attack
 from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.result import AttackResult
 
 __all__ = [
     "ATTACKS",

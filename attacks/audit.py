@@ -38,9 +38,10 @@ from nopeek.attacks._client_file import FrozenSegment, load_activations, load_cl
 from nopeek.attacks._scoring import check_ids, score, truth, write_result
 from nopeek.attacks._sending import query_segment
 from nopeek.attacks.base import LABEL, Attack, AttackInputs, Known, check_options
-from nopeek.attacks.harness import AttackResult, _first_ids
+from nopeek.attacks.harness import _first_ids
 from nopeek.attacks.known_pairs import set_aside_aux
 from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.result import AttackResult
 from nopeek.attacks.search import check_budget, search_options
 from nopeek.config import check_seed
 from nopeek.data import DATASETS, Dataset, Split, load_dataset

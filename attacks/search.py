@@ -43,8 +43,9 @@ import torch
 from nopeek.attacks._sending import Sender
 from nopeek.attacks.base import Attack, AttackInputs, Known, check_options
 from nopeek.attacks.halving import ETA, sample_configs, successive_halving, t_interval
-from nopeek.attacks.harness import AttackResult, _prepare, run_attack
+from nopeek.attacks.harness import _prepare, run_attack
 from nopeek.attacks.registry import ATTACKS
+from nopeek.attacks.result import AttackResult
 from nopeek.config import SEED_MAX, TrainConfig, check_seed
 from nopeek.errors import ConfigError
 from nopeek.io import atomic_write_json
