@@ -49,6 +49,9 @@ class Defense(CutHook):
 
     def __init__(self) -> None:
         self._generators: dict[str, torch.Generator] = {}
+        # running sums behind the defense's metrics (means over the steps): kept in its state,
+        # so a resumed run reports what the uninterrupted one does
+        self._sums: dict[str, float] = {}
 
     def params(self) -> dict[str, Any]:
         """The resolved parameters (what the spec gave plus defaults and calibrated values)."""
@@ -76,11 +79,13 @@ class Defense(CutHook):
         return self._generators[stream]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generators": {k: g.get_state() for k, g in self._generators.items()}}
+        state = {"generators": {k: g.get_state() for k, g in self._generators.items()}}
+        return state | ({"sums": dict(self._sums)} if self._sums else {})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state["generators"].items():
             self.generator(key).set_state(value)
+        self._sums = dict(state.get("sums", self._sums))
 
 
 def _fmt(value: Any) -> str:

@@ -123,10 +123,3 @@ class DCAE(CAE):
             out["dcae_quantisation_error"] = self._sums["error"] / n
             out["dcae_zero_share"] = self._sums["zero"] / n
         return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return super().state_dict() | {"sums": dict(self._sums)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._sums = dict(state.get("sums", self._sums))

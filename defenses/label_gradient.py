@@ -155,13 +155,6 @@ class LabelGradientDefense(Defense):
             out[f"{key}_unprotected_batches"] = self._sums["unprotected_steps"]
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        return super().state_dict() | {"sums": dict(self._sums)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._sums = dict(state["sums"])
-
 
 def max_norm_sigmas(g: Tensor) -> Tensor:
     """Per-row std of max-norm-mult's multiplicative noise for rows ``g`` (N, d) -> (N,).

@@ -145,10 +145,3 @@ class Mixup(Defense):
             out["mixup_mean_lambda"] = self._sums["lam"] / self._sums["steps"]
             out["mixup_other_class_share"] = self._sums["other"] / self._sums["rows"]
         return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return super().state_dict() | {"sums": dict(self._sums)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._sums = dict(state.get("sums", self._sums))

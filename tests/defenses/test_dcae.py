@@ -4,11 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from nopeek import TrainConfig
 from nopeek.defenses import CAE, DCAE, parse_defenses
 from nopeek.defenses.dcae import discretise
 from nopeek.errors import ConfigError
-from nopeek.training.trainer import train
 
 
 def _setup(hook, bare_ctx, k=10, seed=0):
@@ -74,17 +72,9 @@ def test_bad_dcae_specs_are_one_line(specs, match):
         parse_defenses(specs)
 
 
-def test_a_dcae_run_trains_and_reports(tmp_path):
-    cfg = TrainConfig(
-        dataset="digits",
-        epochs=6,
-        max_train=300,
-        record_samples=16,
-        dcor_samples=50,
-        defenses=["dcae:steps=1500"],
-    )
-    result = train(cfg, tmp_path / "run", quiet=True)
-    m = result.metrics
+def test_a_dcae_run_trains_and_reports(defended_run):
+    metrics = defended_run("dcae:steps=1500")
+    m = metrics
     assert m["dcae_decoder_accuracy"] == 1.0 and m["dcae_bins"] == 12
     assert 0 < m["dcae_quantisation_error"] < 1 and 0 < m["dcae_zero_share"] < 1
     assert m["test_accuracy"] > 0.2  # above the 0.1 of a constant guess

@@ -105,17 +105,9 @@ def test_labels_only_mixup_needs_no_received_activation_but_inputs_mixup_does(ba
     assert torch.allclose(t.sum(1), torch.ones(2)) and bool((t >= 0.5).any(1).all())
 
 
-def test_a_mixup_run_trains_and_reports(tmp_path):
-    cfg = TrainConfig(
-        dataset="digits",
-        epochs=6,
-        max_train=300,
-        record_samples=16,
-        dcor_samples=50,
-        defenses=["mixup:alpha=1,inputs=true"],
-    )
-    result = train(cfg, tmp_path / "run", quiet=True)
-    m = result.metrics
+def test_a_mixup_run_trains_and_reports(defended_run):
+    metrics = defended_run("mixup:alpha=1,inputs=true")
+    m = metrics
     assert m["mixup_alpha"] == 1.0 and m["mixup_inputs"] is True
     assert 0.3 < m["mixup_mean_lambda"] < 0.7  # Beta(1, 1): mean 0.5
     assert m["test_accuracy"] > 0.2  # above the 0.1 of a constant guess
