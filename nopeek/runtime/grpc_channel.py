@@ -29,14 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import time
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -46,6 +42,15 @@ from nopeek.compress import Packed
 from nopeek.errors import ChannelError, ConfigError, PeerError
 from nopeek.runtime import wire
 from nopeek.runtime.channel import ACTIVATION, GRADIENT, Channel, Message, WireLog, check_message
+from nopeek.runtime.grpc_bytes import (
+    HEADER_BYTES,
+    Identity,
+    check_length,
+    grpc_module,
+    join_parts,
+    max_message_bytes,
+    tensor_of,
+)
 from nopeek.runtime.grpc_streams import Ended, Failure, Inbox, Outbox, first_line
 
 if TYPE_CHECKING:
@@ -55,55 +60,12 @@ if TYPE_CHECKING:
 
 METHOD = "/nopeek.Wire/Deliver"
 STREAM = "/nopeek.Wire/Stream"
-HEADER_BYTES = wire.HEADER_LEN * 8
 ERROR_GRACE_S = 3.0
 STOP_GRACE_S = 0.5  # how long a closing party still serves peers' streams (they end theirs)
 HELLO = "hello"  # the text a party sends each peer once both can talk: proves the pair works
 
 # (kind, cut, sender) -> (tail shape or None, flat size or None): what the topology sends there
 ExpectFn = Callable[[str, str, str], tuple[tuple[int, ...] | None, int | None]]
-
-
-def _grpc() -> ModuleType:
-    # gRPC's core logs failed TLS handshakes to fd 2 on its own threads; the one-line error
-    # this channel raises says it (with -v, nopeek's logging shows more)
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    try:
-        import grpc
-    except ModuleNotFoundError:
-        raise ConfigError(
-            "the gRPC transport needs grpcio; install it with pip install 'nopeek[deploy]'"
-        ) from None
-    return grpc
-
-
-@dataclass(frozen=True)
-class Identity:
-    """This party's TLS material: the job's CA certificate, its own certificate and key (PEM)."""
-
-    ca: bytes
-    cert: bytes
-    key: bytes
-
-    @classmethod
-    def read(cls, ca: str | Path, cert: str | Path, key: str | Path) -> Identity:
-        """Read the three PEM files; a missing or unreadable one is one line naming it."""
-        parts = []
-        for what, path in (("--ca", ca), ("--cert", cert), ("--key", key)):
-            try:
-                parts.append(Path(path).read_bytes())
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read {what} {path} ({exc.strerror}); make certificates with "
-                    "`nopeek certs` or pass your own PKI's PEM files"
-                ) from None
-        return cls(*parts)
-
-    def role(self) -> str:
-        """The role this certificate names (its subject's common name)."""
-        from nopeek.runtime.certs import common_name
-
-        return common_name(self.cert)
 
 
 class GrpcChannel(Channel):
@@ -166,7 +128,7 @@ class GrpcChannel(Channel):
         """Serve this party's address, dial every peer, and exchange a hello with each within
         ``timeout``: a peer that is not there, or whose certificate does not prove its role, is
         one line naming it."""
-        grpc = _grpc()
+        grpc = grpc_module()
         limits = [
             ("grpc.max_receive_message_length", self.max_message),
             ("grpc.max_send_message_length", self.max_message),
@@ -296,7 +258,7 @@ class GrpcChannel(Channel):
         self._failing = True
         data = wire.text_bytes(wire.ERROR, text, sender=self.me)
         header = wire.encode(wire.ERROR, -1, self.ranks[self.me], 0, data, 0, "cpu")
-        blob = _join([header, data])
+        blob = join_parts([header, data])
         calls = []
         for peer in self.peers:
             stub = self._stubs.get(peer)
@@ -312,17 +274,17 @@ class GrpcChannel(Channel):
         stream that failed, or stays full past the deadline, is a :class:`PeerError`."""
         outbox = self._outboxes.get(peer)
         if outbox is None:
-            self._call(peer, _join(parts), what)
+            self._call(peer, join_parts(parts), what)
             return
         failure = outbox.failure()
-        if failure is None and outbox.put(_join(parts), time.monotonic() + self.timeout):
+        if failure is None and outbox.put(join_parts(parts), time.monotonic() + self.timeout):
             return
-        grpc = _grpc()
+        grpc = grpc_module()
         failure = failure or outbox.failure() or Failure(grpc.StatusCode.DEADLINE_EXCEEDED, "")
         raise PeerError(self._why(peer, what, failure))
 
     def _call(self, peer: str, blob: bytes, what: str) -> None:
-        grpc = _grpc()
+        grpc = grpc_module()
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -342,7 +304,7 @@ class GrpcChannel(Channel):
 
     def _reason(self, peer: str, failure: Failure) -> str:
         """Why a call or stream to ``peer`` failed, in words."""
-        grpc = _grpc()
+        grpc = grpc_module()
         code, detail = failure.code, failure.detail
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return f"timed out after at most {self.timeout:g} s"
@@ -373,13 +335,13 @@ class GrpcChannel(Channel):
             sizes = [header.numel * header.dtype.itemsize, 8 * header.n_ids]
         else:  # a compressed message: its payload, as long as the compressor says
             sizes = [codec.nbytes(header.shape, header.dtype), 8 * header.n_ids]
-        _check_length(body, sum(sizes), sender)
+        check_length(body, sum(sizes), sender)
         if codec is None:
-            tensor, packed = _tensor(body[: sizes[0]], header.dtype, header.shape), None
+            tensor, packed = tensor_of(body[: sizes[0]], header.dtype, header.shape), None
         else:
-            tensor = _tensor(body[: sizes[0]], torch.uint8, (sizes[0],))
+            tensor = tensor_of(body[: sizes[0]], torch.uint8, (sizes[0],))
             packed = Packed(codec, header.shape, header.dtype)
-        ids = _tensor(body[sizes[0] :], torch.int64, (header.n_ids,)) if header.n_ids else None
+        ids = tensor_of(body[sizes[0] :], torch.int64, (header.n_ids,)) if header.n_ids else None
         msg = Message(kind, cut, sender, receiver, header.step, tensor, ids, packed)
         self.log.record(msg)
         return msg
@@ -389,7 +351,7 @@ class GrpcChannel(Channel):
         header, body = self._next(sender, f"its {kind}")
         want = wire.Expect(kind, -1, self.ranks[sender], header.step, dtypes=(torch.uint8,))
         wire.check(header, want, sender_name=sender, cut_name="-")
-        _check_length(body, header.numel, sender)
+        check_length(body, header.numel, sender)
         got_wire, got_payload = self.text_bytes_received
         self.text_bytes_received = (got_wire + HEADER_BYTES + len(body), got_payload + len(body))
         return json.loads(bytes(body).decode(errors="replace"))
@@ -435,32 +397,4 @@ class GrpcChannel(Channel):
             ) from None
 
 
-def _join(parts: list[Tensor]) -> bytes:
-    """The parts' bytes, one after the other (one copy)."""
-    return b"".join(t.contiguous().view(torch.uint8).numpy().data for t in parts)
-
-
-def _check_length(body: bytes | memoryview, want: int, sender: str) -> None:
-    if len(body) != want:
-        raise ChannelError(
-            f"message from {sender}: its body has {len(body)} bytes, its header announces {want}"
-        )
-
-
-def _tensor(raw: memoryview, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
-    """A tensor of its own (writable) over a copy of ``raw``."""
-    if not raw:
-        return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)
-
-
-def max_message_bytes(max_batch: int, tails: list[int], flats: list[int]) -> int:
-    """The largest message the schedule can send: a header, the biggest activation, gradient or
-    weights vector (float64 at most) with its ids, or a text; gRPC refuses anything larger.
-
-    >>> max_message_bytes(64, [128], [1000]) >= 16 * 8 + 64 * 128 * 8 + 64 * 8
-    True
-    """
-    batch = max(max_batch * (t * 8 + 8) for t in tails) if tails else 0
-    flat = max(flats) * 8 if flats else 0
-    return HEADER_BYTES + max(batch, flat, wire.MAX_TEXT) + 1024
+__all__ = ["GrpcChannel", "Identity", "max_message_bytes"]

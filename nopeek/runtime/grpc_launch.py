@@ -19,7 +19,8 @@ import torch
 from nopeek.errors import ConfigError
 from nopeek.runtime import wire
 from nopeek.runtime.channel import WireLog
-from nopeek.runtime.grpc_channel import GrpcChannel, Identity, _grpc, max_message_bytes
+from nopeek.runtime.grpc_bytes import Identity, grpc_module, max_message_bytes
+from nopeek.runtime.grpc_channel import GrpcChannel
 from nopeek.runtime.launch import DEFAULT_TIMEOUT, Parties, Schedule, schedule, unplanned
 from nopeek.topology import Topology
 
@@ -56,7 +57,7 @@ class GrpcLaunch:
     secret: bytes | None = None  # optional on top of the certificates (handshake.prove)
 
     def __post_init__(self) -> None:
-        _grpc()  # without grpcio: one line naming the extra, before any data set is loaded
+        grpc_module()  # without grpcio: one line naming the extra, before any data set is loaded
 
     def party(self, topology: Parties) -> str:
         """The role this process's certificate names; refuses one the topology has not, or

@@ -13,7 +13,8 @@ from nopeek.errors import ChannelError
 from nopeek.runtime import wire
 from nopeek.runtime.channel import ACTIVATION, GRADIENT, WireLog
 from nopeek.runtime.distributed import TorchDistributedChannel
-from nopeek.runtime.grpc_channel import GrpcChannel, Identity, _join
+from nopeek.runtime.grpc_bytes import Identity, join_parts
+from nopeek.runtime.grpc_channel import GrpcChannel
 
 TAIL = (16, 4, 4)
 Z = torch.relu(torch.randn(3, *TAIL, generator=torch.Generator().manual_seed(0)))
@@ -129,10 +130,10 @@ def test_grpc_receiver_decodes_a_compressed_message_and_refuses_a_short_body():
     pytest.importorskip("grpc")
     c = parse_compressor("int4")
     channel = _grpc("int4")
-    channel._inbox.queues["client"].put(_join([_header("int4"), c.encode(Z), IDS]))
+    channel._inbox.queues["client"].put(join_parts([_header("int4"), c.encode(Z), IDS]))
     msg = channel.recv(sender="client", receiver="server", kind=ACTIVATION, cut="conv2", step=5)
     assert torch.equal(msg.value(), c.roundtrip(Z))
-    short = _join([_header("int4"), c.encode(Z)[:-1], IDS])  # one payload byte short
+    short = join_parts([_header("int4"), c.encode(Z)[:-1], IDS])  # one payload byte short
     channel._inbox.queues["client"].put(short)
     # 3 samples of 256 values: 3 * (4 + 1 + 128) payload bytes, then 3 int64 ids
     with pytest.raises(ChannelError, match=r"its body has 422 bytes, its header announces 423"):
