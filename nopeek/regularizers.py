@@ -21,13 +21,14 @@ penalty flow only into the activations (the client's layers).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from nopeek.distance import distance_correlation
 from nopeek.errors import ConfigError
+from nopeek.topology import DATA_PREFIX, Topology
 
 __all__ = ["NoPeekLoss", "nopeek_penalty"]
 
@@ -141,3 +142,31 @@ class NoPeekLoss(nn.Module):
     def extra_repr(self) -> str:
         """Show alpha in ``repr(module)``."""
         return f"alpha={self.alpha:g}"
+
+
+def nopeek_penalties(
+    topology: Topology, alpha: float
+) -> dict[str, Callable[[dict[str, Tensor], Tensor], Tensor]]:
+    """NoPeek on every node of a data party whose output crosses to another party, against that
+    party's own raw inputs (a vertical client: its own feature slice): node -> ``(its party's
+    data view, the node's output) -> alpha * dCor``. None with ``alpha == 0``.
+
+    >>> from nopeek.models import build_model
+    >>> from nopeek.topology import vanilla
+    >>> topology = vanilla(build_model("mlp", input_shape=(4,), n_classes=2), ["fc1"])
+    >>> sorted(nopeek_penalties(topology, 1.0)), nopeek_penalties(topology, 0.0)
+    (['client'], {})
+    """
+    if alpha == 0:
+        return {}
+    out = {}
+    for name in dict.fromkeys(e.src for e in topology.edges()):
+        node = topology.node(name)
+        keys = [i[len(DATA_PREFIX) :] for i in node.inputs if i.startswith(DATA_PREFIX)]
+        if node.party in topology.data_parties and keys:
+            out[name] = _nopeek_on(keys[0], alpha)
+    return out
+
+
+def _nopeek_on(key: str, alpha: float) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
+    return lambda view, z: nopeek_penalty(view[key], z, alpha=alpha)

@@ -234,3 +234,32 @@ __all__ = [
     "predict_all",
     "wire_bytes",
 ]
+
+
+def flops_per_epoch(
+    per_sample: dict[tuple[str, ...], dict[str, float]],
+    topology: Topology,
+    shard_sizes: dict[str, int],
+    n_train: int,
+) -> dict[str, float]:
+    """``flops_<party>``: FLOPs (forward + backward) per training epoch.
+
+    ``per_sample``: step plan (its node names) -> party -> FLOPs per sample of that plan, as
+    counted on one step; ``shard_sizes``: client -> samples it trains on per epoch (local
+    passes included). A plan that runs a client's nodes counts that client's samples, any other
+    the whole training split (``n_train``).
+
+    >>> from nopeek.models import build_model
+    >>> from nopeek.topology import vanilla
+    >>> topology = vanilla(build_model("mlp", input_shape=(4,), n_classes=2), ["fc1"])
+    >>> flops_per_epoch({("client", "server"): {"client": 10.0, "server": 2.0}}, topology, {}, 5)
+    {'flops_client': 50.0, 'flops_server': 10.0}
+    """
+    out: dict[str, float] = {}
+    for plan, per_party in per_sample.items():
+        in_plan = [topology.node(n).party for n in plan]
+        client = next((p for p in in_plan if p in shard_sizes), None)
+        n = shard_sizes[client] if client is not None else n_train
+        for party, flops in per_party.items():
+            out[f"flops_{party}"] = out.get(f"flops_{party}", 0.0) + flops * n
+    return out

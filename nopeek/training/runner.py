@@ -31,18 +31,18 @@ from nopeek.errors import DataError, TrainingError
 from nopeek.hooks import CutHook, TrainContext, bind_hooks, hook_metrics
 from nopeek.io import atomic_write_json
 from nopeek.observe import Observations, capture_policy
-from nopeek.regularizers import nopeek_penalty
+from nopeek.regularizers import nopeek_penalties
 from nopeek.rundir import RunDir
 from nopeek.rundir import checkpoint as _checkpoint
 from nopeek.runtime import InProcessRuntime, StepOutput, _gather
 from nopeek.runtime.channel import Capture, Channel, InProcessChannel, WireLog, WireRecord
-from nopeek.runtime.party import Penalty
 from nopeek.runtime.plans import STRATEGIES, Step
-from nopeek.topology import DATA_PREFIX, Topology
+from nopeek.topology import Topology
 from nopeek.training.epoch_log import EpochLog
 from nopeek.training.measures import (
     client_accuracies,
     evaluate,
+    flops_per_epoch,
     leakage_sample,
     measure_dcor,
     party_costs,
@@ -71,24 +71,6 @@ class TrainResult:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.metrics or {})
-
-
-def _penalties(topology: Topology, alpha: float) -> dict[str, Penalty]:
-    """NoPeek on every node of a data party whose output crosses to another party, against
-    that party's own raw inputs (a vertical client: its own feature slice)."""
-    if alpha == 0:
-        return {}
-    out = {}
-    for name in dict.fromkeys(e.src for e in topology.edges()):
-        node = topology.node(name)
-        keys = [i[len(DATA_PREFIX) :] for i in node.inputs if i.startswith(DATA_PREFIX)]
-        if node.party in topology.data_parties and keys:
-            out[name] = _nopeek_on(keys[0], alpha)
-    return out
-
-
-def _nopeek_on(key: str, alpha: float) -> Penalty:
-    return lambda view, z: nopeek_penalty(view[key], z, alpha=alpha)
 
 
 class Runner:
@@ -143,7 +125,7 @@ class Runner:
             topology,
             channel,
             hooks=bound,
-            penalties=_penalties(topology, config.alpha),
+            penalties=nopeek_penalties(topology, config.alpha),
             lr=config.lr,
             local=local,
             compress=compress,
@@ -379,7 +361,12 @@ class Runner:
             **leak,
             **wire_bytes(self.wire, self.topology, epochs=cfg.epochs),
             **party_costs(self.wire, self.topology, epochs=cfg.epochs),
-            **self._flops(),
+            **flops_per_epoch(
+                self.flops_per_sample,
+                self.topology,
+                {c: n * self.strategy.passes for c, n in self.strategy.shard_sizes().items()},
+                len(ds.train),
+            ),
             **client_accuracies(self.runtime, self.strategy, ds, cfg.batch_size, self.device),
             "train_seconds": round(self.train_seconds, 3),
             "train_loss_per_epoch": self.history["train_loss"],
@@ -400,15 +387,3 @@ class Runner:
         for hook in self.hooks:
             hook.on_train_end(result)
         return result
-
-    def _flops(self) -> dict[str, float]:
-        """``flops_<party>``: per-sample FLOPs (forward + backward) times samples per epoch."""
-        out: dict[str, float] = {}
-        sizes = {c: n * self.strategy.passes for c, n in self.strategy.shard_sizes().items()}
-        for plan, per_party in self.flops_per_sample.items():
-            in_plan = [self.topology.node(n).party for n in plan]
-            client = next((p for p in in_plan if p in sizes), None)
-            n = sizes[client] if client is not None else len(self.dataset.train)
-            for party, per_sample in per_party.items():
-                out[f"flops_{party}"] = out.get(f"flops_{party}", 0.0) + per_sample * n
-        return out
