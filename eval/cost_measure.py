@@ -24,8 +24,10 @@ the hops) below the prediction: far inside the 5 % that the tests allow.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from nopeek.config import TrainConfig
 from nopeek.errors import ConfigError
@@ -99,6 +101,7 @@ class Measured:
     lr: float = 1e-3
     local_epochs: int = 1
     max_epochs: int = 0
+    seconds: float = 0.0  # wall time of its training (the whole budget: see module doc)
 
     @property
     def bytes_error(self) -> float:
@@ -189,12 +192,12 @@ def measure(
     p = len(ds.train)
     net, _ = build_cost_model(base.model, input_shape=ds.input_shape, n_classes=ds.n_classes)
     prof = profile_split(net, input_shape=ds.input_shape, cut=base.cut, name=base.model)
-    sl = _measure_split(_with(base, knob["split"]), prof, p, target)
+    sl = _timed(_measure_split, _with(base, knob["split"]), prof, p, target)
     sf = {
-        f"splitfed-{v}": _measure_splitfed(base, knob[f"splitfed-{v}"], prof, p, target, v)
+        f"splitfed-{v}": _timed(_measure_splitfed, base, knob[f"splitfed-{v}"], prof, p, target, v)
         for v in splitfed
     }
-    fl = _measure_fedavg(_with(base, knob["fedavg"]), ds, prof, target, knob["fedavg"])
+    fl = _timed(_measure_fedavg, _with(base, knob["fedavg"]), ds, prof, target, knob["fedavg"])
     setting = {
         "dataset": dataset,
         "model": base.model,
@@ -213,6 +216,13 @@ def measure(
         "knobs": {m: asdict(k) for m, k in knob.items()},
     }
     return {"setting": setting, "split": sl, **sf, "fedavg": fl}
+
+
+def _timed(method: Callable[..., Measured], *args: Any) -> Measured:
+    """``method(*args)`` with its wall time in ``seconds``."""
+    began = time.perf_counter()
+    out = method(*args)
+    return replace(out, seconds=round(time.perf_counter() - began, 1))
 
 
 def _knobs(given: Mapping[str, Knobs], default: Knobs) -> dict[str, Knobs]:
