@@ -41,7 +41,7 @@ from nopeek.attacks.base import LABEL, Attack, AttackInputs, Known, check_option
 from nopeek.attacks.harness import _first_ids
 from nopeek.attacks.known_pairs import set_aside_aux
 from nopeek.attacks.registry import ATTACKS
-from nopeek.attacks.result import AttackResult
+from nopeek.attacks.result import AttackResult, report_markdown
 from nopeek.attacks.search import check_budget, search_options
 from nopeek.config import check_seed
 from nopeek.data import DATASETS, Dataset, Split, load_dataset
@@ -388,38 +388,3 @@ def _run_one(
         output=output,
         **score(output, truth_set),
     )
-
-
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
-
-
-def report_markdown(
-    results: Sequence[AttackResult], leakage: Mapping[str, Any] | None = None
-) -> str:
-    """The distance correlation of what crossed with the victims' inputs, then a table: each
-    attack's ``leak`` (0 = the blind guess, 1 = exact), SSIM, PSNR and MSE next to the
-    mean-image baseline's and, for tabular rows, R2 and the rows within tolerance."""
-    lines = ["# nopeek audit", ""]
-    if leakage:
-        lines += [
-            f"Distance correlation between the recorded samples' inputs and what crossed for "
-            f"them: {leakage['dcor_inputs_activations']:.4f} (on {leakage['n']} samples; 1 = "
-            "the message determines the input up to a similarity transform).",
-            "",
-        ]
-    lines += [
-        "Reconstructions of the victims from what the client segment sends, scored against "
-        "the victims' inputs; the baseline is the mean aux image (it needs no access to the cut).",
-        "",
-        "| attack | threat model | victims | leak | SSIM (baseline) | PSNR (baseline) | "
-        "MSE (baseline) | R² | rows within tolerance (baseline) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in results:
-        cells = [_fmt(r.leak)]
-        cells += [f"{_fmt(getattr(r, m))} ({_fmt(getattr(r, 'baseline_' + m))})"
-                  for m in ("ssim", "psnr", "mse", "rows_within_tolerance")]  # fmt: skip
-        cells.insert(4, _fmt(r.r2))
-        lines.append(f"| {r.attack} | {r.threat_model} | {r.n_samples} | {' | '.join(cells)} |")
-    return "\n".join(lines) + "\n"

@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +41,10 @@ import torch
 
 from nopeek.attacks._sending import Sender
 from nopeek.attacks.base import Attack, AttackInputs, Known, check_options
-from nopeek.attacks.halving import ETA, sample_configs, successive_halving, t_interval
+from nopeek.attacks.halving import ETA, sample_configs, successive_halving
 from nopeek.attacks.harness import _prepare, run_attack
 from nopeek.attacks.registry import ATTACKS
-from nopeek.attacks.result import AttackResult
+from nopeek.attacks.result import AttackResult, Member, Strongest
 from nopeek.config import SEED_MAX, TrainConfig, check_seed
 from nopeek.errors import ConfigError
 from nopeek.io import atomic_write_json
@@ -57,7 +56,6 @@ DEFAULT_BUDGET = 4
 """Configurations at the first rung by default: 4, 2, then 1 over :data:`DEFAULT_SEEDS` seeds."""
 DEFAULT_SEEDS = 3
 BUDGET_KNOBS = ("steps", "aux_size")  # knobs that are run_attack's arguments, not options
-_HEADLINE = ("ssim", "baseline_ssim", "r2", "rows_within_tolerance", "auc_folded_max")
 # (run config) -> decoder kind -> width of the data party's own simulated decoder
 DefenderDecoders = Callable[[TrainConfig], Mapping[str, int]]
 
@@ -93,93 +91,6 @@ at the first rung), got 0
 
 
 # --- the search on a run ----------------------------------------------------------------------
-
-
-@dataclass
-class Member:
-    """One attack run of the search: its configuration, rung (``None``: the defaults' extra
-    full-strength run), fraction and number of steps, seed, leak and full result."""
-
-    config: dict[str, Any]
-    rung: int | None
-    fraction: float
-    steps: int | None
-    seed: int
-    leak: float
-    result: AttackResult = field(repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        head = {k: getattr(self, k) for k in ("config", "rung", "fraction", "steps", "seed")}
-        return head | {"leak": self.leak, "result": self.result.to_json()}
-
-
-@dataclass
-class Strongest:
-    """The family search of one attack on one run (module docstring); ``leak`` is the worst
-    case, reached by ``worst``; ``winner`` is the survivor of successive halving, with its
-    leak over ``seeds``: ``mean``, ``ci95`` (None for one seed) and ``max``."""
-
-    attack: str
-    run: str
-    cut: str
-    party: str
-    threat_model: str
-    known: Known
-    budget: int
-    eta: int
-    seeds: list[int]
-    space: dict[str, tuple[Any, ...]]
-    members: list[Member]
-    winner: dict[str, Any]
-    seconds: float = 0.0
-    path: Path | None = None
-
-    @property
-    def worst(self) -> Member:
-        return max(self.members, key=lambda m: m.leak)  # first of equals: draw order
-
-    @property
-    def leak(self) -> float:
-        return self.worst.leak
-
-    def winner_leaks(self) -> list[float]:
-        final = max(m.rung for m in self.members if m.rung is not None)
-        return [m.leak for m in self.members if m.rung == final]
-
-    def to_json(self) -> dict[str, Any]:
-        leaks = self.winner_leaks()
-        worst = self.worst
-        known = {
-            "cut_shape": list(self.known.cut_shape),
-            "input_shape": list(self.known.input_shape),
-            "fresh_noise": self.known.fresh_noise,
-            "defender_widths": dict(self.known.defender_widths),
-        }
-        return {
-            "attack": self.attack,
-            "run": self.run,
-            "cut": self.cut,
-            "party": self.party,
-            "threat_model": self.threat_model,
-            "known": known,
-            "budget": self.budget,
-            "eta": self.eta,
-            "seeds": self.seeds,
-            "runs": len(self.members),
-            "seconds": self.seconds,
-            "space": {k: list(v) for k, v in self.space.items()},
-            "leak": self.leak,
-            "worst": {k: v for k, v in worst.to_json().items() if k != "result"}
-            | {k: v for k, v in worst.result.to_json().items() if k in _HEADLINE},
-            "winner": {
-                "config": self.winner,
-                "leaks": leaks,
-                "mean": sum(leaks) / len(leaks),
-                "ci95": t_interval(leaks),
-                "max": max(leaks),
-            },
-            "members": [m.to_json() for m in self.members],
-        }
 
 
 def _stem(name: str, cut: str, first_cut: str, party: str | None) -> str:
