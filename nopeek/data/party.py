@@ -295,9 +295,7 @@ def _check_size(n: int) -> None:
 def _labels(raw: np.ndarray, where: str) -> tuple[Tensor, tuple[str, ...]]:
     y, names = label_classes(raw, where)
     if len(names) < 2:
-        raise DataError(
-            f"{where} has a single class among the shared samples; a classifier needs 2"
-        )
+        raise DataError(f"{where} has one class among the shared samples; a classifier needs 2")
     return y, names
 
 
