@@ -24,6 +24,7 @@ the hops) below the prediction: far inside the 5 % that the tests allow.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -78,8 +79,8 @@ class Knobs:
         return replace(base, **given).checked()
 
     def checked(self) -> Knobs:
-        if not self.lr > 0 or self.local_epochs < 1 or self.max_epochs < 1:
-            raise ConfigError(f"knobs need lr > 0, E >= 1 and max >= 1, got {self}")
+        if not 0 < self.lr < math.inf or self.local_epochs < 1 or self.max_epochs < 1:
+            raise ConfigError(f"knobs need a finite lr > 0, E >= 1 and max >= 1, got {self}")
         return self
 
 

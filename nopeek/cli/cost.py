@@ -70,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     m.add_argument("--max-train", type=int, help="keep this many training samples")
     m.add_argument(
         "--splitfed",
-        default="v1,v2",
+        default=None,
         help="SplitFed versions to train as well, comma-separated, or none (default v1,v2)",
     )
     m.add_argument(
@@ -104,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.measure:
         for k in _clients(args.clients or "10"):
-            _measure(args, k, _versions(args.splitfed))
+            _measure(args, k, _versions(args.splitfed or "v1,v2"))
         return 0
-    if args.max_train is not None:
-        raise ConfigError("--max-train applies to --measure only; drop it")
+    for flag, given in (("--max-train", args.max_train), ("--splitfed", args.splitfed),
+                        ("--knobs", args.knobs)):  # fmt: skip
+        if given not in (None, []):
+            raise ConfigError(f"{flag} applies to --measure only; drop it")
     return _compute(args, _clients(args.clients or "100,500"))
 
 

@@ -12,6 +12,7 @@ writes, reads and checks that file; what goes in it is the runner's and the part
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -67,16 +68,15 @@ SCHEMA = {
 }
 
 
+_SHARD_NAME = re.compile(r"(\d{8})-(\d{8})\.pt")
+
+
 def _shard(value: Any) -> bool:
-    """A listed capture shard: (file name, how many captures it holds)."""
-    return (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and Path(value[0]).name == value[0]
-        and S.is_int(value[1])
-        and value[1] > 0
-    )
+    """A listed capture shard: (file name ``<first>-<end>.pt``, how many captures it holds)."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and S.is_int(value[1])):
+        return False
+    name = _SHARD_NAME.fullmatch(value[0]) if isinstance(value[0], str) else None
+    return name is not None and int(name[2]) - int(name[1]) == value[1] > 0
 
 
 # party state key -> the file's field holding it for every party (``{party: value}``)
@@ -99,20 +99,22 @@ def save(
     epoch writes its own captures once, where a checkpoint holding them all was rewritten whole
     every epoch (17 MB by epoch 30 of a digits run, 250 MB written in all). :func:`read` puts
     them back. ``captures=False`` (for a finished run, whose captures are in observations.pt)
-    lists none and removes the shards once the checkpoint is written (but for a distributed
-    party's, which may restart from its previous checkpoint); ``keep_previous`` keeps the
-    checkpoint before it as ``checkpoint.prev.pt`` (its shards are a prefix of these).
+    lists none and removes the shards once the checkpoint is written; a distributed party keeps
+    them listed, since it may be restarted with the others after it finished (from this or its
+    previous checkpoint) and must then rebuild the same observations. ``keep_previous`` keeps
+    the checkpoint before it as ``checkpoint.prev.pt`` (its shards are a prefix of these).
     """
+    distributed = getattr(runner, "distributed", False)
     if captures:
         _save_new_captures(out, runner)
-    else:
+    elif not distributed:
         runner.capture_files = []
     state = to_file(runner.state_dict(captures=False) | {"epoch": epochs_done})
     if keep_previous and (out / FILENAME).is_file():  # a distributed party: the previous epoch
         os.replace(out / FILENAME, out / PREVIOUS)  # stays, for the parties' common checkpoint
     atomic_torch_save(state, out / FILENAME)
-    if not captures and not getattr(runner, "distributed", False):  # (a distributed party may
-        shutil.rmtree(out / SHARDS, ignore_errors=True)  # yet restart from its previous one)
+    if not captures and not distributed:
+        shutil.rmtree(out / SHARDS, ignore_errors=True)
 
 
 def _save_new_captures(out: Path, runner: Any) -> None:
@@ -134,6 +136,9 @@ def _read_shards(state: dict[str, Any], path: Path) -> None:
     files = S.take(state, "capture_files", S.list_of(_shard), "a list of (file, count)",
                    where=where, fix=FIX, error=CheckpointError)  # fmt: skip
     captures = list(state["captures"])
+    firsts = [int(_SHARD_NAME.fullmatch(name)[1]) for name, _ in files]  # type: ignore[index]
+    if firsts != [len(captures) + sum(c for _, c in files[:i]) for i in range(len(files))]:
+        raise CheckpointError(f"{where} lists capture shards out of order or with gaps; {FIX}")
     for name, count in files:
         shard = path.parent / SHARDS / name
         saved = safe_torch_load(shard, what="capture shard", fix=FIX)
@@ -195,8 +200,12 @@ def read(path: Path) -> dict[str, Any]:
 
 
 def load(out: Path, config: Any) -> dict[str, Any]:
-    """Load and check the checkpoint in ``out`` against ``config``."""
+    """Load and check the checkpoint in ``out`` against ``config`` (a distributed party killed
+    between keeping its last checkpoint as the previous one and writing the next has only that
+    one: then it)."""
     path = out / FILENAME
+    if not path.is_file() and (out / PREVIOUS).is_file():
+        path = out / PREVIOUS
     state = read(path)
     saved, now = state["config"], config.to_dict()
     diff = [f"{k}: {saved.get(k)!r} vs {now.get(k)!r}" for k in now if saved.get(k) != now.get(k)]

@@ -83,5 +83,16 @@ def test_bad_knobs_refused_in_one_line() -> None:
         measure(clients=2, max_epochs=1, max_train=40, knobs={"fedsgd": Knobs(1e-3, 1, 1)})
     with pytest.raises(ConfigError, match="knob 'epochs' in 'epochs=3' is none of lr, E, max"):
         Knobs.parse("epochs=3", Knobs(1e-3, 1, 1))
-    with pytest.raises(ConfigError, match="knobs need lr > 0, E >= 1 and max >= 1"):
-        Knobs.parse("E=0", Knobs(1e-3, 1, 1))
+    for bad in ("E=0", "lr=inf", "lr=nan", "lr=-1"):
+        with pytest.raises(ConfigError, match="knobs need a finite lr > 0, E >= 1 and max >= 1"):
+            Knobs.parse(bad, Knobs(1e-3, 1, 1))
+
+
+@pytest.mark.parametrize("flag", [["--knobs", "fedavg:E=2"], ["--splitfed", "v1"],
+                                  ["--max-train", "60"]])  # fmt: skip
+def test_measure_flags_without_measure_are_one_line(flag, capsys) -> None:
+    from nopeek.cli.main import main
+
+    assert main(["cost", "--dataset", "digits", "--cut", "conv2", *flag]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag[0]} applies to --measure only; drop it" in err and err.count("\n") == 1

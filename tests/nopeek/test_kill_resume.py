@@ -28,6 +28,7 @@ import torch
 import nopeek.rundir.checkpoint as checkpoint
 from nopeek import Observations, TrainConfig
 from nopeek.cli.main import main
+from nopeek.errors import CheckpointError
 from nopeek.io import TEMP_NAME
 
 EPOCHS = 4
@@ -315,3 +316,47 @@ def test_each_checkpoint_writes_only_its_epochs_captures(tmp_path, monkeypatch, 
     assert main(_argv(0, tmp_path / "full")) == 0
     _assert_same_run(out, tmp_path / "full")
     assert not (out / "captures").exists()
+
+
+def test_a_kill_between_a_shard_and_its_checkpoint_resumes(reference, tmp_path, monkeypatch):
+    """Epoch 2's shard is written, its checkpoint is not: the shard is listed nowhere, and the
+    resumed epoch 2 writes it again under the same name."""
+    out, save = tmp_path / "run", checkpoint.atomic_torch_save
+
+    def interrupted(obj, path):
+        if Path(path).name == checkpoint.FILENAME and obj["epoch"] == 2:
+            raise KeyboardInterrupt
+        save(obj, path)
+
+    monkeypatch.setattr(checkpoint, "atomic_torch_save", interrupted)
+    assert main(_argv(0, out)) == 130
+    monkeypatch.setattr(checkpoint, "atomic_torch_save", save)
+    listed = torch.load(out / checkpoint.FILENAME, weights_only=True)["capture_files"]
+    assert len(listed) == 1 and len(list((out / "captures").iterdir())) == 2  # one unlisted
+    assert main(_argv(0, out, "--resume")) == 0
+    _assert_same_run(out, reference(0))
+
+
+@pytest.mark.parametrize("damage", ["gap", "name"])
+def test_a_checkpoint_listing_shards_it_cannot_have_written_is_one_line(tmp_path, capsys, damage):
+    out = tmp_path / "run"
+    assert main(_argv(0, out, "--epochs", "2")) == 0
+    state = torch.load(out / checkpoint.FILENAME, weights_only=True)
+    state["capture_files"] = {"gap": [["00000003-00000004.pt", 1]],
+                              "name": [["../checkpoint.pt", 1]]}[damage]  # fmt: skip
+    torch.save(state, out / checkpoint.FILENAME)
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.read(out / checkpoint.FILENAME)
+    want = {"gap": "out of order or with gaps", "name": "field 'capture_files' must be"}[damage]
+    assert want in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_party_killed_between_keeping_and_writing_its_checkpoint_loads_the_previous(tmp_path):
+    """A distributed party renames checkpoint.pt to checkpoint.prev.pt, then writes the next:
+    killed in between, it has only the previous one, which load then reads."""
+    out = tmp_path / "run"
+    assert main(_argv(0, out, "--epochs", "2")) == 0
+    config = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+    (out / checkpoint.FILENAME).rename(out / checkpoint.PREVIOUS)
+    assert checkpoint.load(out, config)["epoch"] == 2
+    assert checkpoint.load_epoch(out, config, 2)["epoch"] == 2
