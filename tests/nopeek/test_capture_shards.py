@@ -1,0 +1,43 @@
+"""The capture shards of a checkpoint (nopeek.rundir.checkpoint.save): what a finished run keeps
+of them, in one process and at a distributed party."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from nopeek.rundir import checkpoint
+from nopeek.runtime.channel import Capture, WireRecord
+
+
+class _Runner:
+    """The parts of a Runner that save() reads: its captures, their shards, its state."""
+
+    def __init__(self, distributed: bool) -> None:
+        self.distributed, self.capture_files = distributed, []
+        self.wire = SimpleNamespace(captures=[])
+
+    def capture(self, step: int) -> None:
+        rec = WireRecord("conv2", "backward", "train", 0, step, (2, 3), "float32", 24)
+        self.wire.captures.append(Capture(rec, torch.full((2, 3), float(step)), torch.arange(2)))
+
+    def state_dict(self, *, captures: bool) -> dict:
+        assert not captures  # save() keeps them in shards
+        files = [list(f) for f in self.capture_files]
+        return {"epoch": 0, "parties": {}, "captures": [], "capture_files": files}
+
+
+@pytest.mark.parametrize("distributed", [False, True])
+def test_a_finished_run_keeps_its_shards_only_at_a_distributed_party(tmp_path, distributed):
+    runner = _Runner(distributed)
+    runner.capture(0)
+    checkpoint.save(tmp_path, runner, 1)
+    runner.capture(1)
+    checkpoint.save(tmp_path, runner, 2)
+    assert runner.capture_files == [("00000000-00000001.pt", 1), ("00000001-00000002.pt", 1)]
+    runner.capture(2)  # the last step's inference messages: in observations.pt, not a shard
+    checkpoint.save(tmp_path, runner, 2, captures=False)
+    saved = torch.load(tmp_path / checkpoint.FILENAME, weights_only=True)["capture_files"]
+    # a distributed party restarted with the others after it finished rebuilds the same
+    # observations from its shards; a run in one process is never restarted once finished
+    assert (len(saved) == 2) == distributed == (tmp_path / checkpoint.SHARDS).is_dir()
