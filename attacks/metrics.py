@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from nopeek.attacks.leak import TOLERANCE, Columns, normalised, ssim_leak, tabular_report
 from nopeek.distance import distance_correlation
@@ -91,6 +90,10 @@ def ssim_per_sample(x: Tensor, x_hat: Tensor, *, data_range: float) -> Tensor | 
     _check_pair(x, x_hat)
     if x.dim() != 4:
         return None
+    # imported here: torchmetrics pulls in torchvision and torch._dynamo (2 s), which a process
+    # that never scores an image (the report's main process, a party) need not wait for
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     out = structural_similarity_index_measure(
         x_hat.double(),
         x.double(),

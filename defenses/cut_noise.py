@@ -27,8 +27,6 @@ import warnings
 from typing import Any, ClassVar
 
 import torch
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
 from torch import Tensor
 
 from nopeek.defenses.base import Defense, check_positive, rows
@@ -64,6 +62,8 @@ def gaussian_cut_epsilon(*, sigma: float, releases: int, delta: float) -> float:
     >>> round(gaussian_cut_epsilon(sigma=8.0, releases=1, delta=1e-5), 3)
     1.013
     """
+    from opacus.accountants import RDPAccountant  # (opacus takes 1-2 s to import)
+
     accountant = RDPAccountant()
     accountant.history = [(sigma / 2, 1.0, releases)]
     with warnings.catch_warnings(record=True) as caught:
@@ -81,6 +81,8 @@ def gaussian_cut_epsilon(*, sigma: float, releases: int, delta: float) -> float:
 def calibrate_cut_sigma(*, target_epsilon: float, releases: int, delta: float) -> float:
     """Smallest ``sigma`` (Opacus' binary search) with :func:`gaussian_cut_epsilon` <= target."""
     try:
+        from opacus.accountants.utils import get_noise_multiplier
+
         multiplier = get_noise_multiplier(
             target_epsilon=target_epsilon,
             target_delta=delta,

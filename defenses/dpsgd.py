@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from opacus import PrivacyEngine
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -38,11 +35,16 @@ from nopeek.defenses.base import Defense, check_positive
 from nopeek.errors import ConfigError
 from nopeek.hooks import TrainContext
 
+if TYPE_CHECKING:  # opacus itself is imported where it is used: it takes 1-2 s to import
+    from opacus import PrivacyEngine
+
 log = logging.getLogger(__name__)
 
 
 def check_opacus_compatible(modules: list[nn.Module]) -> None:
     """Raise a one-line ConfigError naming the fix when Opacus cannot train ``modules``."""
+    from opacus.validators import ModuleValidator  # (opacus takes 1-2 s to import)
+
     errors = ModuleValidator.validate(nn.ModuleList(modules), strict=False)
     if errors:
         first = str(errors[0]).strip().split(". ")[0].rstrip(".")
@@ -144,6 +146,8 @@ class DPSGD(Defense):
         """Opacus' PrivacyEngine over the party's segments (hooks in place) and optimizer."""
         with warnings.catch_warnings():  # deliberate: seeded noise for reproducible runs
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            from opacus import PrivacyEngine
+
             engine = PrivacyEngine(accountant="rdp", secure_mode=False)
         common = dict(
             module=nn.ModuleList(party.modules),
@@ -165,6 +169,8 @@ class DPSGD(Defense):
         (``make_private_with_epsilon`` derives the steps as ``int(epochs / sample_rate)``, which
         float rounding can make one short.)
         """
+        from opacus.accountants.utils import get_noise_multiplier
+
         try:
             return float(
                 get_noise_multiplier(
