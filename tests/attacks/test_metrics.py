@@ -158,3 +158,18 @@ def test_label_report_scores_the_final_epoch_and_aligns_permuted_classes():
     )
     assert aligned["auc"] == pytest.approx(1.0) and aligned["accuracy"] == 1.0
     assert aligned["n_samples"] == 30
+
+
+@pytest.mark.parametrize("two_columns", [False, True])
+def test_the_chance_baselines_batched_aucs_equal_one_sklearn_call_each(two_columns):
+    """label_chance scores all permutations of an epoch in one sklearn call: the same numbers
+    as label_auc on each labelling, None where a labelling has one class."""
+    from nopeek.attacks.metrics import _binary_aucs, label_auc
+
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randn(50, 2, generator=gen) if two_columns else torch.randn(50, generator=gen)
+    ys = [(torch.rand(50, generator=gen) < 0.3).long() for _ in range(6)]
+    ys.insert(2, torch.ones(50, dtype=torch.long))  # one class
+    want = [label_auc(y, scores, n_classes=2) for y in ys]
+    assert want[2] is None and _binary_aucs(ys, scores) == want
+    assert _binary_aucs(ys[2:3], scores) == [None]
