@@ -244,24 +244,10 @@ def _with(base: TrainConfig, knobs: Knobs) -> TrainConfig:
 
 def _measure_split(base: TrainConfig, prof, p: int, target: float) -> Measured:
     split, hit = _split_run(base, target, base.epochs)
-    accs = split.metrics["test_accuracy_per_epoch"]
-    e = hit or len(accs)
     hops = 2 if base.relay == "server" else 1
     per_epoch = sl_values(p=p, q=prof.q, clients=base.clients, shared=prof.client_params, hops=hops)
-    flops = sum(split.metrics.get(f"flops_client{k}", 0.0) for k in range(base.clients))
-    return Measured(
-        method=f"split learning (relay, {base.relay})",
-        clients=base.clients,
-        epochs=e,
-        reached=hit is not None,
-        test_accuracy=accs[e - 1],
-        bytes_total=_train_bytes(split.wire, e),
-        bytes_predicted=e * per_epoch * BYTES_PER_VALUE,
-        flops_clients=e * flops,
-        flops_predicted=e * prof.flops_client * p,
-        lr=base.lr,
-        max_epochs=base.epochs,
-    )
+    method = f"split learning (relay, {base.relay})"
+    return _from_run(method, base, split, hit, per_epoch, prof.flops_client * p)
 
 
 def _measure_splitfed(
@@ -277,25 +263,41 @@ def _measure_splitfed(
         relay="peer",
         local_epochs=passes,
     )
-    accs = run.metrics["test_accuracy_per_epoch"]
-    e = hit or len(accs)
     per_epoch = splitfed_values(
         p=p, q=prof.q, clients=base.clients, shared=prof.client_params, local_epochs=passes
     )
+    flops = passes * prof.flops_client * p
+    return _from_run(f"SplitFed {version}", base, run, hit, per_epoch, flops, local_epochs=passes)
+
+
+def _from_run(
+    method: str,
+    base: TrainConfig,
+    run: Any,
+    hit: int | None,
+    values_per_epoch: float,
+    flops_per_epoch: float,
+    **extra: Any,
+) -> Measured:
+    """What a split run (relay or SplitFed) measured up to the epoch that reached the target
+    (``hit``; all of them if none did), next to the formulas' ``values_per_epoch`` (values sent
+    and received) and the clients' ``flops_per_epoch``."""
+    accs = run.metrics["test_accuracy_per_epoch"]
+    e = hit or len(accs)
     flops = sum(run.metrics.get(f"flops_client{k}", 0.0) for k in range(base.clients))
     return Measured(
-        method=f"SplitFed {version}",
+        method=method,
         clients=base.clients,
         epochs=e,
         reached=hit is not None,
         test_accuracy=accs[e - 1],
         bytes_total=_train_bytes(run.wire, e),
-        bytes_predicted=e * per_epoch * BYTES_PER_VALUE,
+        bytes_predicted=e * values_per_epoch * BYTES_PER_VALUE,
         flops_clients=e * flops,
-        flops_predicted=e * passes * prof.flops_client * p,
+        flops_predicted=e * flops_per_epoch,
         lr=base.lr,
-        local_epochs=passes,
         max_epochs=base.epochs,
+        **extra,
     )
 
 

@@ -164,7 +164,7 @@ def test_label_report_scores_the_final_epoch_and_aligns_permuted_classes():
 def test_the_chance_baselines_batched_aucs_equal_one_sklearn_call_each(two_columns):
     """label_chance scores all permutations of an epoch in one sklearn call: the same numbers
     as label_auc on each labelling, None where a labelling has one class."""
-    from nopeek.attacks.metrics import _binary_aucs, label_auc
+    from nopeek.attacks.label_metrics import _binary_aucs, label_auc
 
     gen = torch.Generator().manual_seed(3)
     scores = torch.randn(50, 2, generator=gen) if two_columns else torch.randn(50, generator=gen)
