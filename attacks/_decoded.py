@@ -15,7 +15,10 @@ residual :func:`decoded_residual` returns, per element, is
   to 0, and a quantised value anywhere in its own step matches exactly (the dead zone of
   ``scale / 2`` that the value was known within);
 - ``randk``: ``(y - z) * [z != 0]``: the coordinates were drawn at random, so only the ones
-  received (non-zero) say anything about ``f(x)``; the others are left free.
+  received (non-zero) say anything about ``f(x)``; the others are left free. A coordinate that
+  was sent with the value 0 (common after a ReLU) is taken for one not sent, since the recorded
+  message keeps the decoded tensor, not the mask: the attacker ignores a true constraint, so its
+  leak stays a lower bound, if a looser one.
 
 Error feedback (top-k's default) moves only training messages; the inference messages the
 white-box attack inverts are compressed without it, which is what :func:`decoded_residual`
