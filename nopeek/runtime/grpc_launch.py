@@ -21,7 +21,14 @@ from nopeek.runtime import wire
 from nopeek.runtime.channel import WireLog
 from nopeek.runtime.grpc_bytes import Identity, grpc_module, max_message_bytes
 from nopeek.runtime.grpc_channel import GrpcChannel
-from nopeek.runtime.launch import DEFAULT_TIMEOUT, Parties, Schedule, schedule, unplanned
+from nopeek.runtime.launch import (
+    DEFAULT_TIMEOUT,
+    Parties,
+    Schedule,
+    planned,
+    schedule,
+    unplanned,
+)
 from nopeek.topology import Topology
 
 if TYPE_CHECKING:
@@ -97,26 +104,8 @@ class GrpcLaunch:
     ) -> Callable[[WireLog | None], GrpcChannel]:
         """``wire_log -> GrpcChannel`` for party ``me``, started (peers dialled, hellos
         exchanged) before it is returned; ``codecs`` decode compressed messages."""
-        plan = schedule(topology, x)
-        limit = _limit(plan, max_batch, codecs)
-
-        def build(log: WireLog | None) -> GrpcChannel:
-            channel = GrpcChannel(
-                me=me,
-                ranks=plan.ranks,
-                addresses=self.addresses,
-                identity=self.identity,
-                cuts=plan.cuts,
-                expect=plan.expect,
-                max_batch=max_batch,
-                max_message=limit,
-                timeout=self.timeout,
-                log=log,
-                codecs=codecs,
-            )
-            return _started(channel)
-
-        return build
+        return planned(self, me, schedule(topology, x), max_batch=max_batch, device=device,
+                       codecs=codecs)  # fmt: skip
 
     def open(
         self,
@@ -127,6 +116,7 @@ class GrpcLaunch:
         device: torch.device,
         plan: Schedule | None = None,
         codecs: dict[str, Compressor] | None = None,
+        log: WireLog | None = None,
     ) -> GrpcChannel:
         """Party ``me``'s channel, started (peers dialled, hellos exchanged): scheduled by
         ``plan`` (a :class:`~nopeek.runtime.launch.Schedule`), or carrying only text messages
@@ -142,6 +132,7 @@ class GrpcLaunch:
             max_batch=max_batch,
             max_message=_limit(plan, max_batch, codecs),
             timeout=self.timeout,
+            log=log,
             codecs=codecs,
         )
         return _started(channel)

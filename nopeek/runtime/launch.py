@@ -82,6 +82,7 @@ class Launch(Protocol):
         device: torch.device,
         plan: Schedule | None = None,
         codecs: dict[str, Compressor] | None = None,
+        log: WireLog | None = None,
     ) -> TorchDistributedChannel | GrpcChannel: ...
 
     def schedule(self, channel: Any, plan: Schedule, *, max_batch: int) -> None: ...
@@ -158,9 +159,8 @@ class PartyLaunch:
         codecs: dict[str, Compressor] | None = None,
     ) -> Callable[[WireLog | None], TorchDistributedChannel]:
         """``wire_log -> TorchDistributedChannel`` for party ``me`` (see :func:`make_channel`)."""
-        return make_channel(
-            topology, me, self, x=x, max_batch=max_batch, device=device, codecs=codecs
-        )
+        plan = schedule(topology, x)
+        return planned(self, me, plan, max_batch=max_batch, device=device, codecs=codecs)
 
     def open(
         self,
@@ -171,10 +171,12 @@ class PartyLaunch:
         device: torch.device,
         plan: Schedule | None = None,
         codecs: dict[str, Compressor] | None = None,
+        log: WireLog | None = None,
     ) -> TorchDistributedChannel:
         """Party ``me``'s channel, once :meth:`join` ed: scheduled by ``plan``
         (:class:`Schedule`), or carrying only text messages (the handshake, the alignment) until
-        :meth:`schedule` gives it one; ``codecs`` as for :func:`make_channel`."""
+        :meth:`schedule` gives it one; ``codecs`` as for :func:`make_channel`; it records into
+        ``log``."""
         return TorchDistributedChannel(
             me=me,
             ranks={p: i for i, p in enumerate(parties)},
@@ -183,6 +185,7 @@ class PartyLaunch:
             max_batch=max_batch,
             timeout=self.timeout,
             device=device,
+            log=log,
             codecs=codecs,
         )
 
@@ -379,19 +382,25 @@ def make_channel(
     """``wire_log -> TorchDistributedChannel`` for party ``me``, knowing what every message at
     every cut should look like (:func:`schedule`) and how compressed ones decode (``codecs``:
     message kind -> compressor, :func:`nopeek.compress.by_kind`)."""
-    plan = schedule(topology, x)
+    return launch.channel(topology, me, x=x, max_batch=max_batch, device=device, codecs=codecs)
 
-    def build(log: WireLog | None) -> TorchDistributedChannel:
-        return TorchDistributedChannel(
-            me=me,
-            ranks=plan.ranks,
-            cuts=plan.cuts,
-            expect=plan.expect,
-            max_batch=max_batch,
-            timeout=launch.timeout,
-            device=device,
+
+def planned(
+    launch: Any,
+    me: str,
+    plan: Schedule,
+    *,
+    max_batch: int,
+    device: torch.device,
+    codecs: dict[str, Compressor] | None = None,
+) -> Callable[[WireLog | None], Any]:
+    """``wire_log -> channel``: ``launch.open`` for party ``me``, scheduled by ``plan``, recording
+    into the wire log it is given (what each launch's ``channel`` returns)."""
+
+    def build(log: WireLog | None) -> Any:
+        return launch.open(
+            me, list(plan.ranks), max_batch=max_batch, device=device, plan=plan, codecs=codecs,
             log=log,
-            codecs=codecs,
-        )
+        )  # fmt: skip
 
     return build
