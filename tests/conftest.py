@@ -41,6 +41,7 @@ SLOW_FILES = {
     "nopeek/test_assemble.py",
     "nopeek/test_compress_distributed.py",
     "nopeek/test_distributed.py",
+    "nopeek/test_distributed_faults.py",
     "nopeek/test_fs_faults.py",
     "nopeek/test_grpc.py",
     "nopeek/test_kill_resume.py",

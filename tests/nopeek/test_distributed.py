@@ -6,7 +6,8 @@ the tensors actually handed to ``torch.distributed.isend`` (logged by a wrapper 
 and the parties' own wire logs for the byte counts; hand-made headers for the validation.
 
 Start-up (importing torch) is most of a child's life, so all children start at once (the
-``cluster`` fixture: three drivers and torchrun) and each driver runs one party of many runs in
+``cluster`` fixture, in ``_distributed_plan.py``, shared with ``test_distributed_faults.py``: three
+drivers and torchrun) and each driver runs one party of many runs in
 turn (``DRIVER``: one ``nopeek party`` command line after the other through
 :func:`nopeek.cli.main.main`, each with its own stderr, exit status and duration, as if it were
 a process of its own); a party that gets killed or stopped is the last job of its driver. The
@@ -18,33 +19,17 @@ process are in ``test_wire.py``.
 
 from __future__ import annotations
 
-import datetime
-import json
-import math
 import re
 import shutil
-import signal
-import threading
-from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from nopeek.cli.main import main
-from nopeek.errors import ChannelError
-from nopeek.runtime import wire
-from nopeek.runtime.channel import ACTIVATION, GRADIENT, Message
-from tests.nopeek._cluster import (
-    SENDER,
-    SIGNALLED,
-    WAIT,
-    _Child,
-    _Cluster,
-    _Plan,
-    _resume_state,
-    _wait_for,
-    _watch,
+from nopeek.runtime.channel import ACTIVATION, GRADIENT
+from tests.nopeek._distributed_plan import (
+    EPOCHS,
+    TOPOLOGIES,
 )
 from tests.nopeek._run_checks import (
     _label_dir,
@@ -54,107 +39,7 @@ from tests.nopeek._run_checks import (
     _same_metrics,
     _same_weights,
 )
-from tests.nopeek._wire_helpers import BAD_HEADERS, HEADER_BYTES
-
-FLAGS = ["--dataset", "digits", "--epochs", "2", "--max-train", "200", "--dcor-samples", "32"]
-FLAGS += ["--record-samples", "16", "--device", "cpu", "--quiet"]
-EPOCHS = 2
-TOPOLOGIES = {  # name -> (extra flags, number of parties); the 3-party ones run first
-    "vertical": (["--topology", "vertical", "--clients", "2"], 3),
-    # tabular: the clients' concatenated cuts meet the top through an adapter layer (seeded)
-    "vertical-tabular": (
-        ["--topology", "vertical", "--clients", "2", "--dataset", "breast-cancer"],
-        3,
-    ),
-    "many-clients": (["--topology", "many-clients", "--clients", "2"], 3),
-    "vanilla": ([], 2),
-    # a user's module cut inside its residual block: both tensors crossing travel in one message
-    "skip-cut": (["--model", "module:tests.nopeek._factory:make", "--cut", "block.conv1"], 2),
-    "u-shaped": (["--topology", "u-shaped", "--cut", "conv2,fc1", "--alpha", "1"], 2),
-}
-# case -> (client flags, server flags): parties that disagree on what they run
-DISAGREE = {
-    "seed-mismatch": (["--seed", "0"], ["--seed", "1"]),
-    "alpha-mismatch": (["--alpha", "0"], ["--alpha", "3"]),
-    "defense-mismatch": ([], ["--defense", "cut-noise:gaussian,sigma=0.5,clip=1"]),
-    "epochs-mismatch": (["--epochs", "2"], ["--epochs", "3"]),
-    "mismatch": (["--batch-size", "32"], ["--batch-size", "16"]),
-}
-LONG = ["--epochs", "6"]  # runs that get killed or stopped after their first checkpoint
-STALL_TIMEOUT = 10
-
-
-@pytest.fixture(scope="module")
-def children():
-    """Every child started by this module; whatever still runs at the end is killed."""
-    started: list[_Child] = []
-    yield started
-    for child in started:
-        child.kill()
-
-
-# --- the cluster: every distributed run of this module, started at once ----------------------
-
-
-@pytest.fixture(scope="module")
-def cluster(children, tmp_path_factory) -> _Cluster:
-    """Three drivers (one a rank) run: the five topologies; a refused header and a 3-party
-    failure; --resume from constructed states;
-    a client whose training diverges and one that makes the server's loss NaN; a party alone
-    (each rank); a server whose client gets SIGKILLed, and one whose client gets SIGSTOPped
-    after its first checkpoint (those clients are the last jobs of drivers 1 and 0); the
-    sender of the receiver test. Also torchrun. This process computes the in-process
-    references meanwhile."""
-    c = _Cluster(tmp_path_factory.mktemp("distributed"))
-    c.logs.mkdir()
-    plan = _Plan(c, FLAGS)
-    job, wait_for = plan.job, plan.wait_for
-    for name, (extra, world) in TOPOLOGIES.items():
-        for rank in range(world):
-            job(rank, name, rank, world, *extra)
-    for rank in range(3):  # a 3-party run whose first client diverges
-        diverge = ["--lr", "1e20"] if rank == 0 else []  # lr is each party's own setting
-        job(rank, "vertical-error", rank, 3, *TOPOLOGIES["vertical"][0], "--alpha", "1", *diverge)
-    for case, flags in DISAGREE.items():  # the label party refuses to start, naming the field
-        for rank in (0, 1):
-            job(rank, case, rank, 2, *flags[rank])
-    for rank in (0, 1):
-        plan.jobs[rank].append({"wait_for": str(c.root / "go"), "timeout": WAIT})
-        job(rank, "resume-both", rank, 2, "--resume")
-        job(rank, "resume-skew", rank, 2, "--resume")
-        job(rank, "resume-vs-overwrite", rank, 2, ["--resume", "--overwrite"][rank])
-        diverge = ["--lr", "1e20"] if rank == 0 else []  # the client only
-        job(rank, "client-error", rank, 2, "--alpha", "1", *diverge)  # NoPeek: inf activations
-        job(rank, "server-error", rank, 2, *diverge)  # the server's loss becomes NaN
-    job(1, "lone-client", 0, 2, timeout=5)
-    job(2, "lone-server", 1, 2, timeout=5)
-    job(0, "stalled", 0, 2, *LONG)  # driver 0 is stopped in it
-    job(1, "killed", 0, 2, *LONG)  # driver 1 is killed in it
-    wait_for(2, "server-error", 0)  # its client is about to wait for it: a short join
-    job(2, "stalled", 1, 2, *LONG, timeout=STALL_TIMEOUT)
-    wait_for(2, "lone-client", 0)
-    job(2, "killed", 1, 2, *LONG, timeout=60)
-    headers = [h.tolist() for h, _ in BAD_HEADERS.values()]
-    args = [c.sender_port, headers, str(c.logs / "sender-counts.json")]
-    log = c.logs / "sender.0"
-    plan.jobs[2].append({"exec": SENDER, "args": args, "log": f"{log}.json", "err": f"{log}.err"})
-    plan.start(children)
-    stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(c, stop), daemon=True)
-    watcher.start()
-    try:
-        for name, (extra, _) in TOPOLOGIES.items():
-            assert main(["train", *FLAGS, *extra, "--out", str(c.root / f"{name}.ref")]) == 0
-        _wait_for(c, [c.logs / "vanilla.0.json", c.logs / "vanilla.1.json"])
-        _resume_state(c.root)
-        (c.root / "go").touch()
-        ends = [j["log"] for mine in plan.jobs for j in mine if "log" in j and "exec" not in j]
-        _wait_for(c, [Path(p) for p in ends if not p.endswith(("stalled.0.json", "killed.0.json"))])
-        watcher.join(timeout=WAIT)
-    finally:
-        stop.set()
-        watcher.join(timeout=10)
-    return c
+from tests.nopeek._wire_helpers import HEADER_BYTES
 
 
 # --- 1, 2, 6. equality with the in-process run, bytes, torchrun ------------------------------
@@ -229,177 +114,6 @@ def test_resume_restarts_every_party_from_the_common_checkpoint(cluster, run):
     want = _metrics(cluster.root / "vanilla.ref" / "metrics.json")
     _same_metrics(_metrics(cluster.root / run / "server" / "metrics.json"), want)
     _same_weights(cluster.root / run, cluster.root / "vanilla.ref", want["parties"])
-
-
-# --- 3. a party that never starts, dies, stalls or fails --------------------------------------
-@pytest.mark.parametrize("case, rank", [("lone-client", 0), ("lone-server", 1)])
-def test_a_party_that_never_starts_ends_the_other_within_the_deadline(cluster, case, rank):
-    """Alone at the meeting point (rank 0 hosts it, rank 1 connects to it), --timeout 5."""
-    job = cluster.job(case, rank)
-    assert job["code"] == 2
-    err = _one_line(job["err"])
-    me = case.removeprefix("lone-")
-    other = {"client": "server", "server": "client"}[me]
-    assert err.startswith(f"error: {me} could not meet {other} at 127.0.0.1:")
-    assert "within 5 s" in err and "--master-port" in err
-    assert job["seconds"] < 30  # gloo's own default would wait 30 minutes
-
-
-def test_a_killed_party_ends_the_other_naming_it(cluster):
-    assert cluster.drivers[SIGNALLED["killed"][0]].wait() == -signal.SIGKILL
-    job = cluster.job("killed", 1)
-    assert job["code"] == 2
-    err = _one_line(job["err"])
-    assert err.startswith("error: server gave up on client (rank 0) ")
-    assert "its connection closed" in err
-    assert job["ended"] - cluster.signalled["killed"] < 60
-
-
-def test_a_stalled_party_ends_the_other_at_the_deadline(cluster):
-    job = cluster.job("stalled", 1)
-    assert job["code"] == 2
-    err = _one_line(job["err"])
-    assert err.startswith("error: server gave up on client (rank 0) ")
-    assert f"timed out after at most {STALL_TIMEOUT} s" in err
-    # the deadline plus the 3 s its error message may wait; not gloo's 30 minutes
-    assert job["ended"] - cluster.signalled["stalled"] < 60
-
-
-def test_an_error_in_one_party_is_sent_to_the_other(cluster):
-    client, server = cluster.job("client-error", 0), cluster.job("client-error", 1)
-    assert client["code"] == server["code"] == 2
-    assert _one_line(client["err"]).startswith("error: training diverged at epoch 1, step 2")
-    err = _one_line(server["err"])
-    assert err.startswith("error: client stopped: client: training diverged at epoch 1, step 2")
-
-
-def test_an_error_in_the_server_reaches_a_sending_client(cluster):
-    """The client is blocked sending its next activation while the server fails: the server
-    reads and drops that message so that the client gets to read the error."""
-    client, server = cluster.job("server-error", 0), cluster.job("server-error", 1)
-    assert client["code"] == server["code"] == 2
-    assert _one_line(server["err"]).startswith("error: training diverged at epoch 1, step 2")
-    assert _one_line(client["err"]).startswith("error: server stopped: server: training diverged")
-
-
-@pytest.mark.parametrize(
-    "case, field",
-    [
-        ("seed-mismatch", "seed (client 0, server 1)"),
-        ("alpha-mismatch", "alpha (client 0.0, server 3.0)"),
-        ("defense-mismatch", "defenses (client [], server [cut-noise:gaussian,sigma=0.5,clip=1])"),
-        ("epochs-mismatch", "epochs (client 2, server 3)"),
-        ("mismatch", "batch_size (client 32, server 16)"),
-        ("resume-vs-overwrite", "start (client resume, server fresh)"),
-    ],
-)
-def test_parties_that_disagree_stop_before_training_naming_the_field(cluster, case, field):
-    """The label party compares every party's settings before the first tensor and stops
-    all of them with one line naming each differing field and both values (before, a seed
-    mismatch trained on mispaired labels and exited 0)."""
-    client, server = cluster.job(case, 0), cluster.job(case, 1)
-    assert client["code"] == server["code"] == 2
-    why = "the parties' settings differ: "
-    assert _one_line(server["err"]).startswith(f"error: {why}")
-    assert field in _one_line(server["err"])
-    assert _one_line(client["err"]).startswith(f"error: server stopped: server: {why}")
-    assert field in _one_line(client["err"])
-    assert not (cluster.root / case / "server" / "metrics.json").exists()
-
-
-def test_every_party_of_a_three_party_run_learns_why_it_stopped(cluster):
-    """client0 diverges: the server reads its error and passes it on to client1, which never
-    talks to client0 (a wait that ran into --timeout would say "gave up")."""
-    codes = [cluster.job("vertical-error", r)["code"] for r in range(3)]
-    assert codes == [2, 2, 2]
-    errors = [_one_line(cluster.job("vertical-error", r)["err"]) for r in range(3)]
-    assert errors[0].startswith("error: training diverged at epoch 1")
-    assert errors[2].startswith("error: client0 stopped: client0: training diverged")
-    assert errors[1].startswith("error: server stopped: server: client0 stopped: client0:")
-
-
-def test_the_survivor_of_a_dead_peer_keeps_its_checkpoint_for_resume(cluster):
-    assert cluster.job("killed", 1)["code"] == 2
-    assert (cluster.root / "killed" / "client" / "checkpoint.pt").is_file()
-    assert (cluster.root / "killed" / "server" / "checkpoint.pt").is_file()
-
-
-# --- 4. a real receiver (this process): bad headers refused before any allocation ------------
-def test_receiver_rejects_bad_headers_before_allocating(cluster, monkeypatch):
-    """A real pair: the receiver refuses a huge shape, a wrong dtype, an id-count mismatch and
-    an oversized text naming the sender and the field, having allocated only the header; a
-    peer's error arrives as that peer's words; silence ends at the deadline. The sender's byte
-    counters are exact (a 128-byte header a message, payload = tensor + ids + text bytes)."""
-    from nopeek.errors import PeerError
-    from nopeek.runtime.distributed import TorchDistributedChannel
-
-    def no_pickles(*args, **kwargs):
-        raise AssertionError("a pickled object was about to cross the wire")
-
-    for name in ("send_object_list", "recv_object_list", "broadcast_object_list"):
-        monkeypatch.setattr(dist, name, no_pickles)
-    sizes: list[int] = []
-    empty = torch.empty
-
-    def recording_empty(*shape, **kwargs):
-        shape = shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape
-        sizes.append(math.prod(shape))
-        return empty(*shape, **kwargs)
-
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{cluster.sender_port}",
-        rank=1,
-        world_size=2,
-        timeout=datetime.timedelta(seconds=120),
-    )
-    try:
-        ch = TorchDistributedChannel(
-            me="server",
-            ranks={"client": 0, "server": 1},
-            cuts=["conv2"],
-            expect=lambda kind, cut, sender: ((16, 4, 4), None),
-            max_batch=64,
-            timeout=3,
-        )
-
-        def act(step: int) -> Message:
-            sizes.clear()
-            return ch.recv(
-                sender="client", receiver="server", kind=ACTIVATION, cut="conv2", step=step
-            )
-
-        monkeypatch.setattr(torch, "empty", recording_empty)
-        msg = act(0)
-        assert sizes == [wire.HEADER_LEN, 4 * 16 * 4 * 4, 4]
-        z = torch.arange(4 * 16 * 16, dtype=torch.float32).reshape(4, 16, 4, 4)
-        assert torch.equal(msg.tensor, z) and msg.ids.tolist() == [7, 1, 5, 3]
-        assert (msg.kind, msg.sender, msg.step) == (ACTIVATION, "client", 0)
-        assert ch.recv_text("client") == {"steps": [[0, 4, [0.5]]]}
-        for step, (what, (_, match)) in enumerate(BAD_HEADERS.items(), start=1):
-            with pytest.raises(ChannelError, match=match):
-                act(step)
-            assert sizes == [wire.HEADER_LEN], what  # only the header was allocated
-        with pytest.raises(PeerError, match=r"^client stopped: client: boom$"):
-            act(5)
-        assert sizes == [wire.HEADER_LEN, len("client: boom")]
-        silence = r"^server gave up on client \(rank 0\) waiting for an activation at cut 'conv2'"
-        with pytest.raises(PeerError, match=silence + r" \(step 6\): timed out after at most 3 s"):
-            act(6)
-        monkeypatch.setattr(torch, "empty", empty)
-        assert cluster.drivers[2].wait() == 0, cluster.drivers[2].err  # the sender left
-    finally:
-        dist.destroy_process_group()
-    sender = cluster.job("sender", 0)
-    assert sender["code"] == 0, sender["err"]
-    header, payload, header_after, payload_after = json.loads(
-        (cluster.logs / "sender-counts.json").read_text()
-    )
-    text = json.dumps({"steps": [[0, 4, [0.5]]]})
-    assert header == 2 * HEADER_BYTES
-    assert payload == z.numel() * 4 + 4 * 8 + len(text.encode())
-    # the hand-made headers went around the channel; the error message went through it
-    assert (header_after, payload_after) == (3 * HEADER_BYTES, payload + len("client: boom"))
 
 
 @pytest.mark.parametrize("name", list(TOPOLOGIES))

@@ -1,6 +1,6 @@
 """The wire header on its own, no processes: encode/decode round trip, malformed or oversized
 headers refused before anything is allocated (against hand-made headers), and no pickled
-objects anywhere in the runtime's source. The real pair is in ``test_distributed.py``."""
+objects anywhere in the runtime's source. The real pair is in ``test_distributed_faults.py``."""
 
 from __future__ import annotations
 
