@@ -149,19 +149,26 @@ def label_chance(
 
 def _binary_aucs(ys: list[Tensor], scores: Tensor) -> list[float | None]:
     """:func:`label_auc` of each labelling ``ys[p]`` (M,) of one binary epoch's ``scores`` (M,)
-    or (M, 2), in one sklearn call over the columns (the same numbers: sklearn scores each
-    column as it scores one binary task; 40 % of the time of one call each)."""
-    from sklearn.metrics import roc_auc_score
+    or (M, 2), from one ranking of the scores.
+
+    The AUC is the Mann-Whitney statistic over ``n1 n0``: ``(R1 - n1 (n1 + 1) / 2) / (n1 n0)``
+    with ``R1`` the sum of the positives' ranks (ties get their average rank, which counts a
+    tied pair as half, as the ROC curve's trapezoids do). The scores are ranked once
+    (``scipy.stats.rankdata``) and every labelling's ``R1`` is one product with that ranking:
+    sklearn's ``roc_auc_score`` per labelling, to rounding (tested against it), in a twentieth
+    of the time (the permutation baseline scores 20 labellings of every epoch).
+    """
+    from scipy.stats import rankdata
 
     s = scores.detach().double()
     s = s[:, 1] if s.dim() == 2 else s
-    both = [len(torch.unique(y)) == 2 for y in ys]  # one class: the AUC is undefined
-    cols = [y.numpy() for y, ok in zip(ys, both) if ok]
-    if not cols:
-        return [None] * len(ys)
-    given = iter(roc_auc_score(np.stack(cols, 1), np.repeat(s.numpy()[:, None], len(cols), 1),
-                               average=None).tolist())  # fmt: skip
-    return [float(next(given)) if ok else None for ok in both]
+    ranks = rankdata(s.numpy())
+    labels = np.stack([y.numpy() == y.max().item() for y in ys]).astype(np.float64)  # (P, M)
+    n1 = labels.sum(1)
+    n0 = len(ranks) - n1
+    both = (n1 > 0) & (n0 > 0)  # one class: the AUC is undefined
+    u = labels @ ranks - n1 * (n1 + 1) / 2
+    return [float(a / b) if ok else None for a, b, ok in zip(u, n1 * n0, both)]
 
 
 def label_leak_of(auc_folded_max: float | None, chance: float | None) -> float | None:

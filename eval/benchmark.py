@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,7 @@ from nopeek.errors import ConfigError, CutError, CutShapeError, ThreatModelError
 from nopeek.eval.settings import Setting, parse_attack
 from nopeek.eval.sweep import ATTACK_OPTIONS, SweepSpec, run_dir, run_sweeps, validate
 from nopeek.io import atomic_write_json
+from nopeek.workers import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -308,8 +308,7 @@ def _attack_all(groups, spec, out: Path, refusals: dict[str, str], jobs: int) ->
         for key, why in done:
             _record(out, refusals, key, why)
         return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context()) as pool:
         for key, why in pool.map(attack_task, tasks):
             _record(out, refusals, key, why)
 

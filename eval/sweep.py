@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import ExitStack
@@ -37,6 +36,7 @@ from nopeek.eval.results import collect_rows, write_results
 from nopeek.eval.settings import Setting, parse_attack
 from nopeek.io import atomic_write_json
 from nopeek.rundir import RunDir, kind_of, write_marker
+from nopeek.workers import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def _cost(task: dict[str, Any]) -> float:
 
 def _run_parallel(todo: list[dict], jobs: int, bar) -> None:
     todo = sorted(todo, key=_cost, reverse=True)
-    ctx = multiprocessing.get_context("spawn")
+    ctx = worker_context()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_one_thread) as pool:
         futures = {pool.submit(run_task, t) for t in todo}
         while futures:

@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "nopeek"
 LAYERS: list[set[str]] = [
-    {"errors", "schema", "seeding", "io", "plugins", "registry", "distance", "hooks"},
+    {"errors", "schema", "seeding", "io", "plugins", "registry", "distance", "hooks", "workers"},
     {"runtime.channel"},
     {"data"},
     {"models"},

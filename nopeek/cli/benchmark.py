@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from nopeek.cli.commands import summary
+from nopeek.workers import warm
 
 if TYPE_CHECKING:  # (above the core: unchecked here, Any to mypy)
     from nopeek.eval.benchmark import BenchmarkSpec
@@ -104,6 +105,8 @@ def spec_of(args: argparse.Namespace) -> BenchmarkSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.jobs > 1:
+        warm()  # the workers' imports overlap this process's own
     from nopeek.eval.benchmark import run_benchmark
 
     spec = spec_of(args)

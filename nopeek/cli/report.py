@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from nopeek.cli.commands import summary
+from nopeek.workers import warm
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.jobs > 1 and not args.sweeps:
+        warm()  # the workers' imports overlap this process's own
     from nopeek.eval.defaults import default_sweeps
     from nopeek.eval.report import write_report
     from nopeek.eval.sweep import run_sweeps

@@ -11,6 +11,7 @@ from nopeek.cli.commands import summary
 from nopeek.config import TrainConfig
 from nopeek.eval.defaults import SWEEP_ATTACKS
 from nopeek.eval.settings import make_settings, parse_attacks, parse_floats, parse_ints
+from nopeek.workers import warm
 
 if TYPE_CHECKING:  # (above the core: unchecked here, Any to mypy)
     from nopeek.eval.summary import SettingSummary
@@ -122,6 +123,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.jobs > 1:
+        warm()  # the workers' imports overlap this process's own
     from nopeek.eval.summary import summarize
     from nopeek.eval.sweep import SweepSpec, run_sweep
 

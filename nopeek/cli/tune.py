@@ -11,6 +11,7 @@ from nopeek.cli.commands import summary
 from nopeek.cli.sweep import add_base_args, attack_options, base_config
 from nopeek.eval import defaults
 from nopeek.eval.settings import parse_attacks, parse_ints
+from nopeek.workers import warm
 
 if TYPE_CHECKING:  # (above the core: unchecked here, Any to mypy)
     from nopeek.eval.summary import SettingSummary, Stat
@@ -89,6 +90,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.jobs > 1:
+        warm()  # the workers' imports overlap this process's own
     from nopeek.eval.settings import Setting
     from nopeek.eval.sweep import SweepSpec
     from nopeek.eval.tune import Budget, parse_knobs, tune

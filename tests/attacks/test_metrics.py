@@ -161,15 +161,23 @@ def test_label_report_scores_the_final_epoch_and_aligns_permuted_classes():
 
 
 @pytest.mark.parametrize("two_columns", [False, True])
-def test_the_chance_baselines_batched_aucs_equal_one_sklearn_call_each(two_columns):
-    """label_chance scores all permutations of an epoch in one sklearn call: the same numbers
-    as label_auc on each labelling, None where a labelling has one class."""
-    from nopeek.attacks.label_metrics import _binary_aucs, label_auc
+@pytest.mark.parametrize("ties", [False, True])
+def test_the_chance_baselines_rank_sum_aucs_equal_sklearns(two_columns, ties):
+    """label_chance scores all permutations of an epoch from one ranking: sklearn's
+    roc_auc_score on each labelling (tied scores too), None where a labelling has one class."""
+    from sklearn.metrics import roc_auc_score
+
+    from nopeek.attacks.label_metrics import _binary_aucs
 
     gen = torch.Generator().manual_seed(3)
     scores = torch.randn(50, 2, generator=gen) if two_columns else torch.randn(50, generator=gen)
+    if ties:
+        scores = (scores * 2).round()  # a handful of distinct values
     ys = [(torch.rand(50, generator=gen) < 0.3).long() for _ in range(6)]
     ys.insert(2, torch.ones(50, dtype=torch.long))  # one class
-    want = [label_auc(y, scores, n_classes=2) for y in ys]
-    assert want[2] is None and _binary_aucs(ys, scores) == want
+    s = (scores[:, 1] if two_columns else scores).double().numpy()
+    got = _binary_aucs(ys, scores)
+    assert got[2] is None
+    for y, auc in zip(ys[:2] + ys[3:], got[:2] + got[3:]):
+        assert auc == pytest.approx(roc_auc_score(y.numpy(), s), abs=1e-12)
     assert _binary_aucs(ys[2:3], scores) == [None]

@@ -26,7 +26,10 @@ def _bits(t: torch.Tensor):
 
 
 def _load(path: Path) -> dict:
-    return torch.load(path, weights_only=True)
+    """A checkpoint as nopeek reads it (its wire records decoded into tuples)."""
+    from nopeek.rundir import checkpoint
+
+    return checkpoint.read(path)
 
 
 def _same_weights(run: Path, reference: Path, parties: list[str]) -> None:

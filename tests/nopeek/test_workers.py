@@ -1,0 +1,35 @@
+"""Run workers are forked from a server that imported the run code once (nopeek.workers)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+from nopeek.workers import RUN_MODULES, imported, warm, worker_context
+
+forkserver = pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(), reason="no forkserver here"
+)
+
+
+@forkserver
+def test_a_worker_starts_with_the_run_code_imported():
+    warm()
+    with ProcessPoolExecutor(max_workers=1, mp_context=worker_context()) as pool:
+        pid, loaded = pool.submit(os.getpid).result(), pool.submit(imported).result()
+    assert pid != os.getpid()
+    assert loaded == list(RUN_MODULES)  # none imported by the task itself: they came with the fork
+
+
+@forkserver
+def test_the_context_is_a_fork_server():
+    assert worker_context().get_start_method() == "forkserver"
+
+
+def test_imported_names_what_this_process_holds():
+    assert imported(("sys", "no_such_module_here")) == ["sys"]
+    assert "sys" in sys.modules
