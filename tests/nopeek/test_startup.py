@@ -62,3 +62,17 @@ def test_version_matches_the_package_metadata(capsys):
         main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.strip() == f"nopeek {version('nopeek')}"
+
+
+def test_only_the_command_freezes_the_collector_before_it_ends(monkeypatch):
+    """`nopeek ...` (argv None) freezes gc before returning, to skip the interpreter's last
+    collection pass at exit; main([...]) called from Python (tests, notebooks) leaves gc alone."""
+    import gc
+
+    from nopeek.cli.main import main
+
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(sys, "argv", ["nopeek", "models"])
+    assert main() == 0 and frozen == [True]
+    assert main(["models"]) == 0 and frozen == [True]
