@@ -20,12 +20,15 @@ True
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import sys
 from collections.abc import Sequence
 from multiprocessing.context import BaseContext
 
 __all__ = ["RUN_MODULES", "imported", "warm", "worker_context"]
+
+log = logging.getLogger(__name__)
 
 RUN_MODULES: tuple[str, ...] = (
     "torch._dynamo",  # imported by torch.optim's first optimizer: once here, not per worker
@@ -38,20 +41,25 @@ RUN_MODULES: tuple[str, ...] = (
 """What a worker of a sweep or a benchmark runs, imported once by the fork server."""
 
 
-def _method() -> str:
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-
-
 def worker_context(preload: Sequence[str] = RUN_MODULES) -> BaseContext:
     """The ``multiprocessing`` context to start run workers with (for ``ProcessPoolExecutor``).
 
-    ``forkserver`` with ``preload`` imported by the server where the platform has it, else
-    ``spawn``. A server already started (by :func:`warm`) is reused as it is.
+    ``forkserver`` with ``preload`` imported by the server, started now if it is not running
+    yet (a server already started, by :func:`warm`, is reused as it is); ``spawn`` where the
+    platform has no ``forkserver`` or the server cannot start (it needs a Unix socket in the
+    temporary folder): slower to start, the same runs.
     """
-    ctx = multiprocessing.get_context(_method())
-    if ctx.get_start_method() == "forkserver":
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        from multiprocessing import forkserver  # (POSIX only)
+
+        ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(list(preload))
-    return ctx
+        try:
+            forkserver.ensure_running()
+            return ctx
+        except OSError as exc:
+            log.warning("cannot start a fork server (%s); spawning the workers instead", exc)
+    return multiprocessing.get_context("spawn")
 
 
 def warm(preload: Sequence[str] = RUN_MODULES) -> None:
@@ -59,11 +67,7 @@ def warm(preload: Sequence[str] = RUN_MODULES) -> None:
 
     Returns at once (the server imports in its own process); a no-op without ``forkserver``.
     """
-    ctx = worker_context(preload)
-    if ctx.get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
+    worker_context(preload)
 
 
 def imported(modules: Sequence[str] = RUN_MODULES) -> list[str]:

@@ -33,3 +33,15 @@ def test_the_context_is_a_fork_server():
 def test_imported_names_what_this_process_holds():
     assert imported(("sys", "no_such_module_here")) == ["sys"]
     assert "sys" in sys.modules
+
+
+def test_workers_are_spawned_where_no_fork_server_starts(monkeypatch):
+    """A fork server needs a Unix socket in the temporary folder: where it cannot start, the
+    runs still go to spawned workers."""
+    from multiprocessing import forkserver
+
+    def refuse():
+        raise PermissionError("no sockets here")
+
+    monkeypatch.setattr(forkserver, "ensure_running", refuse)
+    assert worker_context().get_start_method() == "spawn"
