@@ -10,13 +10,9 @@ many-clients ``client0, client1, server``; ...).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import logging
 import os
-import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -28,6 +24,7 @@ from nopeek.errors import ChannelError, ConfigError, NopeekError, PeerError
 from nopeek.runtime.channel import WEIGHTS, WireLog
 from nopeek.runtime.distributed import TorchDistributedChannel
 from nopeek.runtime.party import flatten_state
+from nopeek.runtime.rendezvous import check_gloo_transport, claim_rank, meeting_store, quiet_stderr
 from nopeek.topology import Topology
 from nopeek.topology.crossings import dry_run
 
@@ -207,16 +204,16 @@ class PartyLaunch:
         """
         backend = "nccl" if device.type == "cuda" else "gloo"
         if backend == "gloo":
-            _check_gloo_transport()
+            check_gloo_transport()
         where = f"{self.master_addr}:{self.master_port}"
         try:
-            with _quiet_stderr():  # c10d logs every retry with C++ stack frames to fd 2
-                store = _store(self, where)
+            with quiet_stderr():  # c10d logs every retry with C++ stack frames to fd 2
+                store = meeting_store(where, self.rank, self.world_size, self.timeout)
         except (RuntimeError, ValueError, TimeoutError) as exc:
             raise self._unmet(me, peers, exc) from None
-        _claim(store, self.rank, where)
+        claim_rank(store, self.rank, where)
         try:
-            with _quiet_stderr():
+            with quiet_stderr():
                 dist.init_process_group(
                     backend,
                     store=dist.PrefixStore("default_pg", store),  # as init_method= would
@@ -241,67 +238,6 @@ class PartyLaunch:
             f"{where} within {self.timeout:g} s ({type(exc).__name__}); start every party with "
             "the same --master-addr, --master-port and --world-size, and open that port"
         )
-
-
-def _store(launch: PartyLaunch, where: str) -> dist.Store:
-    """Rank 0's store at ``where`` (rank 0 hosts it; under torchrun, its agent does)."""
-    timeout = datetime.timedelta(seconds=launch.timeout)
-    url = f"tcp://{where}"
-    store: dist.Store
-    store, _, _ = next(dist.rendezvous(url, launch.rank, launch.world_size, timeout=timeout))
-    store.set_timeout(timeout)
-    return store
-
-
-def _claim(store: dist.Store, rank: int, where: str) -> None:
-    """Claim ``rank`` in the run's store; a rank another process claimed first is one line.
-
-    The key counts the claims (``Store.add`` is atomic), per torchrun restart: a restarted
-    worker group claims afresh in the store its agent keeps.
-    """
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    if store.add(f"nopeek/attempt{attempt}/rank{rank}", 1) > 1:
-        raise ConfigError(
-            f"rank {rank} is already taken: another process joined {where} as rank {rank}; "
-            "start each rank once (check --rank), or give a second run its own --master-port"
-        )
-
-
-def _check_gloo_transport() -> None:
-    """Refuse a gloo transport this build lacks (``GLOO_DEVICE_TRANSPORT=TCP_TLS`` on a torch
-    built without TLS) up front, naming it, instead of failing the join as a peer that never
-    came. Gloo reads the variable once, when torch loads: the device it makes now is the one
-    the process group would make."""
-    transport = os.environ.get("GLOO_DEVICE_TRANSPORT")
-    if not transport:
-        return
-    try:
-        dist.ProcessGroupGloo.create_default_device()
-    except RuntimeError as exc:
-        why = "unsupported gloo device" if "unsupported gloo device" in str(exc) else str(exc)
-        raise ConfigError(
-            f"GLOO_DEVICE_TRANSPORT={transport}: this torch build's gloo cannot make that "
-            f"transport ({why.splitlines()[0][:200]}); unset it, and for encryption between "
-            "institutions use --transport grpc (mutual TLS)"
-        ) from None
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Hold what native code writes to stderr (fd 2) while joining; replay it when logging is
-    verbose (``nopeek -v``), drop it otherwise, so a failed join stays a one-line error."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            if logging.getLogger("nopeek").isEnabledFor(logging.INFO):
-                held.seek(0)
-                sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def _role_party(role: str, parties: list[str]) -> str:
