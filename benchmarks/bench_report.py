@@ -2,11 +2,11 @@
 
 Run ``python benchmarks/bench_report.py`` after installation. It runs ``nopeek report --jobs 2``
 into a fresh temporary folder (nothing reused), in a subprocess with one thread per run, and
-prints the wall time, the CPU time of all processes and the load average of the machine
-(timings on a shared machine are slower than on two idle cores: compare the CPU time / 2), then
-the headline table (alpha vs accuracy, SSIM of the best reconstruction attack and dCor, mean ±
-std over seeds) and whether accuracy and leakage fall monotonically with alpha. The target is
-under 300 s on 2 CPU cores; the script asserts nothing about time.
+prints the wall time, the CPU time of the machine meanwhile and its load average (timings on a
+shared machine are slower than on two idle cores), then the headline table (alpha vs accuracy,
+SSIM of the best reconstruction attack and dCor, mean ± std over seeds) and whether accuracy and
+leakage fall monotonically with alpha. The target of ``make run`` is under 300 s on 2 CPU
+cores, issue 21's goal 60 s (printed as a ratio); the script asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -23,6 +23,22 @@ import time
 from pathlib import Path
 
 TARGET_S = 300.0
+GOAL_S = 60.0  # issue 21: the main job within 60 s on 2 cores
+
+
+def _machine_cpu() -> float | None:
+    """User + system CPU seconds of the whole machine so far (Linux ``/proc/stat``), or None.
+
+    The command's workers are forked by its fork server (:mod:`nopeek.workers`), which is not
+    waited for, so their CPU never reaches this process's ``RUSAGE_CHILDREN``; the machine's
+    counters include them (and whatever else runs: see the load average).
+    """
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    user, nice, system = (int(v) for v in first[1:4])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
 
 
 def _fmt(stat: dict | None) -> str:
@@ -60,15 +76,20 @@ def main() -> int:
     cmd = [str(nopeek), "report", "--out", str(out), "--jobs", str(args.jobs), "--quiet"]
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     load = os.getloadavg()
+    machine = _machine_cpu()
     began = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
     wall = time.perf_counter() - began
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine = _machine_cpu() - machine if machine is not None else None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command itself, not its workers
     cpu = usage.ru_utime + usage.ru_stime
-    print(f"`nopeek report --jobs {args.jobs}`: {wall:.1f} s wall, {cpu:.1f} s CPU (all processes)")
+    print(f"`nopeek report --jobs {args.jobs}`: {wall:.1f} s wall, {cpu:.1f} s CPU in the command")
+    if machine is not None:
+        print(f"  {machine:.1f} s CPU on the machine meanwhile (its workers, and anything else)")
     print(f"load average before: {load[0]:.2f} on {os.cpu_count()} cores")
-    verdict = "under" if wall < TARGET_S else "OVER"
-    print(f"{verdict} the {TARGET_S:.0f} s target (CPU time / 2 = {cpu / 2:.1f} s)")
+    print(f"{'under' if wall < TARGET_S else 'OVER'} the {TARGET_S:.0f} s target of `make run`")
+    print(f"main job / {GOAL_S:.0f} s goal (issue 21): {wall / GOAL_S:.2f}x "
+          f"({'met' if wall <= GOAL_S else 'not met'})")  # fmt: skip
     print(headline(out / "report.json"))
     if not args.keep:
         shutil.rmtree(out)
