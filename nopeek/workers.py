@@ -11,7 +11,9 @@ numbers are the ones a spawned worker gives.
 
 A command that will run a pool calls :func:`warm` first thing, so that the server imports while
 the command itself imports and plans (two cores busy instead of one). Where ``forkserver`` is
-not available (Windows), workers are spawned as before.
+not available (Windows), workers are spawned as before. The server lives as long as the process
+that started it: in a notebook, code changed on disk after its first sweep (an edited plug-in)
+reaches the workers only after a restart of the kernel.
 
 >>> ctx = worker_context()
 >>> ctx.get_start_method() in ("forkserver", "spawn")
