@@ -22,13 +22,14 @@ True
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import sys
 from collections.abc import Sequence
 from multiprocessing.context import BaseContext
 
-__all__ = ["RUN_MODULES", "imported", "warm", "worker_context"]
+__all__ = ["RUN_MODULES", "imported", "preload", "warm", "worker_context"]
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,13 @@ RUN_MODULES: tuple[str, ...] = (
 )
 """What a worker of a sweep or a benchmark runs, imported once by the fork server."""
 
+_SERVER_PRELOAD = ["nopeek._preload"]  # imports RUN_MODULES through preload(), guarded
 
-def worker_context(preload: Sequence[str] = RUN_MODULES) -> BaseContext:
+
+def worker_context() -> BaseContext:
     """The ``multiprocessing`` context to start run workers with (for ``ProcessPoolExecutor``).
 
-    ``forkserver`` with ``preload`` imported by the server, started now if it is not running
+    ``forkserver`` with :data:`RUN_MODULES` imported by the server, started now if it is not running
     yet (a server already started, by :func:`warm`, is reused as it is); ``spawn`` where the
     platform has no ``forkserver`` or the server cannot start (it needs a Unix socket in the
     temporary folder): slower to start, the same runs.
@@ -55,7 +58,7 @@ def worker_context(preload: Sequence[str] = RUN_MODULES) -> BaseContext:
         from multiprocessing import forkserver  # (POSIX only)
 
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(list(preload))
+        ctx.set_forkserver_preload(_SERVER_PRELOAD)
         try:
             forkserver.ensure_running()
             return ctx
@@ -64,15 +67,32 @@ def worker_context(preload: Sequence[str] = RUN_MODULES) -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def warm(preload: Sequence[str] = RUN_MODULES) -> None:
-    """Start the fork server now, so that it imports ``preload`` while the caller goes on.
+def warm() -> None:
+    """Start the fork server now, so that it imports :data:`RUN_MODULES` while the caller goes on.
 
     Returns at once (the server imports in its own process); a no-op without ``forkserver``.
     """
-    worker_context(preload)
+    worker_context()
 
 
 def imported(modules: Sequence[str] = RUN_MODULES) -> list[str]:
     """Those of ``modules`` this process has imported: in a worker of :func:`worker_context`,
     all of them before its first task (they came with the fork)."""
     return [name for name in modules if name in sys.modules]
+
+
+def preload(modules: Sequence[str] = RUN_MODULES) -> dict[str, str]:
+    """Import ``modules``, each on its own: what the fork server runs before it forks anyone.
+
+    A module that fails to import (a broken plug-in its import loads) is left out, and its
+    error returned by name, instead of a traceback from the server on the command's stderr: a
+    worker that needs it imports it again and fails there, where the run reports it in one
+    line.
+    """
+    failed = {}
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - any import error: the worker meets it again
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    return failed

@@ -47,7 +47,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "nopeek"
 LAYERS: list[set[str]] = [
-    {"errors", "schema", "seeding", "io", "plugins", "registry", "distance", "hooks", "workers"},
+    {
+        "errors",
+        "schema",
+        "seeding",
+        "io",
+        "plugins",
+        "registry",
+        "distance",
+        "hooks",
+        "workers",
+        "_preload",
+    },
     {"runtime.channel"},
     {"data"},
     {"models"},

@@ -45,3 +45,20 @@ def test_workers_are_spawned_where_no_fork_server_starts(monkeypatch):
 
     monkeypatch.setattr(forkserver, "ensure_running", refuse)
     assert worker_context().get_start_method() == "spawn"
+
+
+def test_the_server_preload_leaves_out_a_module_that_fails_to_import(tmp_path, monkeypatch):
+    """A broken module (a plug-in raising at import) is named and skipped, not a traceback from
+    the fork server; the modules after it are still imported."""
+    from nopeek.workers import preload
+
+    (tmp_path / "nopeek_broken_plugin.py").write_text("raise RuntimeError('broken at import')\n")
+    (tmp_path / "nopeek_fine_module.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "nopeek_fine_module", raising=False)
+    failed = preload(["nopeek_broken_plugin", "no_such_module_here", "nopeek_fine_module"])
+    assert failed == {
+        "nopeek_broken_plugin": "RuntimeError: broken at import",
+        "no_such_module_here": "ModuleNotFoundError: No module named 'no_such_module_here'",
+    }
+    assert sys.modules["nopeek_fine_module"].VALUE == 1
