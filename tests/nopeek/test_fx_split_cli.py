@@ -5,10 +5,10 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from nopeek.cli.main import main
+from tests.nopeek._resnet_npz import FAST, resnet_on_npz, train_at
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY = "module:tests.nopeek._factory:make"  # importable with the repository root on the path
@@ -26,19 +26,13 @@ def _err(capsys) -> str:
 
 
 def test_cli_trains_a_torchvision_resnet18_on_a_tiny_npz(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    data = tmp_path / "tiny.npz"
-    np.savez(data, x=rng.random((20, 3, 16, 16), dtype=np.float32), y=np.arange(20) % 2)
-    out = tmp_path / "run"
-    args = ["train", "--model", "torchvision:resnet18", "--dataset", f"npz:{data}"]
-    fast = ["--epochs", "1", "--batch-size", "6", "--dcor-samples", "4", "--quiet"]
-    assert main([*args, "--cut", "layer1", *fast, "--out", str(out)]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    args = resnet_on_npz(tmp_path, 20)
+    metrics = train_at(args, "layer1", tmp_path / "run")
     assert metrics["model"] == "torchvision:resnet18" and metrics["cut"] == "layer1"
     assert 0 <= metrics["test_accuracy"] <= 1
     capsys.readouterr()
 
-    assert main([*args, *fast]) == 2
+    assert main([*args, *FAST]) == 2
     assert "has no default cut; pass --cut, e.g. conv1, bn1" in _err(capsys)
 
 

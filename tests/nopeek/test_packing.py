@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,6 +17,7 @@ from nopeek.runtime import InProcessRuntime
 from nopeek.runtime.channel import ACTIVATION, GRADIENT
 from nopeek.topology import vanilla
 from nopeek.topology.crossings import pack_crossings
+from tests.nopeek._resnet_npz import resnet_on_npz, train_at
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY = "module:tests.nopeek._factory:make"
@@ -119,14 +119,8 @@ def test_a_merging_node_cannot_read_a_skip_crossed_cut(monkeypatch, capsys):
 
 
 def test_cli_trains_and_attacks_a_resnet18_cut_inside_a_block(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    data = tmp_path / "tiny.npz"
-    np.savez(data, x=rng.random((24, 3, 16, 16), dtype=np.float32), y=np.arange(24) % 2)
     out = tmp_path / "run"
-    args = ["train", "--model", "torchvision:resnet18", "--dataset", f"npz:{data}"]
-    fast = ["--epochs", "1", "--batch-size", "6", "--dcor-samples", "4", "--quiet"]
-    assert main([*args, "--cut", "layer2.0.conv1", *fast, "--out", str(out)]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = train_at(resnet_on_npz(tmp_path, 24), "layer2.0.conv1", out)
     assert metrics["cut"] == "layer2.0.conv1" and 0 <= metrics["test_accuracy"] <= 1
     # the skip (64x4x4 after layer1) and conv1's output (128x2x2) differ in size: flat rows
     per_sample = (64 * 4 * 4 + 128 * 2 * 2) * 4
