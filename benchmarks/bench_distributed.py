@@ -40,7 +40,7 @@ import torch.distributed as dist
 from nopeek import TrainConfig
 from nopeek.runtime import InProcessRuntime
 from nopeek.runtime.channel import WireLog
-from nopeek.runtime.launch import PartyLaunch, cut_shapes, make_channel
+from nopeek.runtime.launch import PartyLaunch, cut_shapes
 from nopeek.training.trainer import build_run
 
 BATCH = 64
@@ -100,7 +100,7 @@ def _party(topology: str, rank: int, world: int, port: int, warm: int, steps: in
     launch = PartyLaunch(rank, world, "127.0.0.1", port, timeout=120)
     me = launch.party(topo)
     cpu = torch.device("cpu")
-    make = make_channel(topo, me, launch, x=ds.train.x, max_batch=BATCH, device=cpu)
+    make = launch.channel(topo, me, x=ds.train.x, max_batch=BATCH, device=cpu)
     launch.join(me, cpu)
     try:
         channel = make(WireLog())

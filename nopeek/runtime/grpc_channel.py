@@ -48,7 +48,6 @@ from nopeek.runtime.grpc_bytes import (
     check_length,
     grpc_module,
     join_parts,
-    max_message_bytes,
     tensor_of,
 )
 from nopeek.runtime.grpc_streams import Ended, Failure, Inbox, Outbox, first_line
@@ -397,4 +396,4 @@ class GrpcChannel(Channel):
             ) from None
 
 
-__all__ = ["GrpcChannel", "Identity", "max_message_bytes"]
+__all__ = ["GrpcChannel", "Identity"]

@@ -23,8 +23,8 @@ from torch import nn
 from nopeek.errors import ChannelError, ConfigError, NopeekError, PeerError
 from nopeek.runtime.channel import WEIGHTS, WireLog
 from nopeek.runtime.distributed import TorchDistributedChannel
-from nopeek.runtime.party import flatten_state
 from nopeek.runtime.rendezvous import check_gloo_transport, claim_rank, meeting_store, quiet_stderr
+from nopeek.runtime.segments import flatten_state
 from nopeek.topology import Topology
 from nopeek.topology.crossings import dry_run
 
@@ -155,7 +155,9 @@ class PartyLaunch:
         device: torch.device,
         codecs: dict[str, Compressor] | None = None,
     ) -> Callable[[WireLog | None], TorchDistributedChannel]:
-        """``wire_log -> TorchDistributedChannel`` for party ``me`` (see :func:`make_channel`)."""
+        """``wire_log -> TorchDistributedChannel`` for party ``me``, knowing what every message at
+        every cut should look like (:func:`schedule`) and how compressed ones decode (``codecs``:
+        message kind -> compressor, :func:`nopeek.compress.by_kind`)."""
         plan = schedule(topology, x)
         return planned(self, me, plan, max_batch=max_batch, device=device, codecs=codecs)
 
@@ -172,7 +174,7 @@ class PartyLaunch:
     ) -> TorchDistributedChannel:
         """Party ``me``'s channel, once :meth:`join` ed: scheduled by ``plan``
         (:class:`Schedule`), or carrying only text messages (the handshake, the alignment) until
-        :meth:`schedule` gives it one; ``codecs`` as for :func:`make_channel`; it records into
+        :meth:`schedule` gives it one; ``codecs`` as for :meth:`channel`; it records into
         ``log``."""
         return TorchDistributedChannel(
             me=me,
@@ -303,22 +305,6 @@ def schedule(topology: Topology, x: torch.Tensor) -> Schedule:
             sizes.setdefault(topology.cut_of(node.name), flatten_state(module).numel())
     ranks = {p: i for i, p in enumerate(topology.parties)}
     return Schedule(ranks, sorted({e.cut for e in topology.edges()}), tails, sizes)
-
-
-def make_channel(
-    topology: Topology,
-    me: str,
-    launch: PartyLaunch,
-    *,
-    x: torch.Tensor,
-    max_batch: int,
-    device: torch.device,
-    codecs: dict[str, Compressor] | None = None,
-) -> Callable[[WireLog | None], TorchDistributedChannel]:
-    """``wire_log -> TorchDistributedChannel`` for party ``me``, knowing what every message at
-    every cut should look like (:func:`schedule`) and how compressed ones decode (``codecs``:
-    message kind -> compressor, :func:`nopeek.compress.by_kind`)."""
-    return launch.channel(topology, me, x=x, max_batch=max_batch, device=device, codecs=codecs)
 
 
 def planned(

@@ -38,7 +38,7 @@ from nopeek.errors import ChannelError
 from nopeek.hooks import CutHook
 from nopeek.runtime.channel import ACTIVATION, GRADIENT, WEIGHTS, Channel, Message
 from nopeek.runtime.holding import Holding
-from nopeek.runtime.segments import Spares, flatten_state, load_flat_state
+from nopeek.runtime.segments import Spares
 from nopeek.topology import DATA_PREFIX, Node, Topology
 
 # A penalty on one node's output, computed by that node's party: (its data view, output) -> loss
@@ -360,4 +360,4 @@ class Party(Holding):
         self.channel.post(Message(kind, cut, self.name, receiver, step, tensor, ids, packed))
 
 
-__all__ = ["Party", "Penalty", "flatten_state", "load_flat_state"]
+__all__ = ["Party", "Penalty"]
