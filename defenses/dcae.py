@@ -75,6 +75,7 @@ class DCAE(CAE):
     """
 
     name = "dcae"
+    _NO_SUMS = {"error": 0.0, "zero": 0.0, "steps": 0}  # the running sums before a step
     options: ClassVar[dict[str, str]] = CAE.options | {"bins": "float", "bound": "float"}
 
     def __init__(
@@ -93,11 +94,11 @@ class DCAE(CAE):
             raise ConfigError(f"dcae bins must be a whole number >= 2, got {bins}; {example}")
         self.bins = 12 if bins is None else int(bins)
         self.bound = None if bound is None else float(bound)
-        self._sums = {"error": 0.0, "zero": 0.0, "steps": 0}
+        self._sums = dict(self._NO_SUMS)
 
     def setup(self, ctx: TrainContext) -> None:
         super().setup(ctx)
-        self._sums = {"error": 0.0, "zero": 0.0, "steps": 0}
+        self._sums = dict(self._NO_SUMS)
 
     def backward(
         self, cut: str, grad: Tensor, *, activation: Tensor, labels: Tensor | None

@@ -68,6 +68,7 @@ class Mixup(Defense):
     """
 
     name = "mixup"
+    _NO_SUMS = {"lam": 0.0, "other": 0.0, "rows": 0, "steps": 0}  # the running sums before a step
     acts_at = "labels"
     acts_on_queries = False
     options: ClassVar[dict[str, str]] = {"lam": "float", "alpha": "float", "inputs": "bool"}
@@ -88,13 +89,13 @@ class Mixup(Defense):
         self.lam = None if alpha is not None else 0.5 if lam is None else float(lam)
         self.inputs = False if inputs is None else bool(inputs)
         self._pending: tuple[float, Tensor] | None = None
-        self._sums = {"lam": 0.0, "other": 0.0, "rows": 0, "steps": 0}
+        self._sums = dict(self._NO_SUMS)
 
     def setup(self, ctx: TrainContext) -> None:
         check_one_task(self.name, ctx)
         self._seed_generators(ctx, "draws")
         self._pending = None
-        self._sums = {"lam": 0.0, "other": 0.0, "rows": 0, "steps": 0}
+        self._sums = dict(self._NO_SUMS)
 
     def _draw(self, n: int, device: torch.device) -> tuple[float, Tensor]:
         """This step's ``lam`` and partner permutation (n,), from the seeded stream."""

@@ -123,7 +123,7 @@ class Holding(ABC):
     # --- weights (relay, federated averaging) -------------------------------------------------
     def send_weights(self, node_name: str, receiver: str, *, step: int, release: bool) -> None:
         """Send the segment of ``node_name`` as one flat vector; ``release`` drops it here."""
-        flat = self._spares.export(node_name, self._segment(node_name))
+        flat = self.export_segment(node_name)
         cut = self._topo.cut_of(node_name)
         self.channel.post(Message(WEIGHTS, cut, self.name, receiver, step, flat))
         if release:

@@ -93,13 +93,26 @@ def one_of(flag: str, choices: Sequence[str]) -> Callable[[str], str]:
     return check
 
 
-def _clients(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"--clients must be an integer >= 1, got {value!r}")
-    return value
+def positive_int(flag: str, what: str = "") -> Callable[[Any], int]:
+    """The check of an option that takes a whole number >= 1 (``what`` it counts, for the
+    message).
+
+    >>> positive_int("--clients")(0)
+    Traceback (most recent call last):
+    ...
+    nopeek.errors.ConfigError: --clients must be an integer >= 1, got 0
+    """
+    said = f" ({what})" if what else ""
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{flag} must be an integer >= 1{said}, got {value!r}")
+        return value
+
+    return check
 
 
-CLIENTS_OPTION = Option("clients", _clients)
+CLIENTS_OPTION = Option("clients", positive_int("--clients"))
 """``--clients``: how many data parties (vertical, many-clients, splitfed)."""
 
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from typing import Any
 
 from torch import nn
 
 from nopeek.errors import ConfigError
 from nopeek.models import split
-from nopeek.topology.builder import CLIENTS_OPTION, Option, TopologyBuilder, one_of
+from nopeek.topology.builder import CLIENTS_OPTION, Option, TopologyBuilder, one_of, positive_int
 from nopeek.topology.graph import DATA_PREFIX, Node, Objective, Topology
 
 RELAYS = ("peer", "server")
@@ -46,15 +45,12 @@ SPLITFED_OPTION = Option("splitfed", one_of("--splitfed", SPLITFED_VERSIONS))
 """``--splitfed``: one server segment per client (v1) or one for all (v2)."""
 
 
-def _local_epochs(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(
-            f"--local-epochs must be an integer >= 1 (passes over a shard per round), got {value!r}"
-        )
-    return value
-
-
-LOCAL_EPOCHS_OPTION = Option("local_epochs", _local_epochs, default=1, only="splitfed")
+LOCAL_EPOCHS_OPTION = Option(
+    "local_epochs",
+    positive_int("--local-epochs", "passes over a shard per round"),
+    default=1,
+    only="splitfed",
+)
 """``--local-epochs``: passes over its shard each client makes per SplitFed round (E)."""
 NON_IID_OPTION = Option("non_iid", _dirichlet)
 """``--non-iid``: the Dirichlet concentration of the clients' label shards (none: IID)."""
