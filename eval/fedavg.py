@@ -36,7 +36,7 @@ from nopeek.errors import ConfigError, TrainingError
 from nopeek.models import build_model
 from nopeek.runtime import flatten_state, load_flat_state, weighted_mean
 from nopeek.runtime.channel import WEIGHTS, InProcessChannel, Message, WireLog
-from nopeek.runtime.plans import batches, shard_indices
+from nopeek.runtime.plans import batches, local_pass_epoch, shard_indices
 from nopeek.seeding import seeded
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,15 @@ def _local_epoch(
     model, shard: Split, cfg: TrainConfig, rnd: int, k: int, device, local_epochs: int = 1
 ) -> tuple:
     """One client's local training in round ``rnd``: ``local_epochs`` passes over its shard
-    (McMahan et al.'s E; pass e takes the batch order of epoch ``rnd * E + e``, so E = 1 is
-    the order of a split-learning client's turn) with one fresh Adam. Returns (FLOPs counted,
+    (McMahan et al.'s E; each pass in the batch order :func:`~nopeek.runtime.plans.
+    local_pass_epoch` gives it, as SplitFed's) with one fresh Adam. Returns (FLOPs counted,
     mean loss of the last pass)."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     flops = 0.0
     for e in range(local_epochs):
-        done, loss = _one_pass(model, opt, shard, cfg, rnd * local_epochs + e, k, device)
+        order = local_pass_epoch(rnd, local_epochs, e)
+        done, loss = _one_pass(model, opt, shard, cfg, order, k, device)
         flops += done
     return flops, loss
 

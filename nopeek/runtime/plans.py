@@ -61,6 +61,17 @@ def batches(
         yield split.batch(order[start : start + batch_size])
 
 
+def local_pass_epoch(round_: int, passes: int, e: int) -> int:
+    """The epoch whose batch order local pass ``e`` of round ``round_`` takes, for ``passes``
+    local passes a round (SplitFed's and FedAvg's E): ``round_ * passes + e``, so one pass a
+    round takes the round's own order, as a split-learning client's turn does.
+
+    >>> [local_pass_epoch(2, 3, e) for e in range(3)], local_pass_epoch(2, 1, 0)
+    ([6, 7, 8], 2)
+    """
+    return round_ * passes + e
+
+
 def shard_indices(y: Tensor, clients: int, *, non_iid: float | None, seed: int) -> list[Tensor]:
     """Disjoint shards of positions ``0..N-1``: IID (a seeded random partition into near-equal
     parts) or Dirichlet(``non_iid``) over the labels, as in the federated-learning literature.
@@ -259,11 +270,11 @@ class SplitFed(_Sharded):
         self, client: str, k: int, batch_size: int, epoch: int
     ) -> Iterator[dict[str, Tensor]]:
         """Client ``k``'s batches of round ``epoch``: its E local passes one after another,
-        pass e in the batch order of epoch ``epoch * E + e`` (E = 1: the round's own order)."""
-        passes = self.passes
-        for e in range(passes):
+        each in the order :func:`local_pass_epoch` gives it."""
+        for e in range(self.passes):
+            order = local_pass_epoch(epoch, self.passes, e)
             yield from batches(
-                self.shards[client], batch_size, seed=self.seed, epoch=epoch * passes + e, client=k
+                self.shards[client], batch_size, seed=self.seed, epoch=order, client=k
             )
 
     def _server_copies(self) -> dict[str, str]:
