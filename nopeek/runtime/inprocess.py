@@ -249,21 +249,10 @@ class InProcessRuntime:
         holds more than one client's segment besides the sum (the same numbers as
         :func:`weighted_mean` over all of them)."""
         step, self.tick = self.tick, self.tick + 1
-        local = self.parties
-        cuts = {c: self.topology.cut_of(n) for c, n in nodes.items()}
         acc = WeightedSum({c: weights[c] for c in nodes})
         for client, node in nodes.items():
-            if client in local:
-                local[client].send_weights(node, fed, step=step, release=False)
-            if fed in local:
-                acc.add(client, local[fed].receive_weights(cuts[client], client, step=step))
-        mean = acc.mean() if fed in local else None
-        for client, node in nodes.items():
-            if mean is not None:
-                local[fed].forward_weights(mean, cuts[client], client, step=step)
-            if client in local:
-                flat = local[client].receive_weights(cuts[client], fed, step=step)
-                local[client].load_weights(node, flat, fresh_optimizer=False)
+            self._add_to(acc, client, node, fed, step)
+        self._return_mean(acc, nodes, fed, step, share=False)
 
     @torch.no_grad()
     def fed_add(self, client: str, node: str, fed: str, acc: WeightedSum) -> None:
@@ -271,12 +260,7 @@ class InProcessRuntime:
         ``node`` to ``fed``, which adds it to the running weighted sum ``acc`` (one message).
         :meth:`fed_return` ends the round; together they move :meth:`fedavg`'s messages."""
         step, self.tick = self.tick, self.tick + 1
-        local = self.parties
-        if client in local:
-            local[client].send_weights(node, fed, step=step, release=False)
-        if fed in local:
-            cut = self.topology.cut_of(node)
-            acc.add(client, local[fed].receive_weights(cut, client, step=step))
+        self._add_to(acc, client, node, fed, step)
 
     @torch.no_grad()
     def fed_return(self, nodes: dict[str, str], fed: str, acc: WeightedSum) -> None:
@@ -286,6 +270,24 @@ class InProcessRuntime:
         :meth:`~nopeek.runtime.segments.FlatSegment.share`), so K clients between rounds cost
         one segment's memory."""
         step, self.tick = self.tick, self.tick + 1
+        self._return_mean(acc, nodes, fed, step, share=True)
+
+    def _add_to(self, acc: WeightedSum, client: str, node: str, fed: str, step: int) -> None:
+        """``client`` sends the segment of ``node`` to ``fed``, which adds it to ``acc``."""
+        local = self.parties
+        if client in local:
+            local[client].send_weights(node, fed, step=step, release=False)
+        if fed in local:
+            cut = self.topology.cut_of(node)
+            acc.add(client, local[fed].receive_weights(cut, client, step=step))
+
+    def _return_mean(
+        self, acc: WeightedSum, nodes: dict[str, str], fed: str, step: int, *, share: bool
+    ) -> None:
+        """``fed`` sends the mean of ``acc`` to each client in turn, which loads it; with
+        ``share``, clients of this process that hold a flat segment and receive the same bytes
+        keep one buffer of them (not for clients that train their segments in place between
+        averages, as SplitFed v2's do)."""
         local = self.parties
         mean = acc.mean() if fed in local else None
         shared: Tensor | None = None
@@ -296,7 +298,7 @@ class InProcessRuntime:
             if client not in local:
                 continue
             flat = local[client].receive_weights(cut, fed, step=step)
-            seg = local[client].flat_segment(node)
+            seg = local[client].flat_segment(node) if share else None
             if seg is None:
                 local[client].load_weights(node, flat, fresh_optimizer=False)
                 continue
