@@ -121,11 +121,12 @@ def _train_bytes(wire: WireLog, epochs: int) -> float:
     return float(sum(r.nbytes for r in wire.records if r.phase == "train" and r.epoch < epochs))
 
 
-def _split_run(base: TrainConfig, target: float, max_epochs: int, **topology: str | int):
+def _split_run(base: TrainConfig, target: float, **topology: str | int):
     """Train the relay run (or ``topology``'s) for 8, 16, ... epochs until the target is
-    reached (or max_epochs)."""
+    reached (or ``base.epochs``, the method's budget)."""
     from nopeek.training.trainer import train
 
+    max_epochs = base.epochs
     epochs = min(FIRST_SPLIT_EPOCHS, max_epochs)
     while True:
         cfg = TrainConfig(**(base.to_dict() | topology | {"epochs": epochs}))
@@ -243,7 +244,7 @@ def _with(base: TrainConfig, knobs: Knobs) -> TrainConfig:
 
 
 def _measure_split(base: TrainConfig, prof, p: int, target: float) -> Measured:
-    split, hit = _split_run(base, target, base.epochs)
+    split, hit = _split_run(base, target)
     hops = 2 if base.relay == "server" else 1
     per_epoch = sl_values(p=p, q=prof.q, clients=base.clients, shared=prof.client_params, hops=hops)
     method = f"split learning (relay, {base.relay})"
@@ -257,7 +258,6 @@ def _measure_splitfed(
     run, hit = _split_run(
         base,
         target,
-        base.epochs,
         topology="splitfed",
         splitfed=version,
         relay="peer",
